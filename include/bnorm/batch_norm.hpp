@@ -1,0 +1,154 @@
+// Batch normalization: functions on caller-owned buffers and the BatchNorm layer.
+//
+// Semantics are those of ATen's native_batch_norm / native_batch_norm_backward
+// and torch.nn.BatchNorm{1,2,3}d (see DESIGN.md section 2):
+//   mean_c, var_c  : batch mean and biased variance over N and spatial dims;
+//   dst            = (src - mean_c) / sqrt(var_c + eps) * gamma_c + beta_c;
+//   running mean   = (1 - momentum) * running_mean + momentum * mean_c;
+//   running var    = the same with the unbiased variance var_c * n / (n - 1).
+// Data may be f32, bf16 or f16; gamma, beta, statistics and gradients are f32
+// arrays of C values. Every function throws bnorm::Error on bad input and
+// leaves all outputs untouched when it does.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <vector>
+
+#include "bnorm/tensor.hpp"
+
+namespace bnorm {
+
+/// Running statistics updated by a training step. Leave mean and var null for
+/// track_running_stats = false.
+struct RunningStats {
+  float* mean = nullptr;  ///< C values, updated in place
+  float* var = nullptr;   ///< C values (unbiased), updated in place
+  /// Incremented by each training step when not null; required when
+  /// momentum is std::nullopt (cumulative moving average).
+  std::int64_t* num_batches_tracked = nullptr;
+};
+
+/// Hyper-parameters of a training step.
+struct BatchNormConfig {
+  double eps = 1e-5;  ///< added to the variance; must be >= 0
+  /// Weight of the new batch statistics in the running average, in [0, 1].
+  /// std::nullopt selects the cumulative moving average: the weight is
+  /// 1 / num_batches_tracked after the increment (PyTorch's momentum=None).
+  std::optional<double> momentum = 0.1;
+  /// The running variance averages the unbiased batch variance (PyTorch).
+  /// false averages the biased one, as ONNX BatchNormalization's
+  /// training_mode does (whose momentum also weights the old value: pass
+  /// 1 - onnx_momentum here).
+  bool unbiased_running_var = true;
+};
+
+/// Training-mode forward. Normalizes src with its own batch statistics into
+/// dst (which may be src itself). save_mean / save_invstd (optional) receive
+/// the batch mean and 1/sqrt(biased var + eps), as ATen returns them; running
+/// statistics are updated when given. gamma and beta may be null (1 and 0).
+/// Throws when a channel has fewer than 2 values (N * spatial < 2).
+void batch_norm_forward_training(const TensorDesc& src_desc, const void* src, const TensorDesc& dst_desc,
+                                 void* dst, const float* gamma, const float* beta, float* save_mean,
+                                 float* save_invstd, const RunningStats& running = {},
+                                 const BatchNormConfig& config = {});
+
+/// Inference-mode forward with the given (running) mean and variance.
+/// dst may be src itself. gamma and beta may be null (1 and 0).
+void batch_norm_forward_inference(const TensorDesc& src_desc, const void* src, const TensorDesc& dst_desc,
+                                  void* dst, const float* gamma, const float* beta, const float* mean,
+                                  const float* var, double eps = 1e-5);
+
+/// Which statistics the forward pass normalized with.
+enum class BackwardStats {
+  /// Batch statistics (training forward): the gradient flows through the
+  /// mean and variance, as in ATen's backward with train=true.
+  batch,
+  /// Constant statistics (inference forward, frozen BN): dx = dy*gamma*invstd.
+  fixed,
+};
+
+/// Backward of either forward. mean and invstd are the save_mean/save_invstd
+/// of a training forward, or for BackwardStats::fixed the running mean and
+/// 1/sqrt(running_var + eps). diff_src, diff_gamma and diff_beta are each
+/// optional (null = not wanted) and are overwritten, not accumulated.
+/// diff_src may alias diff_dst or src exactly.
+void batch_norm_backward(const TensorDesc& src_desc, const void* src, const TensorDesc& diff_dst_desc,
+                         const void* diff_dst, const TensorDesc& diff_src_desc, void* diff_src,
+                         const float* gamma, const float* mean, const float* invstd, float* diff_gamma,
+                         float* diff_beta, BackwardStats stats = BackwardStats::batch);
+
+/// A BatchNorm{1,2,3}d layer with torch.nn semantics: owns gamma (weight),
+/// beta (bias), running statistics and num_batches_tracked, and has a
+/// train/eval mode. The rank of the input decides 1d (rank 2 or 3), 2d (4)
+/// or 3d (5).
+class BatchNorm {
+ public:
+  /// Constructor options, with torch.nn.BatchNorm2d's defaults.
+  struct Options {
+    std::int64_t num_features = 0;         ///< C, > 0
+    double eps = 1e-5;                     ///< >= 0
+    std::optional<double> momentum = 0.1;  ///< in [0, 1]; nullopt = cumulative average
+    bool affine = true;                    ///< learn gamma and beta
+    bool track_running_stats = true;       ///< keep running mean / var
+  };
+
+  /// Throws Error(invalid_argument) for num_features <= 0, eps < 0 or
+  /// momentum outside [0, 1]. Starts in training mode with gamma = 1,
+  /// beta = 0, running mean 0 and running var 1.
+  explicit BatchNorm(const Options& options);
+
+  /// Training mode (true) or evaluation mode (false).
+  void train(bool on = true) noexcept { training_ = on; }
+  /// Same as train(false).
+  void eval() noexcept { training_ = false; }
+  /// True in training mode.
+  bool is_training() const noexcept { return training_; }
+  const Options& options() const noexcept { return options_; }
+
+  /// Forward pass. In training mode, or in eval mode without running
+  /// statistics, it normalizes with batch statistics (and updates the running
+  /// ones in training); otherwise with the running statistics.
+  void forward(const TensorDesc& src_desc, const void* src, const TensorDesc& dst_desc, void* dst);
+
+  /// Backward of the last forward: writes diff_src (optional) and the
+  /// gradients of gamma and beta (weight_grad / bias_grad, when affine).
+  /// Throws Error(invalid_argument) before any forward.
+  void backward(const TensorDesc& src_desc, const void* src, const TensorDesc& diff_dst_desc,
+                const void* diff_dst, const TensorDesc& diff_src_desc, void* diff_src);
+
+  /// gamma (empty when affine = false).
+  std::span<float> weight() noexcept { return weight_; }
+  /// beta (empty when affine = false).
+  std::span<float> bias() noexcept { return bias_; }
+  /// Running mean (empty when track_running_stats = false).
+  std::span<float> running_mean() noexcept { return running_mean_; }
+  /// Running unbiased variance (empty when track_running_stats = false).
+  std::span<float> running_var() noexcept { return running_var_; }
+  std::int64_t num_batches_tracked() const noexcept { return num_batches_tracked_; }
+  /// d loss / d gamma of the last backward (empty when affine = false).
+  std::span<const float> weight_grad() const noexcept { return weight_grad_; }
+  /// d loss / d beta of the last backward (empty when affine = false).
+  std::span<const float> bias_grad() const noexcept { return bias_grad_; }
+  /// Mean and invstd the last forward normalized with.
+  std::span<const float> saved_mean() const noexcept { return saved_mean_; }
+  std::span<const float> saved_invstd() const noexcept { return saved_invstd_; }
+
+  /// Running mean 0, running var 1, num_batches_tracked 0.
+  void reset_running_stats() noexcept;
+  /// reset_running_stats(), gamma 1, beta 0.
+  void reset_parameters() noexcept;
+
+ private:
+  void check_input(const TensorDesc& desc, const char* name) const;
+
+  Options options_;
+  bool training_ = true;
+  std::vector<float> weight_, bias_, running_mean_, running_var_;
+  std::vector<float> weight_grad_, bias_grad_, saved_mean_, saved_invstd_;
+  std::int64_t num_batches_tracked_ = 0;
+  std::optional<BackwardStats> last_forward_;  // empty before the first forward
+};
+
+}  // namespace bnorm

@@ -1,0 +1,30 @@
+// Process-wide execution settings: thread count and the instruction set in use.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace bnorm {
+
+/// Threads bnorm's kernels use (OpenMP). Defaults to omp_get_max_threads(),
+/// i.e. OMP_NUM_THREADS or the number of cores.
+int num_threads() noexcept;
+
+/// Sets the thread count for later calls; n <= 0 restores the default.
+void set_num_threads(int n) noexcept;
+
+/// Name of the instruction set the optimized kernels dispatch to on this
+/// machine, e.g. "AVX3" (AVX-512), "AVX2", "SSE4" or "EMU128" (portable).
+std::string isa();
+
+/// Every instruction set compiled into this build that this CPU can run,
+/// best first.
+std::vector<std::string> supported_isas();
+
+/// Restricts dispatch to the named instruction set (one of supported_isas())
+/// or, for an empty name, restores automatic selection. Throws
+/// Error(invalid_argument) for an unknown or unsupported name. Meant for
+/// testing and benchmarking; affects the whole process.
+void set_isa(const std::string& name);
+
+}  // namespace bnorm

@@ -1,0 +1,78 @@
+// Optimized batch-norm building blocks (Highway, dispatched at run time).
+//
+// These are single-threaded pieces; src/ops/batch_norm.cpp plans the thread
+// split and calls them. Pointers are raw, sizes are in elements, nothing here
+// allocates or throws. Statistics arithmetic follows DESIGN.md section 3:
+// sums of values shifted by a pivot, squares centered on the rounded mean,
+// f32 partial sums of bounded length folded into double.
+#pragma once
+
+#include <cstdint>
+
+#include "bnorm/tensor.hpp"
+
+namespace bnorm::kernels::batch_norm {
+
+/// Channels-first view of one channel: `count` runs of `len` contiguous
+/// elements, run i starting `i * stride` elements after the first.
+struct Runs {
+  std::int64_t count = 0;
+  std::int64_t len = 0;
+  std::int64_t stride = 0;
+};
+
+/// Sum of (x - pivot) over the runs.
+double sum_shifted(DType dtype, const void* x, Runs runs, float pivot);
+/// Sum of (x - center)^2 over the runs.
+double sum_sq_centered(DType dtype, const void* x, Runs runs, float center);
+/// y = (x - center) * scale + shift over the runs (y has x's strides).
+void normalize(DType dtype, const void* x, void* y, Runs runs, float center, float scale, float shift,
+               bool stream);
+/// sums[0] += sum(dy), sums[1] += sum(dy * (x - center)).
+void backward_reduce(DType dtype, const void* x, const void* dy, Runs runs, float center, double sums[2]);
+/// dx = k_dy * dy + k_xc * (x - center) + k_const over the runs.
+void backward_apply(DType dtype, const void* x, const void* dy, void* dx, Runs runs, float center, float k_dy,
+                    float k_xc, float k_const, bool stream);
+
+/// Channels-last blocks hold whole rows of C channels. Per-channel parameters
+/// are passed as cyclic arrays: entry j holds the value of channel j % C for
+/// j < period + kCyclicPad, where period (a multiple of C, >= kCyclicPad) is
+/// cyclic_period(C). This lets a vector start at any channel and lets small C
+/// use full vectors.
+inline constexpr std::int64_t kCyclicPad = 64;
+inline constexpr std::int64_t cyclic_period(std::int64_t channels) noexcept {
+  return channels * ((kCyclicPad + channels - 1) / channels);
+}
+inline constexpr std::int64_t cyclic_length(std::int64_t channels) noexcept {
+  return cyclic_period(channels) + kCyclicPad;
+}
+
+/// Shape of a channels-last block: `elements` = rows * channels.
+struct Rows {
+  std::int64_t elements = 0;
+  std::int64_t channels = 0;
+};
+
+/// acc[c] += sum over rows of (x - pivot[c]). scratch: cyclic_length(C) floats.
+void rows_sum_shifted(DType dtype, const void* x, Rows rows, const float* pivot_cyclic, float* scratch,
+                      double* acc);
+/// acc[c] += sum over rows of (x - center[c])^2.
+void rows_sum_sq_centered(DType dtype, const void* x, Rows rows, const float* center_cyclic, float* scratch,
+                          double* acc);
+/// y = (x - center[c]) * scale[c] + shift[c].
+void rows_normalize(DType dtype, const void* x, void* y, Rows rows, const float* center_cyclic,
+                    const float* scale_cyclic, const float* shift_cyclic, bool stream);
+/// sum_dy[c] += sum(dy), sum_dy_xc[c] += sum(dy * (x - center[c])).
+/// scratch: 2 * cyclic_length(C) floats.
+void rows_backward_reduce(DType dtype, const void* x, const void* dy, Rows rows, const float* center_cyclic,
+                          float* scratch, double* sum_dy, double* sum_dy_xc);
+/// dx = k_dy[c] * dy + k_xc[c] * (x - center[c]) + k_const[c].
+void rows_backward_apply(DType dtype, const void* x, const void* dy, void* dx, Rows rows,
+                         const float* center_cyclic, const float* k_dy_cyclic, const float* k_xc_cyclic,
+                         const float* k_const_cyclic, bool stream);
+
+/// Orders the non-temporal stores issued so far before later loads and
+/// stores (call once after the streaming calls of a phase).
+void stream_fence();
+
+}  // namespace bnorm::kernels::batch_norm

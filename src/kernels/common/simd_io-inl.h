@@ -1,0 +1,190 @@
+// Per-target SIMD helpers shared by the optimized kernels: load any dtype as
+// f32 lanes, store f32 lanes back with round-to-nearest-even, partial vectors,
+// and an elementwise driver that aligns the output for streaming stores.
+// Included once per Highway target (foreach_target.h), hence the toggle guard.
+
+#if defined(BNORM_KERNELS_COMMON_SIMD_IO_INL_H_) == defined(HWY_TARGET_TOGGLE)
+#ifdef BNORM_KERNELS_COMMON_SIMD_IO_INL_H_
+#undef BNORM_KERNELS_COMMON_SIMD_IO_INL_H_
+#else
+#define BNORM_KERNELS_COMMON_SIMD_IO_INL_H_
+#endif
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+
+#include "bnorm/tensor.hpp"
+#include "hwy/cache_control.h"
+#include "hwy/highway.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace bnorm::kernels::HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+
+using DF = hn::ScalableTag<float>;
+using VF = hn::Vec<DF>;
+
+/// Storage type of each dtype in memory.
+template <DType kType>
+using Storage = std::conditional_t<kType == DType::f32, float, std::uint16_t>;
+
+// F16C (part of Highway's AVX2 and AVX3 targets) converts binary16 with
+// round-to-nearest-even; Highway's emulation on older targets truncates, so
+// those convert lane by lane with the exact scalar routines instead.
+inline constexpr bool kHardwareF16 = HWY_TARGET <= HWY_AVX2;
+
+/// Loads Lanes(d) elements of kType from p (unaligned) as f32.
+template <DType kType>
+HWY_INLINE VF LoadAsF32(DF d, const Storage<kType>* HWY_RESTRICT p) {
+  if constexpr (kType == DType::f32) {
+    return hn::LoadU(d, p);
+  } else if constexpr (kType == DType::bf16) {
+    const hn::RebindToUnsigned<DF> du32;
+    const hn::Rebind<std::uint16_t, DF> du16;
+    return hn::BitCast(d, hn::ShiftLeft<16>(hn::PromoteTo(du32, hn::LoadU(du16, p))));
+  } else if constexpr (kHardwareF16) {
+    const hn::Rebind<hwy::float16_t, DF> dh;
+    return hn::PromoteTo(d, hn::LoadU(dh, reinterpret_cast<const hwy::float16_t*>(p)));
+  } else {
+    HWY_ALIGN float lanes[hn::MaxLanes(d)];
+    for (size_t i = 0; i < hn::Lanes(d); ++i) lanes[i] = f16_to_float(p[i]);
+    return hn::Load(d, lanes);
+  }
+}
+
+/// f32 lanes rounded to the 16-bit pattern of kType, one per u16 lane.
+template <DType kType>
+HWY_INLINE auto DemoteBits(DF /*d*/, VF v) {
+  const hn::Rebind<std::uint16_t, DF> du16;
+  if constexpr (kType == DType::bf16) {
+    // Round to nearest even by adding 0x7FFF plus the lowest kept bit; NaN
+    // would carry into the exponent, so it is replaced by the canonical quiet
+    // NaN, as c10::BFloat16 does.
+    const hn::RebindToUnsigned<DF> du32;
+    const hn::RebindToSigned<DF> di32;
+    const auto bits = hn::BitCast(du32, v);
+    const auto lsb = hn::And(hn::ShiftRight<16>(bits), hn::Set(du32, 1u));
+    auto rounded = hn::ShiftRight<16>(hn::Add(bits, hn::Add(hn::Set(du32, 0x7FFFu), lsb)));
+    rounded = hn::IfThenElse(hn::RebindMask(du32, hn::IsNaN(v)), hn::Set(du32, 0x7FC0u), rounded);
+    return hn::DemoteTo(du16, hn::BitCast(di32, rounded));
+  } else {
+    static_assert(kType == DType::f16 && kHardwareF16);
+    const hn::Rebind<hwy::float16_t, DF> dh;
+    return hn::BitCast(du16, hn::DemoteTo(dh, v));
+  }
+}
+
+/// Stores f32 lanes to p (unaligned) as kType.
+template <DType kType>
+HWY_INLINE void StoreFromF32(DF d, VF v, Storage<kType>* HWY_RESTRICT p) {
+  if constexpr (kType == DType::f32) {
+    hn::StoreU(v, d, p);
+  } else if constexpr (kType == DType::bf16 || kHardwareF16) {
+    const hn::Rebind<std::uint16_t, DF> du16;
+    hn::StoreU(DemoteBits<kType>(d, v), du16, p);
+  } else {
+    HWY_ALIGN float lanes[hn::MaxLanes(d)];
+    hn::Store(v, d, lanes);
+    for (size_t i = 0; i < hn::Lanes(d); ++i) p[i] = f16_from_float(lanes[i]);
+  }
+}
+
+/// Non-temporal store of f32 lanes as kType; p is aligned to the stored size.
+template <DType kType>
+HWY_INLINE void StreamFromF32(DF d, VF v, Storage<kType>* HWY_RESTRICT p) {
+  if constexpr (kType == DType::f32) {
+    hn::Stream(v, d, p);
+  } else if constexpr ((kType == DType::bf16 || kHardwareF16) &&
+                       hn::MaxLanes(hn::Rebind<std::uint16_t, DF>()) * 2 >= 16) {
+    const hn::Rebind<std::uint16_t, DF> du16;
+    hn::Stream(DemoteBits<kType>(d, v), du16, p);
+  } else {
+    // Highway streams whole 16-byte registers: a half-filled one (16-bit
+    // data on 128-bit targets) would write past the vector, so store it.
+    StoreFromF32<kType>(d, v, p);
+  }
+}
+
+/// Loads the first `count` (< Lanes) elements of p as f32; the other lanes
+/// hold `fill`. Never touches memory past p + count.
+template <DType kType>
+HWY_INLINE VF LoadPartialAsF32(DF d, const Storage<kType>* HWY_RESTRICT p, size_t count, float fill) {
+  HWY_ALIGN float lanes[hn::MaxLanes(d)];
+  for (size_t i = 0; i < hn::Lanes(d); ++i) {
+    if constexpr (kType == DType::f32) {
+      lanes[i] = i < count ? p[i] : fill;
+    } else if constexpr (kType == DType::bf16) {
+      lanes[i] = i < count ? bf16_to_float(p[i]) : fill;
+    } else {
+      lanes[i] = i < count ? f16_to_float(p[i]) : fill;
+    }
+  }
+  return hn::Load(d, lanes);
+}
+
+/// Stores the first `count` (< Lanes) lanes of v to p as kType.
+template <DType kType>
+HWY_INLINE void StorePartialFromF32(DF d, VF v, Storage<kType>* HWY_RESTRICT p, size_t count) {
+  HWY_ALIGN float lanes[hn::MaxLanes(d)];
+  hn::Store(v, d, lanes);
+  for (size_t i = 0; i < count; ++i) {
+    if constexpr (kType == DType::f32) {
+      p[i] = lanes[i];
+    } else if constexpr (kType == DType::bf16) {
+      p[i] = bf16_from_float(lanes[i]);
+    } else {
+      p[i] = f16_from_float(lanes[i]);
+    }
+  }
+}
+
+/// Loads count elements (full vector when count == Lanes) as f32.
+template <DType kType>
+HWY_INLINE VF LoadSomeAsF32(DF d, const Storage<kType>* HWY_RESTRICT p, size_t count, float fill) {
+  return count == hn::Lanes(d) ? LoadAsF32<kType>(d, p) : LoadPartialAsF32<kType>(d, p, count, fill);
+}
+
+/// Sum of the lanes of v, added in double.
+HWY_INLINE double SumLanesInDouble(DF d, VF v) {
+  HWY_ALIGN float lanes[hn::MaxLanes(d)];
+  hn::Store(v, d, lanes);
+  double sum = 0.0;
+  for (size_t i = 0; i < hn::Lanes(d); ++i) sum += lanes[i];
+  return sum;
+}
+
+/// Runs `compute(i, count)` -> VF over elements [0, n) of the output y in
+/// order, storing each result to y + i. With `stream`, leading elements are
+/// peeled until y is aligned for non-temporal stores and the full vectors are
+/// streamed (the caller issues the fence); otherwise plain unaligned stores.
+/// count is Lanes(d) except for the peeled head and the tail.
+template <DType kType, class Compute>
+HWY_INLINE void ForEachOutputVector(DF d, Storage<kType>* HWY_RESTRICT y, size_t n, bool stream,
+                                    Compute&& compute) {
+  const size_t lanes = hn::Lanes(d);
+  size_t i = 0;
+  if (stream) {
+    const size_t align = lanes * sizeof(Storage<kType>);
+    const size_t misalign = reinterpret_cast<std::uintptr_t>(y) % align;
+    if (misalign % sizeof(Storage<kType>) != 0) {
+      stream = false;  // not even element-aligned: never reaches alignment
+    } else if (misalign != 0) {
+      const size_t head = std::min(n, (align - misalign) / sizeof(Storage<kType>));
+      StorePartialFromF32<kType>(d, compute(size_t{0}, head), y, head);
+      i = head;
+    }
+  }
+  if (stream) {
+    for (; i + lanes <= n; i += lanes) StreamFromF32<kType>(d, compute(i, lanes), y + i);
+  } else {
+    for (; i + lanes <= n; i += lanes) StoreFromF32<kType>(d, compute(i, lanes), y + i);
+  }
+  if (i < n) StorePartialFromF32<kType>(d, compute(i, n - i), y + i, n - i);
+}
+
+}  // namespace bnorm::kernels::HWY_NAMESPACE
+HWY_AFTER_NAMESPACE();
+
+#endif  // BNORM_KERNELS_COMMON_SIMD_IO_INL_H_

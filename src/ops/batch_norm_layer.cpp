@@ -1,0 +1,105 @@
+// bnorm::BatchNorm: torch.nn.BatchNorm{1,2,3}d semantics over the functions.
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+
+#include "bnorm/batch_norm.hpp"
+#include "bnorm/error.hpp"
+#include "ops/validate.hpp"
+
+namespace bnorm {
+
+BatchNorm::BatchNorm(const Options& options) : options_(options) {
+  if (options.num_features <= 0) {
+    throw Error(ErrorKind::invalid_argument,
+                "argument 'options.num_features' = " + std::to_string(options.num_features) +
+                    ": the number of channels must be > 0");
+  }
+  ops::require_eps(options.eps, "options.eps");
+  if (options.momentum && !(*options.momentum >= 0.0 && *options.momentum <= 1.0)) {
+    throw Error(ErrorKind::invalid_argument,
+                "argument 'options.momentum' = " + ops::format_value(*options.momentum) +
+                    ": momentum must be in [0, 1], or std::nullopt for a cumulative average");
+  }
+  const auto c = static_cast<std::size_t>(options.num_features);
+  if (options.affine) {
+    weight_.assign(c, 1.0f);
+    bias_.assign(c, 0.0f);
+    weight_grad_.assign(c, 0.0f);
+    bias_grad_.assign(c, 0.0f);
+  }
+  if (options.track_running_stats) {
+    running_mean_.assign(c, 0.0f);
+    running_var_.assign(c, 1.0f);
+  }
+  saved_mean_.assign(c, 0.0f);
+  saved_invstd_.assign(c, 0.0f);
+}
+
+void BatchNorm::reset_running_stats() noexcept {
+  std::fill(running_mean_.begin(), running_mean_.end(), 0.0f);
+  std::fill(running_var_.begin(), running_var_.end(), 1.0f);
+  num_batches_tracked_ = 0;
+}
+
+void BatchNorm::reset_parameters() noexcept {
+  reset_running_stats();
+  std::fill(weight_.begin(), weight_.end(), 1.0f);
+  std::fill(bias_.begin(), bias_.end(), 0.0f);
+}
+
+void BatchNorm::check_input(const TensorDesc& desc, const char* name) const {
+  ops::require_activation(desc, name, 2, kMaxRank);
+  if (desc.channels() != options_.num_features) {
+    throw Error(ErrorKind::shape_mismatch,
+                std::string("argument '") + name + "' has C = " + std::to_string(desc.channels()) +
+                    " (dims " + desc.dims_str() +
+                    "): this layer has num_features = " + std::to_string(options_.num_features));
+  }
+}
+
+void BatchNorm::forward(const TensorDesc& src_desc, const void* src, const TensorDesc& dst_desc, void* dst) {
+  check_input(src_desc, "src_desc");
+  const float* gamma = options_.affine ? weight_.data() : nullptr;
+  const float* beta = options_.affine ? bias_.data() : nullptr;
+  // As torch.nn: batch statistics in training, and in eval when there are no
+  // running statistics to use.
+  const bool use_batch_stats = training_ || !options_.track_running_stats;
+  if (use_batch_stats) {
+    RunningStats running;
+    if (training_ && options_.track_running_stats) {
+      running = {running_mean_.data(), running_var_.data(), &num_batches_tracked_};
+    }
+    batch_norm_forward_training(src_desc, src, dst_desc, dst, gamma, beta, saved_mean_.data(),
+                                saved_invstd_.data(), running,
+                                BatchNormConfig{options_.eps, options_.momentum});
+    last_forward_ = BackwardStats::batch;
+    return;
+  }
+  batch_norm_forward_inference(src_desc, src, dst_desc, dst, gamma, beta, running_mean_.data(),
+                               running_var_.data(), options_.eps);
+  // Keep what eval normalized with, so backward (frozen statistics) can use it.
+  for (std::size_t c = 0; c < saved_mean_.size(); ++c) {
+    saved_mean_[c] = running_mean_[c];
+    saved_invstd_[c] =
+        static_cast<float>(1.0 / std::sqrt(static_cast<double>(running_var_[c]) + options_.eps));
+  }
+  last_forward_ = BackwardStats::fixed;
+}
+
+void BatchNorm::backward(const TensorDesc& src_desc, const void* src, const TensorDesc& diff_dst_desc,
+                         const void* diff_dst, const TensorDesc& diff_src_desc, void* diff_src) {
+  if (!last_forward_) {
+    throw Error(ErrorKind::invalid_argument,
+                "BatchNorm::backward called before any forward: the statistics to "
+                "differentiate through do not exist yet");
+  }
+  check_input(src_desc, "src_desc");
+  batch_norm_backward(src_desc, src, diff_dst_desc, diff_dst, diff_src_desc, diff_src,
+                      options_.affine ? weight_.data() : nullptr, saved_mean_.data(), saved_invstd_.data(),
+                      options_.affine ? weight_grad_.data() : nullptr,
+                      options_.affine ? bias_grad_.data() : nullptr, *last_forward_);
+}
+
+}  // namespace bnorm

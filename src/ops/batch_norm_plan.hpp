@@ -1,0 +1,76 @@
+// Internal interface of the batch-norm ops: how a problem is split across
+// threads, and entry points that run a given plan so tests can force every
+// code path on small shapes.
+#pragma once
+
+#include <cstdint>
+
+#include "bnorm/batch_norm.hpp"
+#include "bnorm/tensor.hpp"
+
+namespace bnorm::ops::batch_norm {
+
+/// A packed (N, C, spatial) problem.
+struct Problem {
+  DType dtype = DType::f32;
+  Layout layout = Layout::channels_first;
+  std::int64_t n = 0, c = 0, s = 0;
+
+  static Problem of(const TensorDesc& desc) {
+    return {desc.dtype(), desc.layout(), desc.batch(), desc.channels(), desc.spatial()};
+  }
+  /// Values per channel.
+  std::int64_t count() const noexcept { return n * s; }
+  std::int64_t elements() const noexcept { return n * c * s; }
+  /// Rows of C contiguous channels: channels-last, or channels-first with no
+  /// spatial dims (the two layouts coincide then).
+  bool rows_view() const noexcept { return layout == Layout::channels_last || s == 1; }
+};
+
+/// How the work is divided.
+enum class Strategy {
+  /// Channels-first: each worker owns whole channels and reduces, then
+  /// normalizes, one channel slab at a time (no barrier).
+  channel_slabs,
+  /// Channels-first: every worker takes a share of each channel's values;
+  /// per-worker partial statistics are merged after a barrier, a group of
+  /// channels at a time.
+  split_channels,
+  /// Channels-last (or no spatial dims): each worker owns a block of rows;
+  /// per-worker per-channel partials, a barrier, a merge, then the
+  /// elementwise pass.
+  rows,
+};
+
+struct Plan {
+  Strategy strategy = Strategy::channel_slabs;
+  int workers = 1;
+  /// split_channels: channels per barrier group.
+  std::int64_t group_channels = 1;
+  /// rows: rows per statistics tile (two passes over a tile while it is in L2).
+  std::int64_t tile_rows = 1;
+  /// Non-temporal stores for the output.
+  bool stream = false;
+};
+
+/// The plan the public functions use for this problem on `threads` threads.
+Plan plan_for(const Problem& problem, int threads);
+
+/// forward training with an explicit plan; arguments already validated.
+/// `factor` is the running-average weight of this batch.
+void forward_training(const Problem& problem, const Plan& plan, const void* src, void* dst,
+                      const float* gamma, const float* beta, float* save_mean, float* save_invstd,
+                      float* running_mean, float* running_var, double eps, double factor,
+                      bool unbiased_running_var = true);
+
+/// forward inference with an explicit plan; arguments already validated.
+void forward_inference(const Problem& problem, const Plan& plan, const void* src, void* dst,
+                       const float* gamma, const float* beta, const float* mean, const float* var,
+                       double eps);
+
+/// backward with an explicit plan; arguments already validated.
+void backward(const Problem& problem, const Plan& plan, const void* src, const void* diff_dst, void* diff_src,
+              const float* gamma, const float* mean, const float* invstd, float* diff_gamma, float* diff_beta,
+              BackwardStats stats);
+
+}  // namespace bnorm::ops::batch_norm

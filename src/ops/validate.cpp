@@ -1,0 +1,56 @@
+#include "ops/validate.hpp"
+
+#include <charconv>
+#include <cmath>
+
+namespace bnorm::ops {
+
+std::string format_value(double value) {
+  char buf[64];
+  const auto result = std::to_chars(buf, buf + sizeof buf, value);
+  return std::string(buf, result.ptr);
+}
+
+void require_pointer(const void* p, const char* name, const std::string& why) {
+  if (p == nullptr) {
+    throw Error(ErrorKind::null_pointer, std::string("argument '") + name + "' is null: " + why);
+  }
+}
+
+void require_activation(const TensorDesc& desc, const char* name, int min_rank, int max_rank) {
+  if (desc.rank() < min_rank || desc.rank() > max_rank) {
+    throw Error(ErrorKind::invalid_argument, std::string("argument '") + name + "' has rank " +
+                                                 std::to_string(desc.rank()) + " (dims " + desc.dims_str() +
+                                                 "): the rank must be " + std::to_string(min_rank) + " to " +
+                                                 std::to_string(max_rank) + " (N, C, spatial...)");
+  }
+  if (desc.channels() == 0) {
+    throw Error(ErrorKind::invalid_argument, std::string("argument '") + name + "' has C = 0 (dims " +
+                                                 desc.dims_str() + "): at least one channel is required");
+  }
+}
+
+void require_same(const TensorDesc& a, const char* a_name, const TensorDesc& b, const char* b_name) {
+  if (a == b) return;
+  std::string what;
+  if (a.dtype() != b.dtype()) {
+    what =
+        "dtype " + std::string(to_string(b.dtype())) + " differs from " + std::string(to_string(a.dtype()));
+  } else if (a.layout() != b.layout()) {
+    what = "layout " + std::string(to_string(b.layout())) + " differs from " +
+           std::string(to_string(a.layout()));
+  } else {
+    what = "dims " + b.dims_str() + " differ from " + a.dims_str();
+  }
+  throw Error(ErrorKind::shape_mismatch, std::string("argument '") + b_name + "': " + what + " of '" +
+                                             a_name + "'; both must have the same dtype, layout and dims");
+}
+
+void require_eps(double eps, const char* name) {
+  if (!(eps >= 0.0) || !std::isfinite(eps)) {
+    throw Error(ErrorKind::invalid_argument, std::string("argument '") + name + "' = " + format_value(eps) +
+                                                 ": eps must be finite and >= 0");
+  }
+}
+
+}  // namespace bnorm::ops

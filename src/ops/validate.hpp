@@ -1,0 +1,27 @@
+// Argument checks shared by the public functions. Each throws bnorm::Error
+// with a message naming the argument, the value and the rule.
+#pragma once
+
+#include <string>
+
+#include "bnorm/error.hpp"
+#include "bnorm/tensor.hpp"
+
+namespace bnorm::ops {
+
+/// Throws Error(null_pointer) when p is null and the data is required.
+void require_pointer(const void* p, const char* name, const std::string& why);
+
+/// Throws unless desc has rank in [min_rank, max_rank] and C >= 1.
+void require_activation(const TensorDesc& desc, const char* name, int min_rank, int max_rank);
+
+/// Throws Error(shape_mismatch) unless b has a's dtype, layout and dims.
+void require_same(const TensorDesc& a, const char* a_name, const TensorDesc& b, const char* b_name);
+
+/// Throws unless eps is finite and >= 0.
+void require_eps(double eps, const char* name);
+
+/// Formats a double for messages (shortest round-trip form).
+std::string format_value(double value);
+
+}  // namespace bnorm::ops

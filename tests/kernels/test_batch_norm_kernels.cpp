@@ -1,0 +1,245 @@
+// The optimized batch-norm building blocks on every instruction set, checked
+// directly: elementwise kernels bit for bit against the same f32 formula in
+// scalar code (which pins down the SIMD rounding of bf16/f16), reductions
+// against double sums, over lengths and alignments around the vector width.
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <numeric>
+#include <vector>
+
+#include "common/test_util.hpp"
+#include "kernels/batch_norm/kernels.hpp"
+#include "kernels/common/scalar.hpp"
+
+namespace bnorm::test {
+namespace {
+
+namespace kb = kernels::batch_norm;
+using kernels::element_ptr;
+using kernels::load_float;
+using kernels::store_float;
+
+const DType kTypes[] = {DType::f32, DType::bf16, DType::f16};
+
+// Raw storage with room for an offset, so kernels see every alignment.
+struct Raw {
+  DType dt;
+  std::vector<std::byte> bytes;
+  Raw(DType d, std::int64_t n) : dt(d), bytes(static_cast<std::size_t>(n + 64) * size_of(d)) {}
+  void* at(std::int64_t i) { return element_ptr(bytes.data(), dt, i); }
+};
+
+void fill(Raw& r, std::int64_t n, std::uint64_t seed, float mean, float stddev) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> dist(mean, stddev);
+  for (std::int64_t i = 0; i < n; ++i) store_float(r.dt, r.bytes.data(), i, dist(rng));
+}
+
+bool same_bits(DType dt, const void* a, const void* b, std::int64_t n) {
+  return std::memcmp(a, b, static_cast<std::size_t>(n) * size_of(dt)) == 0;
+}
+
+TEST(BatchNormKernels, NormalizeRunsBitExact) {
+  for_each_isa([](const std::string& isa) {
+    const bool fused = isa_fuses_multiply_add(isa);
+    for (DType dt : kTypes) {
+      for (std::int64_t len : {0, 1, 3, 7, 15, 16, 17, 31, 33, 64, 127, 300}) {
+        for (std::int64_t offset : {0, 1, 3, 8}) {
+          for (bool stream : {false, true}) {
+            const kb::Runs runs{3, len, len + 5};
+            const std::int64_t total = runs.stride * 3 + offset;
+            Raw x(dt, total), y(dt, total), want(dt, total);
+            fill(x, total, 11, 3.0f, 2.0f);
+            const float center = 2.75f, scale = 0.37f, shift = -1.25f;
+            y.bytes = want.bytes = x.bytes;  // elements between runs must survive
+            for (std::int64_t r = 0; r < runs.count; ++r)
+              for (std::int64_t i = 0; i < len; ++i) {
+                const std::int64_t e = offset + r * runs.stride + i;
+                const float v = load_float(dt, x.bytes.data(), e);
+                store_float(dt, want.bytes.data(), e, multiply_add(fused, v - center, scale, shift));
+              }
+            kb::normalize(dt, x.at(offset), y.at(offset), runs, center, scale, shift, stream);
+            kb::stream_fence();
+            ASSERT_TRUE(same_bits(dt, y.bytes.data(), want.bytes.data(), total))
+                << to_string(dt) << " len " << len << " offset " << offset << " stream " << stream;
+          }
+        }
+      }
+    }
+  });
+}
+
+std::vector<float> cyclic(const std::vector<float>& per_channel) {
+  const auto C = static_cast<std::int64_t>(per_channel.size());
+  std::vector<float> out(static_cast<std::size_t>(kb::cyclic_length(C)));
+  for (std::size_t j = 0; j < out.size(); ++j) out[j] = per_channel[j % per_channel.size()];
+  return out;
+}
+
+TEST(BatchNormKernels, RowsElementwiseBitExact) {
+  for_each_isa([](const std::string& isa) {
+    const bool fused = isa_fuses_multiply_add(isa);
+    for (DType dt : kTypes) {
+      for (std::int64_t C : {1, 3, 16, 17, 64, 65, 130}) {
+        for (std::int64_t rows : {1, 2, 9}) {
+          for (std::int64_t offset : {0, 5}) {
+            for (bool stream : {false, true}) {
+              const std::int64_t n = rows * C;
+              Raw x(dt, n + offset), dy(dt, n + offset), y(dt, n + offset), want(dt, n + offset);
+              fill(x, n + offset, 5, -1.0f, 3.0f);
+              fill(dy, n + offset, 6, 0.0f, 1.0f);
+              const auto center = uniform(static_cast<std::size_t>(C), 1, -1, 1);
+              const auto scale = uniform(static_cast<std::size_t>(C), 2, 0.1f, 2);
+              const auto shift = uniform(static_cast<std::size_t>(C), 3, -1, 1);
+              const auto k_const = uniform(static_cast<std::size_t>(C), 4, -1, 1);
+              const auto cc = cyclic(center), cs = cyclic(scale), cb = cyclic(shift), ck = cyclic(k_const);
+              // normalize
+              for (std::int64_t i = 0; i < n; ++i) {
+                const auto c = static_cast<std::size_t>(i % C);
+                const float v = load_float(dt, x.at(offset), i);
+                store_float(dt, want.at(offset), i, multiply_add(fused, v - center[c], scale[c], shift[c]));
+              }
+              kb::rows_normalize(dt, x.at(offset), y.at(offset), kb::Rows{n, C}, cc.data(), cs.data(),
+                                 cb.data(), stream);
+              kb::stream_fence();
+              ASSERT_TRUE(same_bits(dt, y.at(offset), want.at(offset), n))
+                  << "rows_normalize " << to_string(dt) << " C " << C << " rows " << rows;
+              // backward apply: dx = k_dy*dy + k_xc*(x - center) + k_const
+              for (std::int64_t i = 0; i < n; ++i) {
+                const auto c = static_cast<std::size_t>(i % C);
+                const float xc = load_float(dt, x.at(offset), i) - center[c];
+                const float g = load_float(dt, dy.at(offset), i);
+                store_float(dt, want.at(offset), i,
+                            multiply_add(fused, scale[c], g, multiply_add(fused, shift[c], xc, k_const[c])));
+              }
+              kb::rows_backward_apply(dt, x.at(offset), dy.at(offset), y.at(offset), kb::Rows{n, C},
+                                      cc.data(), cs.data(), cb.data(), ck.data(), stream);
+              kb::stream_fence();
+              ASSERT_TRUE(same_bits(dt, y.at(offset), want.at(offset), n))
+                  << "rows_backward_apply " << to_string(dt) << " C " << C << " rows " << rows;
+            }
+          }
+        }
+      }
+    }
+  });
+}
+
+TEST(BatchNormKernels, BackwardApplyRunsBitExact) {
+  for_each_isa([](const std::string& isa) {
+    const bool fused = isa_fuses_multiply_add(isa);
+    for (DType dt : kTypes) {
+      for (std::int64_t len : {1, 5, 16, 17, 40, 129}) {
+        const kb::Runs runs{2, len, len + 3};
+        const std::int64_t total = runs.stride * 2;
+        Raw x(dt, total), dy(dt, total), dx(dt, total), want(dt, total);
+        fill(x, total, 1, 1.0f, 1.0f);
+        fill(dy, total, 2, 0.0f, 1.0f);
+        dx.bytes = want.bytes = x.bytes;
+        const float center = 0.9f, a = 1.7f, b = -0.3f, k = 0.05f;
+        for (std::int64_t r = 0; r < 2; ++r)
+          for (std::int64_t i = 0; i < len; ++i) {
+            const std::int64_t e = r * runs.stride + i;
+            const float xc = load_float(dt, x.bytes.data(), e) - center;
+            store_float(
+                dt, want.bytes.data(), e,
+                multiply_add(fused, a, load_float(dt, dy.bytes.data(), e), multiply_add(fused, b, xc, k)));
+          }
+        kb::backward_apply(dt, x.at(0), dy.at(0), dx.at(0), runs, center, a, b, k, false);
+        ASSERT_TRUE(same_bits(dt, dx.bytes.data(), want.bytes.data(), total))
+            << to_string(dt) << " len " << len;
+      }
+    }
+  });
+}
+
+TEST(BatchNormKernels, ReductionsMatchDoubleSums) {
+  for_each_isa([](const std::string&) {
+    for (DType dt : kTypes) {
+      for (std::int64_t len : {1, 2, 17, 64, 65, 1000, 20000}) {
+        const kb::Runs runs{3, len, len + 1};
+        const std::int64_t total = runs.stride * 3;
+        Raw x(dt, total), dy(dt, total);
+        fill(x, total, 3, 100.0f, 0.5f);
+        fill(dy, total, 4, 0.0f, 1.0f);
+        const float pivot = 100.25f, center = 99.875f;
+        double s = 0, sq = 0, g = 0, gx = 0, abs_s = 0, abs_gx = 0;
+        for (std::int64_t r = 0; r < 3; ++r)
+          for (std::int64_t i = 0; i < len; ++i) {
+            const std::int64_t e = r * runs.stride + i;
+            const double v = load_float(dt, x.bytes.data(), e), d = load_float(dt, dy.bytes.data(), e);
+            s += v - pivot;
+            abs_s += std::fabs(v - pivot);
+            sq += (v - center) * (v - center);
+            g += d;
+            gx += d * (v - center);
+            abs_gx += std::fabs(d * (v - center));
+          }
+        EXPECT_NEAR(kb::sum_shifted(dt, x.at(0), runs, pivot), s, 1e-6 * abs_s + 1e-9) << len;
+        EXPECT_NEAR(kb::sum_sq_centered(dt, x.at(0), runs, center), sq, 1e-6 * sq + 1e-9) << len;
+        double sums[2] = {0, 0};
+        kb::backward_reduce(dt, x.at(0), dy.at(0), runs, center, sums);
+        EXPECT_NEAR(sums[1], gx, 1e-6 * abs_gx + 1e-9) << len;
+        EXPECT_NEAR(sums[0], g, 1e-6 * static_cast<double>(3 * len)) << len;
+      }
+    }
+  });
+}
+
+TEST(BatchNormKernels, RowsReductionsMatchDoubleSums) {
+  for_each_isa([](const std::string&) {
+    for (DType dt : kTypes) {
+      for (std::int64_t C : {1, 3, 17, 64, 100}) {
+        for (std::int64_t rows : {1, 5, 3000}) {
+          const std::int64_t n = rows * C;
+          Raw x(dt, n), dy(dt, n);
+          fill(x, n, 8, -50.0f, 2.0f);
+          fill(dy, n, 9, 0.0f, 1.0f);
+          const auto pivot = uniform(static_cast<std::size_t>(C), 1, -51, -49);
+          const auto pc = cyclic(pivot);
+          std::vector<float> scratch(2 * static_cast<std::size_t>(kb::cyclic_length(C)));
+          std::vector<double> got(static_cast<std::size_t>(C), 0.0), got_sq(got), got_g(got), got_gx(got);
+          kb::rows_sum_shifted(dt, x.at(0), kb::Rows{n, C}, pc.data(), scratch.data(), got.data());
+          kb::rows_sum_sq_centered(dt, x.at(0), kb::Rows{n, C}, pc.data(), scratch.data(), got_sq.data());
+          kb::rows_backward_reduce(dt, x.at(0), dy.at(0), kb::Rows{n, C}, pc.data(), scratch.data(),
+                                   got_g.data(), got_gx.data());
+          for (std::int64_t c = 0; c < C; ++c) {
+            double s = 0, abs_s = 0, sq = 0, g = 0, gx = 0, abs_gx = 0;
+            for (std::int64_t r = 0; r < rows; ++r) {
+              const double v = load_float(dt, x.at(0), r * C + c) - pivot[static_cast<std::size_t>(c)];
+              const double d = load_float(dt, dy.at(0), r * C + c);
+              s += v;
+              abs_s += std::fabs(v);
+              sq += v * v;
+              g += d;
+              gx += d * v;
+              abs_gx += std::fabs(d * v);
+            }
+            const auto uc = static_cast<std::size_t>(c);
+            ASSERT_NEAR(got[uc], s, 1e-6 * abs_s + 1e-9) << "C " << C << " rows " << rows;
+            ASSERT_NEAR(got_sq[uc], sq, 1e-6 * sq + 1e-9);
+            ASSERT_NEAR(got_g[uc], g, 1e-6 * static_cast<double>(rows) + 1e-9);
+            ASSERT_NEAR(got_gx[uc], gx, 1e-6 * abs_gx + 1e-9);
+          }
+        }
+      }
+    }
+  });
+}
+
+TEST(BatchNormKernels, Bf16NanRoundsToQuietNan) {
+  for_each_isa([](const std::string&) {
+    std::vector<std::uint16_t> x(40, bf16_from_float(1.0f)), y(40);
+    x[3] = 0x7F81;  // signalling-NaN pattern: must not turn into Inf on rounding
+    x[20] = 0xFFFF;
+    kb::normalize(DType::bf16, x.data(), y.data(), kb::Runs{1, 40, 40}, 0.0f, 1.0f, 0.0f, false);
+    EXPECT_EQ(y[3], 0x7FC0);
+    EXPECT_EQ(y[20], 0x7FC0);
+    EXPECT_EQ(y[4], bf16_from_float(1.0f));
+  });
+}
+
+}  // namespace
+}  // namespace bnorm::test

@@ -1,0 +1,107 @@
+// bf16 / f16 scalar conversions: exact widening, round-to-nearest-even
+// narrowing checked against the definition (the nearest representable value,
+// ties to the even pattern), and NaN / Inf handling.
+
+#include <gtest/gtest.h>
+
+#include <bit>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <random>
+
+#include "bnorm/tensor.hpp"
+
+namespace bnorm {
+namespace {
+
+bool is_nan16(std::uint16_t bits, int mantissa_bits) {
+  const std::uint16_t exp_mask =
+      static_cast<std::uint16_t>(((1u << (15 - mantissa_bits)) - 1) << mantissa_bits);
+  return (bits & exp_mask) == exp_mask && (bits & ((1u << mantissa_bits) - 1)) != 0;
+}
+
+// Checks that `bits` is a correct round-to-nearest-even of x, by comparing
+// with the neighbouring patterns (same sign, magnitude one step up or down).
+template <class ToFloat>
+::testing::AssertionResult rounds_to_nearest_even(float x, std::uint16_t bits, ToFloat to_float) {
+  const double got = to_float(bits);
+  const double err = std::fabs(got - x);
+  for (int step : {-1, 1}) {
+    const auto magnitude = static_cast<std::uint16_t>(bits & 0x7FFF);
+    if ((step < 0 && magnitude == 0)) continue;
+    const auto neighbour = static_cast<std::uint16_t>((bits & 0x8000) | (magnitude + step));
+    const double alt = to_float(neighbour);
+    if (std::isnan(alt)) continue;
+    const double alt_err = std::fabs(alt - x);
+    if (alt_err < err || (alt_err == err && (bits & 1) != 0)) {
+      return ::testing::AssertionFailure() << "x = " << x << " rounded to " << got << " (0x" << std::hex
+                                           << bits << "), but " << alt << " is nearer or the even tie";
+    }
+  }
+  return ::testing::AssertionSuccess();
+}
+
+TEST(Conversions, F16RoundTripsEveryPattern) {
+  for (std::uint32_t b = 0; b < 65536; ++b) {
+    const auto bits = static_cast<std::uint16_t>(b);
+    const float f = f16_to_float(bits);
+    if (is_nan16(bits, 10)) {
+      EXPECT_TRUE(std::isnan(f)) << b;
+      EXPECT_TRUE(is_nan16(f16_from_float(f), 10)) << b;
+    } else {
+      ASSERT_EQ(f16_from_float(f), bits) << "pattern 0x" << std::hex << b;
+    }
+  }
+}
+
+TEST(Conversions, Bf16RoundTripsEveryPattern) {
+  for (std::uint32_t b = 0; b < 65536; ++b) {
+    const auto bits = static_cast<std::uint16_t>(b);
+    const float f = bf16_to_float(bits);
+    ASSERT_EQ(std::bit_cast<std::uint32_t>(f), b << 16);
+    if (is_nan16(bits, 7)) {
+      EXPECT_EQ(bf16_from_float(f), 0x7FC0);
+    } else {
+      ASSERT_EQ(bf16_from_float(f), bits) << "pattern 0x" << std::hex << b;
+    }
+  }
+}
+
+TEST(Conversions, NarrowingRoundsToNearestEven) {
+  std::mt19937 rng(7);
+  std::uniform_int_distribution<std::uint32_t> any_bits;
+  for (int i = 0; i < 200000; ++i) {
+    // Random magnitudes across the f16 range (and beyond, for overflow).
+    const float x = std::ldexp(std::uniform_real_distribution<float>(-1.0f, 1.0f)(rng),
+                               std::uniform_int_distribution<int>(-26, 17)(rng));
+    if (std::fabs(x) < 65504.0f) {
+      ASSERT_TRUE(rounds_to_nearest_even(x, f16_from_float(x), f16_to_float));
+    }
+    const float y = std::bit_cast<float>(any_bits(rng));
+    if (std::isfinite(y) && std::fabs(y) < 3.38e38f) {
+      ASSERT_TRUE(rounds_to_nearest_even(y, bf16_from_float(y), bf16_to_float));
+    }
+  }
+  // Exact ties go to the even pattern.
+  EXPECT_EQ(bf16_from_float(std::bit_cast<float>(0x3F808000u)), 0x3F80);  // 1 + 2^-8: tie, down to even
+  EXPECT_EQ(bf16_from_float(std::bit_cast<float>(0x3F818000u)), 0x3F82);  // tie, up to even
+  EXPECT_EQ(f16_from_float(1.0f + std::ldexp(1.0f, -11)), 0x3C00);
+  EXPECT_EQ(f16_from_float(1.0f + 3 * std::ldexp(1.0f, -11)), 0x3C02);
+}
+
+TEST(Conversions, SpecialValues) {
+  const float inf = std::numeric_limits<float>::infinity();
+  EXPECT_EQ(f16_from_float(inf), 0x7C00);
+  EXPECT_EQ(f16_from_float(-inf), 0xFC00);
+  EXPECT_EQ(f16_from_float(70000.0f), 0x7C00);               // overflow to inf
+  EXPECT_EQ(f16_from_float(std::ldexp(1.0f, -24)), 0x0001);  // smallest subnormal
+  EXPECT_EQ(f16_from_float(std::ldexp(1.0f, -26)), 0x0000);  // below half of it
+  EXPECT_EQ(bf16_from_float(inf), 0x7F80);
+  EXPECT_EQ(bf16_from_float(std::numeric_limits<float>::quiet_NaN()), 0x7FC0);
+  EXPECT_EQ(bf16_from_float(std::numeric_limits<float>::max()), 0x7F80);  // rounds up to inf
+  EXPECT_TRUE(std::isnan(f16_to_float(f16_from_float(std::numeric_limits<float>::quiet_NaN()))));
+}
+
+}  // namespace
+}  // namespace bnorm

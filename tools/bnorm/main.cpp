@@ -1,0 +1,48 @@
+// bnorm command-line tool. Exit codes (docs/CLI.md): 0 success, 1 a check
+// failed, 2 usage error, 3 invalid input, 4 I/O error, 5 invalid model,
+// 6 runtime failure.
+
+#include <iostream>
+
+#include "bnorm/bnorm.hpp"
+#include "command.hpp"
+
+namespace {
+
+int exit_code(bnorm::ErrorKind kind) {
+  switch (kind) {
+    case bnorm::ErrorKind::io:
+      return 4;
+    case bnorm::ErrorKind::invalid_model:
+      return 5;
+    case bnorm::ErrorKind::runtime:
+      return 6;
+    default:
+      return 3;
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"bnorm: batch normalization tools"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", bnorm::kVersion);
+  bnorm::cli::Action action;
+  bnorm::cli::add_info_command(app, action);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int code = app.exit(e);
+    return code == 0 ? 0 : 2;
+  }
+  try {
+    return action ? action() : 0;
+  } catch (const bnorm::Error& e) {
+    std::cerr << "bnorm: error: " << e.what() << "\n";
+    return exit_code(e.kind());
+  } catch (const std::exception& e) {
+    std::cerr << "bnorm: error: " << e.what() << "\n";
+    return 6;
+  }
+}
