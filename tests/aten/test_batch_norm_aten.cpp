@@ -48,7 +48,8 @@ std::vector<double> from_aten(const at::Tensor& t, const TensorDesc& d) {
 }
 
 at::Tensor channel_tensor(const std::vector<float>& v) {
-  return at::from_blob(const_cast<float*>(v.data()), {static_cast<std::int64_t>(v.size())}, at::kFloat).clone();
+  return at::from_blob(const_cast<float*>(v.data()), {static_cast<std::int64_t>(v.size())}, at::kFloat)
+      .clone();
 }
 
 // Two implementations agree within the rounding of the output type (both
@@ -57,7 +58,8 @@ at::Tensor channel_tensor(const std::vector<float>& v) {
 // bf16 (measured: errors up to about one bf16 step of the largest |dx|
 // against float64), so bf16 gets that much more; bnorm's own bf16 results
 // are held to the double reference much more tightly in the grid tests.
-::testing::AssertionResult agree(const Buffer& ours, const std::vector<double>& aten, const std::string& what) {
+::testing::AssertionResult agree(const Buffer& ours, const std::vector<double>& aten,
+                                 const std::string& what) {
   double scale = 1.0;
   for (double v : aten) scale = std::max(scale, std::fabs(v));
   const DType dt = ours.desc.dtype();
@@ -75,7 +77,8 @@ at::Tensor channel_tensor(const std::vector<float>& v) {
   const at::Tensor t = aten.to(at::kDouble).contiguous();
   return all_close(
       static_cast<std::int64_t>(ours.size()),
-      [&](std::int64_t i) { return static_cast<double>(ours[static_cast<std::size_t>(i)]); }, t.data_ptr<double>(),
+      [&](std::int64_t i) { return static_cast<double>(ours[static_cast<std::size_t>(i)]); },
+      t.data_ptr<double>(),
       [&](double w) { return abs + rel * std::fabs(w) + (aten_bf16 ? ulp(DType::bf16, w) : 0.0); }, what);
 }
 
@@ -126,8 +129,8 @@ void compare_with_aten(const TensorDesc& d) {
   const at::Tensor ady = to_aten(dy);
   for (bool train : {true, false}) {
     SCOPED_TRACE(train ? "backward train" : "backward eval");
-    auto [adx, adw, adb] = at::native_batch_norm_backward(ady, ax, w, arm, arv, a_save_mean, a_save_invstd, train,
-                                                          eps, {true, true, true});
+    auto [adx, adw, adb] = at::native_batch_norm_backward(ady, ax, w, arm, arv, a_save_mean, a_save_invstd,
+                                                          train, eps, {true, true, true});
     std::vector<float> mean = save_mean, invstd = save_invstd, dgamma(C), dbeta(C);
     if (!train) {
       for (std::size_t c = 0; c < C; ++c) {
@@ -150,8 +153,8 @@ class AtenBatchNorm : public ::testing::TestWithParam<std::tuple<DType, Layout>>
 
 TEST_P(AtenBatchNorm, MatchesNativeBatchNorm) {
   const auto [dt, layout] = GetParam();
-  const std::vector<std::vector<std::int64_t>> shapes = {
-      {64, 24}, {5, 8, 33}, {8, 16, 7, 7}, {3, 17, 5, 9}, {4, 32, 3, 5, 5}, {2, 3, 17, 17}};
+  const std::vector<std::vector<std::int64_t>> shapes = {{64, 24},      {5, 8, 33},       {8, 16, 7, 7},
+                                                         {3, 17, 5, 9}, {4, 32, 3, 5, 5}, {2, 3, 17, 17}};
   for (const auto& dims : shapes) {
     compare_with_aten(TensorDesc(dt, layout, std::span<const std::int64_t>(dims)));
     if (HasFatalFailure()) return;

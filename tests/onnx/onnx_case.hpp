@@ -22,7 +22,8 @@ inline OnnxTensor read_tensor(const std::filesystem::path& path) {
   std::ifstream in(path, std::ios::binary);
   onnx::TensorProto t;
   if (!in || !t.ParseFromIstream(&in)) throw std::runtime_error("cannot read tensor " + path.string());
-  if (t.data_type() != onnx::TensorProto::FLOAT) throw std::runtime_error("not a float tensor: " + path.string());
+  if (t.data_type() != onnx::TensorProto::FLOAT)
+    throw std::runtime_error("not a float tensor: " + path.string());
   OnnxTensor out;
   out.dims.assign(t.dims().begin(), t.dims().end());
   if (!t.raw_data().empty()) {
@@ -55,7 +56,8 @@ struct OnnxCase {
 inline OnnxCase read_case(const std::filesystem::path& dir) {
   OnnxCase c;
   std::ifstream in(dir / "model.onnx", std::ios::binary);
-  if (!in || !c.model.ParseFromIstream(&in)) throw std::runtime_error("cannot read " + (dir / "model.onnx").string());
+  if (!in || !c.model.ParseFromIstream(&in))
+    throw std::runtime_error("cannot read " + (dir / "model.onnx").string());
   const auto set = dir / "test_data_set_0";
   for (int i = 0; std::filesystem::exists(set / ("input_" + std::to_string(i) + ".pb")); ++i)
     c.inputs.push_back(read_tensor(set / ("input_" + std::to_string(i) + ".pb")));

@@ -40,7 +40,8 @@ void run_case(const std::string& name) {
   const float* bias = c.inputs[2].data.data();
   std::vector<float> mean = c.inputs[3].data, var = c.inputs[4].data;
   if (!training) {
-    batch_norm_forward_inference(desc, x.data.data(), desc, y.data(), scale, bias, mean.data(), var.data(), eps);
+    batch_norm_forward_inference(desc, x.data.data(), desc, y.data(), scale, bias, mean.data(), var.data(),
+                                 eps);
     expect_close(y, c.outputs[0], "Y");
     return;
   }
@@ -50,8 +51,8 @@ void run_case(const std::string& name) {
   config.momentum = 1.0 - onnx_momentum;  // ONNX weights the old value
   config.unbiased_running_var = false;    // ONNX averages the population variance
   std::vector<float> save_mean(mean.size()), save_invstd(mean.size());
-  batch_norm_forward_training(desc, x.data.data(), desc, y.data(), scale, bias, save_mean.data(), save_invstd.data(),
-                              RunningStats{mean.data(), var.data(), nullptr}, config);
+  batch_norm_forward_training(desc, x.data.data(), desc, y.data(), scale, bias, save_mean.data(),
+                              save_invstd.data(), RunningStats{mean.data(), var.data(), nullptr}, config);
   expect_close(y, c.outputs[0], "Y");
   expect_close(mean, c.outputs[1], "running_mean");
   expect_close(var, c.outputs[2], "running_var");

@@ -1,0 +1,113 @@
+// oneDNN (libdnnl 2.6) in the side-by-side benchmark: batch_normalization
+// primitives on the same buffers, plain nchw / nhwc formats (ncdhw / ndhwc,
+// nc), scale and shift, created once per case.
+
+#include <oneapi/dnnl/dnnl.hpp>
+
+#include "peers.hpp"
+
+namespace bnorm::bench {
+namespace {
+
+using tag = dnnl::memory::format_tag;
+
+tag format_of(const TensorDesc& d) {
+  const bool cl = d.layout() == Layout::channels_last;
+  switch (d.rank()) {
+    case 2:
+      return tag::nc;
+    case 3:
+      return cl ? tag::nwc : tag::ncw;
+    case 4:
+      return cl ? tag::nhwc : tag::nchw;
+    default:
+      return cl ? tag::ndhwc : tag::ncdhw;
+  }
+}
+
+class OneDnn final : public Impl {
+ public:
+  const char* name() const override { return "onednn"; }
+
+  bool setup(const Case& c, Buffers& b, std::string* why) override {
+    if (c.desc.dtype() == DType::f16) {
+      *why = "oneDNN 2.6 has no f16 batch normalization on CPU";
+      return false;
+    }
+    c_ = c;
+    const auto dt =
+        c.desc.dtype() == DType::f32 ? dnnl::memory::data_type::f32 : dnnl::memory::data_type::bf16;
+    const dnnl::memory::dims dims(c.desc.dims().begin(), c.desc.dims().end());
+    const dnnl::memory::desc data(dims, dt, format_of(c.desc));
+    const dnnl::memory::desc channel({c.desc.channels()}, dnnl::memory::data_type::f32, tag::x);
+    const auto flags = dnnl::normalization_flags::use_scale | dnnl::normalization_flags::use_shift;
+    try {
+      auto mem = [&](const dnnl::memory::desc& md, void* p) { return dnnl::memory(md, engine_, p); };
+      const dnnl::memory src = mem(data, b.src), dst = mem(data, b.dst);
+      const dnnl::memory scale = mem(channel, b.gamma.data()), shift = mem(channel, b.beta.data());
+      const dnnl::memory mean = mem(channel, b.mean.data()), var = mem(channel, b.var.data());
+      const dnnl::batch_normalization_forward::primitive_desc train_pd(
+          {dnnl::prop_kind::forward_training, data, 1e-5f, flags}, engine_);
+      if (c.direction == Direction::forward_inference) {
+        const dnnl::batch_normalization_forward::primitive_desc pd(
+            {dnnl::prop_kind::forward_inference, data, 1e-5f,
+             flags | dnnl::normalization_flags::use_global_stats},
+            engine_);
+        detail_ = pd.impl_info_str();
+        prim_ = dnnl::batch_normalization_forward(pd);
+        args_ = {{DNNL_ARG_SRC, src},     {DNNL_ARG_DST, dst},   {DNNL_ARG_SCALE, scale},
+                 {DNNL_ARG_SHIFT, shift}, {DNNL_ARG_MEAN, mean}, {DNNL_ARG_VARIANCE, var}};
+        return true;
+      }
+      const std::unordered_map<int, dnnl::memory> train_args = {
+          {DNNL_ARG_SRC, src},     {DNNL_ARG_DST, dst},   {DNNL_ARG_SCALE, scale},
+          {DNNL_ARG_SHIFT, shift}, {DNNL_ARG_MEAN, mean}, {DNNL_ARG_VARIANCE, var}};
+      if (c.direction == Direction::forward_training) {
+        detail_ = train_pd.impl_info_str();
+        prim_ = dnnl::batch_normalization_forward(train_pd);
+        args_ = train_args;
+        return true;
+      }
+      // Backward: statistics from one training forward.
+      dnnl::batch_normalization_forward(train_pd).execute(stream_, train_args);
+      stream_.wait();
+      const dnnl::batch_normalization_backward::primitive_desc pd(
+          {dnnl::prop_kind::backward, data, data, 1e-5f, flags}, engine_, train_pd);
+      detail_ = pd.impl_info_str();
+      prim_ = dnnl::batch_normalization_backward(pd);
+      args_ = {{DNNL_ARG_SRC, src},
+               {DNNL_ARG_MEAN, mean},
+               {DNNL_ARG_VARIANCE, var},
+               {DNNL_ARG_DIFF_DST, mem(data, b.diff_dst)},
+               {DNNL_ARG_SCALE, scale},
+               {DNNL_ARG_SHIFT, shift},
+               {DNNL_ARG_DIFF_SRC, mem(data, b.diff_src)},
+               {DNNL_ARG_DIFF_SCALE, mem(channel, b.diff_gamma.data())},
+               {DNNL_ARG_DIFF_SHIFT, mem(channel, b.diff_beta.data())}};
+      return true;
+    } catch (const dnnl::error& e) {
+      *why = std::string("oneDNN declined: ") + e.what();
+      return false;
+    }
+  }
+
+  void run() override {
+    prim_.execute(stream_, args_);
+    stream_.wait();
+  }
+  std::string detail() const override { return detail_; }
+
+ private:
+  Case c_;
+  dnnl::engine engine_{dnnl::engine::kind::cpu, 0};
+  dnnl::stream stream_{engine_};
+  dnnl::primitive prim_;
+  std::unordered_map<int, dnnl::memory> args_;
+  std::string detail_;
+};
+
+}  // namespace
+
+std::unique_ptr<Impl> make_onednn() { return std::make_unique<OneDnn>(); }
+
+}  // namespace bnorm::bench
