@@ -11,8 +11,10 @@ class Bnorm final : public Impl {
   bool setup(const Case& c, Buffers& b, std::string*) override {
     c_ = c;
     b_ = &b;
-    if (c.direction == Direction::backward) {
-      // The saved statistics a training forward leaves for backward.
+    if (c.direction == Direction::backward && c.desc.batch() * c.desc.spatial() > 1) {
+      // The saved statistics a training forward leaves for backward. (With
+      // one value per channel training is refused; backward then runs on the
+      // buffers' placeholder statistics, which is just as much work.)
       batch_norm_forward_training(c.desc, b.src, c.desc, b.dst, b.gamma.data(), b.beta.data(), b.mean.data(),
                                   b.invstd.data());
     }

@@ -83,25 +83,64 @@ struct TrainingOutputs {
   double factor;
   bool unbiased;
 
-  Affine finish(std::int64_t c, const Stats& st, bool write) const {
-    const double var = st.m2 / st.count;  // biased, used to normalize
-    const double invstd = 1.0 / std::sqrt(var + eps);
-    if (write) {
-      if (save_mean) save_mean[c] = static_cast<float>(st.mean);
-      if (save_invstd) save_invstd[c] = static_cast<float>(invstd);
-      if (running_mean) {
-        // Unbiased for PyTorch (count > 1 was checked), biased for ONNX.
-        const double batch_var = unbiased ? st.m2 / (st.count - 1.0) : var;
-        running_mean[c] = static_cast<float>((1.0 - factor) * running_mean[c] + factor * st.mean);
-        running_var[c] = static_cast<float>((1.0 - factor) * running_var[c] + factor * batch_var);
-      }
+  // Channels [c0, c1), each with `count` values: mean and m2 hold their
+  // statistics, center/scale/shift receive their normalizers (all indexed
+  // from c0). With `write`, also the saved and running statistics.
+  // invstd: scratch for c1 - c0 doubles.
+  void finish(std::int64_t c0, std::int64_t c1, double count, const double* mean, const double* m2,
+              float* center, float* scale, float* shift, double* invstd, bool write) const {
+    const std::int64_t n = c1 - c0;
+    k::finish_channels(n, count, mean, m2, eps, gamma ? gamma + c0 : nullptr, beta ? beta + c0 : nullptr,
+                       center, scale, shift, invstd);
+    if (!write) return;
+    for (std::int64_t i = 0; i < n; ++i) {
+      if (save_mean) save_mean[c0 + i] = static_cast<float>(mean[i]);
+      if (save_invstd) save_invstd[c0 + i] = static_cast<float>(invstd[i]);
     }
-    const float center = static_cast<float>(st.mean);
-    const double scale = (gamma ? gamma[c] : 1.0) * invstd;
-    const double shift = (beta ? beta[c] : 0.0) - (st.mean - center) * scale;
-    return {center, static_cast<float>(scale), static_cast<float>(shift)};
+    if (!running_mean) return;
+    // Unbiased for PyTorch (count > 1 was checked), biased for ONNX.
+    const double var_scale = 1.0 / (unbiased ? count - 1.0 : count);
+    for (std::int64_t i = 0; i < n; ++i) {
+      const std::int64_t c = c0 + i;
+      running_mean[c] = static_cast<float>((1.0 - factor) * running_mean[c] + factor * mean[i]);
+      running_var[c] = static_cast<float>((1.0 - factor) * running_var[c] + factor * m2[i] * var_scale);
+    }
+  }
+
+  Affine finish(std::int64_t c, const Stats& st, bool write) const {
+    Affine a;
+    double invstd;
+    finish(c, c + 1, st.count, &st.mean, &st.m2, &a.center, &a.scale, &a.shift, &invstd, write);
+    return a;
   }
 };
+
+// Chan's merge of moments b into a for n channels that all have the same
+// counts (so the weights are scalars); returns the merged count. Inf or NaN
+// means make the merged mean their sum (inf stays inf, as in ATen) and the
+// spread undefined.
+double merge_moments(std::int64_t n, double count_a, double* mean_a, double* m2_a, double count_b,
+                     const double* mean_b, const double* m2_b) {
+  if (count_b == 0.0) return count_a;
+  if (count_a == 0.0) {
+    std::copy(mean_b, mean_b + n, mean_a);
+    std::copy(m2_b, m2_b + n, m2_a);
+    return count_b;
+  }
+  const double count = count_a + count_b;
+  const double wb = count_b / count, wab = count_a * count_b / count;
+  for (std::int64_t i = 0; i < n; ++i) {
+    const double delta = mean_b[i] - mean_a[i];
+    if (std::isfinite(mean_a[i]) && std::isfinite(mean_b[i])) {
+      mean_a[i] += delta * wb;
+      m2_a[i] += m2_b[i] + delta * delta * wab;
+    } else {
+      mean_a[i] += mean_b[i];
+      m2_a[i] = std::numeric_limits<double>::quiet_NaN();
+    }
+  }
+  return count;
+}
 
 // Backward coefficients of one channel: dx = k_dy*dy + k_xc*(x - mean) + k_const.
 struct BackwardCoefs {
@@ -115,19 +154,32 @@ struct BackwardOutputs {
   float* diff_beta;
   BackwardStats stats;
 
-  BackwardCoefs finish(std::int64_t c, double count, double sum_dy, double sum_dy_xc, bool write) const {
-    const double is = invstd[c];
-    const double g = gamma ? gamma[c] : 1.0;
+  // Channels [c0, c1) with `count` values each; sums indexed from c0,
+  // coefficients written from index 0 of k_dy / k_xc / k_const. With
+  // `write`, also the parameter gradients.
+  void finish(std::int64_t c0, std::int64_t c1, double count, const double* sum_dy, const double* sum_dy_xc,
+              float* k_dy, float* k_xc, float* k_const, bool write) const {
+    const std::int64_t n = c1 - c0;
     if (write) {
-      if (diff_gamma) diff_gamma[c] = static_cast<float>(sum_dy_xc * is);
-      if (diff_beta) diff_beta[c] = static_cast<float>(sum_dy);
+      for (std::int64_t i = 0; i < n; ++i) {
+        if (diff_gamma) diff_gamma[c0 + i] = static_cast<float>(sum_dy_xc[i] * invstd[c0 + i]);
+        if (diff_beta) diff_beta[c0 + i] = static_cast<float>(sum_dy[i]);
+      }
     }
+    const bool batch = stats == BackwardStats::batch && count > 0.0;
+    const double inv_count = batch ? 1.0 / count : 0.0;
+    for (std::int64_t i = 0; i < n; ++i) {
+      const double is = invstd[c0 + i];
+      const double g = gamma ? gamma[c0 + i] : 1.0;
+      k_dy[i] = static_cast<float>(g * is);
+      k_xc[i] = static_cast<float>(-g * is * is * is * sum_dy_xc[i] * inv_count);
+      k_const[i] = static_cast<float>(-g * is * sum_dy[i] * inv_count);
+    }
+  }
+
+  BackwardCoefs finish(std::int64_t c, double count, double sum_dy, double sum_dy_xc, bool write) const {
     BackwardCoefs k;
-    k.k_dy = static_cast<float>(g * is);
-    if (stats == BackwardStats::batch && count > 0.0) {
-      k.k_xc = static_cast<float>(-g * is * is * is * sum_dy_xc / count);
-      k.k_const = static_cast<float>(-g * is * sum_dy / count);
-    }
+    finish(c, c + 1, count, &sum_dy, &sum_dy_xc, &k.k_dy, &k.k_xc, &k.k_const, write);
     return k;
   }
 };
@@ -168,117 +220,251 @@ Segments segments_of(std::int64_t begin, std::int64_t end, std::int64_t s, std::
   return out;
 }
 
-// Two-pass statistics of a channel's segments: a pivot-shifted sum gives the
-// mean; squares about the mean rounded to f32 give M2, corrected by
-// n * (mean - center)^2 (exact identity, no cancellation).
-Stats segment_stats(DType dt, const void* base, const Segments& segs) {
-  if (segs.count == 0) return {};
-  const float pivot = finite_or_zero(load_float(dt, base, segs.first));
+// Pass 1 over a channel share: a pivot (its first finite value, else 0) and
+// the sum of (x - pivot), which gives the mean without cancellation.
+struct ShareSum {
+  float pivot = 0.0f;
   double sum = 0.0;
+};
+
+ShareSum share_sum(DType dt, const void* x, const Segments& segs) {
+  ShareSum r;
+  if (segs.count == 0) return r;
+  r.pivot = finite_or_zero(load_float(dt, x, segs.first));
   for (int i = 0; i < segs.size; ++i)
-    sum += k::sum_shifted(dt, element_ptr(base, dt, segs.piece[i].offset), segs.piece[i].runs, pivot);
+    r.sum += k::sum_shifted(dt, element_ptr(x, dt, segs.piece[i].offset), segs.piece[i].runs, r.pivot);
+  return r;
+}
+
+// Pass 2, from cache: squares about the mean rounded to f32, corrected by
+// n * (mean - center)^2 (an exact identity, no cancellation).
+Stats share_stats(DType dt, const void* x, const Segments& segs, const ShareSum& first) {
+  if (segs.count == 0) return {};
   const double count = static_cast<double>(segs.count);
-  const double mean = pivot + sum / count;
+  const double mean = first.pivot + first.sum / count;
   const float center = static_cast<float>(mean);
   double sq = 0.0;
   for (int i = 0; i < segs.size; ++i)
-    sq += k::sum_sq_centered(dt, element_ptr(base, dt, segs.piece[i].offset), segs.piece[i].runs, center);
+    sq += k::sum_sq_centered(dt, element_ptr(x, dt, segs.piece[i].offset), segs.piece[i].runs, center);
   const double dm = mean - static_cast<double>(center);
   double m2 = sq - count * dm * dm;
   if (m2 < 0.0) m2 = 0.0;  // rounding only; NaN stays NaN
   return {count, mean, m2};
 }
 
-void normalize_segments(DType dt, const void* x, void* y, const Segments& segs, const Affine& a,
-                        bool stream) {
+// Pass 3: normalizes the share from cache while pass 1 of the next channel
+// (when `next` is given) streams in, so DRAM reads and writes overlap.
+ShareSum share_normalize(DType dt, const void* x, void* y, const Segments& segs, const Affine& a, bool stream,
+                         const void* next) {
+  ShareSum r;
+  if (next && segs.count) r.pivot = finite_or_zero(load_float(dt, next, segs.first));
   for (int i = 0; i < segs.size; ++i) {
     const auto& p = segs.piece[i];
-    k::normalize(dt, element_ptr(x, dt, p.offset), element_ptr(y, dt, p.offset), p.runs, a.center, a.scale,
-                 a.shift, stream);
+    r.sum +=
+        k::normalize(dt, element_ptr(x, dt, p.offset), element_ptr(y, dt, p.offset), p.runs, a.center,
+                     a.scale, a.shift, stream, next ? element_ptr(next, dt, p.offset) : nullptr, r.pivot);
   }
+  return r;
 }
 
-void reduce_segments(DType dt, const void* x, const void* dy, const Segments& segs, float center,
-                     double sums[2]) {
+struct ShareGrad {
+  double sum_dy = 0.0;
+  double sum_dy_xc = 0.0;
+};
+
+ShareGrad share_reduce(DType dt, const void* x, const void* dy, const Segments& segs, float center) {
+  double sums[2] = {0.0, 0.0};
   for (int i = 0; i < segs.size; ++i) {
     const auto& p = segs.piece[i];
     k::backward_reduce(dt, element_ptr(x, dt, p.offset), element_ptr(dy, dt, p.offset), p.runs, center, sums);
   }
+  return {sums[0], sums[1]};
 }
 
-void apply_segments(DType dt, const void* x, const void* dy, void* dx, const Segments& segs, float center,
-                    const BackwardCoefs& kc, bool stream) {
+// Applies the gradient to the share from cache while the next channel's
+// reduction (when next_x is given) streams in.
+ShareGrad share_apply(DType dt, const void* x, const void* dy, void* dx, const Segments& segs, float center,
+                      const BackwardCoefs& kc, bool stream, const void* next_x, const void* next_dy,
+                      float next_center) {
+  double sums[2] = {0.0, 0.0};
   for (int i = 0; i < segs.size; ++i) {
     const auto& p = segs.piece[i];
     k::backward_apply(dt, element_ptr(x, dt, p.offset), element_ptr(dy, dt, p.offset),
-                      element_ptr(dx, dt, p.offset), p.runs, center, kc.k_dy, kc.k_xc, kc.k_const, stream);
+                      element_ptr(dx, dt, p.offset), p.runs, center, kc.k_dy, kc.k_xc, kc.k_const, stream,
+                      next_x ? element_ptr(next_x, dt, p.offset) : nullptr,
+                      next_x ? element_ptr(next_dy, dt, p.offset) : nullptr, next_center, sums);
   }
+  return {sums[0], sums[1]};
 }
 
-// Writes value for channel c into every slot of a cyclic array (kernels.hpp).
-void set_cyclic(float* cyclic, std::int64_t channels, std::int64_t c, float value) {
+// Extends the first C entries of a cyclic array over its whole length.
+void fill_cyclic(float* cyclic, std::int64_t channels) {
   const std::int64_t length = k::cyclic_length(channels);
-  for (std::int64_t j = c; j < length; j += channels) cyclic[j] = value;
+  for (std::int64_t j = channels; j < length; ++j) cyclic[j] = cyclic[j - channels];
 }
 
-std::int64_t channel_offset(const Problem& p, std::int64_t c) { return c * p.s; }
+// Writes the wrap-around entries (beyond the first C) of a cyclic array for
+// channels [c0, c1), whose first entries are in place; length is
+// k::cyclic_length(channels).
+void wrap_cyclic(float* cyclic, std::int64_t channels, std::int64_t length, std::int64_t c0,
+                 std::int64_t c1) {
+  for (std::int64_t c = c0; c < c1; ++c)
+    for (std::int64_t j = c + channels; j < length; j += channels) cyclic[j] = cyclic[c];
+}
 
-// ---------------------------------------------------------------- training
+// Per-worker scratch of the owned-channel pipelines: per-block parameter
+// arrays and the f32 accumulators of the next block (one entry per element
+// of a sample's block, folded into double every kSamplesPerFold samples).
+constexpr std::int64_t kSamplesPerFold = 32;
 
-void training_channel_slabs(const Problem& p, const Plan& plan, const void* src, void* dst,
-                            const TrainingOutputs& out) {
-  const Segments segs = segments_of(0, p.count(), p.s, p.c * p.s);
-  run_team(plan.workers, [&](const Team& team) {
+struct BlockScratch {
+  std::size_t bytes = 0, o_params = 0, o_acc = 0, o_sums = 0;
+  std::int64_t params = 0, acc_len = 0;
+  BlockScratch(std::int64_t block, std::int64_t s, int param_arrays, int accumulators) {
+    ScratchLayout l;
+    params = block;
+    acc_len = block * s + k::kCyclicPad;
+    o_params = l.add<float>(static_cast<std::size_t>(param_arrays * block));
+    o_acc = l.add<float>(static_cast<std::size_t>(accumulators * acc_len));
+    o_sums = l.add<double>(static_cast<std::size_t>(accumulators * block));
+    bytes = (l.bytes() + 63) / 64 * 64;
+  }
+};
+
+// Adds each plane's slice of acc (block planes of s elements) into sums and
+// clears acc.
+void fold_planes(float* acc, std::int64_t block, std::int64_t s, double* sums) {
+  for (std::int64_t g = 0; g < block; ++g) {
+    double sum = 0.0;
+    for (std::int64_t i = 0; i < s; ++i) sum += acc[g * s + i];
+    sums[g] += sum;
+  }
+  std::fill(acc, acc + block * s, 0.0f);
+}
+
+// channel_slabs training: each worker runs its channels in blocks that fit
+// L2 twice over. Statistics per channel (pass 1 from DRAM, pass 2 from
+// cache); then the block is normalized sample by sample in memory order
+// (aligned streaming stores, whatever S is) while pass 1 of the next block
+// rides along, so DRAM reads and writes overlap.
+void training_owned_blocks(const Problem& p, const Plan& plan, const void* src, void* dst,
+                           const TrainingOutputs& out) {
+  const int workers = plan.workers;
+  const std::int64_t G = std::max<std::int64_t>(1, plan.block_channels);
+  const BlockScratch layout(G, p.s, 4, 1);
+  std::byte* base = thread_scratch(layout.bytes * static_cast<std::size_t>(workers));
+  const Segments whole = segments_of(0, p.count(), p.s, p.c * p.s);
+  const std::int64_t sample = p.c * p.s;
+  run_team(workers, [&](const Team& team) {
     team.for_each_worker([&](int w) {
-      for (std::int64_t c = split_point(p.c, plan.workers, w); c < split_point(p.c, plan.workers, w + 1);
-           ++c) {
-        const void* x = element_ptr(src, p.dtype, channel_offset(p, c));
-        const Affine a = out.finish(c, segment_stats(p.dtype, x, segs), true);
-        normalize_segments(p.dtype, x, element_ptr(dst, p.dtype, channel_offset(p, c)), segs, a, plan.stream);
+      std::byte* mine = base + layout.bytes * static_cast<std::size_t>(w);
+      float* center = scratch_at<float>(mine, layout.o_params);
+      float* scale = center + G;
+      float* shift = scale + G;
+      float* next_pivot = shift + G;
+      float* acc = scratch_at<float>(mine, layout.o_acc);
+      double* next_sum = scratch_at<double>(mine, layout.o_sums);
+      std::fill(acc, acc + layout.acc_len, 0.0f);
+      const std::int64_t c0 = split_point(p.c, workers, w), c1 = split_point(p.c, workers, w + 1);
+      if (c0 == c1) return;
+      // Pass 1 of the first block on its own.
+      for (std::int64_t c = c0; c < std::min(c1, c0 + G); ++c) {
+        const ShareSum f = share_sum(p.dtype, element_ptr(src, p.dtype, c * p.s), whole);
+        next_pivot[c - c0] = f.pivot;
+        next_sum[c - c0] = f.sum;
+      }
+      for (std::int64_t b = c0; b < c1; b += G) {
+        const std::int64_t g_here = std::min(G, c1 - b);
+        for (std::int64_t g = 0; g < g_here; ++g) {
+          const std::int64_t c = b + g;
+          const ShareSum f{next_pivot[g], next_sum[g]};
+          const Affine a =
+              out.finish(c, share_stats(p.dtype, element_ptr(src, p.dtype, c * p.s), whole, f), true);
+          center[g] = a.center;
+          scale[g] = a.scale;
+          shift[g] = a.shift;
+        }
+        // The next block rides along only when it has the same shape.
+        const std::int64_t nb = b + G;
+        const bool fuse = nb < c1 && std::min(G, c1 - nb) == g_here;
+        for (std::int64_t g = 0; g < g_here; ++g) {
+          next_sum[g] = 0.0;
+          next_pivot[g] = fuse ? finite_or_zero(load_float(p.dtype, src, (nb + g) * p.s)) : 0.0f;
+        }
+        for (std::int64_t n = 0; n < p.n; ++n) {
+          const std::int64_t off = n * sample + b * p.s;
+          k::normalize_planes(p.dtype, element_ptr(src, p.dtype, off), element_ptr(dst, p.dtype, off), g_here,
+                              p.s, 0, g_here, center, scale, shift, plan.stream,
+                              fuse ? element_ptr(src, p.dtype, off + g_here * p.s) : nullptr, next_pivot,
+                              acc);
+          if (fuse && ((n + 1) % kSamplesPerFold == 0 || n + 1 == p.n))
+            fold_planes(acc, g_here, p.s, next_sum);
+        }
+        if (!fuse && nb < c1) {
+          for (std::int64_t c = nb; c < std::min(c1, nb + G); ++c) {
+            const ShareSum f = share_sum(p.dtype, element_ptr(src, p.dtype, c * p.s), whole);
+            next_pivot[c - nb] = f.pivot;
+            next_sum[c - nb] = f.sum;
+          }
+        }
       }
     });
     if (plan.stream) k::stream_fence();
   });
 }
 
-void training_split_channels(const Problem& p, const Plan& plan, const void* src, void* dst,
-                             const TrainingOutputs& out) {
+// Channels-first training, one channel after another: pass 1 (sum) streams
+// from DRAM, pass 2 (squares) runs from cache, pass 3 (normalize) runs from
+// cache fused with pass 1 of the next channel. channel_slabs: each worker
+// owns a range of whole channels, no barrier. split_channels: every worker
+// takes a share of each channel; partial statistics are merged after one
+// barrier per channel (Chan's formula).
+void training_channels(const Problem& p, const Plan& plan, const void* src, void* dst,
+                       const TrainingOutputs& out) {
   const int workers = plan.workers;
-  const std::int64_t group = std::clamp<std::int64_t>(plan.group_channels, 1, p.c);
-  // Two buffers of partials, alternating between groups: a worker may start
-  // the next group while others still merge this one, but cannot get two
-  // groups ahead past the barrier.
-  const std::size_t per_buffer = static_cast<std::size_t>(workers * group);
-  Stats* partials = reinterpret_cast<Stats*>(thread_scratch(2 * per_buffer * sizeof(Stats)));
+  const bool shared = plan.strategy == Strategy::split_channels;
+  auto x_at = [&](std::int64_t c) { return element_ptr(src, p.dtype, c * p.s); };
+  auto y_at = [&](std::int64_t c) { return element_ptr(dst, p.dtype, c * p.s); };
+  if (!shared) {
+    training_owned_blocks(p, plan, src, dst, out);
+    return;
+  }
+  ScratchLayout layout;
+  const std::size_t o_partials = layout.add<Stats>(2 * static_cast<std::size_t>(workers));
+  const std::size_t o_first = layout.add<ShareSum>(static_cast<std::size_t>(workers));
+  std::byte* base = thread_scratch(layout.bytes());
+  Stats* partials = scratch_at<Stats>(base, o_partials);
+  ShareSum* first = scratch_at<ShareSum>(base, o_first);
+  auto share = [&](int w) {
+    return segments_of(split_point(p.count(), workers, w), split_point(p.count(), workers, w + 1), p.s,
+                       p.c * p.s);
+  };
   run_team(workers, [&](const Team& team) {
-    std::int64_t round = 0;
-    for (std::int64_t g0 = 0; g0 < p.c; g0 += group, ++round) {
-      const std::int64_t g1 = std::min(p.c, g0 + group);
-      Stats* buf = partials + (round % 2) * per_buffer;
+    team.for_each_worker([&](int w) { first[w] = share_sum(p.dtype, x_at(0), share(w)); });
+    for (std::int64_t c = 0; c < p.c; ++c) {
+      // Two buffers of partials, alternating: a worker may publish channel
+      // c + 1 while others still merge c, but cannot get further ahead.
+      Stats* buf = partials + (c % 2) * workers;
+      team.for_each_worker([&](int w) { buf[w] = share_stats(p.dtype, x_at(c), share(w), first[w]); });
+      team.barrier();  // every share's statistics of channel c are in place
       team.for_each_worker([&](int w) {
-        const Segments segs = segments_of(split_point(p.count(), workers, w),
-                                          split_point(p.count(), workers, w + 1), p.s, p.c * p.s);
-        for (std::int64_t c = g0; c < g1; ++c)
-          buf[w * group + (c - g0)] =
-              segment_stats(p.dtype, element_ptr(src, p.dtype, channel_offset(p, c)), segs);
-      });
-      team.barrier();  // every partial of the group is in place
-      team.for_each_worker([&](int w) {
-        const Segments segs = segments_of(split_point(p.count(), workers, w),
-                                          split_point(p.count(), workers, w + 1), p.s, p.c * p.s);
-        for (std::int64_t c = g0; c < g1; ++c) {
-          Stats st;
-          for (int v = 0; v < workers; ++v) merge_into(st, buf[v * group + (c - g0)]);
-          const Affine a = out.finish(c, st, w == 0);
-          normalize_segments(p.dtype, element_ptr(src, p.dtype, channel_offset(p, c)),
-                             element_ptr(dst, p.dtype, channel_offset(p, c)), segs, a, plan.stream);
-        }
+        Stats st;
+        for (int v = 0; v < workers; ++v) merge_into(st, buf[v]);
+        const Affine a = out.finish(c, st, w == 0);
+        first[w] = share_normalize(p.dtype, x_at(c), y_at(c), share(w), a, plan.stream,
+                                   c + 1 < p.c ? x_at(c + 1) : nullptr);
       });
     }
     if (plan.stream) k::stream_fence();
   });
 }
 
+// Channels-last training. Each worker's rows are cut into tiles that fit
+// L2: the pivot-shifted sum streams a tile in, the squares run over it from
+// cache, and the tile's moments merge into the worker's. After a barrier
+// every worker merges all workers' moments for a slice of the channels
+// (uniform counts: scalar weights), then after another barrier normalizes
+// its rows.
 void training_rows(const Problem& p, const Plan& plan, const void* src, void* dst,
                    const TrainingOutputs& out) {
   const int workers = plan.workers;
@@ -286,21 +472,26 @@ void training_rows(const Problem& p, const Plan& plan, const void* src, void* ds
   const std::size_t L = static_cast<std::size_t>(k::cyclic_length(C));
   const std::size_t uC = static_cast<std::size_t>(C);
   ScratchLayout layout;
-  const std::size_t o_partials = layout.add<Stats>(static_cast<std::size_t>(workers) * uC);
+  const std::size_t o_mean = layout.add<double>(static_cast<std::size_t>(workers) * uC);
+  const std::size_t o_m2 = layout.add<double>(static_cast<std::size_t>(workers) * uC);
   const std::size_t o_center = layout.add<float>(L), o_scale = layout.add<float>(L),
                     o_shift = layout.add<float>(L);
-  // Per worker: pivot, tile center and accumulator (cyclic), tile sums (C).
+  const std::size_t o_invstd = layout.add<double>(uC);
   const std::size_t o_worker = layout.add<std::byte>(0);
+  // Per worker: pivot, tile center and accumulator (cyclic), tile moments.
   ScratchLayout per_worker;
   const std::size_t w_pivot = per_worker.add<float>(L), w_tcenter = per_worker.add<float>(L),
                     w_acc = per_worker.add<float>(L), w_sum = per_worker.add<double>(uC),
-                    w_sq = per_worker.add<double>(uC), w_mean = per_worker.add<double>(uC);
+                    w_sq = per_worker.add<double>(uC);
   const std::size_t worker_bytes = (per_worker.bytes() + 63) / 64 * 64;
   std::byte* base = thread_scratch(o_worker + worker_bytes * static_cast<std::size_t>(workers));
-  Stats* partials = scratch_at<Stats>(base, o_partials);
+  double* means = scratch_at<double>(base, o_mean);
+  double* m2s = scratch_at<double>(base, o_m2);
   float* center = scratch_at<float>(base, o_center);
   float* scale = scratch_at<float>(base, o_scale);
   float* shift = scratch_at<float>(base, o_shift);
+  double* invstd = scratch_at<double>(base, o_invstd);
+  auto rows_of = [&](int w) { return split_point(rows, workers, w + 1) - split_point(rows, workers, w); };
 
   run_team(workers, [&](const Team& team) {
     team.for_each_worker([&](int w) {
@@ -310,50 +501,53 @@ void training_rows(const Problem& p, const Plan& plan, const void* src, void* ds
       float* acc = scratch_at<float>(mine, w_acc);
       double* sum = scratch_at<double>(mine, w_sum);
       double* sq = scratch_at<double>(mine, w_sq);
-      double* tmean = scratch_at<double>(mine, w_mean);
-      Stats* part = partials + static_cast<std::size_t>(w) * uC;
-      std::fill(part, part + C, Stats{});
-      const std::int64_t r0 = split_point(rows, workers, w), r1 = split_point(rows, workers, w + 1);
+      double* mean = means + static_cast<std::size_t>(w) * uC;
+      double* m2 = m2s + static_cast<std::size_t>(w) * uC;
+      const std::int64_t r0 = split_point(rows, workers, w), r1 = r0 + rows_of(w);
       if (r0 == r1) return;
-      for (std::int64_t c = 0; c < C; ++c)
-        set_cyclic(pivot, C, c, finite_or_zero(load_float(p.dtype, src, r0 * C + c)));
-      // Both passes over a tile run while it is still in this core's L2.
+      kernels::load_floats(p.dtype, element_ptr(src, p.dtype, r0 * C), C, pivot);
+      for (std::int64_t c = 0; c < C; ++c) pivot[c] = finite_or_zero(pivot[c]);
+      fill_cyclic(pivot, C);
+      double count = 0.0;
       for (std::int64_t t0 = r0; t0 < r1; t0 += plan.tile_rows) {
         const std::int64_t t1 = std::min(r1, t0 + plan.tile_rows);
         const k::Rows tile{(t1 - t0) * C, C};
         const void* x = element_ptr(src, p.dtype, t0 * C);
-        const double count = static_cast<double>(t1 - t0);
+        const double n = static_cast<double>(t1 - t0), inv_n = 1.0 / n;
         std::fill(sum, sum + C, 0.0);
         k::rows_sum_shifted(p.dtype, x, tile, pivot, acc, sum);
         for (std::int64_t c = 0; c < C; ++c) {
-          tmean[c] = pivot[c] + sum[c] / count;
-          set_cyclic(tcenter, C, c, static_cast<float>(tmean[c]));
+          sum[c] = pivot[c] + sum[c] * inv_n;  // the tile's mean
+          tcenter[c] = static_cast<float>(sum[c]);
         }
+        fill_cyclic(tcenter, C);
         std::fill(sq, sq + C, 0.0);
         k::rows_sum_sq_centered(p.dtype, x, tile, tcenter, acc, sq);
         for (std::int64_t c = 0; c < C; ++c) {
-          const double dm = tmean[c] - static_cast<double>(tcenter[c]);
-          double m2 = sq[c] - count * dm * dm;
-          if (m2 < 0.0) m2 = 0.0;
-          merge_into(part[c], Stats{count, tmean[c], m2});
+          const double dm = sum[c] - static_cast<double>(tcenter[c]);
+          sq[c] = std::max(sq[c] - n * dm * dm, 0.0);  // the tile's M2 (std::max keeps a NaN first argument)
         }
+        count = merge_moments(C, count, mean, m2, n, sum, sq);
       }
     });
-    team.barrier();  // all partials are in place
+    team.barrier();  // every worker's moments are in place
     team.for_each_worker([&](int w) {
-      for (std::int64_t c = split_point(C, workers, w); c < split_point(C, workers, w + 1); ++c) {
-        Stats st;
-        for (int v = 0; v < workers; ++v)
-          merge_into(st, partials[static_cast<std::size_t>(v) * uC + static_cast<std::size_t>(c)]);
-        const Affine a = out.finish(c, st, true);
-        set_cyclic(center, C, c, a.center);
-        set_cyclic(scale, C, c, a.scale);
-        set_cyclic(shift, C, c, a.shift);
+      const std::int64_t c0 = split_point(C, workers, w), c1 = split_point(C, workers, w + 1);
+      if (c0 == c1) return;
+      // Merge the other workers' moments into worker 0's, for these channels.
+      double count = static_cast<double>(rows_of(0));
+      for (int v = 1; v < workers; ++v) {
+        count = merge_moments(c1 - c0, count, means + c0, m2s + c0, static_cast<double>(rows_of(v)),
+                              means + static_cast<std::size_t>(v) * uC + static_cast<std::size_t>(c0),
+                              m2s + static_cast<std::size_t>(v) * uC + static_cast<std::size_t>(c0));
       }
+      out.finish(c0, c1, count, means + c0, m2s + c0, center + c0, scale + c0, shift + c0, invstd + c0, true);
+      for (float* cyclic : {center, scale, shift})
+        wrap_cyclic(cyclic, C, static_cast<std::int64_t>(L), c0, c1);
     });
-    team.barrier();  // the normalizers of every channel are in place
+    team.barrier();  // every channel's normalizer is in place
     team.for_each_worker([&](int w) {
-      const std::int64_t r0 = split_point(rows, workers, w), r1 = split_point(rows, workers, w + 1);
+      const std::int64_t r0 = split_point(rows, workers, w), r1 = r0 + rows_of(w);
       k::rows_normalize(p.dtype, element_ptr(src, p.dtype, r0 * C), element_ptr(dst, p.dtype, r0 * C),
                         k::Rows{(r1 - r0) * C, C}, center, scale, shift, plan.stream);
     });
@@ -371,67 +565,67 @@ struct BackwardArgs {
   bool reduce;  // the sums are needed (gamma/beta grads or batch statistics)
 };
 
-void backward_channel_slabs(const Problem& p, const Plan& plan, const BackwardArgs& a,
-                            const BackwardOutputs& out) {
-  const Segments segs = segments_of(0, p.count(), p.s, p.c * p.s);
-  run_team(plan.workers, [&](const Team& team) {
-    team.for_each_worker([&](int w) {
-      for (std::int64_t c = split_point(p.c, plan.workers, w); c < split_point(p.c, plan.workers, w + 1);
-           ++c) {
-        const std::int64_t off = channel_offset(p, c);
-        const void* x = element_ptr(a.src, p.dtype, off);
-        const void* dy = element_ptr(a.diff_dst, p.dtype, off);
-        double sums[2] = {0.0, 0.0};
-        if (a.reduce) reduce_segments(p.dtype, x, dy, segs, a.mean[c], sums);
-        const BackwardCoefs kc = out.finish(c, static_cast<double>(p.count()), sums[0], sums[1], true);
-        if (a.diff_src)
-          apply_segments(p.dtype, x, dy, element_ptr(a.diff_src, p.dtype, off), segs, a.mean[c], kc,
-                         plan.stream);
-      }
-    });
-    if (plan.stream) k::stream_fence();
-  });
-}
-
-void backward_split_channels(const Problem& p, const Plan& plan, const BackwardArgs& a,
-                             const BackwardOutputs& out) {
+// Channels-first backward, pipelined like training: the reduction of a
+// channel streams from DRAM, and applying the gradient to it runs from cache
+// fused with the reduction of the next channel. Owned or shared channels as
+// in training_channels.
+void backward_channels(const Problem& p, const Plan& plan, const BackwardArgs& a,
+                       const BackwardOutputs& out) {
   const int workers = plan.workers;
-  const std::int64_t group = std::clamp<std::int64_t>(plan.group_channels, 1, p.c);
-  const std::size_t per_buffer = static_cast<std::size_t>(workers * group) * 2;
-  double* partials = reinterpret_cast<double*>(thread_scratch(2 * per_buffer * sizeof(double)));
-  run_team(workers, [&](const Team& team) {
-    std::int64_t round = 0;
-    for (std::int64_t g0 = 0; g0 < p.c; g0 += group, ++round) {
-      const std::int64_t g1 = std::min(p.c, g0 + group);
-      double* buf = partials + (round % 2) * per_buffer;  // alternating, as in training
+  const bool shared = plan.strategy == Strategy::split_channels;
+  const double count = static_cast<double>(p.count());
+  auto at = [&](const void* base, std::int64_t c) { return element_ptr(base, p.dtype, c * p.s); };
+  auto at_mut = [&](void* base, std::int64_t c) { return element_ptr(base, p.dtype, c * p.s); };
+  auto reduce = [&](std::int64_t c, const Segments& segs) {
+    return a.reduce ? share_reduce(p.dtype, at(a.src, c), at(a.diff_dst, c), segs, a.mean[c]) : ShareGrad{};
+  };
+  // Applies channel c and, when it exists and sums are wanted, reduces c_next.
+  auto apply = [&](std::int64_t c, const BackwardCoefs& kc, const Segments& segs, std::int64_t c_next) {
+    if (!a.diff_src) return c_next >= 0 ? reduce(c_next, segs) : ShareGrad{};
+    const bool fuse = c_next >= 0 && a.reduce;
+    return share_apply(p.dtype, at(a.src, c), at(a.diff_dst, c), at_mut(a.diff_src, c), segs, a.mean[c], kc,
+                       plan.stream, fuse ? at(a.src, c_next) : nullptr,
+                       fuse ? at(a.diff_dst, c_next) : nullptr, fuse ? a.mean[c_next] : 0.0f);
+  };
+  if (!shared) {
+    const Segments segs = segments_of(0, p.count(), p.s, p.c * p.s);
+    run_team(workers, [&](const Team& team) {
       team.for_each_worker([&](int w) {
-        const Segments segs = segments_of(split_point(p.count(), workers, w),
-                                          split_point(p.count(), workers, w + 1), p.s, p.c * p.s);
-        for (std::int64_t c = g0; c < g1; ++c) {
-          double* sums = buf + 2 * (w * group + (c - g0));
-          sums[0] = sums[1] = 0.0;
-          if (a.reduce)
-            reduce_segments(p.dtype, element_ptr(a.src, p.dtype, channel_offset(p, c)),
-                            element_ptr(a.diff_dst, p.dtype, channel_offset(p, c)), segs, a.mean[c], sums);
+        const std::int64_t c0 = split_point(p.c, workers, w), c1 = split_point(p.c, workers, w + 1);
+        ShareGrad g = c0 < c1 ? reduce(c0, segs) : ShareGrad{};
+        for (std::int64_t c = c0; c < c1; ++c) {
+          const BackwardCoefs kc = out.finish(c, count, g.sum_dy, g.sum_dy_xc, true);
+          g = apply(c, kc, segs, c + 1 < c1 ? c + 1 : -1);
         }
       });
-      team.barrier();  // every partial of the group is in place
+      if (plan.stream) k::stream_fence();
+    });
+    return;
+  }
+  ScratchLayout layout;
+  const std::size_t o_partials = layout.add<ShareGrad>(2 * static_cast<std::size_t>(workers));
+  const std::size_t o_next = layout.add<ShareGrad>(static_cast<std::size_t>(workers));
+  std::byte* base = thread_scratch(layout.bytes());
+  ShareGrad* partials = scratch_at<ShareGrad>(base, o_partials);
+  ShareGrad* next = scratch_at<ShareGrad>(base, o_next);
+  auto share = [&](int w) {
+    return segments_of(split_point(p.count(), workers, w), split_point(p.count(), workers, w + 1), p.s,
+                       p.c * p.s);
+  };
+  run_team(workers, [&](const Team& team) {
+    team.for_each_worker([&](int w) { next[w] = reduce(0, share(w)); });
+    for (std::int64_t c = 0; c < p.c; ++c) {
+      ShareGrad* buf = partials + (c % 2) * workers;  // alternating, as in training
+      team.for_each_worker([&](int w) { buf[w] = next[w]; });
+      team.barrier();  // every share's sums of channel c are in place
       team.for_each_worker([&](int w) {
-        const Segments segs = segments_of(split_point(p.count(), workers, w),
-                                          split_point(p.count(), workers, w + 1), p.s, p.c * p.s);
-        for (std::int64_t c = g0; c < g1; ++c) {
-          double sum_dy = 0.0, sum_dy_xc = 0.0;
-          for (int v = 0; v < workers; ++v) {
-            sum_dy += buf[2 * (v * group + (c - g0))];
-            sum_dy_xc += buf[2 * (v * group + (c - g0)) + 1];
-          }
-          const BackwardCoefs kc = out.finish(c, static_cast<double>(p.count()), sum_dy, sum_dy_xc, w == 0);
-          if (a.diff_src) {
-            const std::int64_t off = channel_offset(p, c);
-            apply_segments(p.dtype, element_ptr(a.src, p.dtype, off), element_ptr(a.diff_dst, p.dtype, off),
-                           element_ptr(a.diff_src, p.dtype, off), segs, a.mean[c], kc, plan.stream);
-          }
+        double sum_dy = 0.0, sum_dy_xc = 0.0;
+        for (int v = 0; v < workers; ++v) {
+          sum_dy += buf[v].sum_dy;
+          sum_dy_xc += buf[v].sum_dy_xc;
         }
+        const BackwardCoefs kc = out.finish(c, count, sum_dy, sum_dy_xc, w == 0);
+        next[w] = apply(c, kc, share(w), c + 1 < p.c ? c + 1 : -1);
       });
     }
     if (plan.stream) k::stream_fence();
@@ -455,7 +649,8 @@ void backward_rows(const Problem& p, const Plan& plan, const BackwardArgs& a, co
   float* k_xc = scratch_at<float>(base, o_kxc);
   float* k_const = scratch_at<float>(base, o_kconst);
   float* accs = scratch_at<float>(base, o_acc);
-  for (std::int64_t c = 0; c < C; ++c) set_cyclic(center, C, c, a.mean[c]);
+  std::copy(a.mean, a.mean + C, center);
+  wrap_cyclic(center, C, static_cast<std::int64_t>(L), 0, C);
 
   run_team(workers, [&](const Team& team) {
     team.for_each_worker([&](int w) {
@@ -470,17 +665,21 @@ void backward_rows(const Problem& p, const Plan& plan, const BackwardArgs& a, co
     });
     team.barrier();  // all partial sums are in place
     team.for_each_worker([&](int w) {
-      for (std::int64_t c = split_point(C, workers, w); c < split_point(C, workers, w + 1); ++c) {
-        double sum_dy = 0.0, sum_dy_xc = 0.0;
-        for (int v = 0; v < workers; ++v) {
-          sum_dy += partials[2 * static_cast<std::size_t>(v) * uC + static_cast<std::size_t>(c)];
-          sum_dy_xc += partials[(2 * static_cast<std::size_t>(v) + 1) * uC + static_cast<std::size_t>(c)];
+      const std::int64_t c0 = split_point(C, workers, w), c1 = split_point(C, workers, w + 1);
+      // Sum the other workers' partials into worker 0's, for these channels.
+      double* sum_dy = partials + c0;
+      double* sum_dy_xc = partials + uC + static_cast<std::size_t>(c0);
+      for (int v = 1; v < workers; ++v) {
+        const double* other = partials + 2 * static_cast<std::size_t>(v) * uC + static_cast<std::size_t>(c0);
+        for (std::int64_t i = 0; i < c1 - c0; ++i) {
+          sum_dy[i] += other[i];
+          sum_dy_xc[i] += other[uC + static_cast<std::size_t>(i)];
         }
-        const BackwardCoefs kc = out.finish(c, static_cast<double>(rows), sum_dy, sum_dy_xc, true);
-        set_cyclic(k_dy, C, c, kc.k_dy);
-        set_cyclic(k_xc, C, c, kc.k_xc);
-        set_cyclic(k_const, C, c, kc.k_const);
       }
+      out.finish(c0, c1, static_cast<double>(rows), sum_dy, sum_dy_xc, k_dy + c0, k_xc + c0, k_const + c0,
+                 true);
+      for (float* cyclic : {k_dy, k_xc, k_const})
+        wrap_cyclic(cyclic, C, static_cast<std::int64_t>(L), c0, c1);
     });
     if (!a.diff_src) return;
     team.barrier();  // every channel's coefficients are in place
@@ -497,30 +696,34 @@ void backward_rows(const Problem& p, const Plan& plan, const BackwardArgs& a, co
 
 }  // namespace
 
-Plan plan_for(const Problem& problem, int threads) {
+Plan plan_for(const Problem& problem, int threads, Pass pass) {
   Plan plan;
   const std::int64_t elements = problem.elements();
   const std::int64_t by_size = std::max<std::int64_t>(1, (elements + kGrainElements - 1) / kGrainElements);
   plan.workers = static_cast<int>(std::clamp<std::int64_t>(by_size, 1, std::max(1, threads)));
   plan.stream = static_cast<std::size_t>(elements) * size_of(problem.dtype) > streaming_threshold_bytes();
-  const std::size_t budget = l2_cache_bytes() / 2;
   const std::size_t esize = size_of(problem.dtype);
   if (problem.rows_view()) {
     plan.strategy = Strategy::rows;
+    const std::size_t budget = l2_cache_bytes() / 2;
     plan.tile_rows = std::max<std::int64_t>(
         1, static_cast<std::int64_t>(budget / (static_cast<std::size_t>(problem.c) * esize)));
     return plan;
   }
+  // Owned channels keep two channels in a core's L2 at once (the one being
+  // written and the next one streaming in): two slabs of x in training,
+  // of x and dy in backward. The channels must also spread evenly.
   const int w = plan.workers;
-  if (w == 1 || problem.c % w == 0 || problem.c >= 4 * w) {
-    plan.strategy = Strategy::channel_slabs;
-    return plan;
-  }
-  plan.strategy = Strategy::split_channels;
-  const std::size_t per_channel_share =
-      static_cast<std::size_t>(std::max<std::int64_t>(1, problem.count() / w)) * esize;
-  plan.group_channels =
-      std::clamp<std::int64_t>(static_cast<std::int64_t>(budget / per_channel_share), 1, problem.c);
+  const std::size_t slab = static_cast<std::size_t>(problem.count()) * esize;
+  const std::size_t in_flight = (pass == Pass::backward ? 4 : 2) * slab;  // per channel of a block
+  const std::size_t budget = l2_cache_bytes() * 8 / 10;
+  const bool fits = in_flight <= budget;
+  const bool even = problem.c % w == 0 || problem.c >= 8 * w;
+  plan.strategy = w == 1 || (fits && even) || pass == Pass::inference ? Strategy::channel_slabs
+                                                                      : Strategy::split_channels;
+  plan.block_channels =
+      std::clamp<std::int64_t>(static_cast<std::int64_t>(budget / std::max<std::size_t>(1, in_flight)), 1,
+                               std::max<std::int64_t>(1, problem.c / w));
   return plan;
 }
 
@@ -531,9 +734,8 @@ void forward_training(const Problem& p, const Plan& plan, const void* src, void*
                             running_var, eps,  factor,    unbiased_running_var};
   switch (plan.strategy) {
     case Strategy::channel_slabs:
-      return training_channel_slabs(p, plan, src, dst, out);
     case Strategy::split_channels:
-      return training_split_channels(p, plan, src, dst, out);
+      return training_channels(p, plan, src, dst, out);
     case Strategy::rows:
       return training_rows(p, plan, src, dst, out);
   }
@@ -541,23 +743,31 @@ void forward_training(const Problem& p, const Plan& plan, const void* src, void*
 
 void forward_inference(const Problem& p, const Plan& plan, const void* src, void* dst, const float* gamma,
                        const float* beta, const float* mean, const float* var, double eps) {
-  auto affine = [&](std::int64_t c) {
-    const double scale = (gamma ? gamma[c] : 1.0) / std::sqrt(static_cast<double>(var[c]) + eps);
-    return Affine{mean[c], static_cast<float>(scale), beta ? beta[c] : 0.0f};
-  };
+  // Normalizers: center = the (f32) running mean, scale = gamma / sqrt(var +
+  // eps), shift = beta. Cyclic arrays for rows; plain ones (C + pad) else.
   const int workers = plan.workers;
+  const std::int64_t C = p.c;
+  const std::int64_t L = plan.strategy == Strategy::rows ? k::cyclic_length(C) : C;
+  const std::size_t uC = static_cast<std::size_t>(C), uL = static_cast<std::size_t>(L);
+  ScratchLayout layout;
+  const std::size_t o_center = layout.add<float>(uL), o_scale = layout.add<float>(uL),
+                    o_shift = layout.add<float>(uL);
+  const std::size_t o_mean = layout.add<double>(uC), o_var = layout.add<double>(uC),
+                    o_inv = layout.add<double>(uC);
+  std::byte* base = thread_scratch(layout.bytes());
+  float* center = scratch_at<float>(base, o_center);
+  float* scale = scratch_at<float>(base, o_scale);
+  float* shift = scratch_at<float>(base, o_shift);
+  double* mean_d = scratch_at<double>(base, o_mean);
+  double* var_d = scratch_at<double>(base, o_var);
+  std::copy(mean, mean + C, mean_d);
+  std::copy(var, var + C, var_d);
+  // count 1: m2 is the variance itself; the mean is already an f32.
+  k::finish_channels(C, 1.0, mean_d, var_d, eps, gamma, beta, center, scale, shift,
+                     scratch_at<double>(base, o_inv));
   if (plan.strategy == Strategy::rows) {
-    const std::int64_t C = p.c, rows = p.count();
-    const std::size_t L = static_cast<std::size_t>(k::cyclic_length(C));
-    float* center = reinterpret_cast<float*>(thread_scratch(3 * L * sizeof(float)));
-    float* scale = center + L;
-    float* shift = scale + L;
-    for (std::int64_t c = 0; c < C; ++c) {
-      const Affine a = affine(c);
-      set_cyclic(center, C, c, a.center);
-      set_cyclic(scale, C, c, a.scale);
-      set_cyclic(shift, C, c, a.shift);
-    }
+    for (float* cyclic : {center, scale, shift}) wrap_cyclic(cyclic, C, L, 0, C);
+    const std::int64_t rows = p.count();
     run_team(workers, [&](const Team& team) {
       team.for_each_worker([&](int w) {
         const std::int64_t r0 = split_point(rows, workers, w), r1 = split_point(rows, workers, w + 1);
@@ -568,20 +778,14 @@ void forward_inference(const Problem& p, const Plan& plan, const void* src, void
     });
     return;
   }
-  // Channels-first: split the N*C runs of S values evenly, whatever C is.
-  Affine* affines = reinterpret_cast<Affine*>(thread_scratch(static_cast<std::size_t>(p.c) * sizeof(Affine)));
-  for (std::int64_t c = 0; c < p.c; ++c) affines[c] = affine(c);
-  const std::int64_t runs = p.n * p.c;
+  // Channels-first: split the N*C planes of S values evenly, whatever C is,
+  // and walk each worker's planes as one contiguous stream.
+  const std::int64_t planes = p.n * p.c;
   run_team(workers, [&](const Team& team) {
     team.for_each_worker([&](int w) {
-      const std::int64_t r0 = split_point(runs, workers, w), r1 = split_point(runs, workers, w + 1);
-      std::int64_t c = r0 % p.c;
-      for (std::int64_t r = r0; r < r1; ++r) {
-        const Affine& a = affines[c];
-        k::normalize(p.dtype, element_ptr(src, p.dtype, r * p.s), element_ptr(dst, p.dtype, r * p.s),
-                     k::Runs{1, p.s, p.s}, a.center, a.scale, a.shift, plan.stream);
-        if (++c == p.c) c = 0;
-      }
+      const std::int64_t r0 = split_point(planes, workers, w), r1 = split_point(planes, workers, w + 1);
+      k::normalize_planes(p.dtype, element_ptr(src, p.dtype, r0 * p.s), element_ptr(dst, p.dtype, r0 * p.s),
+                          r1 - r0, p.s, r0 % p.c, p.c, center, scale, shift, plan.stream);
     });
     if (plan.stream) k::stream_fence();
   });
@@ -596,9 +800,8 @@ void backward(const Problem& p, const Plan& plan, const void* src, const void* d
   const BackwardArgs a{src, diff_dst, diff_src, mean, reduce};
   switch (plan.strategy) {
     case Strategy::channel_slabs:
-      return backward_channel_slabs(p, plan, a, out);
     case Strategy::split_channels:
-      return backward_split_channels(p, plan, a, out);
+      return backward_channels(p, plan, a, out);
     case Strategy::rows:
       return backward_rows(p, plan, a, out);
   }
@@ -653,9 +856,9 @@ void batch_norm_forward_training(const TensorDesc& src_desc, const void* src, co
   if (running.mean) {
     factor = config.momentum ? *config.momentum : 1.0 / static_cast<double>(*running.num_batches_tracked + 1);
   }
-  ops::batch_norm::forward_training(p, ops::batch_norm::plan_for(p, num_threads()), src, dst, gamma, beta,
-                                    save_mean, save_invstd, running.mean, running.var, config.eps, factor,
-                                    config.unbiased_running_var);
+  ops::batch_norm::forward_training(
+      p, ops::batch_norm::plan_for(p, num_threads(), ops::batch_norm::Pass::training), src, dst, gamma, beta,
+      save_mean, save_invstd, running.mean, running.var, config.eps, factor, config.unbiased_running_var);
   if (running.num_batches_tracked) ++*running.num_batches_tracked;
 }
 
@@ -671,8 +874,9 @@ void batch_norm_forward_inference(const TensorDesc& src_desc, const void* src, c
   if (p.elements() == 0) return;
   ops::require_pointer(src, "src", "the input data is required");
   ops::require_pointer(dst, "dst", "the output buffer is required");
-  ops::batch_norm::forward_inference(p, ops::batch_norm::plan_for(p, num_threads()), src, dst, gamma, beta,
-                                     mean, var, eps);
+  ops::batch_norm::forward_inference(
+      p, ops::batch_norm::plan_for(p, num_threads(), ops::batch_norm::Pass::inference), src, dst, gamma, beta,
+      mean, var, eps);
 }
 
 void batch_norm_backward(const TensorDesc& src_desc, const void* src, const TensorDesc& diff_dst_desc,
@@ -693,8 +897,8 @@ void batch_norm_backward(const TensorDesc& src_desc, const void* src, const Tens
   }
   ops::require_pointer(src, "src", "the forward input is required");
   ops::require_pointer(diff_dst, "diff_dst", "the output gradient is required");
-  ops::batch_norm::backward(p, ops::batch_norm::plan_for(p, num_threads()), src, diff_dst, diff_src, gamma,
-                            mean, invstd, diff_gamma, diff_beta, stats);
+  ops::batch_norm::backward(p, ops::batch_norm::plan_for(p, num_threads(), ops::batch_norm::Pass::backward),
+                            src, diff_dst, diff_src, gamma, mean, invstd, diff_gamma, diff_beta, stats);
 }
 
 }  // namespace bnorm

@@ -29,12 +29,15 @@ struct Problem {
 
 /// How the work is divided.
 enum class Strategy {
-  /// Channels-first: each worker owns whole channels and reduces, then
-  /// normalizes, one channel slab at a time (no barrier).
+  /// Channels-first: each worker owns a range of whole channels and runs
+  /// them one after another (no barrier): statistics from DRAM then cache,
+  /// the elementwise pass from cache fused with the next channel's first
+  /// pass, so DRAM sees one read and one write.
   channel_slabs,
-  /// Channels-first: every worker takes a share of each channel's values;
-  /// per-worker partial statistics are merged after a barrier, a group of
-  /// channels at a time.
+  /// Channels-first: every worker takes a share of each channel (when a
+  /// channel slab is too big for one core's L2, or the channels do not
+  /// spread evenly); the shares' statistics are merged after one barrier per
+  /// channel, otherwise as channel_slabs.
   split_channels,
   /// Channels-last (or no spatial dims): each worker owns a block of rows;
   /// per-worker per-channel partials, a barrier, a merge, then the
@@ -45,16 +48,19 @@ enum class Strategy {
 struct Plan {
   Strategy strategy = Strategy::channel_slabs;
   int workers = 1;
-  /// split_channels: channels per barrier group.
-  std::int64_t group_channels = 1;
+  /// channel_slabs: channels per block (a block and the next fit in L2).
+  std::int64_t block_channels = 1;
   /// rows: rows per statistics tile (two passes over a tile while it is in L2).
   std::int64_t tile_rows = 1;
   /// Non-temporal stores for the output.
   bool stream = false;
 };
 
+/// Which function a plan is for (they keep different amounts in cache).
+enum class Pass { training, inference, backward };
+
 /// The plan the public functions use for this problem on `threads` threads.
-Plan plan_for(const Problem& problem, int threads);
+Plan plan_for(const Problem& problem, int threads, Pass pass);
 
 /// forward training with an explicit plan; arguments already validated.
 /// `factor` is the running-average weight of this batch.

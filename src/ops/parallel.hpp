@@ -5,6 +5,7 @@
 
 #include <omp.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 
@@ -44,8 +45,10 @@ void run_team(int workers, F&& body) {
 }
 
 /// Start of worker w's share of [0, total) split into `workers` near-equal parts.
+/// The first min(w, total % workers) parts get one extra element.
 inline std::int64_t split_point(std::int64_t total, int workers, int w) noexcept {
-  return static_cast<std::int64_t>((static_cast<__int128>(total) * w) / workers);
+  const std::int64_t base = total / workers, extra = total % workers;
+  return base * w + std::min<std::int64_t>(w, extra);
 }
 
 /// Lays out several arrays in one scratch block, each 64-byte aligned.

@@ -54,6 +54,19 @@ inline ::testing::AssertionResult check_channels(const float* got, const std::ve
       want.data(), [&](double w) { return abs + rel * std::fabs(w); }, what);
 }
 
+/// Checks save_mean: f32 sums of n values of spread sigma carry an error of
+/// order eps * sigma * sqrt(n) in the mean, so the bar is relative to the
+/// spread (2e-6 sigma, 50x below what the 1e-5 output bar allows).
+inline ::testing::AssertionResult check_mean(const float* got, const TrainingExpectation& e) {
+  for (std::size_t c = 0; c < e.mean.size(); ++c) {
+    const double tol = 2e-6 * std::sqrt(e.var[c]) + 1e-6 * std::fabs(e.mean[c]) + 1e-12;
+    if (!(std::fabs(got[c] - e.mean[c]) <= tol))
+      return ::testing::AssertionFailure() << "save_mean[" << c << "] = " << got[c] << ", want " << e.mean[c]
+                                           << " (tolerance " << tol << ")";
+  }
+  return ::testing::AssertionSuccess();
+}
+
 /// Backward expectations in double plus the scale of the summed terms
 /// (sum |dy| and sum |dy * xhat|), which bounds the f32 summation error.
 struct BackwardExpectation {

@@ -30,10 +30,10 @@ double max_abs_error(const Buffer& got, const std::vector<double>& want) {
 }
 
 std::vector<obn::Plan> plans(const obn::Problem& p) {
-  std::vector<obn::Plan> out = {obn::plan_for(p, num_threads())};
+  std::vector<obn::Plan> out = {obn::plan_for(p, num_threads(), obn::Pass::training)};
   if (p.layout == Layout::channels_first) {
-    out.push_back({obn::Strategy::channel_slabs, 2, 1, 1, false});
-    out.push_back({obn::Strategy::split_channels, 2, 3, 1, true});
+    out.push_back({obn::Strategy::channel_slabs, 2, 3, 1, false});
+    out.push_back({obn::Strategy::split_channels, 3, 1, 1, true});
   } else {
     out.push_back({obn::Strategy::rows, 2, 1, 100, false});
     out.push_back({obn::Strategy::rows, 3, 1, 1 << 20, true});

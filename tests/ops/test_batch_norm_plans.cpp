@@ -9,6 +9,7 @@
 #include "common/bn_oracle.hpp"
 #include "common/test_util.hpp"
 #include "ops/batch_norm_plan.hpp"
+#include "ops/parallel.hpp"
 
 namespace bnorm::test {
 namespace {
@@ -24,9 +25,9 @@ std::vector<obn::Plan> plans_for(const obn::Problem& p) {
           plans.push_back({obn::Strategy::rows, workers, 1, tile, stream});
       }
       if (p.layout == Layout::channels_first) {
-        plans.push_back({obn::Strategy::channel_slabs, workers, 1, 1, stream});
-        for (std::int64_t group : {std::int64_t{1}, std::int64_t{2}, p.c})
-          plans.push_back({obn::Strategy::split_channels, workers, group, 1, stream});
+        for (std::int64_t block : {1, 2, 3})
+          plans.push_back({obn::Strategy::channel_slabs, workers, block, 1, stream});
+        plans.push_back({obn::Strategy::split_channels, workers, 1, 1, stream});
       }
     }
   }
@@ -36,7 +37,7 @@ std::vector<obn::Plan> plans_for(const obn::Problem& p) {
 std::string plan_name(const obn::Plan& plan) {
   const char* names[] = {"channel_slabs", "split_channels", "rows"};
   return std::string(names[static_cast<int>(plan.strategy)]) + " workers=" + std::to_string(plan.workers) +
-         " group=" + std::to_string(plan.group_channels) + " tile=" + std::to_string(plan.tile_rows) +
+         " block=" + std::to_string(plan.block_channels) + " tile=" + std::to_string(plan.tile_rows) +
          (plan.stream ? " stream" : "");
 }
 
@@ -64,7 +65,7 @@ void check_plans(const TensorDesc& desc) {
       want_rmean[c] = 0.5 * 0.25 + 0.5 * e.mean[c];
       want_rvar[c] = 0.5 * 2.0 + 0.5 * e.var[c] * count / (count - 1);
     }
-    ASSERT_TRUE(check_channels(save_mean.data(), e.mean, 1e-6, 1e-6, "save_mean"));
+    ASSERT_TRUE(check_mean(save_mean.data(), e));
     ASSERT_TRUE(check_channels(rmean.data(), want_rmean, 2e-6, 1e-6, "running_mean"));
     ASSERT_TRUE(check_channels(rvar.data(), want_rvar, 2e-6, 1e-6, "running_var"));
 
@@ -126,17 +127,27 @@ TEST(BatchNormPlans, EveryIsa) {
 }
 
 TEST(BatchNormPlans, PublicPlanChoice) {
-  // The planner never gives more workers than threads, picks rows for
-  // channels-last, and splits channels when C does not spread evenly.
+  using obn::Pass;
+  using obn::Strategy;
+  // Channels-last always goes by rows, on up to `threads` workers.
   const obn::Problem cl{DType::f32, Layout::channels_last, 64, 256, 56 * 56};
-  EXPECT_EQ(obn::plan_for(cl, 2).strategy, obn::Strategy::rows);
-  EXPECT_EQ(obn::plan_for(cl, 2).workers, 2);
-  const obn::Problem cf{DType::f32, Layout::channels_first, 64, 3, 224 * 224};
-  EXPECT_EQ(obn::plan_for(cf, 2).strategy, obn::Strategy::split_channels);
-  const obn::Problem slabs{DType::f32, Layout::channels_first, 64, 256, 56 * 56};
-  EXPECT_EQ(obn::plan_for(slabs, 2).strategy, obn::Strategy::channel_slabs);
+  EXPECT_EQ(obn::plan_for(cl, 2, Pass::training).strategy, Strategy::rows);
+  EXPECT_EQ(obn::plan_for(cl, 2, Pass::training).workers, 2);
+  // Three channels on two workers: share every channel.
+  const obn::Problem uneven{DType::f32, Layout::channels_first, 64, 3, 224 * 224};
+  EXPECT_EQ(obn::plan_for(uneven, 2, Pass::training).strategy, Strategy::split_channels);
+  // Small slabs, many channels: own them.
+  const obn::Problem small{DType::f32, Layout::channels_first, 256, 1024, 14 * 14};
+  EXPECT_EQ(obn::plan_for(small, 2, Pass::training).strategy, Strategy::channel_slabs);
+  EXPECT_EQ(obn::plan_for(small, 2, Pass::backward).strategy, Strategy::channel_slabs);
+  // A slab pair that fits L2 for training but not x and dy for backward.
+  const std::int64_t count = static_cast<std::int64_t>(ops::l2_cache_bytes() / 4 / 4);  // 2 slabs = L2 / 2
+  const obn::Problem mid{DType::f32, Layout::channels_first, 1, 64, count};
+  EXPECT_EQ(obn::plan_for(mid, 2, Pass::training).strategy, Strategy::channel_slabs);
+  EXPECT_EQ(obn::plan_for(mid, 2, Pass::backward).strategy, Strategy::split_channels);
+  // Tiny problems stay on one thread.
   const obn::Problem tiny{DType::f32, Layout::channels_first, 1, 64, 1};
-  EXPECT_EQ(obn::plan_for(tiny, 2).workers, 1);
+  EXPECT_EQ(obn::plan_for(tiny, 2, Pass::training).workers, 1);
 }
 
 }  // namespace

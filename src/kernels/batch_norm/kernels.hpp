@@ -26,13 +26,39 @@ double sum_shifted(DType dtype, const void* x, Runs runs, float pivot);
 /// Sum of (x - center)^2 over the runs.
 double sum_sq_centered(DType dtype, const void* x, Runs runs, float center);
 /// y = (x - center) * scale + shift over the runs (y has x's strides).
-void normalize(DType dtype, const void* x, void* y, Runs runs, float center, float scale, float shift,
-               bool stream);
+/// When `next` is given (the next channel, same runs), also returns the sum
+/// of (next - next_pivot) over it: reading the next channel while writing
+/// this one overlaps DRAM reads and writes as a single streaming pass does.
+double normalize(DType dtype, const void* x, void* y, Runs runs, float center, float scale, float shift,
+                 bool stream, const void* next = nullptr, float next_pivot = 0.0f);
+/// Channels-first data walked in memory order: `planes` consecutive planes
+/// of plane_len elements, plane i using parameter index (first + i) % period.
+/// y = (x - center[k]) * scale[k] + shift[k]. When `next` is given (a block
+/// laid out like x, read while x is written so that DRAM reads and writes
+/// overlap), also next_acc[j] += next[j] - next_pivot[k of j] for every
+/// element j; next_acc needs kCyclicPad floats of slack after its
+/// planes * plane_len entries.
+void normalize_planes(DType dtype, const void* x, void* y, std::int64_t planes, std::int64_t plane_len,
+                      std::int64_t first, std::int64_t period, const float* center, const float* scale,
+                      const float* shift, bool stream, const void* next = nullptr,
+                      const float* next_pivot = nullptr, float* next_acc = nullptr);
+/// The same walk for backward: dx = k_dy[k] * dy + k_xc[k] * (x - center[k])
+/// + k_const[k]. When next_x is given, also next_acc_dy[j] += next_dy[j] and
+/// next_acc_dy_xc[j] += next_dy[j] * (next_x[j] - next_center[k of j]).
+void apply_planes(DType dtype, const void* x, const void* dy, void* dx, std::int64_t planes,
+                  std::int64_t plane_len, std::int64_t first, std::int64_t period, const float* center,
+                  const float* k_dy, const float* k_xc, const float* k_const, bool stream,
+                  const void* next_x = nullptr, const void* next_dy = nullptr,
+                  const float* next_center = nullptr, float* next_acc_dy = nullptr,
+                  float* next_acc_dy_xc = nullptr);
 /// sums[0] += sum(dy), sums[1] += sum(dy * (x - center)).
 void backward_reduce(DType dtype, const void* x, const void* dy, Runs runs, float center, double sums[2]);
-/// dx = k_dy * dy + k_xc * (x - center) + k_const over the runs.
+/// dx = k_dy * dy + k_xc * (x - center) + k_const over the runs. When next_x
+/// is given, also next_sums += backward_reduce(next_x, next_dy, next_center),
+/// read while this channel is written.
 void backward_apply(DType dtype, const void* x, const void* dy, void* dx, Runs runs, float center, float k_dy,
-                    float k_xc, float k_const, bool stream);
+                    float k_xc, float k_const, bool stream, const void* next_x = nullptr,
+                    const void* next_dy = nullptr, float next_center = 0.0f, double* next_sums = nullptr);
 
 /// Channels-last blocks hold whole rows of C channels. Per-channel parameters
 /// are passed as cyclic arrays: entry j holds the value of channel j % C for
@@ -70,6 +96,15 @@ void rows_backward_reduce(DType dtype, const void* x, const void* dy, Rows rows,
 void rows_backward_apply(DType dtype, const void* x, const void* dy, void* dx, Rows rows,
                          const float* center_cyclic, const float* k_dy_cyclic, const float* k_xc_cyclic,
                          const float* k_const_cyclic, bool stream);
+
+/// Per-channel normalizers from statistics, for n channels with `count`
+/// values each: invstd = 1/sqrt(m2/count + eps), center = mean rounded to
+/// f32, scale = gamma * invstd, shift = beta - (mean - center) * scale (the
+/// rounding residue of the mean folded into the shift, so that x - center
+/// stays exact). gamma / beta may be null (1 / 0). Arrays hold n entries.
+void finish_channels(std::int64_t n, double count, const double* mean, const double* m2, double eps,
+                     const float* gamma, const float* beta, float* center, float* scale, float* shift,
+                     double* invstd);
 
 /// Orders the non-temporal stores issued so far before later loads and
 /// stores (call once after the streaming calls of a phase).

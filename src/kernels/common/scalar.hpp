@@ -24,6 +24,21 @@ inline float load_float(DType dtype, const void* base, std::int64_t index) noexc
   return dtype == DType::bf16 ? bf16_to_float(bits) : f16_to_float(bits);
 }
 
+/// Widens n elements of src to float (the dtype switch hoisted out of the loop).
+inline void load_floats(DType dtype, const void* src, std::int64_t n, float* out) noexcept {
+  switch (dtype) {
+    case DType::f32:
+      std::memcpy(out, src, static_cast<std::size_t>(n) * sizeof(float));
+      return;
+    case DType::bf16:
+      for (std::int64_t i = 0; i < n; ++i) out[i] = bf16_to_float(static_cast<const std::uint16_t*>(src)[i]);
+      return;
+    case DType::f16:
+      for (std::int64_t i = 0; i < n; ++i) out[i] = f16_to_float(static_cast<const std::uint16_t*>(src)[i]);
+      return;
+  }
+}
+
 /// Stores x into element `index`, rounding to nearest even for 16-bit types.
 inline void store_float(DType dtype, void* base, std::int64_t index, float x) noexcept {
   if (dtype == DType::f32) {

@@ -25,6 +25,7 @@ namespace hn = hwy::HWY_NAMESPACE;
 
 using DF = hn::ScalableTag<float>;
 using VF = hn::Vec<DF>;
+using DU16 = hn::Rebind<std::uint16_t, DF>;
 
 /// Storage type of each dtype in memory.
 template <DType kType>
@@ -35,29 +36,36 @@ using Storage = std::conditional_t<kType == DType::f32, float, std::uint16_t>;
 // those convert lane by lane with the exact scalar routines instead.
 inline constexpr bool kHardwareF16 = HWY_TARGET <= HWY_AVX2;
 
-/// Loads Lanes(d) elements of kType from p (unaligned) as f32.
+// Whether kType converts in registers on this target (everything but f16
+// without F16C).
 template <DType kType>
-HWY_INLINE VF LoadAsF32(DF d, const Storage<kType>* HWY_RESTRICT p) {
-  if constexpr (kType == DType::f32) {
-    return hn::LoadU(d, p);
-  } else if constexpr (kType == DType::bf16) {
+inline constexpr bool kVectorConvert = kType != DType::f16 || kHardwareF16;
+
+// Whether masked loads and stores of kType's storage are single instructions
+// that never touch masked-off memory: 32-bit lanes from AVX2 (vmaskmov),
+// 16-bit lanes with AVX-512BW. Elsewhere Highway emulates them (reading past
+// the end, or storing element by element), so partial vectors go through a
+// small buffer instead.
+template <DType kType>
+inline constexpr bool kNativeMasked = kVectorConvert<kType> &&
+                                      (kType == DType::f32 ? HWY_TARGET <= HWY_AVX2 : HWY_TARGET <= HWY_AVX3);
+
+/// f32 lanes from 16-bit patterns of kType (bf16 or f16) held in u16 lanes.
+template <DType kType>
+HWY_INLINE VF WidenBits(DF d, hn::Vec<DU16> bits) {
+  if constexpr (kType == DType::bf16) {
     const hn::RebindToUnsigned<DF> du32;
-    const hn::Rebind<std::uint16_t, DF> du16;
-    return hn::BitCast(d, hn::ShiftLeft<16>(hn::PromoteTo(du32, hn::LoadU(du16, p))));
-  } else if constexpr (kHardwareF16) {
-    const hn::Rebind<hwy::float16_t, DF> dh;
-    return hn::PromoteTo(d, hn::LoadU(dh, reinterpret_cast<const hwy::float16_t*>(p)));
+    return hn::BitCast(d, hn::ShiftLeft<16>(hn::PromoteTo(du32, bits)));
   } else {
-    HWY_ALIGN float lanes[hn::MaxLanes(d)];
-    for (size_t i = 0; i < hn::Lanes(d); ++i) lanes[i] = f16_to_float(p[i]);
-    return hn::Load(d, lanes);
+    const hn::Rebind<hwy::float16_t, DF> dh;
+    return hn::PromoteTo(d, hn::BitCast(dh, bits));
   }
 }
 
 /// f32 lanes rounded to the 16-bit pattern of kType, one per u16 lane.
 template <DType kType>
-HWY_INLINE auto DemoteBits(DF /*d*/, VF v) {
-  const hn::Rebind<std::uint16_t, DF> du16;
+HWY_INLINE hn::Vec<DU16> DemoteBits(DF /*d*/, VF v) {
+  const DU16 du16;
   if constexpr (kType == DType::bf16) {
     // Round to nearest even by adding 0x7FFF plus the lowest kept bit; NaN
     // would carry into the exponent, so it is replaced by the canonical quiet
@@ -76,14 +84,27 @@ HWY_INLINE auto DemoteBits(DF /*d*/, VF v) {
   }
 }
 
+/// Loads Lanes(d) elements of kType from p (unaligned) as f32.
+template <DType kType>
+HWY_INLINE VF LoadAsF32(DF d, const Storage<kType>* HWY_RESTRICT p) {
+  if constexpr (kType == DType::f32) {
+    return hn::LoadU(d, p);
+  } else if constexpr (kVectorConvert<kType>) {
+    return WidenBits<kType>(d, hn::LoadU(DU16(), p));
+  } else {
+    HWY_ALIGN float lanes[hn::MaxLanes(d)];
+    for (size_t i = 0; i < hn::Lanes(d); ++i) lanes[i] = f16_to_float(p[i]);
+    return hn::Load(d, lanes);
+  }
+}
+
 /// Stores f32 lanes to p (unaligned) as kType.
 template <DType kType>
 HWY_INLINE void StoreFromF32(DF d, VF v, Storage<kType>* HWY_RESTRICT p) {
   if constexpr (kType == DType::f32) {
     hn::StoreU(v, d, p);
-  } else if constexpr (kType == DType::bf16 || kHardwareF16) {
-    const hn::Rebind<std::uint16_t, DF> du16;
-    hn::StoreU(DemoteBits<kType>(d, v), du16, p);
+  } else if constexpr (kVectorConvert<kType>) {
+    hn::StoreU(DemoteBits<kType>(d, v), DU16(), p);
   } else {
     HWY_ALIGN float lanes[hn::MaxLanes(d)];
     hn::Store(v, d, lanes);
@@ -96,10 +117,8 @@ template <DType kType>
 HWY_INLINE void StreamFromF32(DF d, VF v, Storage<kType>* HWY_RESTRICT p) {
   if constexpr (kType == DType::f32) {
     hn::Stream(v, d, p);
-  } else if constexpr ((kType == DType::bf16 || kHardwareF16) &&
-                       hn::MaxLanes(hn::Rebind<std::uint16_t, DF>()) * 2 >= 16) {
-    const hn::Rebind<std::uint16_t, DF> du16;
-    hn::Stream(DemoteBits<kType>(d, v), du16, p);
+  } else if constexpr (kVectorConvert<kType> && hn::MaxLanes(DU16()) * 2 >= 16) {
+    hn::Stream(DemoteBits<kType>(d, v), DU16(), p);
   } else {
     // Highway streams whole 16-byte registers: a half-filled one (16-bit
     // data on 128-bit targets) would write past the vector, so store it.
@@ -111,31 +130,51 @@ HWY_INLINE void StreamFromF32(DF d, VF v, Storage<kType>* HWY_RESTRICT p) {
 /// hold `fill`. Never touches memory past p + count.
 template <DType kType>
 HWY_INLINE VF LoadPartialAsF32(DF d, const Storage<kType>* HWY_RESTRICT p, size_t count, float fill) {
-  HWY_ALIGN float lanes[hn::MaxLanes(d)];
-  for (size_t i = 0; i < hn::Lanes(d); ++i) {
+  if constexpr (kNativeMasked<kType>) {
+    const auto m = hn::FirstN(d, count);
     if constexpr (kType == DType::f32) {
-      lanes[i] = i < count ? p[i] : fill;
-    } else if constexpr (kType == DType::bf16) {
-      lanes[i] = i < count ? bf16_to_float(p[i]) : fill;
+      return hn::IfThenElse(m, hn::MaskedLoad(m, d, p), hn::Set(d, fill));
     } else {
-      lanes[i] = i < count ? f16_to_float(p[i]) : fill;
+      const DU16 du16;
+      return hn::IfThenElse(m, WidenBits<kType>(d, hn::MaskedLoad(hn::FirstN(du16, count), du16, p)),
+                            hn::Set(d, fill));
     }
+  } else {
+    HWY_ALIGN float lanes[hn::MaxLanes(d)];
+    for (size_t i = 0; i < hn::Lanes(d); ++i) {
+      if constexpr (kType == DType::f32) {
+        lanes[i] = i < count ? p[i] : fill;
+      } else if constexpr (kType == DType::bf16) {
+        lanes[i] = i < count ? bf16_to_float(p[i]) : fill;
+      } else {
+        lanes[i] = i < count ? f16_to_float(p[i]) : fill;
+      }
+    }
+    return hn::Load(d, lanes);
   }
-  return hn::Load(d, lanes);
 }
 
 /// Stores the first `count` (< Lanes) lanes of v to p as kType.
 template <DType kType>
 HWY_INLINE void StorePartialFromF32(DF d, VF v, Storage<kType>* HWY_RESTRICT p, size_t count) {
-  HWY_ALIGN float lanes[hn::MaxLanes(d)];
-  hn::Store(v, d, lanes);
-  for (size_t i = 0; i < count; ++i) {
+  if constexpr (kNativeMasked<kType>) {
     if constexpr (kType == DType::f32) {
-      p[i] = lanes[i];
-    } else if constexpr (kType == DType::bf16) {
-      p[i] = bf16_from_float(lanes[i]);
+      hn::BlendedStore(v, hn::FirstN(d, count), d, p);
     } else {
-      p[i] = f16_from_float(lanes[i]);
+      const DU16 du16;
+      hn::BlendedStore(DemoteBits<kType>(d, v), hn::FirstN(du16, count), du16, p);
+    }
+  } else {
+    HWY_ALIGN float lanes[hn::MaxLanes(d)];
+    hn::Store(v, d, lanes);
+    for (size_t i = 0; i < count; ++i) {
+      if constexpr (kType == DType::f32) {
+        p[i] = lanes[i];
+      } else if constexpr (kType == DType::bf16) {
+        p[i] = bf16_from_float(lanes[i]);
+      } else {
+        p[i] = f16_from_float(lanes[i]);
+      }
     }
   }
 }
