@@ -177,12 +177,45 @@ TEST(BatchNormKernels, ReductionsMatchDoubleSums) {
             gx += d * (v - center);
             abs_gx += std::fabs(d * (v - center));
           }
-        EXPECT_NEAR(kb::sum_shifted(dt, x.at(0), runs, pivot), s, 1e-6 * abs_s + 1e-9) << len;
+        double shifted[2];
+        kb::shifted_sums(dt, x.at(0), runs, pivot, shifted);
+        EXPECT_NEAR(shifted[0], s, 1e-6 * abs_s + 1e-9) << len;
         EXPECT_NEAR(kb::sum_sq_centered(dt, x.at(0), runs, center), sq, 1e-6 * sq + 1e-9) << len;
         double sums[2] = {0, 0};
         kb::backward_reduce(dt, x.at(0), dy.at(0), runs, center, sums);
         EXPECT_NEAR(sums[1], gx, 1e-6 * abs_gx + 1e-9) << len;
         EXPECT_NEAR(sums[0], g, 1e-6 * static_cast<double>(3 * len)) << len;
+      }
+    }
+  });
+}
+
+// One-pass shifted sums against double sums, over run shapes that exercise
+// the unrolled loop, the remainders and the folds into double.
+TEST(BatchNormKernels, ShiftedSumsMatchDouble) {
+  for_each_isa([](const std::string&) {
+    for (DType dt : kTypes) {
+      for (std::int64_t len : {1, 3, 16, 17, 49, 64, 65, 200, 3136, 70000}) {
+        const kb::Runs runs{5, len, len + 7};
+        const std::int64_t total = runs.stride * 5;
+        Raw x(dt, total);
+        fill(x, total, static_cast<std::uint64_t>(len), 1e3f, 0.5f);
+        const float pivot = load_float(dt, x.bytes.data(), 0);
+        double s = 0, q = 0;
+        for (std::int64_t r = 0; r < 5; ++r)
+          for (std::int64_t i = 0; i < len; ++i) {
+            const double e = load_float(dt, x.bytes.data(), r * runs.stride + i) - pivot;
+            s += std::fabs(e);
+            q += e * e;
+          }
+        double sums_abs = s, want[2] = {0, q};
+        for (std::int64_t r = 0; r < 5; ++r)
+          for (std::int64_t i = 0; i < len; ++i)
+            want[0] += load_float(dt, x.bytes.data(), r * runs.stride + i) - pivot;
+        double out[2];
+        kb::shifted_sums(dt, x.at(0), runs, pivot, out);
+        ASSERT_NEAR(out[0], want[0], 1e-6 * sums_abs + 1e-9) << len;
+        ASSERT_NEAR(out[1], want[1], 1e-6 * want[1] + 1e-9) << len;
       }
     }
   });
@@ -200,8 +233,10 @@ TEST(BatchNormKernels, RowsReductionsMatchDoubleSums) {
           const auto pivot = uniform(static_cast<std::size_t>(C), 1, -51, -49);
           const auto pc = cyclic(pivot);
           std::vector<float> scratch(2 * static_cast<std::size_t>(kb::cyclic_length(C)));
-          std::vector<double> got(static_cast<std::size_t>(C), 0.0), got_sq(got), got_g(got), got_gx(got);
-          kb::rows_sum_shifted(dt, x.at(0), kb::Rows{n, C}, pc.data(), scratch.data(), got.data());
+          std::vector<double> got(static_cast<std::size_t>(C), 0.0), got_sq(got), got_sq2(got), got_g(got),
+              got_gx(got);
+          kb::rows_shifted_sums(dt, x.at(0), kb::Rows{n, C}, pc.data(), scratch.data(), got.data(),
+                                got_sq2.data());
           kb::rows_sum_sq_centered(dt, x.at(0), kb::Rows{n, C}, pc.data(), scratch.data(), got_sq.data());
           kb::rows_backward_reduce(dt, x.at(0), dy.at(0), kb::Rows{n, C}, pc.data(), scratch.data(),
                                    got_g.data(), got_gx.data());
@@ -220,6 +255,7 @@ TEST(BatchNormKernels, RowsReductionsMatchDoubleSums) {
             const auto uc = static_cast<std::size_t>(c);
             ASSERT_NEAR(got[uc], s, 1e-6 * abs_s + 1e-9) << "C " << C << " rows " << rows;
             ASSERT_NEAR(got_sq[uc], sq, 1e-6 * sq + 1e-9);
+            ASSERT_NEAR(got_sq2[uc], sq, 1e-6 * sq + 1e-9);
             ASSERT_NEAR(got_g[uc], g, 1e-6 * static_cast<double>(rows) + 1e-9);
             ASSERT_NEAR(got_gx[uc], gx, 1e-6 * abs_gx + 1e-9);
           }

@@ -10,7 +10,7 @@
 
 #include "common/bn_oracle.hpp"
 #include "common/test_util.hpp"
-#include "ops/batch_norm_plan.hpp"
+#include "ops/batch_norm/plan.hpp"
 
 namespace bnorm::test {
 namespace {
@@ -87,6 +87,44 @@ TEST(BatchNormNumerics, AdversarialInferenceWithin1e5) {
       EXPECT_LE(err, 1e-5) << to_string(layout) << " N(" << dist.mean << ", " << dist.stddev << ")";
       std::printf("[numerics] inference %-14s N(%g, %g): max abs error %.3g\n",
                   std::string(to_string(layout)).c_str(), dist.mean, dist.stddev, err);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace bnorm::test
+
+namespace bnorm::test {
+namespace {
+
+// Data built so that the pivots (64 evenly spread values of a channel, or
+// its first 64 rows) sit far from the mean: the one-pass sums must be
+// rejected and the exact second pass taken, for every plan.
+TEST(BatchNormNumerics, PivotFarFromMeanTakesSecondPass) {
+  for (Layout layout : {Layout::channels_first, Layout::channels_last}) {
+    // 64 of 64000 values per channel at 1e4, the rest N(0, 1): the pivot is
+    // 30 standard deviations from the mean, a 1000-fold cancellation.
+    const TensorDesc d(DType::f32, layout, {64, 3, 100, 10});
+    const obn::Problem p = obn::Problem::of(d);
+    Buffer src(d);
+    fill_normal(src, 7, 0.0, 1.0);
+    const std::int64_t count = p.count();
+    for (std::int64_t c = 0; c < p.c; ++c) {
+      for (std::int64_t i = 0; i < 64; ++i) {
+        // The values the channels-first pivot samples, and the first rows.
+        const std::int64_t e = i * count / 64, n = e / p.s, s = e % p.s;
+        const std::int64_t cf = (n * p.c + c) * p.s + s, cl = i * p.c + c;
+        src.set(layout == Layout::channels_first ? cf : cl, 1e4f);
+      }
+    }
+    const TrainingExpectation e = expect_training(src, nullptr, nullptr, 1e-5);
+    for (const obn::Plan& plan : plans(p)) {
+      Buffer dst(d);
+      std::vector<float> mean(3), invstd(3);
+      obn::forward_training(p, plan, src.data(), dst.data(), nullptr, nullptr, mean.data(), invstd.data(),
+                            nullptr, nullptr, 1e-5, 0.0);
+      EXPECT_LE(max_abs_error(dst, e.dst), 1e-5) << to_string(layout);
+      EXPECT_TRUE(check_mean(mean.data(), e));
     }
   }
 }

@@ -8,7 +8,7 @@
 
 #include "common/bn_oracle.hpp"
 #include "common/test_util.hpp"
-#include "ops/batch_norm_plan.hpp"
+#include "ops/batch_norm/plan.hpp"
 #include "ops/parallel.hpp"
 
 namespace bnorm::test {
@@ -140,8 +140,8 @@ TEST(BatchNormPlans, PublicPlanChoice) {
   const obn::Problem small{DType::f32, Layout::channels_first, 256, 1024, 14 * 14};
   EXPECT_EQ(obn::plan_for(small, 2, Pass::training).strategy, Strategy::channel_slabs);
   EXPECT_EQ(obn::plan_for(small, 2, Pass::backward).strategy, Strategy::channel_slabs);
-  // A slab pair that fits L2 for training but not x and dy for backward.
-  const std::int64_t count = static_cast<std::int64_t>(ops::l2_cache_bytes() / 4 / 4);  // 2 slabs = L2 / 2
+  // A channel that fits half of L2 for training (x) but not for backward (x and dy).
+  const std::int64_t count = static_cast<std::int64_t>(3 * ops::l2_cache_bytes() / 8 / 4);
   const obn::Problem mid{DType::f32, Layout::channels_first, 1, 64, count};
   EXPECT_EQ(obn::plan_for(mid, 2, Pass::training).strategy, Strategy::channel_slabs);
   EXPECT_EQ(obn::plan_for(mid, 2, Pass::backward).strategy, Strategy::split_channels);

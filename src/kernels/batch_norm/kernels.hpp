@@ -1,10 +1,11 @@
 // Optimized batch-norm building blocks (Highway, dispatched at run time).
 //
-// These are single-threaded pieces; src/ops/batch_norm.cpp plans the thread
+// These are single-threaded pieces; src/ops/batch_norm/ plans the thread
 // split and calls them. Pointers are raw, sizes are in elements, nothing here
 // allocates or throws. Statistics arithmetic follows DESIGN.md section 3:
-// sums of values shifted by a pivot, squares centered on the rounded mean,
-// f32 partial sums of bounded length folded into double.
+// f32 partial sums of bounded length folded into double, of values shifted
+// by a pivot near the data; the caller decides whether a second pass about
+// the mean is needed.
 #pragma once
 
 #include <cstdint>
@@ -13,58 +14,49 @@
 
 namespace bnorm::kernels::batch_norm {
 
-/// Channels-first view of one channel: `count` runs of `len` contiguous
-/// elements, run i starting `i * stride` elements after the first.
+// ---- channels-first: one channel as strided runs ----
+
+/// `count` runs of `len` contiguous elements, run i starting `i * stride`
+/// elements after the first (one channel of an N, C, S tensor).
 struct Runs {
   std::int64_t count = 0;
   std::int64_t len = 0;
   std::int64_t stride = 0;
 };
 
-/// Sum of (x - pivot) over the runs.
-double sum_shifted(DType dtype, const void* x, Runs runs, float pivot);
-/// Sum of (x - center)^2 over the runs.
+/// out = {sum of d, sum of d^2} with d = x - pivot, in one pass.
+void shifted_sums(DType dtype, const void* x, Runs runs, float pivot, double out[2]);
+/// Sum of (x - center)^2 over the runs (the exact second pass).
 double sum_sq_centered(DType dtype, const void* x, Runs runs, float center);
 /// y = (x - center) * scale + shift over the runs (y has x's strides).
-/// When `next` is given (the next channel, same runs), also returns the sum
-/// of (next - next_pivot) over it: reading the next channel while writing
-/// this one overlaps DRAM reads and writes as a single streaming pass does.
-double normalize(DType dtype, const void* x, void* y, Runs runs, float center, float scale, float shift,
-                 bool stream, const void* next = nullptr, float next_pivot = 0.0f);
-/// Channels-first data walked in memory order: `planes` consecutive planes
-/// of plane_len elements, plane i using parameter index (first + i) % period.
-/// y = (x - center[k]) * scale[k] + shift[k]. When `next` is given (a block
-/// laid out like x, read while x is written so that DRAM reads and writes
-/// overlap), also next_acc[j] += next[j] - next_pivot[k of j] for every
-/// element j; next_acc needs kCyclicPad floats of slack after its
-/// planes * plane_len entries.
-void normalize_planes(DType dtype, const void* x, void* y, std::int64_t planes, std::int64_t plane_len,
-                      std::int64_t first, std::int64_t period, const float* center, const float* scale,
-                      const float* shift, bool stream, const void* next = nullptr,
-                      const float* next_pivot = nullptr, float* next_acc = nullptr);
-/// The same walk for backward: dx = k_dy[k] * dy + k_xc[k] * (x - center[k])
-/// + k_const[k]. When next_x is given, also next_acc_dy[j] += next_dy[j] and
-/// next_acc_dy_xc[j] += next_dy[j] * (next_x[j] - next_center[k of j]).
-void apply_planes(DType dtype, const void* x, const void* dy, void* dx, std::int64_t planes,
-                  std::int64_t plane_len, std::int64_t first, std::int64_t period, const float* center,
-                  const float* k_dy, const float* k_xc, const float* k_const, bool stream,
-                  const void* next_x = nullptr, const void* next_dy = nullptr,
-                  const float* next_center = nullptr, float* next_acc_dy = nullptr,
-                  float* next_acc_dy_xc = nullptr);
+void normalize(DType dtype, const void* x, void* y, Runs runs, float center, float scale, float shift,
+               bool stream);
 /// sums[0] += sum(dy), sums[1] += sum(dy * (x - center)).
 void backward_reduce(DType dtype, const void* x, const void* dy, Runs runs, float center, double sums[2]);
-/// dx = k_dy * dy + k_xc * (x - center) + k_const over the runs. When next_x
-/// is given, also next_sums += backward_reduce(next_x, next_dy, next_center),
-/// read while this channel is written.
+/// dx = k_dy * dy + k_xc * (x - center) + k_const over the runs.
 void backward_apply(DType dtype, const void* x, const void* dy, void* dx, Runs runs, float center, float k_dy,
-                    float k_xc, float k_const, bool stream, const void* next_x = nullptr,
-                    const void* next_dy = nullptr, float next_center = 0.0f, double* next_sums = nullptr);
+                    float k_xc, float k_const, bool stream);
 
-/// Channels-last blocks hold whole rows of C channels. Per-channel parameters
-/// are passed as cyclic arrays: entry j holds the value of channel j % C for
-/// j < period + kCyclicPad, where period (a multiple of C, >= kCyclicPad) is
-/// cyclic_period(C). This lets a vector start at any channel and lets small C
-/// use full vectors.
+// ---- channels-first: consecutive planes in memory order ----
+
+/// `planes` consecutive planes of plane_len elements, plane i using
+/// parameter index (first + i) % period: y = (x - center[k]) * scale[k] +
+/// shift[k], walked as one contiguous (streamable) pass.
+void normalize_planes(DType dtype, const void* x, void* y, std::int64_t planes, std::int64_t plane_len,
+                      std::int64_t first, std::int64_t period, const float* center, const float* scale,
+                      const float* shift, bool stream);
+/// The same walk for backward: dx = k_dy[k] * dy + k_xc[k] * (x - center[k])
+/// + k_const[k].
+void apply_planes(DType dtype, const void* x, const void* dy, void* dx, std::int64_t planes,
+                  std::int64_t plane_len, std::int64_t first, std::int64_t period, const float* center,
+                  const float* k_dy, const float* k_xc, const float* k_const, bool stream);
+
+// ---- channels-last: blocks of whole rows ----
+
+/// Per-channel parameters of channels-last kernels come as cyclic arrays:
+/// entry j holds the value of channel j % C for j < cyclic_length(C). The
+/// period (a multiple of C, >= kCyclicPad) lets a vector start at any channel
+/// and lets small C use full vectors.
 inline constexpr std::int64_t kCyclicPad = 64;
 inline constexpr std::int64_t cyclic_period(std::int64_t channels) noexcept {
   return channels * ((kCyclicPad + channels - 1) / channels);
@@ -73,16 +65,17 @@ inline constexpr std::int64_t cyclic_length(std::int64_t channels) noexcept {
   return cyclic_period(channels) + kCyclicPad;
 }
 
-/// Shape of a channels-last block: `elements` = rows * channels.
+/// A block of rows: `elements` = rows * channels, contiguous.
 struct Rows {
   std::int64_t elements = 0;
   std::int64_t channels = 0;
 };
 
-/// acc[c] += sum over rows of (x - pivot[c]). scratch: cyclic_length(C) floats.
-void rows_sum_shifted(DType dtype, const void* x, Rows rows, const float* pivot_cyclic, float* scratch,
-                      double* acc);
-/// acc[c] += sum over rows of (x - center[c])^2.
+/// sum[c] += sum of d, sum_sq[c] += sum of d^2 over the rows, d = x -
+/// pivot[c]. scratch: 2 * cyclic_length(C) floats.
+void rows_shifted_sums(DType dtype, const void* x, Rows rows, const float* pivot_cyclic, float* scratch,
+                       double* sum, double* sum_sq);
+/// acc[c] += sum over rows of (x - center[c])^2. scratch: cyclic_length(C) floats.
 void rows_sum_sq_centered(DType dtype, const void* x, Rows rows, const float* center_cyclic, float* scratch,
                           double* acc);
 /// y = (x - center[c]) * scale[c] + shift[c].
@@ -96,6 +89,8 @@ void rows_backward_reduce(DType dtype, const void* x, const void* dy, Rows rows,
 void rows_backward_apply(DType dtype, const void* x, const void* dy, void* dx, Rows rows,
                          const float* center_cyclic, const float* k_dy_cyclic, const float* k_xc_cyclic,
                          const float* k_const_cyclic, bool stream);
+
+// ---- per channel ----
 
 /// Per-channel normalizers from statistics, for n channels with `count`
 /// values each: invstd = 1/sqrt(m2/count + eps), center = mean rounded to

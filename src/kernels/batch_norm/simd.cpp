@@ -23,7 +23,7 @@ using batch_norm::Runs;
 
 // f32 partial sums are folded into double after this many additions per
 // accumulator lane, which bounds their rounding error (DESIGN.md section 3).
-constexpr size_t kAddsPerFlush = 64;
+constexpr size_t kAddsPerFlush = 32;
 
 template <class F>
 HWY_INLINE decltype(auto) WithDType(DType dtype, F&& f) {
@@ -38,8 +38,8 @@ HWY_INLINE decltype(auto) WithDType(DType dtype, F&& f) {
   return f(std::integral_constant<DType, DType::f32>{});
 }
 
-// f32 partial sums are folded into double lane by lane (no horizontal step,
-// so the loop never stalls) every kAddsPerFlush additions.
+// Double lanes that f32 partial sums are folded into, lane by lane (no
+// horizontal step, so the loop never stalls).
 #if HWY_TARGET == HWY_SCALAR
 struct DoubleLanes {
   double sum = 0.0;
@@ -68,126 +68,88 @@ struct DoubleLanes {
 };
 #endif
 
-// A running f32 vector sum folded into double every kAddsPerFlush additions.
-struct FlushingSum {
-  VF acc;
-  size_t adds = 0;
-  DoubleLanes total;
+// ---------------------------------------------------------------- channels-first runs
 
-  explicit FlushingSum(DF d) : acc(hn::Zero(d)), total(d) {}
-  HWY_INLINE void Add(DF d, VF v) {
-    acc = hn::Add(acc, v);
-    if (++adds == kAddsPerFlush) Fold(d);
-  }
-  HWY_INLINE void MulAdd(DF d, VF a, VF b) {
-    acc = hn::MulAdd(a, b, acc);
-    if (++adds == kAddsPerFlush) Fold(d);
-  }
-  HWY_INLINE void Fold(DF d) {
-    total.Fold(d, acc);
-    acc = hn::Zero(d);
-    adds = 0;
-  }
-  HWY_INLINE double Total(DF d) {
-    Fold(d);
-    return total.Total(d);
-  }
-};
-
-// Sum of term(x) over the runs: four independent f32 accumulators (so the
-// additions pipeline), folded into double every kAddsPerFlush rounds. Tail
-// lanes are loaded as `fill`, for which term must give 0.
-template <DType kType, class Term>
-HWY_INLINE double SumOverRuns(const Storage<kType>* HWY_RESTRICT x, Runs runs, float fill, const Term& term) {
+// Sums of term_a(v) and term_b(v) over the runs, v the f32 values (padded
+// lanes of tails load as `fill`, for which both terms must give 0). Two
+// accumulators of each so the additions pipeline, folded into double every
+// kAddsPerFlush rounds.
+template <DType kType, class TermA, class TermB>
+HWY_INLINE void TwoSumsOverRuns(const Storage<kType>* HWY_RESTRICT x, Runs runs, float fill,
+                                const TermA& term_a, const TermB& term_b, double out[2]) {
   const DF d;
   const size_t lanes = hn::Lanes(d);
-  VF a0 = hn::Zero(d), a1 = hn::Zero(d), a2 = hn::Zero(d), a3 = hn::Zero(d);
-  DoubleLanes total(d);
+  VF a0 = hn::Zero(d), a1 = hn::Zero(d), b0 = hn::Zero(d), b1 = hn::Zero(d);
+  DoubleLanes sum_a(d), sum_b(d);
   size_t rounds = 0;
-  auto fold = [&]() HWY_ATTR {
-    total.Fold(d, hn::Add(hn::Add(a0, a1), hn::Add(a2, a3)));
-    a0 = a1 = a2 = a3 = hn::Zero(d);
-    rounds = 0;
-  };
   for (std::int64_t r = 0; r < runs.count; ++r) {
     const Storage<kType>* HWY_RESTRICT p = x + r * runs.stride;
     const size_t n = static_cast<size_t>(runs.len);
     size_t i = 0;
-    for (; i + 4 * lanes <= n; i += 4 * lanes) {
-      a0 = hn::Add(a0, term(LoadAsF32<kType>(d, p + i)));
-      a1 = hn::Add(a1, term(LoadAsF32<kType>(d, p + i + lanes)));
-      a2 = hn::Add(a2, term(LoadAsF32<kType>(d, p + i + 2 * lanes)));
-      a3 = hn::Add(a3, term(LoadAsF32<kType>(d, p + i + 3 * lanes)));
-      if (++rounds == kAddsPerFlush) fold();
+    for (; i + 2 * lanes <= n; i += 2 * lanes) {
+      const VF v0 = LoadAsF32<kType>(d, p + i), v1 = LoadAsF32<kType>(d, p + i + lanes);
+      a0 = hn::Add(a0, term_a(v0));
+      a1 = hn::Add(a1, term_a(v1));
+      b0 = hn::Add(b0, term_b(v0));
+      b1 = hn::Add(b1, term_b(v1));
+      if (HWY_UNLIKELY(++rounds == kAddsPerFlush)) {
+        sum_a.Fold(d, hn::Add(a0, a1));
+        sum_b.Fold(d, hn::Add(b0, b1));
+        a0 = a1 = b0 = b1 = hn::Zero(d);
+        rounds = 0;
+      }
     }
-    // Fewer than four vectors remain: at most one more addition each.
+    // At most one full and one partial vector remain: one addition each.
     if (i + lanes <= n) {
-      a0 = hn::Add(a0, term(LoadAsF32<kType>(d, p + i)));
+      const VF v = LoadAsF32<kType>(d, p + i);
+      a0 = hn::Add(a0, term_a(v));
+      b0 = hn::Add(b0, term_b(v));
       i += lanes;
     }
-    if (i + lanes <= n) {
-      a1 = hn::Add(a1, term(LoadAsF32<kType>(d, p + i)));
-      i += lanes;
+    if (i < n) {
+      const VF v = LoadPartialAsF32<kType>(d, p + i, n - i, fill);
+      a1 = hn::Add(a1, term_a(v));
+      b1 = hn::Add(b1, term_b(v));
     }
-    if (i + lanes <= n) {
-      a2 = hn::Add(a2, term(LoadAsF32<kType>(d, p + i)));
-      i += lanes;
+    if (++rounds >= kAddsPerFlush) {
+      sum_a.Fold(d, hn::Add(a0, a1));
+      sum_b.Fold(d, hn::Add(b0, b1));
+      a0 = a1 = b0 = b1 = hn::Zero(d);
+      rounds = 0;
     }
-    if (i < n) a3 = hn::Add(a3, term(LoadPartialAsF32<kType>(d, p + i, n - i, fill)));
-    if (++rounds >= kAddsPerFlush) fold();
   }
-  fold();
-  return total.Total(d);
+  sum_a.Fold(d, hn::Add(a0, a1));
+  sum_b.Fold(d, hn::Add(b0, b1));
+  out[0] = sum_a.Total(d);
+  out[1] = sum_b.Total(d);
 }
 
 template <DType kType>
-double SumShiftedT(const Storage<kType>* x, Runs runs, float pivot) {
+void ShiftedSumsT(const Storage<kType>* x, Runs runs, float pivot, double out[2]) {
   const DF d;
   const VF vp = hn::Set(d, pivot);
-  return SumOverRuns<kType>(x, runs, pivot, [vp](VF v) HWY_ATTR { return hn::Sub(v, vp); });
+  TwoSumsOverRuns<kType>(
+      x, runs, pivot, [vp](VF v) HWY_ATTR { return hn::Sub(v, vp); },
+      [vp](VF v) HWY_ATTR {
+        const VF e = hn::Sub(v, vp);
+        return hn::Mul(e, e);
+      },
+      out);
 }
 
 template <DType kType>
 double SumSqCenteredT(const Storage<kType>* x, Runs runs, float center) {
   const DF d;
   const VF vc = hn::Set(d, center);
-  return SumOverRuns<kType>(x, runs, center, [vc](VF v) HWY_ATTR {
-    const VF dv = hn::Sub(v, vc);
-    return hn::Mul(dv, dv);
-  });
-}
-
-// Splits every run into pieces of at most kChunk elements, so that
-// accumulations riding along an elementwise pass get flushed in time and
-// streaming alignment is found once per piece.
-constexpr size_t kPieceElements = 1 << 14;
-
-template <DType kType>
-double NormalizeT(const Storage<kType>* x, Storage<kType>* y, Runs runs, float center, float scale,
-                  float shift, bool stream, const Storage<kType>* next, float next_pivot) {
-  const DF d;
-  const VF vc = hn::Set(d, center), vs = hn::Set(d, scale), vb = hn::Set(d, shift);
-  const VF vp = hn::Set(d, next_pivot);
-  FlushingSum next_sum(d);
-  for (std::int64_t r = 0; r < runs.count; ++r) {
-    const std::int64_t offset = r * runs.stride;
-    const size_t len = static_cast<size_t>(runs.len);
-    for (size_t i0 = 0; i0 < len; i0 += kPieceElements) {
-      const Storage<kType>* HWY_RESTRICT p = x + offset + i0;
-      const Storage<kType>* HWY_RESTRICT pn = next ? next + offset + i0 : nullptr;
-      ForEachOutputVector<kType>(d, y + offset + i0, std::min(kPieceElements, len - i0), stream,
-                                 [&](size_t i, size_t count) HWY_ATTR {
-                                   // The next channel is read while this one is written, so DRAM
-                                   // reads and writes overlap as in a single streaming pass.
-                                   if (pn)
-                                     next_sum.Add(
-                                         d, hn::Sub(LoadSomeAsF32<kType>(d, pn + i, count, next_pivot), vp));
-                                   const VF v = LoadSomeAsF32<kType>(d, p + i, count, 0.0f);
-                                   return hn::MulAdd(hn::Sub(v, vc), vs, vb);
-                                 });
-    }
-  }
-  return next_sum.Total(d);
+  double out[2];
+  // One useful sum: the second term is the same, which costs nothing here.
+  auto sq = [vc](VF v) HWY_ATTR {
+    const VF e = hn::Sub(v, vc);
+    return hn::Mul(e, e);
+  };
+  TwoSumsOverRuns<kType>(
+      x, runs, center, sq, [](VF v) HWY_ATTR { return hn::Zero(DF()) * v; }, out);
+  return out[0];
 }
 
 template <DType kType>
@@ -196,7 +158,15 @@ void BackwardReduceT(const Storage<kType>* x, const Storage<kType>* dy, Runs run
   const DF d;
   const size_t lanes = hn::Lanes(d);
   const VF vc = hn::Set(d, center);
-  FlushingSum g0(d), g1(d), h0(d), h1(d);
+  VF g0 = hn::Zero(d), g1 = hn::Zero(d), h0 = hn::Zero(d), h1 = hn::Zero(d);
+  DoubleLanes sum_g(d), sum_h(d);
+  size_t rounds = 0;
+  auto fold = [&]() HWY_ATTR {
+    sum_g.Fold(d, hn::Add(g0, g1));
+    sum_h.Fold(d, hn::Add(h0, h1));
+    g0 = g1 = h0 = h1 = hn::Zero(d);
+    rounds = 0;
+  };
   for (std::int64_t r = 0; r < runs.count; ++r) {
     const Storage<kType>* HWY_RESTRICT px = x + r * runs.stride;
     const Storage<kType>* HWY_RESTRICT pg = dy + r * runs.stride;
@@ -204,265 +174,160 @@ void BackwardReduceT(const Storage<kType>* x, const Storage<kType>* dy, Runs run
     size_t i = 0;
     for (; i + 2 * lanes <= len; i += 2 * lanes) {
       const VF gv0 = LoadAsF32<kType>(d, pg + i), gv1 = LoadAsF32<kType>(d, pg + i + lanes);
-      g0.Add(d, gv0);
-      g1.Add(d, gv1);
-      h0.MulAdd(d, gv0, hn::Sub(LoadAsF32<kType>(d, px + i), vc));
-      h1.MulAdd(d, gv1, hn::Sub(LoadAsF32<kType>(d, px + i + lanes), vc));
+      g0 = hn::Add(g0, gv0);
+      g1 = hn::Add(g1, gv1);
+      h0 = hn::MulAdd(gv0, hn::Sub(LoadAsF32<kType>(d, px + i), vc), h0);
+      h1 = hn::MulAdd(gv1, hn::Sub(LoadAsF32<kType>(d, px + i + lanes), vc), h1);
+      if (HWY_UNLIKELY(++rounds == kAddsPerFlush)) fold();
     }
-    for (; i < len; i += lanes) {
-      const size_t count = std::min(lanes, len - i);
+    if (i + lanes <= len) {
+      const VF gv = LoadAsF32<kType>(d, pg + i);
+      g0 = hn::Add(g0, gv);
+      h0 = hn::MulAdd(gv, hn::Sub(LoadAsF32<kType>(d, px + i), vc), h0);
+      i += lanes;
+    }
+    if (i < len) {
       // dy is padded with 0, so padded lanes add nothing to either sum.
-      const VF gv = LoadSomeAsF32<kType>(d, pg + i, count, 0.0f);
-      g0.Add(d, gv);
-      h0.MulAdd(d, gv, hn::Sub(LoadSomeAsF32<kType>(d, px + i, count, center), vc));
+      const VF gv = LoadPartialAsF32<kType>(d, pg + i, len - i, 0.0f);
+      g1 = hn::Add(g1, gv);
+      h1 = hn::MulAdd(gv, hn::Sub(LoadPartialAsF32<kType>(d, px + i, len - i, center), vc), h1);
     }
+    if (++rounds >= kAddsPerFlush) fold();
   }
-  sums[0] += g0.Total(d) + g1.Total(d);
-  sums[1] += h0.Total(d) + h1.Total(d);
+  fold();
+  sums[0] += sum_g.Total(d);
+  sums[1] += sum_h.Total(d);
+}
+
+template <DType kType>
+void NormalizeT(const Storage<kType>* x, Storage<kType>* y, Runs runs, float center, float scale, float shift,
+                bool stream) {
+  const DF d;
+  const VF vc = hn::Set(d, center), vs = hn::Set(d, scale), vb = hn::Set(d, shift);
+  for (std::int64_t r = 0; r < runs.count; ++r) {
+    const Storage<kType>* HWY_RESTRICT p = x + r * runs.stride;
+    ForEachOutputVector<kType>(d, y + r * runs.stride, static_cast<size_t>(runs.len), stream,
+                               [&](size_t i, size_t count) HWY_ATTR BNORM_ALWAYS_INLINE {
+                                 const VF v = LoadSomeAsF32<kType>(d, p + i, count, 0.0f);
+                                 return hn::MulAdd(hn::Sub(v, vc), vs, vb);
+                               });
+  }
 }
 
 template <DType kType>
 void BackwardApplyT(const Storage<kType>* x, const Storage<kType>* dy, Storage<kType>* dx, Runs runs,
-                    float center, float k_dy, float k_xc, float k_const, bool stream,
-                    const Storage<kType>* next_x, const Storage<kType>* next_dy, float next_center,
-                    double* next_sums) {
+                    float center, float k_dy, float k_xc, float k_const, bool stream) {
   const DF d;
   const VF vc = hn::Set(d, center), a = hn::Set(d, k_dy), b = hn::Set(d, k_xc), k = hn::Set(d, k_const);
-  const VF vnc = hn::Set(d, next_center);
-  FlushingSum g(d), h(d);
   for (std::int64_t r = 0; r < runs.count; ++r) {
-    const std::int64_t offset = r * runs.stride;
-    const size_t len = static_cast<size_t>(runs.len);
-    for (size_t i0 = 0; i0 < len; i0 += kPieceElements) {
-      const Storage<kType>* HWY_RESTRICT px = x + offset + i0;
-      const Storage<kType>* HWY_RESTRICT pg = dy + offset + i0;
-      const Storage<kType>* HWY_RESTRICT nx = next_x ? next_x + offset + i0 : nullptr;
-      const Storage<kType>* HWY_RESTRICT ng = next_dy ? next_dy + offset + i0 : nullptr;
-      ForEachOutputVector<kType>(
-          d, dx + offset + i0, std::min(kPieceElements, len - i0), stream,
-          [&](size_t i, size_t count) HWY_ATTR {
-            if (nx) {
-              // Reduce the next channel while this one is written.
-              const VF gv = LoadSomeAsF32<kType>(d, ng + i, count, 0.0f);
-              g.Add(d, gv);
-              h.MulAdd(d, gv, hn::Sub(LoadSomeAsF32<kType>(d, nx + i, count, next_center), vnc));
-            }
-            const VF xv = LoadSomeAsF32<kType>(d, px + i, count, 0.0f);
-            const VF gv = LoadSomeAsF32<kType>(d, pg + i, count, 0.0f);
-            return hn::MulAdd(a, gv, hn::MulAdd(b, hn::Sub(xv, vc), k));
-          });
-    }
-  }
-  if (next_sums) {
-    next_sums[0] += g.Total(d);
-    next_sums[1] += h.Total(d);
+    const Storage<kType>* HWY_RESTRICT px = x + r * runs.stride;
+    const Storage<kType>* HWY_RESTRICT pg = dy + r * runs.stride;
+    ForEachOutputVector<kType>(d, dx + r * runs.stride, static_cast<size_t>(runs.len), stream,
+                               [&](size_t i, size_t count) HWY_ATTR BNORM_ALWAYS_INLINE {
+                                 const VF xv = LoadSomeAsF32<kType>(d, px + i, count, 0.0f);
+                                 const VF gv = LoadSomeAsF32<kType>(d, pg + i, count, 0.0f);
+                                 return hn::MulAdd(a, gv, hn::MulAdd(b, hn::Sub(xv, vc), k));
+                               });
   }
 }
 
-// ---- channels-first planes walked in memory order ----
+// ---------------------------------------------------------------- channels-first planes
 //
 // `planes` consecutive planes of S elements; plane i uses parameter index
 // (first + i) % period. A vector that straddles two planes computes both
 // and blends them, so the walk is one aligned (streamable) pass.
-
-// Adds delta to acc[i, i + Lanes): every lane is written back (padded lanes
-// of delta are zero), so acc needs Lanes floats of slack at its end.
-HWY_INLINE void AccumulateAt(DF d, float* HWY_RESTRICT acc, size_t i, VF delta) {
-  hn::StoreU(hn::Add(hn::LoadU(d, acc + i), delta), d, acc + i);
-}
 
 // Where a planes walk is: elements left in the current plane and the
 // parameter index of the current plane.
 struct PlaneCursor {
   size_t S, left;
   std::int64_t index, period;
-};
 
-// One vector of the normalize walk at element i with `count` valid lanes.
-// The hot loop calls it with count == Lanes; the head and tail with fewer.
-template <DType kType>
-struct NormalizeWalk {
-  const Storage<kType>* HWY_RESTRICT x;
-  const Storage<kType>* HWY_RESTRICT next;
-  const float* center;
-  const float* scale;
-  const float* shift;
-  const float* next_pivot;
-  float* HWY_RESTRICT next_acc;
-
-  HWY_INLINE void Load(DF d, std::int64_t k, VF& vc, VF& vs, VF& vb, VF& vp) const {
-    vc = hn::Set(d, center[k]);
-    vs = hn::Set(d, scale[k]);
-    vb = hn::Set(d, shift[k]);
-    vp = next ? hn::Set(d, next_pivot[k]) : hn::Zero(d);
-  }
-  HWY_INLINE VF Step(DF d, size_t i, size_t count, PlaneCursor& cur, VF& vc, VF& vs, VF& vb, VF& vp) const {
-    const VF v = LoadSomeAsF32<kType>(d, x + i, count, 0.0f);
-    VF out = hn::MulAdd(hn::Sub(v, vc), vs, vb);
-    VF pivot = vp;
-    if (HWY_UNLIKELY(cur.left <= count)) {
-      // The vector reaches the next plane: blend both planes' results.
-      const size_t split = cur.left;
-      cur.left = cur.S - (count - split);
-      if (++cur.index == cur.period) cur.index = 0;
-      Load(d, cur.index, vc, vs, vb, vp);
-      if (split < count) {
-        const auto head = hn::FirstN(d, split);
-        out = hn::IfThenElse(head, out, hn::MulAdd(hn::Sub(v, vc), vs, vb));
-        pivot = hn::IfThenElse(head, pivot, vp);
-      }
-    } else {
-      cur.left -= count;
+  // Advances past `count` lanes. Returns the number of them that were in the
+  // plane the walk was in, which is count unless the plane changed.
+  HWY_INLINE size_t Advance(size_t count) {
+    if (HWY_LIKELY(left > count)) {
+      left -= count;
+      return count;
     }
-    if (next) {
-      // The next block is read while this one is written, so DRAM reads and
-      // writes overlap as in a single streaming pass.
-      VF delta = hn::Sub(LoadSomeAsF32<kType>(d, next + i, count, 0.0f), pivot);
-      if (count != hn::Lanes(d)) delta = hn::IfThenElseZero(hn::FirstN(d, count), delta);
-      AccumulateAt(d, next_acc, i, delta);
-    }
-    return out;
+    const size_t split = left;
+    left = S - (count - split);
+    if (++index == period) index = 0;
+    return split;
   }
 };
 
-// One vector of the backward apply walk.
-template <DType kType>
-struct ApplyWalk {
-  const Storage<kType>* HWY_RESTRICT x;
-  const Storage<kType>* HWY_RESTRICT dy;
-  const Storage<kType>* HWY_RESTRICT next_x;
-  const Storage<kType>* HWY_RESTRICT next_dy;
-  const float* center;
-  const float* k_dy;
-  const float* k_xc;
-  const float* k_const;
-  const float* next_center;
-  float* HWY_RESTRICT next_acc_dy;
-  float* HWY_RESTRICT next_acc_dy_xc;
-
-  struct Params {
-    VF c, a, b, k, nc;
-  };
-  HWY_INLINE void Load(DF d, std::int64_t i, Params& p) const {
-    p.c = hn::Set(d, center[i]);
-    p.a = hn::Set(d, k_dy[i]);
-    p.b = hn::Set(d, k_xc[i]);
-    p.k = hn::Set(d, k_const[i]);
-    p.nc = next_x ? hn::Set(d, next_center[i]) : hn::Zero(d);
-  }
-  HWY_INLINE VF Step(DF d, size_t i, size_t count, PlaneCursor& cur, Params& p) const {
-    const VF xv = LoadSomeAsF32<kType>(d, x + i, count, 0.0f);
-    const VF gv = LoadSomeAsF32<kType>(d, dy + i, count, 0.0f);
-    VF out = hn::MulAdd(p.a, gv, hn::MulAdd(p.b, hn::Sub(xv, p.c), p.k));
-    VF nc = p.nc;
-    if (HWY_UNLIKELY(cur.left <= count)) {
-      const size_t split = cur.left;
-      cur.left = cur.S - (count - split);
-      if (++cur.index == cur.period) cur.index = 0;
-      Load(d, cur.index, p);
-      if (split < count) {
-        const auto head = hn::FirstN(d, split);
-        out = hn::IfThenElse(head, out, hn::MulAdd(p.a, gv, hn::MulAdd(p.b, hn::Sub(xv, p.c), p.k)));
-        nc = hn::IfThenElse(head, nc, p.nc);
-      }
-    } else {
-      cur.left -= count;
-    }
-    if (next_x) {
-      // dy is padded with 0, so padded lanes add nothing.
-      const VF ng = LoadSomeAsF32<kType>(d, next_dy + i, count, 0.0f);
-      const VF nxc = hn::Sub(LoadSomeAsF32<kType>(d, next_x + i, count, 0.0f), nc);
-      AccumulateAt(d, next_acc_dy, i, ng);
-      AccumulateAt(d, next_acc_dy_xc, i, hn::Mul(ng, nxc));
-    }
-    return out;
+// Parameters of one plane as broadcast vectors: K arrays indexed by plane.
+template <size_t K>
+struct PlaneParams {
+  const float* arrays[K];
+  VF v[K];
+  HWY_INLINE void Load(DF d, std::int64_t index) {
+    for (size_t k = 0; k < K; ++k) v[k] = hn::Set(d, arrays[k][index]);
   }
 };
 
-// Number of leading elements to store normally so that y + head is aligned
-// for streaming, or SIZE_MAX when it can never be (not element-aligned).
-template <DType kType>
-HWY_INLINE size_t StreamHead(DF d, const Storage<kType>* y, size_t n) {
-  const size_t align = hn::Lanes(d) * sizeof(Storage<kType>);
-  const size_t misalign = reinterpret_cast<std::uintptr_t>(y) % align;
-  if (misalign % sizeof(Storage<kType>) != 0) return SIZE_MAX;
-  return misalign == 0 ? 0 : std::min(n, (align - misalign) / sizeof(Storage<kType>));
-}
-
-// Short planes (fewer elements than a vector): one partial vector each.
-template <DType kType, class Walk, class... State>
-void WalkShortPlanes(DF d, const Walk& walk, Storage<kType>* y, size_t planes, PlaneCursor cur,
-                     State&... state) {
-  for (size_t p = 0; p < planes; ++p) {
-    const size_t i = p * cur.S;
-    cur.left = cur.S + 1;  // a partial vector never reaches the next plane here
-    const VF out = walk.Step(d, i, cur.S, cur, state...);
-    StorePartialFromF32<kType>(d, out, y + i, cur.S);
-    walk.Load(d, cur.index = (cur.index + 1 == cur.period ? 0 : cur.index + 1), state...);
+// Walks planes: `compute(params, i, count)` gives the result for lanes
+// [i, i + count) with one plane's parameters; a vector that reaches the next
+// plane is computed with both and blended.
+template <DType kType, size_t K, class Compute>
+HWY_INLINE void WalkPlanes(DF d, Storage<kType>* HWY_RESTRICT y, std::int64_t planes, std::int64_t plane_len,
+                           std::int64_t first, std::int64_t period, PlaneParams<K> params, bool stream,
+                           const Compute& compute) {
+  const size_t S = static_cast<size_t>(plane_len);
+  PlaneCursor cur{S, S, first, period};
+  params.Load(d, first);
+  if (S < hn::Lanes(d)) {
+    // Planes shorter than a vector: one partial vector each.
+    for (std::int64_t p = 0; p < planes; ++p) {
+      const size_t i = static_cast<size_t>(p) * S;
+      StorePartialFromF32<kType>(d, compute(params, i, S), y + i, S);
+      if (++cur.index == period) cur.index = 0;
+      params.Load(d, cur.index);
+    }
+    return;
   }
-}
-
-template <DType kType, class Walk, class... State>
-HWY_INLINE void WalkPlanes(DF d, const Walk& walk, Storage<kType>* HWY_RESTRICT y, size_t n, bool stream,
-                           PlaneCursor cur, State&... state) {
-  const size_t lanes = hn::Lanes(d);
-  size_t i = 0;
-  size_t head = stream ? StreamHead<kType>(d, y, n) : 0;
-  if (head == SIZE_MAX) {
-    stream = false;
-    head = 0;
-  }
-  if (head) {
-    StorePartialFromF32<kType>(d, walk.Step(d, 0, head, cur, state...), y, head);
-    i = head;
-  }
-  if (stream) {
-    for (; i + lanes <= n; i += lanes) StreamFromF32<kType>(d, walk.Step(d, i, lanes, cur, state...), y + i);
-  } else {
-    for (; i + lanes <= n; i += lanes) StoreFromF32<kType>(d, walk.Step(d, i, lanes, cur, state...), y + i);
-  }
-  if (i < n) StorePartialFromF32<kType>(d, walk.Step(d, i, n - i, cur, state...), y + i, n - i);
+  ForEachOutputVector<kType>(d, y, static_cast<size_t>(planes) * S, stream,
+                             [&](size_t i, size_t count) HWY_ATTR BNORM_ALWAYS_INLINE {
+                               VF out = compute(params, i, count);
+                               const size_t split = cur.Advance(count);
+                               if (HWY_UNLIKELY(split != count || cur.left == S)) {
+                                 params.Load(d, cur.index);
+                                 if (split != count)
+                                   out = hn::IfThenElse(hn::FirstN(d, split), out, compute(params, i, count));
+                               }
+                               return out;
+                             });
 }
 
 template <DType kType>
 void NormalizePlanesT(const Storage<kType>* x, Storage<kType>* y, std::int64_t planes, std::int64_t plane_len,
                       std::int64_t first, std::int64_t period, const float* center, const float* scale,
-                      const float* shift, bool stream, const Storage<kType>* next, const float* next_pivot,
-                      float* next_acc) {
+                      const float* shift, bool stream) {
   const DF d;
-  const NormalizeWalk<kType> walk{x, next, center, scale, shift, next_pivot, next_acc};
-  const size_t S = static_cast<size_t>(plane_len);
-  PlaneCursor cur{S, S, first, period};
-  VF vc, vs, vb, vp;
-  walk.Load(d, first, vc, vs, vb, vp);
-  if (S < hn::Lanes(d)) {
-    WalkShortPlanes<kType>(d, walk, y, static_cast<size_t>(planes), cur, vc, vs, vb, vp);
-  } else {
-    WalkPlanes<kType>(d, walk, y, static_cast<size_t>(planes) * S, stream, cur, vc, vs, vb, vp);
-  }
+  WalkPlanes<kType, 3>(d, y, planes, plane_len, first, period, PlaneParams<3>{{center, scale, shift}, {}},
+                       stream,
+                       [&](const PlaneParams<3>& p, size_t i, size_t count) HWY_ATTR BNORM_ALWAYS_INLINE {
+                         const VF v = LoadSomeAsF32<kType>(d, x + i, count, 0.0f);
+                         return hn::MulAdd(hn::Sub(v, p.v[0]), p.v[1], p.v[2]);
+                       });
 }
 
 template <DType kType>
 void ApplyPlanesT(const Storage<kType>* x, const Storage<kType>* dy, Storage<kType>* dx, std::int64_t planes,
                   std::int64_t plane_len, std::int64_t first, std::int64_t period, const float* center,
-                  const float* k_dy, const float* k_xc, const float* k_const, bool stream,
-                  const Storage<kType>* next_x, const Storage<kType>* next_dy, const float* next_center,
-                  float* next_acc_dy, float* next_acc_dy_xc) {
+                  const float* k_dy, const float* k_xc, const float* k_const, bool stream) {
   const DF d;
-  const ApplyWalk<kType> walk{x,    dy,      next_x,      next_dy,     center,        k_dy,
-                              k_xc, k_const, next_center, next_acc_dy, next_acc_dy_xc};
-  const size_t S = static_cast<size_t>(plane_len);
-  PlaneCursor cur{S, S, first, period};
-  typename ApplyWalk<kType>::Params p;
-  walk.Load(d, first, p);
-  if (S < hn::Lanes(d)) {
-    WalkShortPlanes<kType>(d, walk, dx, static_cast<size_t>(planes), cur, p);
-  } else {
-    WalkPlanes<kType>(d, walk, dx, static_cast<size_t>(planes) * S, stream, cur, p);
-  }
+  WalkPlanes<kType, 4>(d, dx, planes, plane_len, first, period,
+                       PlaneParams<4>{{center, k_dy, k_xc, k_const}, {}}, stream,
+                       [&](const PlaneParams<4>& p, size_t i, size_t count) HWY_ATTR BNORM_ALWAYS_INLINE {
+                         const VF xv = LoadSomeAsF32<kType>(d, x + i, count, 0.0f);
+                         const VF gv = LoadSomeAsF32<kType>(d, dy + i, count, 0.0f);
+                         return hn::MulAdd(p.v[1], gv, hn::MulAdd(p.v[2], hn::Sub(xv, p.v[0]), p.v[3]));
+                       });
 }
 
-// ---- channels-last blocks with cyclic per-channel arrays ----
+// ---------------------------------------------------------------- channels-last rows
 
 // Adds the cyclic f32 scratch into the per-channel double sums and clears it.
 HWY_INLINE void FoldCyclic(float* HWY_RESTRICT scratch, std::int64_t channels, double* acc) {
@@ -476,9 +341,9 @@ HWY_INLINE void FoldCyclic(float* HWY_RESTRICT scratch, std::int64_t channels, d
 
 // Walks a channels-last block vector by vector. `step(i, count, c)` gets the
 // element offset, the number of valid lanes and the position c in the cyclic
-// arrays; every kAddsPerFlush * period elements `flush()` runs.
+// arrays; `flush()` runs every kAddsPerFlush periods and at the end.
 template <class Step, class Flush>
-HWY_INLINE void WalkRows(DF d, Rows rows, Step&& step, Flush&& flush) {
+HWY_INLINE void WalkRows(DF d, Rows rows, const Step& step, const Flush& flush) {
   const size_t lanes = hn::Lanes(d);
   const size_t n = static_cast<size_t>(rows.elements);
   const size_t period = static_cast<size_t>(cyclic_period(rows.channels));
@@ -489,7 +354,7 @@ HWY_INLINE void WalkRows(DF d, Rows rows, Step&& step, Flush&& flush) {
     c += lanes;
     if (c >= period) c -= period;
     pending += lanes;
-    if (pending >= flush_elems) {
+    if (HWY_UNLIKELY(pending >= flush_elems)) {
       flush();
       pending = 0;
     }
@@ -498,18 +363,31 @@ HWY_INLINE void WalkRows(DF d, Rows rows, Step&& step, Flush&& flush) {
   flush();
 }
 
+// Adds v (with only `count` valid lanes) to the cyclic accumulator at c.
+HWY_INLINE void AddAt(DF d, float* HWY_RESTRICT acc, size_t c, size_t count, VF v) {
+  if (count != hn::Lanes(d)) v = hn::IfThenElseZero(hn::FirstN(d, count), v);
+  hn::StoreU(hn::Add(hn::LoadU(d, acc + c), v), d, acc + c);
+}
+
 template <DType kType>
-void RowsSumShiftedT(const Storage<kType>* x, Rows rows, const float* pivot, float* scratch, double* acc) {
+void RowsShiftedSumsT(const Storage<kType>* x, Rows rows, const float* pivot, float* scratch, double* sum,
+                      double* sum_sq) {
   const DF d;
-  std::memset(scratch, 0, static_cast<size_t>(cyclic_period(rows.channels) + kCyclicPad) * sizeof(float));
+  const size_t length = static_cast<size_t>(cyclic_period(rows.channels) + kCyclicPad);
+  float* HWY_RESTRICT acc = scratch;
+  float* HWY_RESTRICT acc_sq = scratch + length;
+  std::memset(scratch, 0, 2 * length * sizeof(float));
   WalkRows(
       d, rows,
-      [&](size_t i, size_t count, size_t c) {
-        VF v = hn::Sub(LoadSomeAsF32<kType>(d, x + i, count, 0.0f), hn::LoadU(d, pivot + c));
-        v = hn::IfThenElseZero(hn::FirstN(d, count), v);
-        hn::StoreU(hn::Add(hn::LoadU(d, scratch + c), v), d, scratch + c);
+      [&](size_t i, size_t count, size_t c) HWY_ATTR BNORM_ALWAYS_INLINE {
+        const VF v = hn::Sub(LoadSomeAsF32<kType>(d, x + i, count, 0.0f), hn::LoadU(d, pivot + c));
+        AddAt(d, acc, c, count, v);
+        AddAt(d, acc_sq, c, count, hn::Mul(v, v));
       },
-      [&] { FoldCyclic(scratch, rows.channels, acc); });
+      [&]() HWY_ATTR {
+        FoldCyclic(acc, rows.channels, sum);
+        FoldCyclic(acc_sq, rows.channels, sum_sq);
+      });
 }
 
 template <DType kType>
@@ -519,12 +397,11 @@ void RowsSumSqCenteredT(const Storage<kType>* x, Rows rows, const float* center,
   std::memset(scratch, 0, static_cast<size_t>(cyclic_period(rows.channels) + kCyclicPad) * sizeof(float));
   WalkRows(
       d, rows,
-      [&](size_t i, size_t count, size_t c) {
-        VF v = hn::Sub(LoadSomeAsF32<kType>(d, x + i, count, 0.0f), hn::LoadU(d, center + c));
-        v = hn::IfThenElseZero(hn::FirstN(d, count), v);
-        hn::StoreU(hn::MulAdd(v, v, hn::LoadU(d, scratch + c)), d, scratch + c);
+      [&](size_t i, size_t count, size_t c) HWY_ATTR BNORM_ALWAYS_INLINE {
+        const VF v = hn::Sub(LoadSomeAsF32<kType>(d, x + i, count, 0.0f), hn::LoadU(d, center + c));
+        AddAt(d, scratch, c, count, hn::Mul(v, v));
       },
-      [&] { FoldCyclic(scratch, rows.channels, acc); });
+      [&]() HWY_ATTR { FoldCyclic(scratch, rows.channels, acc); });
 }
 
 template <DType kType>
@@ -533,14 +410,15 @@ void RowsNormalizeT(const Storage<kType>* x, Storage<kType>* y, Rows rows, const
   const DF d;
   const size_t period = static_cast<size_t>(cyclic_period(rows.channels));
   size_t c = 0;
-  ForEachOutputVector<kType>(d, y, static_cast<size_t>(rows.elements), stream, [&](size_t i, size_t count) {
-    const VF v = LoadSomeAsF32<kType>(d, x + i, count, 0.0f);
-    const VF out =
-        hn::MulAdd(hn::Sub(v, hn::LoadU(d, center + c)), hn::LoadU(d, scale + c), hn::LoadU(d, shift + c));
-    c += count;
-    if (c >= period) c -= period;
-    return out;
-  });
+  ForEachOutputVector<kType>(d, y, static_cast<size_t>(rows.elements), stream,
+                             [&](size_t i, size_t count) HWY_ATTR BNORM_ALWAYS_INLINE {
+                               const VF v = LoadSomeAsF32<kType>(d, x + i, count, 0.0f);
+                               const VF out = hn::MulAdd(hn::Sub(v, hn::LoadU(d, center + c)),
+                                                         hn::LoadU(d, scale + c), hn::LoadU(d, shift + c));
+                               c += count;
+                               if (c >= period) c -= period;
+                               return out;
+                             });
 }
 
 template <DType kType>
@@ -553,14 +431,14 @@ void RowsBackwardReduceT(const Storage<kType>* x, const Storage<kType>* dy, Rows
   std::memset(scratch, 0, 2 * length * sizeof(float));
   WalkRows(
       d, rows,
-      [&](size_t i, size_t count, size_t c) {
+      [&](size_t i, size_t count, size_t c) HWY_ATTR BNORM_ALWAYS_INLINE {
         // dy is padded with 0, so padded lanes add nothing.
         const VF gv = LoadSomeAsF32<kType>(d, dy + i, count, 0.0f);
         const VF xc = hn::Sub(LoadSomeAsF32<kType>(d, x + i, count, 0.0f), hn::LoadU(d, center + c));
         hn::StoreU(hn::Add(hn::LoadU(d, acc_dy + c), gv), d, acc_dy + c);
         hn::StoreU(hn::MulAdd(gv, xc, hn::LoadU(d, acc_dy_xc + c)), d, acc_dy_xc + c);
       },
-      [&] {
+      [&]() HWY_ATTR {
         FoldCyclic(acc_dy, rows.channels, sum_dy);
         FoldCyclic(acc_dy_xc, rows.channels, sum_dy_xc);
       });
@@ -573,19 +451,23 @@ void RowsBackwardApplyT(const Storage<kType>* x, const Storage<kType>* dy, Stora
   const DF d;
   const size_t period = static_cast<size_t>(cyclic_period(rows.channels));
   size_t c = 0;
-  ForEachOutputVector<kType>(d, dx, static_cast<size_t>(rows.elements), stream, [&](size_t i, size_t count) {
-    const VF xv = LoadSomeAsF32<kType>(d, x + i, count, 0.0f);
-    const VF gv = LoadSomeAsF32<kType>(d, dy + i, count, 0.0f);
-    const VF xc = hn::Sub(xv, hn::LoadU(d, center + c));
-    const VF out = hn::MulAdd(hn::LoadU(d, k_dy + c), gv,
-                              hn::MulAdd(hn::LoadU(d, k_xc + c), xc, hn::LoadU(d, k_const + c)));
-    c += count;
-    if (c >= period) c -= period;
-    return out;
-  });
+  ForEachOutputVector<kType>(d, dx, static_cast<size_t>(rows.elements), stream,
+                             [&](size_t i, size_t count) HWY_ATTR BNORM_ALWAYS_INLINE {
+                               const VF xv = LoadSomeAsF32<kType>(d, x + i, count, 0.0f);
+                               const VF gv = LoadSomeAsF32<kType>(d, dy + i, count, 0.0f);
+                               const VF xc = hn::Sub(xv, hn::LoadU(d, center + c));
+                               const VF out = hn::MulAdd(
+                                   hn::LoadU(d, k_dy + c), gv,
+                                   hn::MulAdd(hn::LoadU(d, k_xc + c), xc, hn::LoadU(d, k_const + c)));
+                               c += count;
+                               if (c >= period) c -= period;
+                               return out;
+                             });
 }
 
 }  // namespace
+
+// ---------------------------------------------------------------- per channel
 
 void FinishChannels(std::int64_t n, double count, const double* mean, const double* m2, double eps,
                     const float* gamma, const float* beta, float* center, float* scale, float* shift,
@@ -595,8 +477,6 @@ void FinishChannels(std::int64_t n, double count, const double* mean, const doub
   const size_t lanes = hn::Lanes(dd);
   const auto inv_count = hn::Set(dd, 1.0 / count), veps = hn::Set(dd, eps), one = hn::Set(dd, 1.0);
   const auto zero = hn::Zero(dd);
-  // Full vectors straight from the arrays; the last partial one from a
-  // padded copy.
   auto step = [&](const double* pm, const double* pq, const float* pg, const float* pb, float* oc, float* os,
                   float* ob, double* oi) HWY_ATTR {
     const auto vm = hn::LoadU(dd, pm);
@@ -618,6 +498,7 @@ void FinishChannels(std::int64_t n, double count, const double* mean, const doub
     step(mean + i, m2 + i, gamma ? gamma + i : nullptr, beta ? beta + i : nullptr, center + i, scale + i,
          shift + i, invstd + i);
   if (i == static_cast<size_t>(n)) return;
+  // The last partial vector, through a padded copy.
   const size_t k = static_cast<size_t>(n) - i;
   HWY_ALIGN double m[hn::MaxLanes(dd)] = {}, q[hn::MaxLanes(dd)] = {}, oi[hn::MaxLanes(dd)];
   HWY_ALIGN float g[hn::MaxLanes(dd)] = {}, b[hn::MaxLanes(dd)] = {};
@@ -637,43 +518,20 @@ void FinishChannels(std::int64_t n, double count, const double* mean, const doub
   }
 }
 
-// ---- per-target entry points (exported below) ----
+// ---------------------------------------------------------------- per-target entry points
 
-double SumShifted(DType dt, const void* x, Runs runs, float pivot) {
-  return WithDType(
-      dt, [&](auto t) { return SumShiftedT<t()>(static_cast<const Storage<t()>*>(x), runs, pivot); });
+void ShiftedSums(DType dt, const void* x, Runs runs, float pivot, double out[2]) {
+  WithDType(dt, [&](auto t) { ShiftedSumsT<t()>(static_cast<const Storage<t()>*>(x), runs, pivot, out); });
 }
 double SumSqCentered(DType dt, const void* x, Runs runs, float center) {
   return WithDType(
       dt, [&](auto t) { return SumSqCenteredT<t()>(static_cast<const Storage<t()>*>(x), runs, center); });
 }
-double Normalize(DType dt, const void* x, void* y, Runs runs, float center, float scale, float shift,
-                 bool stream, const void* next, float next_pivot) {
-  return WithDType(dt, [&](auto t) {
-    return NormalizeT<t()>(static_cast<const Storage<t()>*>(x), static_cast<Storage<t()>*>(y), runs, center,
-                           scale, shift, stream, static_cast<const Storage<t()>*>(next), next_pivot);
-  });
-}
-void NormalizePlanes(DType dt, const void* x, void* y, std::int64_t planes, std::int64_t plane_len,
-                     std::int64_t first, std::int64_t period, const float* center, const float* scale,
-                     const float* shift, bool stream, const void* next, const float* next_pivot,
-                     float* next_acc) {
+void Normalize(DType dt, const void* x, void* y, Runs runs, float center, float scale, float shift,
+               bool stream) {
   WithDType(dt, [&](auto t) {
-    using T = Storage<t()>;
-    NormalizePlanesT<t()>(static_cast<const T*>(x), static_cast<T*>(y), planes, plane_len, first, period,
-                          center, scale, shift, stream, static_cast<const T*>(next), next_pivot, next_acc);
-  });
-}
-void ApplyPlanes(DType dt, const void* x, const void* dy, void* dx, std::int64_t planes,
-                 std::int64_t plane_len, std::int64_t first, std::int64_t period, const float* center,
-                 const float* k_dy, const float* k_xc, const float* k_const, bool stream, const void* next_x,
-                 const void* next_dy, const float* next_center, float* next_acc_dy, float* next_acc_dy_xc) {
-  WithDType(dt, [&](auto t) {
-    using T = Storage<t()>;
-    ApplyPlanesT<t()>(static_cast<const T*>(x), static_cast<const T*>(dy), static_cast<T*>(dx), planes,
-                      plane_len, first, period, center, k_dy, k_xc, k_const, stream,
-                      static_cast<const T*>(next_x), static_cast<const T*>(next_dy), next_center, next_acc_dy,
-                      next_acc_dy_xc);
+    NormalizeT<t()>(static_cast<const Storage<t()>*>(x), static_cast<Storage<t()>*>(y), runs, center, scale,
+                    shift, stream);
   });
 }
 void BackwardReduce(DType dt, const void* x, const void* dy, Runs runs, float center, double sums[2]) {
@@ -683,18 +541,35 @@ void BackwardReduce(DType dt, const void* x, const void* dy, Runs runs, float ce
   });
 }
 void BackwardApply(DType dt, const void* x, const void* dy, void* dx, Runs runs, float center, float k_dy,
-                   float k_xc, float k_const, bool stream, const void* next_x, const void* next_dy,
-                   float next_center, double* next_sums) {
+                   float k_xc, float k_const, bool stream) {
   WithDType(dt, [&](auto t) {
     using T = Storage<t()>;
     BackwardApplyT<t()>(static_cast<const T*>(x), static_cast<const T*>(dy), static_cast<T*>(dx), runs,
-                        center, k_dy, k_xc, k_const, stream, static_cast<const T*>(next_x),
-                        static_cast<const T*>(next_dy), next_center, next_sums);
+                        center, k_dy, k_xc, k_const, stream);
   });
 }
-void RowsSumShifted(DType dt, const void* x, Rows rows, const float* pivot, float* scratch, double* acc) {
+void NormalizePlanes(DType dt, const void* x, void* y, std::int64_t planes, std::int64_t plane_len,
+                     std::int64_t first, std::int64_t period, const float* center, const float* scale,
+                     const float* shift, bool stream) {
   WithDType(dt, [&](auto t) {
-    RowsSumShiftedT<t()>(static_cast<const Storage<t()>*>(x), rows, pivot, scratch, acc);
+    using T = Storage<t()>;
+    NormalizePlanesT<t()>(static_cast<const T*>(x), static_cast<T*>(y), planes, plane_len, first, period,
+                          center, scale, shift, stream);
+  });
+}
+void ApplyPlanes(DType dt, const void* x, const void* dy, void* dx, std::int64_t planes,
+                 std::int64_t plane_len, std::int64_t first, std::int64_t period, const float* center,
+                 const float* k_dy, const float* k_xc, const float* k_const, bool stream) {
+  WithDType(dt, [&](auto t) {
+    using T = Storage<t()>;
+    ApplyPlanesT<t()>(static_cast<const T*>(x), static_cast<const T*>(dy), static_cast<T*>(dx), planes,
+                      plane_len, first, period, center, k_dy, k_xc, k_const, stream);
+  });
+}
+void RowsShiftedSums(DType dt, const void* x, Rows rows, const float* pivot, float* scratch, double* sum,
+                     double* sum_sq) {
+  WithDType(dt, [&](auto t) {
+    RowsShiftedSumsT<t()>(static_cast<const Storage<t()>*>(x), rows, pivot, scratch, sum, sum_sq);
   });
 }
 void RowsSumSqCentered(DType dt, const void* x, Rows rows, const float* center, float* scratch, double* acc) {
@@ -719,8 +594,9 @@ void RowsBackwardReduce(DType dt, const void* x, const void* dy, Rows rows, cons
 void RowsBackwardApply(DType dt, const void* x, const void* dy, void* dx, Rows rows, const float* center,
                        const float* k_dy, const float* k_xc, const float* k_const, bool stream) {
   WithDType(dt, [&](auto t) {
-    RowsBackwardApplyT<t()>(static_cast<const Storage<t()>*>(x), static_cast<const Storage<t()>*>(dy),
-                            static_cast<Storage<t()>*>(dx), rows, center, k_dy, k_xc, k_const, stream);
+    using T = Storage<t()>;
+    RowsBackwardApplyT<t()>(static_cast<const T*>(x), static_cast<const T*>(dy), static_cast<T*>(dx), rows,
+                            center, k_dy, k_xc, k_const, stream);
   });
 }
 
@@ -730,57 +606,52 @@ HWY_AFTER_NAMESPACE();
 #if HWY_ONCE
 namespace bnorm::kernels::batch_norm {
 
-HWY_EXPORT(SumShifted);
+HWY_EXPORT(ShiftedSums);
 HWY_EXPORT(SumSqCentered);
 HWY_EXPORT(Normalize);
-HWY_EXPORT(NormalizePlanes);
-HWY_EXPORT(FinishChannels);
-HWY_EXPORT(ApplyPlanes);
 HWY_EXPORT(BackwardReduce);
 HWY_EXPORT(BackwardApply);
-HWY_EXPORT(RowsSumShifted);
+HWY_EXPORT(NormalizePlanes);
+HWY_EXPORT(ApplyPlanes);
+HWY_EXPORT(RowsShiftedSums);
 HWY_EXPORT(RowsSumSqCentered);
 HWY_EXPORT(RowsNormalize);
 HWY_EXPORT(RowsBackwardReduce);
 HWY_EXPORT(RowsBackwardApply);
+HWY_EXPORT(FinishChannels);
 
-double sum_shifted(DType dtype, const void* x, Runs runs, float pivot) {
-  return HWY_DYNAMIC_DISPATCH(SumShifted)(dtype, x, runs, pivot);
+void shifted_sums(DType dtype, const void* x, Runs runs, float pivot, double out[2]) {
+  HWY_DYNAMIC_DISPATCH(ShiftedSums)(dtype, x, runs, pivot, out);
 }
 double sum_sq_centered(DType dtype, const void* x, Runs runs, float center) {
   return HWY_DYNAMIC_DISPATCH(SumSqCentered)(dtype, x, runs, center);
 }
-double normalize(DType dtype, const void* x, void* y, Runs runs, float center, float scale, float shift,
-                 bool stream, const void* next, float next_pivot) {
-  return HWY_DYNAMIC_DISPATCH(Normalize)(dtype, x, y, runs, center, scale, shift, stream, next, next_pivot);
-}
-void normalize_planes(DType dtype, const void* x, void* y, std::int64_t planes, std::int64_t plane_len,
-                      std::int64_t first, std::int64_t period, const float* center, const float* scale,
-                      const float* shift, bool stream, const void* next, const float* next_pivot,
-                      float* next_acc) {
-  HWY_DYNAMIC_DISPATCH(NormalizePlanes)
-  (dtype, x, y, planes, plane_len, first, period, center, scale, shift, stream, next, next_pivot, next_acc);
-}
-void apply_planes(DType dtype, const void* x, const void* dy, void* dx, std::int64_t planes,
-                  std::int64_t plane_len, std::int64_t first, std::int64_t period, const float* center,
-                  const float* k_dy, const float* k_xc, const float* k_const, bool stream, const void* next_x,
-                  const void* next_dy, const float* next_center, float* next_acc_dy, float* next_acc_dy_xc) {
-  HWY_DYNAMIC_DISPATCH(ApplyPlanes)
-  (dtype, x, dy, dx, planes, plane_len, first, period, center, k_dy, k_xc, k_const, stream, next_x, next_dy,
-   next_center, next_acc_dy, next_acc_dy_xc);
+void normalize(DType dtype, const void* x, void* y, Runs runs, float center, float scale, float shift,
+               bool stream) {
+  HWY_DYNAMIC_DISPATCH(Normalize)(dtype, x, y, runs, center, scale, shift, stream);
 }
 void backward_reduce(DType dtype, const void* x, const void* dy, Runs runs, float center, double sums[2]) {
   HWY_DYNAMIC_DISPATCH(BackwardReduce)(dtype, x, dy, runs, center, sums);
 }
 void backward_apply(DType dtype, const void* x, const void* dy, void* dx, Runs runs, float center, float k_dy,
-                    float k_xc, float k_const, bool stream, const void* next_x, const void* next_dy,
-                    float next_center, double* next_sums) {
-  HWY_DYNAMIC_DISPATCH(BackwardApply)
-  (dtype, x, dy, dx, runs, center, k_dy, k_xc, k_const, stream, next_x, next_dy, next_center, next_sums);
+                    float k_xc, float k_const, bool stream) {
+  HWY_DYNAMIC_DISPATCH(BackwardApply)(dtype, x, dy, dx, runs, center, k_dy, k_xc, k_const, stream);
 }
-void rows_sum_shifted(DType dtype, const void* x, Rows rows, const float* pivot_cyclic, float* scratch,
-                      double* acc) {
-  HWY_DYNAMIC_DISPATCH(RowsSumShifted)(dtype, x, rows, pivot_cyclic, scratch, acc);
+void normalize_planes(DType dtype, const void* x, void* y, std::int64_t planes, std::int64_t plane_len,
+                      std::int64_t first, std::int64_t period, const float* center, const float* scale,
+                      const float* shift, bool stream) {
+  HWY_DYNAMIC_DISPATCH(NormalizePlanes)
+  (dtype, x, y, planes, plane_len, first, period, center, scale, shift, stream);
+}
+void apply_planes(DType dtype, const void* x, const void* dy, void* dx, std::int64_t planes,
+                  std::int64_t plane_len, std::int64_t first, std::int64_t period, const float* center,
+                  const float* k_dy, const float* k_xc, const float* k_const, bool stream) {
+  HWY_DYNAMIC_DISPATCH(ApplyPlanes)
+  (dtype, x, dy, dx, planes, plane_len, first, period, center, k_dy, k_xc, k_const, stream);
+}
+void rows_shifted_sums(DType dtype, const void* x, Rows rows, const float* pivot_cyclic, float* scratch,
+                       double* sum, double* sum_sq) {
+  HWY_DYNAMIC_DISPATCH(RowsShiftedSums)(dtype, x, rows, pivot_cyclic, scratch, sum, sum_sq);
 }
 void rows_sum_sq_centered(DType dtype, const void* x, Rows rows, const float* center_cyclic, float* scratch,
                           double* acc) {

@@ -3,6 +3,12 @@
 // and an elementwise driver that aligns the output for streaming stores.
 // Included once per Highway target (foreach_target.h), hence the toggle guard.
 
+// For lambdas that carry loop state: forcing them inline lets the compiler
+// keep that state in registers.
+#ifndef BNORM_ALWAYS_INLINE
+#define BNORM_ALWAYS_INLINE __attribute__((always_inline))
+#endif
+
 #if defined(BNORM_KERNELS_COMMON_SIMD_IO_INL_H_) == defined(HWY_TARGET_TOGGLE)
 #ifdef BNORM_KERNELS_COMMON_SIMD_IO_INL_H_
 #undef BNORM_KERNELS_COMMON_SIMD_IO_INL_H_

@@ -7,6 +7,7 @@
 
 #include "bnorm/batch_norm.hpp"
 #include "bnorm/tensor.hpp"
+#include "ops/batch_norm/common.hpp"
 
 namespace bnorm::ops::batch_norm {
 
@@ -29,15 +30,15 @@ struct Problem {
 
 /// How the work is divided.
 enum class Strategy {
-  /// Channels-first: each worker owns a range of whole channels and runs
-  /// them one after another (no barrier): statistics from DRAM then cache,
-  /// the elementwise pass from cache fused with the next channel's first
-  /// pass, so DRAM sees one read and one write.
+  /// Channels-first: each worker owns a range of whole channels, taken in
+  /// blocks that fit L2: statistics of each channel in one pass from DRAM,
+  /// then the block normalized sample by sample in memory order from cache.
+  /// No barrier.
   channel_slabs,
   /// Channels-first: every worker takes a share of each channel (when a
   /// channel slab is too big for one core's L2, or the channels do not
   /// spread evenly); the shares' statistics are merged after one barrier per
-  /// channel, otherwise as channel_slabs.
+  /// channel, then each share is normalized from cache.
   split_channels,
   /// Channels-last (or no spatial dims): each worker owns a block of rows;
   /// per-worker per-channel partials, a barrier, a merge, then the
@@ -61,6 +62,20 @@ enum class Pass { training, inference, backward };
 
 /// The plan the public functions use for this problem on `threads` threads.
 Plan plan_for(const Problem& problem, int threads, Pass pass);
+
+// The strategies (channels_first.cpp, channels_last.cpp).
+void training_channels_first(const Problem& p, const Plan& plan, const void* src, void* dst,
+                             const TrainingOutputs& out);
+void inference_channels_first(const Problem& p, const Plan& plan, const void* src, void* dst,
+                              const float* center, const float* scale, const float* shift);
+void backward_channels_first(const Problem& p, const Plan& plan, const void* src, const void* diff_dst,
+                             void* diff_src, const float* mean, bool reduce, const BackwardOutputs& out);
+void training_rows(const Problem& p, const Plan& plan, const void* src, void* dst,
+                   const TrainingOutputs& out);
+void inference_rows(const Problem& p, const Plan& plan, const void* src, void* dst, float* center_cyclic,
+                    float* scale_cyclic, float* shift_cyclic);
+void backward_rows(const Problem& p, const Plan& plan, const void* src, const void* diff_dst, void* diff_src,
+                   const float* mean, bool reduce, const BackwardOutputs& out);
 
 /// forward training with an explicit plan; arguments already validated.
 /// `factor` is the running-average weight of this batch.

@@ -1,0 +1,103 @@
+// The public batch-norm functions: validation, then the plan and the kernels.
+// Semantics: DESIGN.md section 2.
+
+#include <algorithm>
+#include <string>
+
+#include "bnorm/batch_norm.hpp"
+#include "bnorm/error.hpp"
+#include "bnorm/runtime.hpp"
+#include "ops/batch_norm/plan.hpp"
+#include "ops/validate.hpp"
+
+namespace bnorm {
+using ops::batch_norm::Problem;
+
+namespace {
+void check_channel_array(const float* p, const char* name) {
+  ops::require_pointer(p, name, "C values are required");
+}
+}  // namespace
+
+void batch_norm_forward_training(const TensorDesc& src_desc, const void* src, const TensorDesc& dst_desc,
+                                 void* dst, const float* gamma, const float* beta, float* save_mean,
+                                 float* save_invstd, const RunningStats& running,
+                                 const BatchNormConfig& config) {
+  ops::require_activation(src_desc, "src_desc", 2, kMaxRank);
+  ops::require_same(src_desc, "src_desc", dst_desc, "dst_desc");
+  ops::require_eps(config.eps, "config.eps");
+  if (config.momentum && !(*config.momentum >= 0.0 && *config.momentum <= 1.0)) {
+    throw Error(ErrorKind::invalid_argument,
+                "argument 'config.momentum' = " + ops::format_value(*config.momentum) +
+                    ": momentum must be in [0, 1], or std::nullopt for a cumulative average");
+  }
+  if ((running.mean == nullptr) != (running.var == nullptr)) {
+    throw Error(ErrorKind::null_pointer,
+                std::string("argument '") + (running.mean ? "running.var" : "running.mean") +
+                    "' is null while the other running statistic is given: pass both "
+                    "(track_running_stats) or neither");
+  }
+  if (running.mean && !config.momentum && running.num_batches_tracked == nullptr) {
+    throw Error(ErrorKind::null_pointer,
+                "argument 'running.num_batches_tracked' is null: it is required when momentum is "
+                "std::nullopt (cumulative moving average)");
+  }
+  const Problem p = Problem::of(src_desc);
+  if (p.count() <= 1) {
+    throw Error(ErrorKind::invalid_argument,
+                "argument 'src_desc' (dims " + src_desc.dims_str() +
+                    "): expected more than 1 value per channel when training, got N * spatial = " +
+                    std::to_string(p.count()));
+  }
+  ops::require_pointer(src, "src", "the input data is required");
+  ops::require_pointer(dst, "dst", "the output buffer is required");
+  double factor = 0.0;
+  if (running.mean) {
+    factor = config.momentum ? *config.momentum : 1.0 / static_cast<double>(*running.num_batches_tracked + 1);
+  }
+  ops::batch_norm::forward_training(
+      p, ops::batch_norm::plan_for(p, num_threads(), ops::batch_norm::Pass::training), src, dst, gamma, beta,
+      save_mean, save_invstd, running.mean, running.var, config.eps, factor, config.unbiased_running_var);
+  if (running.num_batches_tracked) ++*running.num_batches_tracked;
+}
+
+void batch_norm_forward_inference(const TensorDesc& src_desc, const void* src, const TensorDesc& dst_desc,
+                                  void* dst, const float* gamma, const float* beta, const float* mean,
+                                  const float* var, double eps) {
+  ops::require_activation(src_desc, "src_desc", 2, kMaxRank);
+  ops::require_same(src_desc, "src_desc", dst_desc, "dst_desc");
+  ops::require_eps(eps, "eps");
+  check_channel_array(mean, "mean");
+  check_channel_array(var, "var");
+  const Problem p = Problem::of(src_desc);
+  if (p.elements() == 0) return;
+  ops::require_pointer(src, "src", "the input data is required");
+  ops::require_pointer(dst, "dst", "the output buffer is required");
+  ops::batch_norm::forward_inference(
+      p, ops::batch_norm::plan_for(p, num_threads(), ops::batch_norm::Pass::inference), src, dst, gamma, beta,
+      mean, var, eps);
+}
+
+void batch_norm_backward(const TensorDesc& src_desc, const void* src, const TensorDesc& diff_dst_desc,
+                         const void* diff_dst, const TensorDesc& diff_src_desc, void* diff_src,
+                         const float* gamma, const float* mean, const float* invstd, float* diff_gamma,
+                         float* diff_beta, BackwardStats stats) {
+  ops::require_activation(src_desc, "src_desc", 2, kMaxRank);
+  ops::require_same(src_desc, "src_desc", diff_dst_desc, "diff_dst_desc");
+  ops::require_same(src_desc, "src_desc", diff_src_desc, "diff_src_desc");
+  check_channel_array(mean, "mean");
+  check_channel_array(invstd, "invstd");
+  const Problem p = Problem::of(src_desc);
+  if (p.elements() == 0) {
+    // Empty batch: the parameter gradients are sums over nothing.
+    if (diff_gamma) std::fill(diff_gamma, diff_gamma + p.c, 0.0f);
+    if (diff_beta) std::fill(diff_beta, diff_beta + p.c, 0.0f);
+    return;
+  }
+  ops::require_pointer(src, "src", "the forward input is required");
+  ops::require_pointer(diff_dst, "diff_dst", "the output gradient is required");
+  ops::batch_norm::backward(p, ops::batch_norm::plan_for(p, num_threads(), ops::batch_norm::Pass::backward),
+                            src, diff_dst, diff_src, gamma, mean, invstd, diff_gamma, diff_beta, stats);
+}
+
+}  // namespace bnorm

@@ -1,0 +1,309 @@
+// Batch norm on channels-first data (N, C, S): channel slabs owned by a
+// worker and walked in blocks, or channels shared by all workers.
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "kernels/common/scalar.hpp"
+#include "ops/batch_norm/plan.hpp"
+#include "ops/parallel.hpp"
+
+namespace bnorm::ops::batch_norm {
+using kernels::element_ptr;
+using kernels::load_float;
+
+namespace {
+
+// A worker's share [begin, end) of one channel's N*S values, as at most
+// three strided pieces: a partial run, whole runs, a partial run. Offsets
+// are relative to the channel's first element.
+struct Segments {
+  struct Piece {
+    std::int64_t offset;
+    k::Runs runs;
+  };
+  int size = 0;
+  Piece piece[3];
+  std::int64_t count = 0;
+};
+
+Segments segments_of(std::int64_t begin, std::int64_t end, std::int64_t s, std::int64_t run_stride) {
+  Segments out;
+  out.count = end - begin;
+  std::int64_t p = begin;
+  auto add = [&](std::int64_t from, std::int64_t runs, std::int64_t len) {
+    out.piece[out.size++] = {(from / s) * run_stride + from % s, k::Runs{runs, len, run_stride}};
+  };
+  if (p < end && p % s != 0) {
+    const std::int64_t len = std::min(s - p % s, end - p);
+    add(p, 1, len);
+    p += len;
+  }
+  if (end - p >= s) {
+    const std::int64_t runs = (end - p) / s;
+    add(p, runs, s);
+    p += runs * s;
+  }
+  if (p < end) add(p, 1, end - p);
+  return out;
+}
+
+// Statistics of a channel share. Pass 1 sums the values shifted by a pivot
+// near them (share_pivot) and their squares; when the pivot
+// turns out too far from the mean for that to be exact, pass 2 sums the
+// squares about the mean from cache (see stats_from_shifted_sums).
+// Offset of value e (0 <= e < count) of a share, in its channel.
+std::int64_t offset_of(const Segments& segs, std::int64_t e) {
+  for (int i = 0; i < segs.size; ++i) {
+    const auto& p = segs.piece[i];
+    const std::int64_t values = p.runs.count * p.runs.len;
+    if (e < values) return p.offset + (e / p.runs.len) * p.runs.stride + e % p.runs.len;
+    e -= values;
+  }
+  return segs.piece[segs.size - 1].offset;
+}
+
+// The mean of up to 64 values spread evenly over the share: within half a
+// standard deviation of the share's mean unless the data is very skewed
+// (then share_stats takes a second pass).
+float share_pivot(DType dt, const void* x, const Segments& segs) {
+  const std::int64_t samples = std::min<std::int64_t>(64, segs.count);
+  double sum = 0.0;
+  for (std::int64_t i = 0; i < samples; ++i)
+    sum += load_float(dt, x, offset_of(segs, i * segs.count / samples));
+  return finite_or_zero(static_cast<float>(sum / static_cast<double>(samples)));
+}
+
+Stats share_stats(DType dt, const void* x, const Segments& segs) {
+  if (segs.count == 0) return {};
+  const float pivot = share_pivot(dt, x, segs);
+  double s1 = 0.0, s2 = 0.0;
+  for (int i = 0; i < segs.size; ++i) {
+    double sums[2];
+    k::shifted_sums(dt, element_ptr(x, dt, segs.piece[i].offset), segs.piece[i].runs, pivot, sums);
+    s1 += sums[0];
+    s2 += sums[1];
+  }
+  const double count = static_cast<double>(segs.count);
+  Stats st;
+  if (stats_from_shifted_sums(count, pivot, s1, s2, &st)) return st;
+  const double mean = pivot + s1 / count;
+  const float center = static_cast<float>(mean);
+  double sq = 0.0;
+  for (int i = 0; i < segs.size; ++i)
+    sq += k::sum_sq_centered(dt, element_ptr(x, dt, segs.piece[i].offset), segs.piece[i].runs, center);
+  const double dm = mean - static_cast<double>(center);
+  return {count, mean, std::max(sq - count * dm * dm, 0.0)};  // std::max keeps a NaN first argument
+}
+
+void normalize_share(DType dt, const void* x, void* y, const Segments& segs, const Affine& a, bool stream) {
+  for (int i = 0; i < segs.size; ++i) {
+    const auto& p = segs.piece[i];
+    k::normalize(dt, element_ptr(x, dt, p.offset), element_ptr(y, dt, p.offset), p.runs, a.center, a.scale,
+                 a.shift, stream);
+  }
+}
+
+struct ShareGrad {
+  double sum_dy = 0.0;
+  double sum_dy_xc = 0.0;
+};
+
+ShareGrad share_reduce(DType dt, const void* x, const void* dy, const Segments& segs, float center) {
+  double sums[2] = {0.0, 0.0};
+  for (int i = 0; i < segs.size; ++i) {
+    const auto& p = segs.piece[i];
+    k::backward_reduce(dt, element_ptr(x, dt, p.offset), element_ptr(dy, dt, p.offset), p.runs, center, sums);
+  }
+  return {sums[0], sums[1]};
+}
+
+void apply_share(DType dt, const void* x, const void* dy, void* dx, const Segments& segs, float center,
+                 const BackwardCoefs& kc, bool stream) {
+  for (int i = 0; i < segs.size; ++i) {
+    const auto& p = segs.piece[i];
+    k::backward_apply(dt, element_ptr(x, dt, p.offset), element_ptr(dy, dt, p.offset),
+                      element_ptr(dx, dt, p.offset), p.runs, center, kc.k_dy, kc.k_xc, kc.k_const, stream);
+  }
+}
+
+// Channels per unit of the owned-channel split: enough that a sample's
+// slice of a unit is whole cache lines (so streaming stores never write part
+// of a line), when C allows it.
+std::int64_t channel_unit(const Problem& p) {
+  const std::int64_t line = 64 / static_cast<std::int64_t>(size_of(p.dtype));
+  const std::int64_t unit = line / std::gcd(p.s, line);
+  return p.c % unit == 0 ? unit : 1;
+}
+
+// A worker's share of every channel in split_channels.
+Segments share_of(const Problem& p, int workers, int w) {
+  return segments_of(split_point(p.count(), workers, w), split_point(p.count(), workers, w + 1), p.s,
+                     p.c * p.s);
+}
+
+}  // namespace
+
+void training_channels_first(const Problem& p, const Plan& plan, const void* src, void* dst,
+                             const TrainingOutputs& out) {
+  const int workers = plan.workers;
+  auto x_at = [&](std::int64_t c) { return element_ptr(src, p.dtype, c * p.s); };
+  if (plan.strategy == Strategy::channel_slabs) {
+    // Blocks of G channels: statistics per channel, then the block is
+    // normalized sample by sample, each sample's G planes being contiguous
+    // (aligned streaming stores whatever S is).
+    const std::int64_t G = std::max<std::int64_t>(1, plan.block_channels);
+    ScratchLayout layout;
+    const std::size_t o_f = layout.add<float>(3 * static_cast<std::size_t>(G));
+    const std::size_t o_d = layout.add<double>(3 * static_cast<std::size_t>(G));
+    const std::size_t per_worker = (layout.bytes() + 63) / 64 * 64;
+    std::byte* base = thread_scratch(per_worker * static_cast<std::size_t>(workers));
+    const Segments whole = segments_of(0, p.count(), p.s, p.c * p.s);
+    run_team(workers, [&](const Team& team) {
+      team.for_each_worker([&](int w) {
+        std::byte* mine = base + per_worker * static_cast<std::size_t>(w);
+        float* center = scratch_at<float>(mine, o_f);
+        float* scale = center + G;
+        float* shift = scale + G;
+        double* mean = scratch_at<double>(mine, o_d);
+        double* m2 = mean + G;
+        double* invstd = m2 + G;
+        const std::int64_t unit = channel_unit(p);
+        const std::int64_t c1 = split_point(p.c / unit, workers, w + 1) * unit;
+        for (std::int64_t b = split_point(p.c / unit, workers, w) * unit; b < c1; b += G) {
+          const std::int64_t g_here = std::min(G, c1 - b);
+          for (std::int64_t g = 0; g < g_here; ++g) {
+            const Stats st = share_stats(p.dtype, x_at(b + g), whole);
+            mean[g] = st.mean;
+            m2[g] = st.m2;
+          }
+          out.finish(b, b + g_here, static_cast<double>(p.count()), mean, m2, center, scale, shift, invstd,
+                     true);
+          for (std::int64_t n = 0; n < p.n; ++n) {
+            const std::int64_t off = (n * p.c + b) * p.s;
+            k::normalize_planes(p.dtype, element_ptr(src, p.dtype, off), element_ptr(dst, p.dtype, off),
+                                g_here, p.s, 0, g_here, center, scale, shift, plan.stream);
+          }
+        }
+      });
+      if (plan.stream) k::stream_fence();
+    });
+    return;
+  }
+  // split_channels: every worker's share of a channel, one barrier per
+  // channel. Two buffers of partials, alternating: a worker may publish
+  // channel c + 1 while others still merge c, but cannot get further ahead.
+  Stats* partials =
+      reinterpret_cast<Stats*>(thread_scratch(2 * static_cast<std::size_t>(workers) * sizeof(Stats)));
+  run_team(workers, [&](const Team& team) {
+    for (std::int64_t c = 0; c < p.c; ++c) {
+      Stats* buf = partials + (c % 2) * workers;
+      team.for_each_worker([&](int w) { buf[w] = share_stats(p.dtype, x_at(c), share_of(p, workers, w)); });
+      team.barrier();  // every share's statistics of channel c are in place
+      team.for_each_worker([&](int w) {
+        Stats st;
+        for (int v = 0; v < workers; ++v) merge_into(st, buf[v]);
+        const Affine a = out.finish(c, st, w == 0);
+        normalize_share(p.dtype, x_at(c), element_ptr(dst, p.dtype, c * p.s), share_of(p, workers, w), a,
+                        plan.stream);
+      });
+    }
+    if (plan.stream) k::stream_fence();
+  });
+}
+
+void inference_channels_first(const Problem& p, const Plan& plan, const void* src, void* dst,
+                              const float* center, const float* scale, const float* shift) {
+  // The N*C planes of S values split evenly over the workers, whatever C
+  // is, each worker's planes walked as one contiguous stream.
+  const int workers = plan.workers;
+  const std::int64_t planes = p.n * p.c;
+  run_team(workers, [&](const Team& team) {
+    team.for_each_worker([&](int w) {
+      const std::int64_t r0 = split_point(planes, workers, w), r1 = split_point(planes, workers, w + 1);
+      k::normalize_planes(p.dtype, element_ptr(src, p.dtype, r0 * p.s), element_ptr(dst, p.dtype, r0 * p.s),
+                          r1 - r0, p.s, r0 % p.c, p.c, center, scale, shift, plan.stream);
+    });
+    if (plan.stream) k::stream_fence();
+  });
+}
+
+void backward_channels_first(const Problem& p, const Plan& plan, const void* src, const void* diff_dst,
+                             void* diff_src, const float* mean, bool reduce, const BackwardOutputs& out) {
+  const int workers = plan.workers;
+  const double count = static_cast<double>(p.count());
+  auto at = [&](const void* base, std::int64_t c) { return element_ptr(base, p.dtype, c * p.s); };
+  if (plan.strategy == Strategy::channel_slabs) {
+    // Blocks of G channels: sums per channel (x and dy from DRAM), then the
+    // block's dx sample by sample in memory order from cache.
+    const std::int64_t G = std::max<std::int64_t>(1, plan.block_channels);
+    ScratchLayout layout;
+    const std::size_t o_f = layout.add<float>(4 * static_cast<std::size_t>(G));
+    const std::size_t o_d = layout.add<double>(2 * static_cast<std::size_t>(G));
+    const std::size_t per_worker = (layout.bytes() + 63) / 64 * 64;
+    std::byte* base = thread_scratch(per_worker * static_cast<std::size_t>(workers));
+    const Segments whole = segments_of(0, p.count(), p.s, p.c * p.s);
+    run_team(workers, [&](const Team& team) {
+      team.for_each_worker([&](int w) {
+        std::byte* mine = base + per_worker * static_cast<std::size_t>(w);
+        float* k_dy = scratch_at<float>(mine, o_f);
+        float* k_xc = k_dy + G;
+        float* k_const = k_xc + G;
+        float* center = k_const + G;
+        double* sum_dy = scratch_at<double>(mine, o_d);
+        double* sum_dy_xc = sum_dy + G;
+        const std::int64_t unit = channel_unit(p);
+        const std::int64_t c1 = split_point(p.c / unit, workers, w + 1) * unit;
+        for (std::int64_t b = split_point(p.c / unit, workers, w) * unit; b < c1; b += G) {
+          const std::int64_t g_here = std::min(G, c1 - b);
+          for (std::int64_t g = 0; g < g_here; ++g) {
+            const ShareGrad s =
+                reduce ? share_reduce(p.dtype, at(src, b + g), at(diff_dst, b + g), whole, mean[b + g])
+                       : ShareGrad{};
+            sum_dy[g] = s.sum_dy;
+            sum_dy_xc[g] = s.sum_dy_xc;
+            center[g] = mean[b + g];
+          }
+          out.finish(b, b + g_here, count, sum_dy, sum_dy_xc, k_dy, k_xc, k_const, true);
+          if (!diff_src) continue;
+          for (std::int64_t n = 0; n < p.n; ++n) {
+            const std::int64_t off = (n * p.c + b) * p.s;
+            k::apply_planes(p.dtype, element_ptr(src, p.dtype, off), element_ptr(diff_dst, p.dtype, off),
+                            element_ptr(diff_src, p.dtype, off), g_here, p.s, 0, g_here, center, k_dy, k_xc,
+                            k_const, plan.stream);
+          }
+        }
+      });
+      if (plan.stream) k::stream_fence();
+    });
+    return;
+  }
+  // split_channels, as in training: partial sums, a barrier per channel.
+  ShareGrad* partials =
+      reinterpret_cast<ShareGrad*>(thread_scratch(2 * static_cast<std::size_t>(workers) * sizeof(ShareGrad)));
+  run_team(workers, [&](const Team& team) {
+    for (std::int64_t c = 0; c < p.c; ++c) {
+      ShareGrad* buf = partials + (c % 2) * workers;
+      team.for_each_worker([&](int w) {
+        buf[w] = reduce ? share_reduce(p.dtype, at(src, c), at(diff_dst, c), share_of(p, workers, w), mean[c])
+                        : ShareGrad{};
+      });
+      team.barrier();  // every share's sums of channel c are in place
+      team.for_each_worker([&](int w) {
+        ShareGrad total;
+        for (int v = 0; v < workers; ++v) {
+          total.sum_dy += buf[v].sum_dy;
+          total.sum_dy_xc += buf[v].sum_dy_xc;
+        }
+        const BackwardCoefs kc = out.finish(c, count, total.sum_dy, total.sum_dy_xc, w == 0);
+        if (diff_src)
+          apply_share(p.dtype, at(src, c), at(diff_dst, c), element_ptr(diff_src, p.dtype, c * p.s),
+                      share_of(p, workers, w), mean[c], kc, plan.stream);
+      });
+    }
+    if (plan.stream) k::stream_fence();
+  });
+}
+
+}  // namespace bnorm::ops::batch_norm

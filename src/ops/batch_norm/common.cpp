@@ -1,0 +1,126 @@
+#include "ops/batch_norm/common.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "ops/parallel.hpp"
+
+namespace bnorm::ops::batch_norm {
+
+void merge_into(Stats& a, const Stats& b) {
+  if (b.count == 0.0) return;
+  if (a.count == 0.0) {
+    a = b;
+    return;
+  }
+  const double count = a.count + b.count;
+  if (!std::isfinite(a.mean) || !std::isfinite(b.mean)) {
+    a = {count, a.mean + b.mean, std::numeric_limits<double>::quiet_NaN()};
+    return;
+  }
+  const double delta = b.mean - a.mean;
+  a.mean += delta * (b.count / count);
+  a.m2 += b.m2 + delta * delta * (a.count * b.count / count);
+  a.count = count;
+}
+
+double merge_moments(std::int64_t n, double count_a, double* mean_a, double* m2_a, double count_b,
+                     const double* mean_b, const double* m2_b) {
+  if (count_b == 0.0) return count_a;
+  if (count_a == 0.0) {
+    std::copy(mean_b, mean_b + n, mean_a);
+    std::copy(m2_b, m2_b + n, m2_a);
+    return count_b;
+  }
+  const double count = count_a + count_b;
+  const double wb = count_b / count, wab = count_a * count_b / count;
+  for (std::int64_t i = 0; i < n; ++i) {
+    if (std::isfinite(mean_a[i]) && std::isfinite(mean_b[i])) {
+      const double delta = mean_b[i] - mean_a[i];
+      mean_a[i] += delta * wb;
+      m2_a[i] += m2_b[i] + delta * delta * wab;
+    } else {
+      mean_a[i] += mean_b[i];
+      m2_a[i] = std::numeric_limits<double>::quiet_NaN();
+    }
+  }
+  return count;
+}
+
+bool stats_from_shifted_sums(double n, float pivot, double s1, double s2, Stats* out) {
+  const double offset = s1 / n;
+  // o^2 <= var/4 with var = s2/n - o^2 is o^2 <= s2/(5n). False for NaN.
+  if (!(offset * offset <= 0.2 * s2 / n) || !std::isfinite(s2)) return false;
+  *out = {n, pivot + offset, std::max(s2 - s1 * offset, 0.0)};
+  return true;
+}
+
+void TrainingOutputs::finish(std::int64_t c0, std::int64_t c1, double count, const double* mean,
+                             const double* m2, float* center, float* scale, float* shift, double* invstd,
+                             bool write) const {
+  const std::int64_t n = c1 - c0;
+  k::finish_channels(n, count, mean, m2, eps, gamma ? gamma + c0 : nullptr, beta ? beta + c0 : nullptr,
+                     center, scale, shift, invstd);
+  if (!write) return;
+  for (std::int64_t i = 0; i < n; ++i) {
+    if (save_mean) save_mean[c0 + i] = static_cast<float>(mean[i]);
+    if (save_invstd) save_invstd[c0 + i] = static_cast<float>(invstd[i]);
+  }
+  if (!running_mean) return;
+  // Unbiased for PyTorch (count > 1 was checked), biased for ONNX.
+  const double var_scale = 1.0 / (unbiased ? count - 1.0 : count);
+  for (std::int64_t i = 0; i < n; ++i) {
+    const std::int64_t c = c0 + i;
+    running_mean[c] = static_cast<float>((1.0 - factor) * running_mean[c] + factor * mean[i]);
+    running_var[c] = static_cast<float>((1.0 - factor) * running_var[c] + factor * m2[i] * var_scale);
+  }
+}
+
+Affine TrainingOutputs::finish(std::int64_t c, const Stats& st, bool write) const {
+  Affine a;
+  double invstd;
+  finish(c, c + 1, st.count, &st.mean, &st.m2, &a.center, &a.scale, &a.shift, &invstd, write);
+  return a;
+}
+
+void BackwardOutputs::finish(std::int64_t c0, std::int64_t c1, double count, const double* sum_dy,
+                             const double* sum_dy_xc, float* k_dy, float* k_xc, float* k_const,
+                             bool write) const {
+  const std::int64_t n = c1 - c0;
+  if (write) {
+    for (std::int64_t i = 0; i < n; ++i) {
+      if (diff_gamma) diff_gamma[c0 + i] = static_cast<float>(sum_dy_xc[i] * invstd[c0 + i]);
+      if (diff_beta) diff_beta[c0 + i] = static_cast<float>(sum_dy[i]);
+    }
+  }
+  // Batch statistics: the gradient also flows through the mean and variance.
+  const double inv_count = stats == BackwardStats::batch && count > 0.0 ? 1.0 / count : 0.0;
+  for (std::int64_t i = 0; i < n; ++i) {
+    const double is = invstd[c0 + i];
+    const double g = gamma ? gamma[c0 + i] : 1.0;
+    k_dy[i] = static_cast<float>(g * is);
+    k_xc[i] = static_cast<float>(-g * is * is * is * sum_dy_xc[i] * inv_count);
+    k_const[i] = static_cast<float>(-g * is * sum_dy[i] * inv_count);
+  }
+}
+
+BackwardCoefs BackwardOutputs::finish(std::int64_t c, double count, double sum_dy, double sum_dy_xc,
+                                      bool write) const {
+  BackwardCoefs kc;
+  finish(c, c + 1, count, &sum_dy, &sum_dy_xc, &kc.k_dy, &kc.k_xc, &kc.k_const, write);
+  return kc;
+}
+
+void wrap_cyclic(float* cyclic, std::int64_t channels, std::int64_t c0, std::int64_t c1) {
+  const std::int64_t length = k::cyclic_length(channels);
+  for (std::int64_t c = c0; c < c1; ++c)
+    for (std::int64_t j = c + channels; j < length; j += channels) cyclic[j] = cyclic[c];
+}
+
+// Outputs bigger than what the cores' L2 caches hold cannot stay in cache
+// anyway; streaming them skips the read-for-ownership, a third of the DRAM
+// traffic of an elementwise pass.
+std::size_t streaming_threshold_bytes() noexcept { return 4 * l2_cache_bytes(); }
+
+}  // namespace bnorm::ops::batch_norm

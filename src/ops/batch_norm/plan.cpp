@@ -1,0 +1,115 @@
+// The thread plan of each batch-norm call, and the entry points that run a
+// plan (DESIGN.md section 4).
+
+#include "ops/batch_norm/plan.hpp"
+
+#include <algorithm>
+#include <numeric>
+
+#include "ops/parallel.hpp"
+
+namespace bnorm::ops::batch_norm {
+namespace {
+
+// Below this many elements per worker, waking another thread costs more
+// than it saves.
+constexpr std::int64_t kGrainElements = 32768;
+
+}  // namespace
+
+Plan plan_for(const Problem& problem, int threads, Pass pass) {
+  Plan plan;
+  const std::int64_t elements = problem.elements();
+  const std::int64_t by_size = std::max<std::int64_t>(1, (elements + kGrainElements - 1) / kGrainElements);
+  plan.workers = static_cast<int>(std::clamp<std::int64_t>(by_size, 1, std::max(1, threads)));
+  plan.stream = static_cast<std::size_t>(elements) * size_of(problem.dtype) > streaming_threshold_bytes();
+  const std::size_t esize = size_of(problem.dtype);
+  // Data a worker reads twice must stay in its core's L2 in between; about
+  // half of it is dependable (measured: re-reads slow down past ~1 MiB of a
+  // 2 MiB L2).
+  const std::size_t budget = l2_cache_bytes() / 2;
+  if (problem.rows_view()) {
+    plan.strategy = Strategy::rows;
+    plan.tile_rows = std::max<std::int64_t>(
+        1, static_cast<std::int64_t>(budget / (static_cast<std::size_t>(problem.c) * esize)));
+    return plan;
+  }
+  // Owned channels: a block of channels is read for its statistics and again
+  // (from cache) to normalize it; backward reads x and dy.
+  const int w = plan.workers;
+  const std::size_t slab =
+      static_cast<std::size_t>(problem.count()) * esize * (pass == Pass::backward ? 2 : 1);
+  const bool fits = slab <= budget;
+  const bool even = problem.c % w == 0 || problem.c >= 8 * w;
+  plan.strategy = w == 1 || (fits && even) || pass == Pass::inference ? Strategy::channel_slabs
+                                                                      : Strategy::split_channels;
+  // Blocks whose per-sample segments are whole cache lines when possible, so
+  // that streaming stores never write part of a line.
+  const std::int64_t line_elements = 64 / static_cast<std::int64_t>(esize);
+  const std::int64_t align = line_elements / std::gcd(problem.s, line_elements);
+  const std::int64_t most =
+      std::max<std::int64_t>(1, static_cast<std::int64_t>(budget / std::max<std::size_t>(1, slab)));
+  plan.block_channels = most >= align ? most / align * align : most;
+  plan.block_channels =
+      std::clamp<std::int64_t>(plan.block_channels, 1, std::max<std::int64_t>(1, problem.c / w));
+  return plan;
+}
+
+void forward_training(const Problem& p, const Plan& plan, const void* src, void* dst, const float* gamma,
+                      const float* beta, float* save_mean, float* save_invstd, float* running_mean,
+                      float* running_var, double eps, double factor, bool unbiased_running_var) {
+  const TrainingOutputs out{gamma,       beta, save_mean, save_invstd,         running_mean,
+                            running_var, eps,  factor,    unbiased_running_var};
+  if (plan.strategy == Strategy::rows) {
+    training_rows(p, plan, src, dst, out);
+  } else {
+    training_channels_first(p, plan, src, dst, out);
+  }
+}
+
+void forward_inference(const Problem& p, const Plan& plan, const void* src, void* dst, const float* gamma,
+                       const float* beta, const float* mean, const float* var, double eps) {
+  // Normalizers: center = the (f32) running mean, scale = gamma / sqrt(var +
+  // eps), shift = beta; cyclic arrays for rows (kernels.hpp).
+  const std::int64_t C = p.c;
+  const std::size_t uC = static_cast<std::size_t>(C);
+  const std::size_t uL = static_cast<std::size_t>(plan.strategy == Strategy::rows ? k::cyclic_length(C) : C);
+  ScratchLayout layout;
+  const std::size_t o_center = layout.add<float>(uL), o_scale = layout.add<float>(uL),
+                    o_shift = layout.add<float>(uL);
+  const std::size_t o_mean = layout.add<double>(uC), o_var = layout.add<double>(uC),
+                    o_inv = layout.add<double>(uC);
+  std::byte* base = thread_scratch(layout.bytes());
+  float* center = scratch_at<float>(base, o_center);
+  float* scale = scratch_at<float>(base, o_scale);
+  float* shift = scratch_at<float>(base, o_shift);
+  double* mean_d = scratch_at<double>(base, o_mean);
+  double* var_d = scratch_at<double>(base, o_var);
+  std::copy(mean, mean + C, mean_d);
+  std::copy(var, var + C, var_d);
+  // count 1: m2 is the variance itself; the mean is already an f32.
+  k::finish_channels(C, 1.0, mean_d, var_d, eps, gamma, beta, center, scale, shift,
+                     scratch_at<double>(base, o_inv));
+  if (plan.strategy == Strategy::rows) {
+    inference_rows(p, plan, src, dst, center, scale, shift);
+  } else {
+    inference_channels_first(p, plan, src, dst, center, scale, shift);
+  }
+}
+
+void backward(const Problem& p, const Plan& plan, const void* src, const void* diff_dst, void* diff_src,
+              const float* gamma, const float* mean, const float* invstd, float* diff_gamma, float* diff_beta,
+              BackwardStats stats) {
+  const BackwardOutputs out{gamma, invstd, diff_gamma, diff_beta, stats};
+  // The sums are needed for the parameter gradients, and for dx when the
+  // statistics were the batch's.
+  const bool reduce = diff_gamma || diff_beta || (stats == BackwardStats::batch && diff_src);
+  if (!reduce && !diff_src) return;
+  if (plan.strategy == Strategy::rows) {
+    backward_rows(p, plan, src, diff_dst, diff_src, mean, reduce, out);
+  } else {
+    backward_channels_first(p, plan, src, diff_dst, diff_src, mean, reduce, out);
+  }
+}
+
+}  // namespace bnorm::ops::batch_norm
