@@ -143,6 +143,31 @@ Segments share_of(const Problem& p, int workers, int w) {
                      p.c * p.s);
 }
 
+// channel_slabs: each worker's channels in blocks of plan.block_channels.
+// Calls body(first channel, channels, floats, doubles) per block, with
+// per-worker scratch of `floats` and `doubles` values per block channel.
+template <class Body>
+void for_each_owned_block(const Problem& p, const Plan& plan, std::size_t floats, std::size_t doubles,
+                          const Body& body) {
+  const int workers = plan.workers;
+  const std::int64_t G = std::max<std::int64_t>(1, plan.block_channels);
+  ScratchLayout layout;
+  const std::size_t o_f = layout.add<float>(floats * static_cast<std::size_t>(G));
+  const std::size_t o_d = layout.add<double>(doubles * static_cast<std::size_t>(G));
+  const std::size_t per_worker = (layout.bytes() + 63) / 64 * 64;
+  std::byte* base = thread_scratch(per_worker * static_cast<std::size_t>(workers));
+  const std::int64_t unit = channel_unit(p);
+  run_team(workers, [&](const Team& team) {
+    team.for_each_worker([&](int w) {
+      std::byte* mine = base + per_worker * static_cast<std::size_t>(w);
+      const std::int64_t c1 = split_point(p.c / unit, workers, w + 1) * unit;
+      for (std::int64_t b = split_point(p.c / unit, workers, w) * unit; b < c1; b += G)
+        body(b, std::min(G, c1 - b), scratch_at<float>(mine, o_f), scratch_at<double>(mine, o_d));
+    });
+    if (plan.stream) k::stream_fence();
+  });
+}
+
 }  // namespace
 
 void training_channels_first(const Problem& p, const Plan& plan, const void* src, void* dst,
@@ -150,44 +175,25 @@ void training_channels_first(const Problem& p, const Plan& plan, const void* src
   const int workers = plan.workers;
   auto x_at = [&](std::int64_t c) { return element_ptr(src, p.dtype, c * p.s); };
   if (plan.strategy == Strategy::channel_slabs) {
-    // Blocks of G channels: statistics per channel, then the block is
-    // normalized sample by sample, each sample's G planes being contiguous
-    // (aligned streaming stores whatever S is).
-    const std::int64_t G = std::max<std::int64_t>(1, plan.block_channels);
-    ScratchLayout layout;
-    const std::size_t o_f = layout.add<float>(3 * static_cast<std::size_t>(G));
-    const std::size_t o_d = layout.add<double>(3 * static_cast<std::size_t>(G));
-    const std::size_t per_worker = (layout.bytes() + 63) / 64 * 64;
-    std::byte* base = thread_scratch(per_worker * static_cast<std::size_t>(workers));
+    // Statistics per channel of a block, then the block normalized sample by
+    // sample, each sample's planes being contiguous (aligned streaming
+    // stores whatever S is).
     const Segments whole = segments_of(0, p.count(), p.s, p.c * p.s);
-    run_team(workers, [&](const Team& team) {
-      team.for_each_worker([&](int w) {
-        std::byte* mine = base + per_worker * static_cast<std::size_t>(w);
-        float* center = scratch_at<float>(mine, o_f);
-        float* scale = center + G;
-        float* shift = scale + G;
-        double* mean = scratch_at<double>(mine, o_d);
-        double* m2 = mean + G;
-        double* invstd = m2 + G;
-        const std::int64_t unit = channel_unit(p);
-        const std::int64_t c1 = split_point(p.c / unit, workers, w + 1) * unit;
-        for (std::int64_t b = split_point(p.c / unit, workers, w) * unit; b < c1; b += G) {
-          const std::int64_t g_here = std::min(G, c1 - b);
-          for (std::int64_t g = 0; g < g_here; ++g) {
-            const Stats st = share_stats(p.dtype, x_at(b + g), whole);
-            mean[g] = st.mean;
-            m2[g] = st.m2;
-          }
-          out.finish(b, b + g_here, static_cast<double>(p.count()), mean, m2, center, scale, shift, invstd,
-                     true);
-          for (std::int64_t n = 0; n < p.n; ++n) {
-            const std::int64_t off = (n * p.c + b) * p.s;
-            k::normalize_planes(p.dtype, element_ptr(src, p.dtype, off), element_ptr(dst, p.dtype, off),
-                                g_here, p.s, 0, g_here, center, scale, shift, plan.stream);
-          }
-        }
-      });
-      if (plan.stream) k::stream_fence();
+    const std::int64_t G = std::max<std::int64_t>(1, plan.block_channels);
+    for_each_owned_block(p, plan, 3, 3, [&](std::int64_t b, std::int64_t g_here, float* f, double* dd) {
+      float *center = f, *scale = f + G, *shift = f + 2 * G;
+      double *mean = dd, *m2 = dd + G, *invstd = dd + 2 * G;
+      for (std::int64_t g = 0; g < g_here; ++g) {
+        const Stats st = share_stats(p.dtype, x_at(b + g), whole);
+        mean[g] = st.mean;
+        m2[g] = st.m2;
+      }
+      out.finish(b, b + g_here, static_cast<double>(p.count()), mean, m2, center, scale, shift, invstd, true);
+      for (std::int64_t n = 0; n < p.n; ++n) {
+        const std::int64_t off = (n * p.c + b) * p.s;
+        k::normalize_planes(p.dtype, element_ptr(src, p.dtype, off), element_ptr(dst, p.dtype, off), g_here,
+                            p.s, 0, g_here, center, scale, shift, plan.stream);
+      }
     });
     return;
   }
@@ -235,47 +241,29 @@ void backward_channels_first(const Problem& p, const Plan& plan, const void* src
   const double count = static_cast<double>(p.count());
   auto at = [&](const void* base, std::int64_t c) { return element_ptr(base, p.dtype, c * p.s); };
   if (plan.strategy == Strategy::channel_slabs) {
-    // Blocks of G channels: sums per channel (x and dy from DRAM), then the
-    // block's dx sample by sample in memory order from cache.
-    const std::int64_t G = std::max<std::int64_t>(1, plan.block_channels);
-    ScratchLayout layout;
-    const std::size_t o_f = layout.add<float>(4 * static_cast<std::size_t>(G));
-    const std::size_t o_d = layout.add<double>(2 * static_cast<std::size_t>(G));
-    const std::size_t per_worker = (layout.bytes() + 63) / 64 * 64;
-    std::byte* base = thread_scratch(per_worker * static_cast<std::size_t>(workers));
+    // Sums per channel of a block (x and dy from DRAM), then the block's dx
+    // sample by sample in memory order, from cache.
     const Segments whole = segments_of(0, p.count(), p.s, p.c * p.s);
-    run_team(workers, [&](const Team& team) {
-      team.for_each_worker([&](int w) {
-        std::byte* mine = base + per_worker * static_cast<std::size_t>(w);
-        float* k_dy = scratch_at<float>(mine, o_f);
-        float* k_xc = k_dy + G;
-        float* k_const = k_xc + G;
-        float* center = k_const + G;
-        double* sum_dy = scratch_at<double>(mine, o_d);
-        double* sum_dy_xc = sum_dy + G;
-        const std::int64_t unit = channel_unit(p);
-        const std::int64_t c1 = split_point(p.c / unit, workers, w + 1) * unit;
-        for (std::int64_t b = split_point(p.c / unit, workers, w) * unit; b < c1; b += G) {
-          const std::int64_t g_here = std::min(G, c1 - b);
-          for (std::int64_t g = 0; g < g_here; ++g) {
-            const ShareGrad s =
-                reduce ? share_reduce(p.dtype, at(src, b + g), at(diff_dst, b + g), whole, mean[b + g])
-                       : ShareGrad{};
-            sum_dy[g] = s.sum_dy;
-            sum_dy_xc[g] = s.sum_dy_xc;
-            center[g] = mean[b + g];
-          }
-          out.finish(b, b + g_here, count, sum_dy, sum_dy_xc, k_dy, k_xc, k_const, true);
-          if (!diff_src) continue;
-          for (std::int64_t n = 0; n < p.n; ++n) {
-            const std::int64_t off = (n * p.c + b) * p.s;
-            k::apply_planes(p.dtype, element_ptr(src, p.dtype, off), element_ptr(diff_dst, p.dtype, off),
-                            element_ptr(diff_src, p.dtype, off), g_here, p.s, 0, g_here, center, k_dy, k_xc,
-                            k_const, plan.stream);
-          }
-        }
-      });
-      if (plan.stream) k::stream_fence();
+    const std::int64_t G = std::max<std::int64_t>(1, plan.block_channels);
+    for_each_owned_block(p, plan, 4, 2, [&](std::int64_t b, std::int64_t g_here, float* f, double* dd) {
+      float *k_dy = f, *k_xc = f + G, *k_const = f + 2 * G, *center = f + 3 * G;
+      double *sum_dy = dd, *sum_dy_xc = dd + G;
+      for (std::int64_t g = 0; g < g_here; ++g) {
+        const ShareGrad s =
+            reduce ? share_reduce(p.dtype, at(src, b + g), at(diff_dst, b + g), whole, mean[b + g])
+                   : ShareGrad{};
+        sum_dy[g] = s.sum_dy;
+        sum_dy_xc[g] = s.sum_dy_xc;
+        center[g] = mean[b + g];
+      }
+      out.finish(b, b + g_here, count, sum_dy, sum_dy_xc, k_dy, k_xc, k_const, true);
+      if (!diff_src) return;
+      for (std::int64_t n = 0; n < p.n; ++n) {
+        const std::int64_t off = (n * p.c + b) * p.s;
+        k::apply_planes(p.dtype, element_ptr(src, p.dtype, off), element_ptr(diff_dst, p.dtype, off),
+                        element_ptr(diff_src, p.dtype, off), g_here, p.s, 0, g_here, center, k_dy, k_xc,
+                        k_const, plan.stream);
+      }
     });
     return;
   }
