@@ -5,6 +5,7 @@
 #include <string>
 
 #include "bnorm/error.hpp"
+#include "kernels/common/scalar.hpp"
 
 namespace bnorm {
 
@@ -78,23 +79,9 @@ std::string TensorDesc::str() const {
   return std::string(to_string(dtype_)) + " " + std::string(to_string(layout_)) + " " + dims_str();
 }
 
-std::uint16_t bf16_from_float(float x) noexcept {
-  if (std::isnan(x)) return 0x7FC0;
-  const std::uint32_t bits = std::bit_cast<std::uint32_t>(x);
-  // Round to nearest even on the 16 dropped bits.
-  return static_cast<std::uint16_t>((bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16);
-}
-
-float bf16_to_float(std::uint16_t bits) noexcept {
-  return std::bit_cast<float>(static_cast<std::uint32_t>(bits) << 16);
-}
-
-// GCC and Clang implement _Float16 conversions with IEEE round-to-nearest-even
-// (F16C or AVX512-FP16 instructions when enabled, libgcc otherwise).
-std::uint16_t f16_from_float(float x) noexcept {
-  return std::bit_cast<std::uint16_t>(static_cast<_Float16>(x));
-}
-
-float f16_to_float(std::uint16_t bits) noexcept { return static_cast<float>(std::bit_cast<_Float16>(bits)); }
+std::uint16_t bf16_from_float(float x) noexcept { return kernels::float_to_bf16_bits(x); }
+float bf16_to_float(std::uint16_t bits) noexcept { return kernels::bf16_bits_to_float(bits); }
+std::uint16_t f16_from_float(float x) noexcept { return kernels::float_to_f16_bits(x); }
+float f16_to_float(std::uint16_t bits) noexcept { return kernels::f16_bits_to_float(bits); }
 
 }  // namespace bnorm

@@ -24,6 +24,7 @@
 #include "bnorm/tensor.hpp"
 #include "hwy/cache_control.h"
 #include "hwy/highway.h"
+#include "kernels/common/scalar.hpp"
 
 HWY_BEFORE_NAMESPACE();
 namespace bnorm::kernels::HWY_NAMESPACE {
@@ -99,7 +100,7 @@ HWY_INLINE VF LoadAsF32(DF d, const Storage<kType>* HWY_RESTRICT p) {
     return WidenBits<kType>(d, hn::LoadU(DU16(), p));
   } else {
     HWY_ALIGN float lanes[hn::MaxLanes(d)];
-    for (size_t i = 0; i < hn::Lanes(d); ++i) lanes[i] = f16_to_float(p[i]);
+    for (size_t i = 0; i < hn::Lanes(d); ++i) lanes[i] = f16_bits_to_float(p[i]);
     return hn::Load(d, lanes);
   }
 }
@@ -114,7 +115,7 @@ HWY_INLINE void StoreFromF32(DF d, VF v, Storage<kType>* HWY_RESTRICT p) {
   } else {
     HWY_ALIGN float lanes[hn::MaxLanes(d)];
     hn::Store(v, d, lanes);
-    for (size_t i = 0; i < hn::Lanes(d); ++i) p[i] = f16_from_float(lanes[i]);
+    for (size_t i = 0; i < hn::Lanes(d); ++i) p[i] = float_to_f16_bits(lanes[i]);
   }
 }
 
@@ -151,9 +152,9 @@ HWY_INLINE VF LoadPartialAsF32(DF d, const Storage<kType>* HWY_RESTRICT p, size_
       if constexpr (kType == DType::f32) {
         lanes[i] = i < count ? p[i] : fill;
       } else if constexpr (kType == DType::bf16) {
-        lanes[i] = i < count ? bf16_to_float(p[i]) : fill;
+        lanes[i] = i < count ? bf16_bits_to_float(p[i]) : fill;
       } else {
-        lanes[i] = i < count ? f16_to_float(p[i]) : fill;
+        lanes[i] = i < count ? f16_bits_to_float(p[i]) : fill;
       }
     }
     return hn::Load(d, lanes);
@@ -177,9 +178,9 @@ HWY_INLINE void StorePartialFromF32(DF d, VF v, Storage<kType>* HWY_RESTRICT p, 
       if constexpr (kType == DType::f32) {
         p[i] = lanes[i];
       } else if constexpr (kType == DType::bf16) {
-        p[i] = bf16_from_float(lanes[i]);
+        p[i] = float_to_bf16_bits(lanes[i]);
       } else {
-        p[i] = f16_from_float(lanes[i]);
+        p[i] = float_to_f16_bits(lanes[i]);
       }
     }
   }

@@ -53,26 +53,23 @@ Segments segments_of(std::int64_t begin, std::int64_t end, std::int64_t s, std::
 // near them (share_pivot) and their squares; when the pivot
 // turns out too far from the mean for that to be exact, pass 2 sums the
 // squares about the mean from cache (see stats_from_shifted_sums).
-// Offset of value e (0 <= e < count) of a share, in its channel.
-std::int64_t offset_of(const Segments& segs, std::int64_t e) {
-  for (int i = 0; i < segs.size; ++i) {
-    const auto& p = segs.piece[i];
-    const std::int64_t values = p.runs.count * p.runs.len;
-    if (e < values) return p.offset + (e / p.runs.len) * p.runs.stride + e % p.runs.len;
-    e -= values;
-  }
-  return segs.piece[segs.size - 1].offset;
-}
-
-// The mean of up to 64 values spread evenly over the share: within half a
-// standard deviation of the share's mean unless the data is very skewed
-// (then share_stats takes a second pass).
+// The mean of up to 64 values spread over the share (8 runs spread over its
+// largest piece, 8 values spread over each run): within half a standard
+// deviation of the share's mean unless the data is very skewed (then
+// share_stats takes a second pass).
 float share_pivot(DType dt, const void* x, const Segments& segs) {
-  const std::int64_t samples = std::min<std::int64_t>(64, segs.count);
+  const Segments::Piece* piece = &segs.piece[0];
+  for (int i = 1; i < segs.size; ++i)
+    if (segs.piece[i].runs.count * segs.piece[i].runs.len > piece->runs.count * piece->runs.len)
+      piece = &segs.piece[i];
+  const k::Runs& r = piece->runs;
+  const std::int64_t runs = std::min<std::int64_t>(8, r.count), values = std::min<std::int64_t>(8, r.len);
   double sum = 0.0;
-  for (std::int64_t i = 0; i < samples; ++i)
-    sum += load_float(dt, x, offset_of(segs, i * segs.count / samples));
-  return finite_or_zero(static_cast<float>(sum / static_cast<double>(samples)));
+  for (std::int64_t i = 0; i < runs; ++i) {
+    const std::int64_t run = piece->offset + (i * r.count / runs) * r.stride;
+    for (std::int64_t j = 0; j < values; ++j) sum += load_float(dt, x, run + j * r.len / values);
+  }
+  return finite_or_zero(static_cast<float>(sum / static_cast<double>(runs * values)));
 }
 
 Stats share_stats(DType dt, const void* x, const Segments& segs) {

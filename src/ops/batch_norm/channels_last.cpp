@@ -93,15 +93,8 @@ void training_rows(const Problem& p, const Plan& plan, const void* src, void* ds
         std::fill(s1, s1 + C, 0.0);
         std::fill(s2, s2 + C, 0.0);
         k::rows_shifted_sums(p.dtype, x, tile, pivot, acc, s1, s2);
-        bool exact = true;
-        for (std::int64_t c = 0; c < C; ++c) {
-          Stats st;
-          exact = stats_from_shifted_sums(n, pivot[c], s1[c], s2[c], &st) && exact;
-          s1[c] = st.mean;  // the tile's mean and M2, in place
-          s2[c] = st.m2;
-          if (!exact) break;
-        }
-        if (!exact) {
+        // The tile's mean and M2, in place of the sums.
+        if (!stats_from_shifted_sums(C, n, pivot, s1, s2, s1, s2)) {
           // Some pivot was too far from its channel's mean: a second pass
           // over the tile (still in cache) about the tile's means.
           std::fill(s1, s1 + C, 0.0);
@@ -120,6 +113,7 @@ void training_rows(const Problem& p, const Plan& plan, const void* src, void* ds
           }
         }
         count = merge_moments(C, count, mean, m2, n, s1, s2);
+        if (t1 == r1) break;
         for (std::int64_t c = 0; c < C; ++c) pivot[c] = finite_or_zero(static_cast<float>(mean[c]));
         wrap_cyclic(pivot, C, 0, C);
       }

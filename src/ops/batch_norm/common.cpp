@@ -49,11 +49,24 @@ double merge_moments(std::int64_t n, double count_a, double* mean_a, double* m2_
 }
 
 bool stats_from_shifted_sums(double n, float pivot, double s1, double s2, Stats* out) {
-  const double offset = s1 / n;
-  // o^2 <= var/4 with var = s2/n - o^2 is o^2 <= s2/(5n). False for NaN.
-  if (!(offset * offset <= 0.2 * s2 / n) || !std::isfinite(s2)) return false;
-  *out = {n, pivot + offset, std::max(s2 - s1 * offset, 0.0)};
+  double mean, m2;
+  if (!stats_from_shifted_sums(1, n, &pivot, &s1, &s2, &mean, &m2)) return false;
+  *out = {n, mean, m2};
   return true;
+}
+
+bool stats_from_shifted_sums(std::int64_t channels, double n, const float* pivot, const double* s1,
+                             const double* s2, double* mean, double* m2) {
+  const double inv_n = 1.0 / n;
+  bool exact = true;
+  for (std::int64_t c = 0; c < channels; ++c) {
+    const double a = s1[c], b = s2[c], offset = a * inv_n;
+    // o^2 <= var/4 with var = s2/n - o^2 is o^2 <= s2/(5n); false for NaN.
+    exact &= offset * offset <= 0.2 * b * inv_n && b - b == 0.0;
+    mean[c] = pivot[c] + offset;
+    m2[c] = std::max(b - a * offset, 0.0);
+  }
+  return exact;
 }
 
 void TrainingOutputs::finish(std::int64_t c0, std::int64_t c1, double count, const double* mean,
@@ -113,7 +126,9 @@ BackwardCoefs BackwardOutputs::finish(std::int64_t c, double count, double sum_d
 }
 
 void wrap_cyclic(float* cyclic, std::int64_t channels, std::int64_t c0, std::int64_t c1) {
+  // Only channels below length - C have entries past the first C.
   const std::int64_t length = k::cyclic_length(channels);
+  c1 = std::min(c1, length - channels);
   for (std::int64_t c = c0; c < c1; ++c)
     for (std::int64_t j = c + channels; j < length; j += channels) cyclic[j] = cyclic[c];
 }

@@ -36,6 +36,10 @@ double merge_moments(std::int64_t n, double count_a, double* mean_a, double* m2_
 /// otherwise (or for non-finite data); the caller then makes an exact second
 /// pass about the mean, from cache.
 bool stats_from_shifted_sums(double n, float pivot, double s1, double s2, Stats* out);
+/// The same for `channels` channels with n values each (the outputs may
+/// alias s1 / s2); true when all are exact.
+bool stats_from_shifted_sums(std::int64_t channels, double n, const float* pivot, const double* s1,
+                             const double* s2, double* mean, double* m2);
 
 /// v, or 0 when v is Inf or NaN (a pivot must be finite to be useful).
 inline float finite_or_zero(float v) { return v - v == 0.0f ? v : 0.0f; }
