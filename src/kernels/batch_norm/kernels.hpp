@@ -101,6 +101,13 @@ void finish_channels(std::int64_t n, double count, const double* mean, const dou
                      const float* gamma, const float* beta, float* center, float* scale, float* shift,
                      double* invstd);
 
+/// Backward coefficients of n channels, dx = k_dy*dy + k_xc*(x - mean) +
+/// k_const: k_dy = gamma*invstd, k_xc = -gamma*invstd^3*sum_dy_xc*inv_count,
+/// k_const = -gamma*invstd*sum_dy*inv_count (inv_count 0 for constant
+/// statistics). gamma may be null (1).
+void backward_coefficients(std::int64_t n, double inv_count, const double* sum_dy, const double* sum_dy_xc,
+                           const float* gamma, const float* invstd, float* k_dy, float* k_xc, float* k_const);
+
 /// Orders the non-temporal stores issued so far before later loads and
 /// stores (call once after the streaming calls of a phase).
 void stream_fence();

@@ -518,6 +518,44 @@ void FinishChannels(std::int64_t n, double count, const double* mean, const doub
   }
 }
 
+void BackwardCoefficients(std::int64_t n, double inv_count, const double* sum_dy, const double* sum_dy_xc,
+                          const float* gamma, const float* invstd, float* k_dy, float* k_xc, float* k_const) {
+  const hn::ScalableTag<double> dd;
+  const hn::Rebind<float, decltype(dd)> df;
+  const size_t lanes = hn::Lanes(dd);
+  const auto one = hn::Set(dd, 1.0), neg_inv = hn::Set(dd, -inv_count);
+  auto step = [&](const double* a, const double* b, const float* g, const float* is, float* o1, float* o2,
+                  float* o3) HWY_ATTR {
+    const auto vis = hn::PromoteTo(dd, hn::LoadU(df, is));
+    const auto gis = hn::Mul(g ? hn::PromoteTo(dd, hn::LoadU(df, g)) : one, vis);
+    hn::StoreU(hn::DemoteTo(df, gis), df, o1);
+    hn::StoreU(hn::DemoteTo(df, hn::Mul(hn::Mul(gis, hn::Mul(vis, vis)), hn::Mul(hn::LoadU(dd, b), neg_inv))),
+               df, o2);
+    hn::StoreU(hn::DemoteTo(df, hn::Mul(gis, hn::Mul(hn::LoadU(dd, a), neg_inv))), df, o3);
+  };
+  size_t i = 0;
+  for (; i + lanes <= static_cast<size_t>(n); i += lanes)
+    step(sum_dy + i, sum_dy_xc + i, gamma ? gamma + i : nullptr, invstd + i, k_dy + i, k_xc + i, k_const + i);
+  if (i == static_cast<size_t>(n)) return;
+  // The last partial vector, through a padded copy.
+  const size_t k = static_cast<size_t>(n) - i;
+  HWY_ALIGN double a[hn::MaxLanes(dd)] = {}, b[hn::MaxLanes(dd)] = {};
+  HWY_ALIGN float g[hn::MaxLanes(dd)] = {}, is[hn::MaxLanes(dd)] = {}, o1[hn::MaxLanes(dd)],
+                  o2[hn::MaxLanes(dd)], o3[hn::MaxLanes(dd)];
+  for (size_t j = 0; j < k; ++j) {
+    a[j] = sum_dy[i + j];
+    b[j] = sum_dy_xc[i + j];
+    g[j] = gamma ? gamma[i + j] : 1.0f;
+    is[j] = invstd[i + j];
+  }
+  step(a, b, g, is, o1, o2, o3);
+  for (size_t j = 0; j < k; ++j) {
+    k_dy[i + j] = o1[j];
+    k_xc[i + j] = o2[j];
+    k_const[i + j] = o3[j];
+  }
+}
+
 // ---------------------------------------------------------------- per-target entry points
 
 void ShiftedSums(DType dt, const void* x, Runs runs, float pivot, double out[2]) {
@@ -619,6 +657,7 @@ HWY_EXPORT(RowsNormalize);
 HWY_EXPORT(RowsBackwardReduce);
 HWY_EXPORT(RowsBackwardApply);
 HWY_EXPORT(FinishChannels);
+HWY_EXPORT(BackwardCoefficients);
 
 void shifted_sums(DType dtype, const void* x, Runs runs, float pivot, double out[2]) {
   HWY_DYNAMIC_DISPATCH(ShiftedSums)(dtype, x, runs, pivot, out);
@@ -675,6 +714,12 @@ void finish_channels(std::int64_t n, double count, const double* mean, const dou
                      const float* gamma, const float* beta, float* center, float* scale, float* shift,
                      double* invstd) {
   HWY_DYNAMIC_DISPATCH(FinishChannels)(n, count, mean, m2, eps, gamma, beta, center, scale, shift, invstd);
+}
+void backward_coefficients(std::int64_t n, double inv_count, const double* sum_dy, const double* sum_dy_xc,
+                           const float* gamma, const float* invstd, float* k_dy, float* k_xc,
+                           float* k_const) {
+  HWY_DYNAMIC_DISPATCH(BackwardCoefficients)
+  (n, inv_count, sum_dy, sum_dy_xc, gamma, invstd, k_dy, k_xc, k_const);
 }
 void stream_fence() { hwy::FlushStream(); }
 

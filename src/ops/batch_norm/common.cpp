@@ -101,21 +101,15 @@ void BackwardOutputs::finish(std::int64_t c0, std::int64_t c1, double count, con
                              const double* sum_dy_xc, float* k_dy, float* k_xc, float* k_const,
                              bool write) const {
   const std::int64_t n = c1 - c0;
-  if (write) {
-    for (std::int64_t i = 0; i < n; ++i) {
-      if (diff_gamma) diff_gamma[c0 + i] = static_cast<float>(sum_dy_xc[i] * invstd[c0 + i]);
-      if (diff_beta) diff_beta[c0 + i] = static_cast<float>(sum_dy[i]);
-    }
-  }
+  if (write && diff_gamma)
+    for (std::int64_t i = 0; i < n; ++i)
+      diff_gamma[c0 + i] = static_cast<float>(sum_dy_xc[i] * invstd[c0 + i]);
+  if (write && diff_beta)
+    for (std::int64_t i = 0; i < n; ++i) diff_beta[c0 + i] = static_cast<float>(sum_dy[i]);
   // Batch statistics: the gradient also flows through the mean and variance.
   const double inv_count = stats == BackwardStats::batch && count > 0.0 ? 1.0 / count : 0.0;
-  for (std::int64_t i = 0; i < n; ++i) {
-    const double is = invstd[c0 + i];
-    const double g = gamma ? gamma[c0 + i] : 1.0;
-    k_dy[i] = static_cast<float>(g * is);
-    k_xc[i] = static_cast<float>(-g * is * is * is * sum_dy_xc[i] * inv_count);
-    k_const[i] = static_cast<float>(-g * is * sum_dy[i] * inv_count);
-  }
+  k::backward_coefficients(n, inv_count, sum_dy, sum_dy_xc, gamma ? gamma + c0 : nullptr, invstd + c0, k_dy,
+                           k_xc, k_const);
 }
 
 BackwardCoefs BackwardOutputs::finish(std::int64_t c, double count, double sum_dy, double sum_dy_xc,
