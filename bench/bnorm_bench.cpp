@@ -99,7 +99,7 @@ struct Options {
   std::vector<std::string> shapes, dtypes, layouts, directions, impls;
   std::vector<int> threads;
   int reps = 0;
-  bool quick = false, json = false;
+  bool quick = false, json = false, bandwidth = false;
   std::string isa;
 };
 
@@ -242,6 +242,9 @@ int main(int argc, char** argv) {
   CLI::App app{"bnorm-bench: batch norm side by side with the roofline, oneDNN and ATen"};
   app.add_flag("--quick", o.quick, "A reduced set that runs in under a minute");
   app.add_flag("--json", o.json, "One JSON object per line per measured case and implementation");
+  app.add_flag(
+      "--bandwidth", o.bandwidth,
+      "Also print read-only, write-only and read+write bandwidth over 205 MB (the large shapes' size)");
   app.add_option("--threads", o.threads, "Thread counts to run (default: the machine's)")->delimiter(',');
   app.add_option("--reps", o.reps, "Timed repetitions per implementation (default 11, quick 5)");
   app.add_option("--shapes", o.shapes, "Shapes like 64x256x56x56 (logical N x C x spatial)")->delimiter(',');
@@ -277,6 +280,7 @@ int main(int argc, char** argv) {
   mallopt(M_TRIM_THRESHOLD, 1 << 30);
   try {
     if (!o.isa.empty()) bnorm::set_isa(o.isa);
+    if (o.bandwidth && !o.json) print_bandwidth(std::size_t{64} * 256 * 56 * 56 * 4, o.threads, o.reps);
     if (!o.json) {
       std::printf("bnorm-bench: bnorm %s, isa %s, medians of %d interleaved repetitions\n", bnorm::kVersion,
                   bnorm::isa().c_str(), o.reps);

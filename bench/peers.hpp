@@ -53,4 +53,8 @@ std::unique_ptr<Impl> make_aten();
 /// Sets every library's thread count (OpenMP, bnorm, ATen).
 void set_all_threads(int threads);
 
+/// Prints read-only, write-only (non-temporal) and read+write bandwidth over
+/// `bytes`, for each thread count.
+void print_bandwidth(std::size_t bytes, const std::vector<int>& thread_counts, int reps);
+
 }  // namespace bnorm::bench
