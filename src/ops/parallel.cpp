@@ -2,27 +2,24 @@
 
 #include <unistd.h>
 
-#include <cstdlib>
 #include <memory>
 #include <new>
 
 namespace bnorm::ops {
 namespace {
-struct AlignedFree {
-  void operator()(std::byte* p) const noexcept { std::free(p); }
+struct AlignedDelete {
+  void operator()(std::byte* p) const noexcept { ::operator delete(p, std::align_val_t{64}); }
 };
 }  // namespace
 
 std::byte* thread_scratch(std::size_t bytes) {
-  thread_local std::unique_ptr<std::byte, AlignedFree> buffer;
+  thread_local std::unique_ptr<std::byte, AlignedDelete> buffer;
   thread_local std::size_t capacity = 0;
   if (bytes > capacity) {
     const std::size_t rounded = (bytes + 4095) / 4096 * 4096;
-    buffer.reset(static_cast<std::byte*>(std::aligned_alloc(64, rounded)));
-    if (!buffer) {
-      capacity = 0;
-      throw std::bad_alloc();
-    }
+    buffer.reset();
+    capacity = 0;
+    buffer.reset(static_cast<std::byte*>(::operator new(rounded, std::align_val_t{64})));
     capacity = rounded;
   }
   return buffer.get();

@@ -11,7 +11,7 @@ std::string format_value(double value) {
   return std::string(buf, result.ptr);
 }
 
-void require_pointer(const void* p, const char* name, const std::string& why) {
+void require_pointer(const void* p, const char* name, const char* why) {
   if (p == nullptr) {
     throw Error(ErrorKind::null_pointer, std::string("argument '") + name + "' is null: " + why);
   }

@@ -10,7 +10,7 @@
 namespace bnorm::ops {
 
 /// Throws Error(null_pointer) when p is null and the data is required.
-void require_pointer(const void* p, const char* name, const std::string& why);
+void require_pointer(const void* p, const char* name, const char* why);
 
 /// Throws unless desc has rank in [min_rank, max_rank] and C >= 1.
 void require_activation(const TensorDesc& desc, const char* name, int min_rank, int max_rank);
