@@ -385,10 +385,79 @@ HWY_INLINE void AddAt(DF d, float* HWY_RESTRICT acc, size_t c, size_t count, VF 
   hn::StoreU(hn::Add(hn::LoadU(d, acc + c), v), d, acc + c);
 }
 
+// Whether rows can be walked channel vector by channel vector: C a multiple
+// of the vector length and, for streaming, every row aligned. Then the
+// per-channel arrays are read at the same offsets every row, with no
+// wrap-around bookkeeping.
+template <DType kType>
+HWY_INLINE bool WholeVectorRows(DF d, const Storage<kType>* y, Rows rows, bool stream) {
+  const size_t lanes = hn::Lanes(d);
+  if (static_cast<size_t>(rows.channels) % lanes != 0) return false;
+  return !stream || reinterpret_cast<std::uintptr_t>(y) % (lanes * sizeof(Storage<kType>)) == 0;
+}
+
+// Adds the double lanes of v into out[0, Lanes).
+HWY_INLINE void AddToDoubles(DF d, VF v, double* HWY_RESTRICT out) {
+#if HWY_TARGET == HWY_SCALAR
+  out[0] += hn::GetLane(v);
+  (void)d;
+#else
+  const hn::Repartition<double, DF> dd;
+  const hn::Half<DF> dh;
+  const size_t half = hn::Lanes(dd);
+  hn::StoreU(hn::Add(hn::LoadU(dd, out), hn::PromoteTo(dd, hn::LowerHalf(dh, v))), dd, out);
+  hn::StoreU(hn::Add(hn::LoadU(dd, out + half), hn::PromoteTo(dd, hn::UpperHalf(dh, v))), dd, out + half);
+#endif
+}
+
+// Per-channel sums of two terms over rows whose C is a multiple of the
+// vector length: tiles of kTileRows rows, and within a tile, two channel
+// vectors at a time summed down the rows in registers, then added in double.
+// One pass over the data in memory order, no accumulator traffic per row.
+constexpr size_t kTileRows = kAddsPerFlush;
+template <DType kType, class Terms>
+HWY_INLINE void TiledRowSums(DF d, const Storage<kType>* HWY_RESTRICT x, Rows rows, const Terms& terms,
+                             double* out_a, double* out_b) {
+  const size_t lanes = hn::Lanes(d), C = static_cast<size_t>(rows.channels);
+  const size_t n_rows = static_cast<size_t>(rows.elements) / C;
+  for (size_t r0 = 0; r0 < n_rows; r0 += kTileRows) {
+    const size_t r1 = std::min(n_rows, r0 + kTileRows);
+    size_t c = 0;
+    for (; c + 2 * lanes <= C; c += 2 * lanes) {
+      VF a0 = hn::Zero(d), a1 = hn::Zero(d), b0 = hn::Zero(d), b1 = hn::Zero(d);
+      for (size_t r = r0; r < r1; ++r) {
+        terms(r * C + c, c, a0, b0);
+        terms(r * C + c + lanes, c + lanes, a1, b1);
+      }
+      AddToDoubles(d, a0, out_a + c);
+      AddToDoubles(d, a1, out_a + c + lanes);
+      AddToDoubles(d, b0, out_b + c);
+      AddToDoubles(d, b1, out_b + c + lanes);
+    }
+    if (c < C) {
+      VF a0 = hn::Zero(d), b0 = hn::Zero(d);
+      for (size_t r = r0; r < r1; ++r) terms(r * C + c, c, a0, b0);
+      AddToDoubles(d, a0, out_a + c);
+      AddToDoubles(d, b0, out_b + c);
+    }
+  }
+}
+
 template <DType kType>
 void RowsShiftedSumsT(const Storage<kType>* x, Rows rows, const float* pivot, float* scratch, double* sum,
                       double* sum_sq) {
   const DF d;
+  if (WholeVectorRows<kType>(d, x, rows, false)) {
+    TiledRowSums<kType>(
+        d, x, rows,
+        [&](size_t i, size_t c, VF& a, VF& b) HWY_ATTR BNORM_ALWAYS_INLINE {
+          const VF v = hn::Sub(LoadAsF32<kType>(d, x + i), hn::LoadU(d, pivot + c));
+          a = hn::Add(a, v);
+          b = hn::MulAdd(v, v, b);
+        },
+        sum, sum_sq);
+    return;
+  }
   const size_t length = static_cast<size_t>(cyclic_period(rows.channels) + kCyclicPad);
   float* HWY_RESTRICT acc = scratch;
   float* HWY_RESTRICT acc_sq = scratch + length;
@@ -424,6 +493,22 @@ template <DType kType>
 void RowsNormalizeT(const Storage<kType>* x, Storage<kType>* y, Rows rows, const float* center,
                     const float* scale, const float* shift, bool stream) {
   const DF d;
+  if (WholeVectorRows<kType>(d, y, rows, stream)) {
+    const size_t lanes = hn::Lanes(d), C = static_cast<size_t>(rows.channels);
+    for (size_t r = 0; r < static_cast<size_t>(rows.elements); r += C) {
+      for (size_t c = 0; c < C; c += lanes) {
+        const VF v = LoadAsF32<kType>(d, x + r + c);
+        const VF out = hn::MulAdd(hn::Sub(v, hn::LoadU(d, center + c)), hn::LoadU(d, scale + c),
+                                  hn::LoadU(d, shift + c));
+        if (stream) {
+          StreamFromF32<kType>(d, out, y + r + c);
+        } else {
+          StoreFromF32<kType>(d, out, y + r + c);
+        }
+      }
+    }
+    return;
+  }
   const size_t period = static_cast<size_t>(cyclic_period(rows.channels));
   size_t c = 0;
   ForEachOutputVector<kType>(d, y, static_cast<size_t>(rows.elements), stream,
@@ -441,6 +526,17 @@ template <DType kType>
 void RowsBackwardReduceT(const Storage<kType>* x, const Storage<kType>* dy, Rows rows, const float* center,
                          float* scratch, double* sum_dy, double* sum_dy_xc) {
   const DF d;
+  if (WholeVectorRows<kType>(d, x, rows, false)) {
+    TiledRowSums<kType>(
+        d, x, rows,
+        [&](size_t i, size_t c, VF& a, VF& b) HWY_ATTR BNORM_ALWAYS_INLINE {
+          const VF gv = LoadAsF32<kType>(d, dy + i);
+          a = hn::Add(a, gv);
+          b = hn::MulAdd(gv, hn::Sub(LoadAsF32<kType>(d, x + i), hn::LoadU(d, center + c)), b);
+        },
+        sum_dy, sum_dy_xc);
+    return;
+  }
   const size_t length = static_cast<size_t>(cyclic_period(rows.channels) + kCyclicPad);
   float* HWY_RESTRICT acc_dy = scratch;
   float* HWY_RESTRICT acc_dy_xc = scratch + length;
@@ -465,6 +561,22 @@ void RowsBackwardApplyT(const Storage<kType>* x, const Storage<kType>* dy, Stora
                         const float* center, const float* k_dy, const float* k_xc, const float* k_const,
                         bool stream) {
   const DF d;
+  if (WholeVectorRows<kType>(d, dx, rows, stream)) {
+    const size_t lanes = hn::Lanes(d), C = static_cast<size_t>(rows.channels);
+    for (size_t r = 0; r < static_cast<size_t>(rows.elements); r += C) {
+      for (size_t c = 0; c < C; c += lanes) {
+        const VF xc = hn::Sub(LoadAsF32<kType>(d, x + r + c), hn::LoadU(d, center + c));
+        const VF out = hn::MulAdd(hn::LoadU(d, k_dy + c), LoadAsF32<kType>(d, dy + r + c),
+                                  hn::MulAdd(hn::LoadU(d, k_xc + c), xc, hn::LoadU(d, k_const + c)));
+        if (stream) {
+          StreamFromF32<kType>(d, out, dx + r + c);
+        } else {
+          StoreFromF32<kType>(d, out, dx + r + c);
+        }
+      }
+    }
+    return;
+  }
   const size_t period = static_cast<size_t>(cyclic_period(rows.channels));
   size_t c = 0;
   ForEachOutputVector<kType>(d, dx, static_cast<size_t>(rows.elements), stream,
