@@ -12,5 +12,9 @@ using Action = std::function<int()>;
 
 /// `bnorm info`: version, instruction set, threads.
 void add_info_command(CLI::App& app, Action& action);
+/// `bnorm inspect`: BatchNormalization rows and findings of an ONNX model.
+void add_inspect_command(CLI::App& app, Action& action);
+/// `bnorm fold`: fold BatchNormalization into the producing node.
+void add_fold_command(CLI::App& app, Action& action);
 
 }  // namespace bnorm::cli

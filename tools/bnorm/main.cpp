@@ -30,6 +30,8 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", bnorm::kVersion);
   bnorm::cli::Action action;
   bnorm::cli::add_info_command(app, action);
+  bnorm::cli::add_inspect_command(app, action);
+  bnorm::cli::add_fold_command(app, action);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -71,9 +71,9 @@ inline void store_float(DType dtype, void* base, std::int64_t index, float x) no
   }
 }
 
-/// Stores a double, rounding once to the element type (via f32 for the 16-bit
-/// types, whose double rounding cannot differ from direct rounding by more
-/// than the f32 step, far below their own step).
+/// Stores a double rounded to the element type (via f32 for the 16-bit
+/// types: that differs from one direct rounding only for values within
+/// 2^-24, relatively, of a tie of the 16-bit type).
 inline void store_double(DType dtype, void* base, std::int64_t index, double x) noexcept {
   store_float(dtype, base, index, static_cast<float>(x));
 }

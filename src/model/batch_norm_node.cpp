@@ -1,0 +1,77 @@
+#include "model/batch_norm_node.hpp"
+
+#include <cmath>
+
+#include "bnorm/error.hpp"
+#include "model/tensor_data.hpp"
+
+namespace bnorm::model {
+
+BatchNormNode read_batch_norm(const OnnxModel& model, int index) {
+  const onnx::NodeProto& n = model.graph().node(index);
+  BatchNormNode bn;
+  bn.index = index;
+  bn.name = n.name().empty() ? "#" + std::to_string(index) : n.name();
+  bn.input = n.input_size() > 0 ? n.input(0) : "";
+  bn.output = n.output_size() > 0 ? n.output(0) : "";
+  bn.epsilon = float_attribute(n, "epsilon", 1e-5f);
+  bn.momentum = float_attribute(n, "momentum", 0.9f);
+  bn.training_mode = int_attribute(n, "training_mode", 0) != 0;
+  for (int i = 0; i < 4; ++i) {
+    bn.param[i] = n.input_size() > i + 1 ? n.input(i + 1) : "";
+    bn.value[i] = bn.param[i].empty() ? nullptr : model.constant(bn.param[i]);
+  }
+  for (int i = 1; i < n.output_size(); ++i)
+    if (!n.output(i).empty() && (!model.consumers(n.output(i)).empty() || model.is_graph_output(n.output(i))))
+      bn.extra_outputs_used = true;
+  return bn;
+}
+
+std::vector<int> batch_norm_nodes(const OnnxModel& model) {
+  std::vector<int> out;
+  for (int i = 0; i < model.graph().node_size(); ++i) {
+    const auto& n = model.graph().node(i);
+    if (n.op_type() == "BatchNormalization" && (n.domain().empty() || n.domain() == "ai.onnx"))
+      out.push_back(i);
+  }
+  return out;
+}
+
+std::optional<ChannelAffine> channel_affine(const BatchNormNode& bn, std::string* why) {
+  std::vector<double> v[4];
+  for (int i = 0; i < 4; ++i) {
+    if (!bn.value[i]) {
+      *why = std::string(kBatchNormParams[i]) + " '" + bn.param[i] + "' is not a constant";
+      return std::nullopt;
+    }
+    if (!is_floating(bn.value[i]->data_type())) {
+      *why =
+          std::string(kBatchNormParams[i]) + " has element type " + data_type_name(bn.value[i]->data_type());
+      return std::nullopt;
+    }
+    try {
+      v[i] = to_doubles(*bn.value[i], std::string(kBatchNormParams[i]) + " '" + bn.param[i] + "'");
+    } catch (const Error& e) {
+      *why = e.what();
+      return std::nullopt;
+    }
+  }
+  const std::size_t c = v[0].size();
+  for (int i = 1; i < 4; ++i) {
+    if (v[i].size() != c) {
+      *why = std::string(kBatchNormParams[i]) + " has " + std::to_string(v[i].size()) +
+             " values, scale has " + std::to_string(c);
+      return std::nullopt;
+    }
+  }
+  ChannelAffine f;
+  f.a.resize(c);
+  f.b.resize(c);
+  for (std::size_t i = 0; i < c; ++i) {
+    f.a[i] = v[0][i] / std::sqrt(v[3][i] + bn.epsilon);
+    f.b[i] = v[1][i] - v[2][i] * f.a[i];
+  }
+  return f;
+}
+
+}  // namespace bnorm::model

@@ -1,0 +1,58 @@
+// Folding into ConvTranspose (grouped, any output_padding): the weight is
+// (C_in, C_out/group, k...), so W[i, j] feeds output channel
+// (i / (C_in/group)) * (C_out/group) + j; the bias becomes a*bias + b.
+
+#include "model/fold_passes.hpp"
+#include "model/tensor_data.hpp"
+
+namespace bnorm::model {
+
+std::optional<std::string> fold_into_conv_transpose(OnnxModel& model, int node, const ChannelAffine& f,
+                                                    bool apply) {
+  std::string why;
+  auto w = constant_weight(model, node, 1, "weight", &why, apply);
+  if (!w) return why;
+  const auto& dims = w->tensor->dims();
+  if (dims.size() < 3) return "weight has rank " + std::to_string(dims.size()) + ", expected 3 or more";
+  const std::int64_t group = int_attribute(model.graph().node(node), "group", 1);
+  const auto c_in = static_cast<std::size_t>(dims[0]), per_group_out = static_cast<std::size_t>(dims[1]);
+  if (group < 1 || c_in % static_cast<std::size_t>(group) != 0)
+    return "group " + std::to_string(group) + " does not divide the " + std::to_string(c_in) +
+           " input channels";
+  const std::size_t c_out = per_group_out * static_cast<std::size_t>(group);
+  if (c_out != f.a.size())
+    return "weight gives " + std::to_string(c_out) + " output channels, the BatchNormalization " +
+           std::to_string(f.a.size());
+  const auto& n = model.graph().node(node);
+  const bool has_bias = n.input_size() > 2 && !n.input(2).empty();
+  std::vector<double> bias(c_out, 0.0);
+  if (has_bias) {
+    auto b = constant_weight(model, node, 2, "bias", &why, apply);
+    if (!b) return why;
+    if (element_count(*b->tensor) != static_cast<std::int64_t>(c_out))
+      return "bias has " + std::to_string(element_count(*b->tensor)) + " values";
+    if (apply) bias = std::move(b->values);
+  }
+  if (!apply) return std::nullopt;
+  const std::size_t in_per_group = c_in / static_cast<std::size_t>(group);
+  const std::size_t kernel = w->values.size() / (c_in * per_group_out);
+  for (std::size_t i = 0; i < c_in; ++i) {
+    for (std::size_t j = 0; j < per_group_out; ++j) {
+      const double a = f.a[(i / in_per_group) * per_group_out + j];
+      double* p = w->values.data() + (i * per_group_out + j) * kernel;
+      for (std::size_t k = 0; k < kernel; ++k) p[k] *= a;
+    }
+  }
+  for (std::size_t o = 0; o < c_out; ++o) bias[o] = f.a[o] * bias[o] + f.b[o];
+  const std::int32_t type = w->tensor->data_type();
+  write_weight(model, node, 1, w->values);
+  if (has_bias) {
+    write_weight(model, node, 2, bias);
+  } else {
+    add_weight_input(model, node, 2, model.graph().node(node).input(1) + "_bias", type,
+                     {static_cast<std::int64_t>(c_out)}, bias);
+  }
+  return std::nullopt;
+}
+
+}  // namespace bnorm::model

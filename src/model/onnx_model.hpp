@@ -1,0 +1,94 @@
+// An ONNX model in memory: loading (with external data confined to the
+// model's directory), saving (checked, written to a temporary file and
+// renamed), and the graph queries the passes need.
+#pragma once
+
+#include <onnx/onnx_pb.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+namespace bnorm::model {
+
+class OnnxModel {
+ public:
+  /// Reads an .onnx file. Tensors stored as external data are read into the
+  /// model; their location must stay inside the model's directory (an
+  /// absolute path, ".." or a link that leaves it is refused). Throws
+  /// Error(io) when the file cannot be read, Error(invalid_model) when it is
+  /// not a well-formed ONNX model.
+  static OnnxModel load(const std::filesystem::path& path);
+
+  /// Wraps a model built in memory.
+  explicit OnnxModel(onnx::ModelProto proto);
+
+  /// Writes the model to `path` through a temporary file in the same
+  /// directory, renamed over it only once complete; the model must pass
+  /// onnx::checker. All tensor data is stored inline. Throws Error(io) or
+  /// Error(invalid_model); on error no file is left at `path` that was not
+  /// there before.
+  void save(const std::filesystem::path& path) const;
+
+  onnx::ModelProto& proto() noexcept { return proto_; }
+  const onnx::ModelProto& proto() const noexcept { return proto_; }
+  onnx::GraphProto& graph() noexcept { return *proto_.mutable_graph(); }
+  const onnx::GraphProto& graph() const noexcept { return proto_.graph(); }
+
+  /// Opset of the default ONNX domain (0 when not imported).
+  std::int64_t opset() const;
+
+  /// Rebuilds the indexes below after the graph was edited.
+  void refresh();
+
+  /// Index of the node that produces `tensor`, if any.
+  std::optional<int> producer(const std::string& tensor) const;
+  /// Indexes of the nodes that read `tensor`.
+  const std::vector<int>& consumers(const std::string& tensor) const;
+  /// Whether `tensor` is an output of the graph.
+  bool is_graph_output(const std::string& tensor) const;
+  /// Whether `tensor` is an input of the graph that is not an initializer.
+  bool is_graph_input(const std::string& tensor) const;
+  /// The constant value of `tensor`: an initializer (not overridable by a
+  /// graph input) or the value of a Constant node; null otherwise.
+  const onnx::TensorProto* constant(const std::string& tensor) const;
+  /// The same, for modification (null for Constant nodes with a non-tensor value).
+  onnx::TensorProto* mutable_constant(const std::string& tensor);
+  /// Rank of `tensor` from the graph's type information, or from ONNX shape
+  /// inference on a copy of the model without its weights; nullopt when
+  /// unknown.
+  std::optional<int> rank(const std::string& tensor) const;
+  /// Element type of `tensor` (onnx::TensorProto::DataType), 0 when unknown.
+  std::int32_t element_type(const std::string& tensor) const;
+
+  /// A tensor name not yet used in the graph, made from `base`.
+  std::string unique_name(const std::string& base);
+
+ private:
+  void infer_types() const;
+
+  onnx::ModelProto proto_;
+  std::unordered_map<std::string, int> producer_;
+  std::unordered_map<std::string, std::vector<int>> consumers_;
+  std::unordered_map<std::string, int> initializer_;
+  std::unordered_map<std::string, int> constant_node_;
+  std::unordered_map<std::string, bool> graph_output_, graph_input_;
+  mutable bool inferred_ = false;
+  mutable std::unordered_map<std::string, std::pair<int, std::int32_t>> types_;  // rank, element type
+  std::unordered_map<std::string, int> used_names_;
+};
+
+/// Attribute helpers for nodes.
+const onnx::AttributeProto* find_attribute(const onnx::NodeProto& node, const std::string& name);
+std::int64_t int_attribute(const onnx::NodeProto& node, const std::string& name, std::int64_t fallback);
+float float_attribute(const onnx::NodeProto& node, const std::string& name, float fallback);
+std::vector<std::int64_t> ints_attribute(const onnx::NodeProto& node, const std::string& name);
+
+/// "op 'name'" for messages (the name, or "#index" when the node has none).
+std::string describe(const onnx::NodeProto& node, int index);
+
+}  // namespace bnorm::model
