@@ -8,7 +8,8 @@ cd "$(dirname "$0")"
 
 PACKAGES=(
   cmake g++ ninja-build libgtest-dev
-  libhwy-dev libcli11-dev
+  libhwy-dev libcli11-dev nlohmann-json3-dev
+  clang libclang-rt-14-dev
   libdnnl-dev libtorch-dev
   libonnx-dev libprotobuf-dev protobuf-compiler
   python3-onnx python3-torch python3-numpy

@@ -3,9 +3,11 @@
 #include <google/protobuf/io/coded_stream.h>
 #include <google/protobuf/io/zero_copy_stream_impl.h>
 #include <onnx/checker.h>
+#include <onnx/defs/schema.h>
 #include <onnx/shape_inference/implementation.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <climits>
 #include <cstring>
@@ -50,10 +52,11 @@ void load_external(onnx::TensorProto& t, const fs::path& dir, const std::string&
     throw Error(ErrorKind::invalid_model, what + ": external data location '" + location +
                                               "' leaves the model's directory " + quoted(dir));
   std::ifstream in(file, std::ios::binary);
-  if (!in) throw Error(ErrorKind::io, what + ": cannot open external data file " + quoted(file));
+  if (!in || !fs::is_regular_file(file, ec))
+    throw Error(ErrorKind::io, what + ": cannot open external data file " + quoted(file));
   in.seekg(0, std::ios::end);
   const std::int64_t size = in.tellg();
-  if (offset < 0 || offset > size || (length >= 0 && offset + length > size) || length < -1)
+  if (size < 0 || offset < 0 || offset > size || length < -1 || (length >= 0 && length > size - offset))
     throw Error(ErrorKind::invalid_model, what + ": external data range (offset " + std::to_string(offset) +
                                               ", length " + std::to_string(length) + ") lies outside " +
                                               quoted(file) + " (" + std::to_string(size) + " bytes)");
@@ -65,6 +68,7 @@ void load_external(onnx::TensorProto& t, const fs::path& dir, const std::string&
   t.clear_external_data();
   t.set_data_location(onnx::TensorProto::DEFAULT);
   t.set_raw_data(std::move(bytes));
+  if (is_floating(t.data_type())) check_data(t, what + " (external data " + quoted(file) + ")");
 }
 
 void load_graph_external(onnx::GraphProto& g, const fs::path& dir) {
@@ -89,8 +93,33 @@ void validate(const onnx::ModelProto& m, const fs::path& path) {
   if (!m.has_graph()) throw bad("it has no graph (truncated, or not an ONNX file)");
   if (m.ir_version() <= 0) throw bad("ir_version is missing");
   if (m.opset_import_size() == 0) throw bad("it imports no opset");
-  for (int i = 0; i < m.graph().node_size(); ++i)
-    if (m.graph().node(i).op_type().empty()) throw bad("node #" + std::to_string(i) + " has no op_type");
+  int opset = 0;
+  for (const auto& op : m.opset_import())
+    if (op.domain().empty() || op.domain() == "ai.onnx") opset = static_cast<int>(op.version());
+  for (int i = 0; i < m.graph().node_size(); ++i) {
+    const auto& node = m.graph().node(i);
+    if (node.op_type().empty()) throw bad("node #" + std::to_string(i) + " has no op_type");
+    // Arity and attributes of standard ops against their schema, so that the
+    // passes may rely on them. Ops ONNX does not know are left alone.
+    if (!node.domain().empty() && node.domain() != "ai.onnx") continue;
+    // ONNX's shape inference divides by these (and crashes on 0).
+    for (const auto& a : node.attribute()) {
+      if (a.name() != "strides" && a.name() != "dilations" && a.name() != "group" && a.name() != "kernel_shape")
+        continue;
+      const bool positive = a.type() == onnx::AttributeProto::INT
+                                ? a.i() > 0
+                                : std::all_of(a.ints().begin(), a.ints().end(), [](std::int64_t v) { return v > 0; });
+      if (!positive) throw bad("node " + describe(node, i) + " has attribute " + a.name() + " <= 0; it must be positive");
+    }
+    const auto* schema = onnx::OpSchemaRegistry::Schema(node.op_type(), opset, "");
+    if (!schema) continue;
+    try {
+      schema->Verify(node);
+    } catch (const std::exception& e) {
+      throw bad("node " + describe(node, i) + " does not match its opset " + std::to_string(opset) +
+                " schema: " + e.what());
+    }
+  }
   for (const auto& t : m.graph().initializer()) {
     if (t.name().empty()) throw bad("an initializer has no name");
     for (std::int64_t d : t.dims())
@@ -100,23 +129,37 @@ void validate(const onnx::ModelProto& m, const fs::path& path) {
 
 }  // namespace
 
+namespace {
+
+// Parses, validates and loads external data; `source` names the model in messages.
+OnnxModel parse(google::protobuf::io::ZeroCopyInputStream& raw, const fs::path& source, const fs::path& dir) {
+  onnx::ModelProto proto;
+  google::protobuf::io::CodedInputStream coded(&raw);
+  coded.SetTotalBytesLimit(INT_MAX);
+  if (!proto.ParseFromCodedStream(&coded) || !coded.ConsumedEntireMessage())
+    throw Error(ErrorKind::invalid_model,
+                quoted(source) + " is not a valid ONNX model: it does not parse as one (truncated, or another format)");
+  validate(proto, source);
+  load_graph_external(*proto.mutable_graph(), dir);
+  return OnnxModel(std::move(proto));
+}
+
+}  // namespace
+
 OnnxModel OnnxModel::load(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw Error(ErrorKind::io, "cannot open model " + quoted(path) + ": " + std::strerror(errno));
-  onnx::ModelProto proto;
-  {
-    google::protobuf::io::IstreamInputStream raw(&in);
-    google::protobuf::io::CodedInputStream coded(&raw);
-    coded.SetTotalBytesLimit(INT_MAX);
-    if (!proto.ParseFromCodedStream(&coded) || !coded.ConsumedEntireMessage())
-      throw Error(ErrorKind::invalid_model,
-                  quoted(path) +
-                      " is not a valid ONNX model: it does not parse as one (truncated, or another format)");
-  }
+  google::protobuf::io::IstreamInputStream raw(&in);
+  auto model = parse(raw, path, path.has_parent_path() ? path.parent_path() : fs::path("."));
   if (in.bad()) throw Error(ErrorKind::io, "cannot read model " + quoted(path));
-  validate(proto, path);
-  load_graph_external(*proto.mutable_graph(), path.has_parent_path() ? path.parent_path() : fs::path("."));
-  return OnnxModel(std::move(proto));
+  return model;
+}
+
+OnnxModel OnnxModel::from_bytes(std::string_view bytes, const fs::path& dir) {
+  if (bytes.size() > static_cast<std::size_t>(INT_MAX))
+    throw Error(ErrorKind::invalid_model, "a serialized model larger than 2 GiB cannot be parsed from memory");
+  google::protobuf::io::ArrayInputStream raw(bytes.data(), static_cast<int>(bytes.size()));
+  return parse(raw, "<memory>", dir);
 }
 
 OnnxModel::OnnxModel(onnx::ModelProto proto) : proto_(std::move(proto)) { refresh(); }
@@ -230,13 +273,21 @@ void OnnxModel::infer_types() const {
     types_[v.name()] = {tt.has_shape() ? tt.shape().dim_size() : -1, tt.elem_type()};
   };
   // Shape inference on a copy without tensor data: cheap whatever the model size.
-  onnx::ModelProto skeleton = proto_;
-  for (auto& t : *skeleton.mutable_graph()->mutable_initializer()) {
-    t.clear_raw_data();
-    t.clear_float_data();
-    t.clear_double_data();
-    t.clear_int32_data();
-    t.clear_int64_data();
+  // Built field by field, so the weights are never copied.
+  onnx::ModelProto skeleton;
+  skeleton.set_ir_version(proto_.ir_version());
+  *skeleton.mutable_opset_import() = proto_.opset_import();
+  const auto& g = proto_.graph();
+  auto& sg = *skeleton.mutable_graph();
+  *sg.mutable_node() = g.node();
+  *sg.mutable_input() = g.input();
+  *sg.mutable_output() = g.output();
+  *sg.mutable_value_info() = g.value_info();
+  for (const auto& t : g.initializer()) {
+    auto& st = *sg.add_initializer();
+    st.set_name(t.name());
+    st.set_data_type(t.data_type());
+    *st.mutable_dims() = t.dims();
   }
   try {
     onnx::shape_inference::InferShapes(skeleton);

@@ -10,6 +10,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -23,6 +24,10 @@ class OnnxModel {
   /// Error(io) when the file cannot be read, Error(invalid_model) when it is
   /// not a well-formed ONNX model.
   static OnnxModel load(const std::filesystem::path& path);
+
+  /// Parses a serialized model held in memory, with the same checks as
+  /// load(); external data is looked up (confined) in `dir`.
+  static OnnxModel from_bytes(std::string_view bytes, const std::filesystem::path& dir);
 
   /// Wraps a model built in memory.
   explicit OnnxModel(onnx::ModelProto proto);

@@ -86,7 +86,8 @@ std::string data_type_name(std::int32_t t) {
 
 std::int64_t element_count(const onnx::TensorProto& t) {
   std::int64_t n = 1;
-  for (std::int64_t d : t.dims()) n *= d;
+  for (std::int64_t d : t.dims())
+    if (d < 0 || __builtin_mul_overflow(n, d, &n)) return -1;
   return n;
 }
 
@@ -119,7 +120,7 @@ std::size_t check_data(const onnx::TensorProto& t, const std::string& what) {
   if (t.data_location() == TP::EXTERNAL)
     throw Error(ErrorKind::invalid_model, what + ": external data was not loaded");
   const std::int64_t n = element_count(t);
-  if (n < 0) throw Error(ErrorKind::invalid_model, what + ": negative dimension");
+  if (n < 0) throw Error(ErrorKind::invalid_model, what + ": a dimension is negative or their product overflows");
   const std::size_t have = stored_count(t, esize);
   if (have != static_cast<std::size_t>(n) || (t.has_raw_data() && t.raw_data().size() % esize != 0))
     throw Error(ErrorKind::invalid_model,

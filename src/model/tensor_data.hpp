@@ -14,7 +14,8 @@ namespace bnorm::model {
 /// bfloat16, double.
 bool is_floating(std::int32_t data_type);
 
-/// Number of elements a tensor's dims describe.
+/// Number of elements a tensor's dims describe; -1 when a dimension is
+/// negative or the product overflows.
 std::int64_t element_count(const onnx::TensorProto& t);
 
 /// Checks that the tensor holds numeric data of the size its dims say and

@@ -11,6 +11,7 @@
 #include <random>
 
 #include "bnorm/tensor.hpp"
+#include "kernels/common/scalar.hpp"
 
 namespace bnorm {
 namespace {
@@ -101,6 +102,44 @@ TEST(Conversions, SpecialValues) {
   EXPECT_EQ(bf16_from_float(std::numeric_limits<float>::quiet_NaN()), 0x7FC0);
   EXPECT_EQ(bf16_from_float(std::numeric_limits<float>::max()), 0x7F80);  // rounds up to inf
   EXPECT_TRUE(std::isnan(f16_to_float(f16_from_float(std::numeric_limits<float>::quiet_NaN()))));
+}
+
+// The portable f16 conversions (for compilers without _Float16) against the
+// definition and, where the compiler has _Float16, bit for bit against it.
+TEST(Conversions, PortableF16MatchesIeee) {
+  using kernels::f16_bits_to_float_portable;
+  using kernels::float_to_f16_bits_portable;
+  for (std::uint32_t b = 0; b < 65536; ++b) {
+    const auto bits = static_cast<std::uint16_t>(b);
+    const float f = f16_bits_to_float_portable(bits);
+    ASSERT_EQ(std::bit_cast<std::uint32_t>(f), std::bit_cast<std::uint32_t>(f16_to_float(bits)))
+        << "pattern 0x" << std::hex << b;
+    if (!std::isnan(f)) ASSERT_EQ(float_to_f16_bits_portable(f), bits) << "pattern 0x" << std::hex << b;
+  }
+  // Every f32 exponent and f16-kept mantissa, with the dropped bits at each
+  // rounding boundary; then random patterns (covering the subnormal range,
+  // where the rounding position moves).
+  std::mt19937 rng(11);
+  std::uniform_int_distribution<std::uint32_t> any_bits;
+  auto check = [](std::uint32_t pattern) {
+    const float x = std::bit_cast<float>(pattern);
+    const std::uint16_t got = float_to_f16_bits_portable(x);
+    if (std::isnan(x)) return is_nan16(got, 10) ? ::testing::AssertionSuccess() : ::testing::AssertionFailure();
+    if (got != f16_from_float(x))
+      return ::testing::AssertionFailure() << "x = " << x << " (0x" << std::hex << pattern << ") gives 0x" << got
+                                           << ", IEEE 0x" << f16_from_float(x);
+    return std::fabs(x) < 65504.0f ? rounds_to_nearest_even(x, got, f16_to_float) : ::testing::AssertionSuccess();
+  };
+  for (std::uint32_t sign : {0u, 0x80000000u})
+    for (std::uint32_t exp = 0; exp < 256; ++exp)
+      for (std::uint32_t kept = 0; kept < 1024; ++kept)
+        for (std::uint32_t dropped : {0x0u, 0x1u, 0xFFFu, 0x1000u, 0x1001u, 0x1FFFu, any_bits(rng) & 0x1FFFu})
+          ASSERT_TRUE(check(sign | (exp << 23) | (kept << 13) | dropped));
+  for (int i = 0; i < 4000000; ++i) {
+    const std::uint32_t p = any_bits(rng);
+    ASSERT_TRUE(check(p));
+    ASSERT_TRUE(check((p & 0x807FFFFFu) | ((102u + p % 12u) << 23)));  // |x| near 2^-14 and below
+  }
 }
 
 }  // namespace

@@ -20,14 +20,52 @@ inline std::uint16_t float_to_bf16_bits(float x) noexcept {
   // Round to nearest even on the 16 dropped bits.
   return static_cast<std::uint16_t>((bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16);
 }
-// GCC and Clang convert _Float16 with IEEE round-to-nearest-even (F16C or
-// AVX512-FP16 instructions when enabled, libgcc otherwise).
+// Portable f16 conversions in integer and f32 arithmetic, bit-identical to
+// IEEE conversion with round-to-nearest-even (NaN: quiet, payload's top bits
+// kept). Used where the compiler has no _Float16 (e.g. Clang before 15 on
+// x86-64); tested against _Float16 where it has.
+inline float f16_bits_to_float_portable(std::uint16_t h) noexcept {
+  const std::uint32_t sign = static_cast<std::uint32_t>(h & 0x8000u) << 16;
+  const std::uint32_t exp = (h >> 10) & 0x1Fu, mant = h & 0x3FFu;
+  if (exp == 0) {  // zero or subnormal: mant * 2^-24, exact in f32
+    const float m = static_cast<float>(mant) * 0x1p-24f;
+    return std::bit_cast<float>(std::bit_cast<std::uint32_t>(m) | sign);
+  }
+  if (exp == 31) return std::bit_cast<float>(sign | 0x7F800000u | (mant << 13) | (mant ? 0x400000u : 0u));
+  return std::bit_cast<float>(sign | ((exp + 112) << 23) | (mant << 13));
+}
+inline std::uint16_t float_to_f16_bits_portable(float x) noexcept {
+  const std::uint32_t bits = std::bit_cast<std::uint32_t>(x);
+  const auto sign = static_cast<std::uint16_t>((bits >> 16) & 0x8000u);
+  std::uint32_t a = bits & 0x7FFFFFFFu;
+  if (a > 0x7F800000u) return static_cast<std::uint16_t>(sign | 0x7E00u | ((a >> 13) & 0x3FFu));  // NaN
+  if (a >= 0x477FF000u) return static_cast<std::uint16_t>(sign | 0x7C00u);  // >= 65520: rounds to Inf
+  if (a < 0x38800000u) {
+    // Below 2^-14: the result is subnormal (or the smallest normal). Adding
+    // 0.5 makes the f32 unit in the last place 2^-24, the f16 subnormal
+    // step, so the FPU rounds (to nearest even) exactly as f16 would.
+    const float r = std::bit_cast<float>(a) + 0.5f;
+    return static_cast<std::uint16_t>(sign | (std::bit_cast<std::uint32_t>(r) - 0x3F000000u));
+  }
+  // Normal: rebias the exponent (127 -> 15) and round the 13 dropped bits to
+  // nearest even; a carry out of the mantissa correctly bumps the exponent.
+  a += 0xC8000FFFu + ((a >> 13) & 1u);
+  return static_cast<std::uint16_t>(sign | (a >> 13));
+}
+
+#if defined(__FLT16_MANT_DIG__)
+// GCC and Clang >= 15 convert _Float16 with IEEE round-to-nearest-even (F16C
+// or AVX512-FP16 instructions when enabled, libgcc otherwise).
 inline float f16_bits_to_float(std::uint16_t bits) noexcept {
   return static_cast<float>(std::bit_cast<_Float16>(bits));
 }
 inline std::uint16_t float_to_f16_bits(float x) noexcept {
   return std::bit_cast<std::uint16_t>(static_cast<_Float16>(x));
 }
+#else
+inline float f16_bits_to_float(std::uint16_t bits) noexcept { return f16_bits_to_float_portable(bits); }
+inline std::uint16_t float_to_f16_bits(float x) noexcept { return float_to_f16_bits_portable(x); }
+#endif
 
 /// Byte address of element `index` of an array of `dtype`.
 inline const void* element_ptr(const void* base, DType dtype, std::int64_t index) noexcept {

@@ -1,0 +1,276 @@
+// Loading and saving ONNX models: a round trip keeps opset and metadata,
+// bad files give an Error of the right kind (never a crash), external data
+// may not leave the model's directory, and a failed save leaves nothing.
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "bnorm/error.hpp"
+#include "model/graph_builder.hpp"
+
+namespace bnorm::test {
+namespace {
+
+namespace fs = std::filesystem;
+using TP = onnx::TensorProto;
+
+// A fresh directory per test, removed afterwards.
+class ModelFiles : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+    dir_ = fs::temp_directory_path() /
+           ("bnorm_model_test_" + std::to_string(::getpid()) + "_" + info->name());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_ / "model");
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  fs::path path(const std::string& name) const { return dir_ / "model" / name; }
+
+  static void write(const fs::path& p, const std::string& bytes) {
+    std::ofstream out(p, std::ios::binary);
+    out << bytes;
+  }
+  static std::string read(const fs::path& p) {
+    std::ifstream in(p, std::ios::binary);
+    return {std::istreambuf_iterator<char>(in), {}};
+  }
+  std::vector<std::string> listing() const {
+    std::vector<std::string> names;
+    for (const auto& e : fs::directory_iterator(dir_ / "model")) names.push_back(e.path().filename().string());
+    std::sort(names.begin(), names.end());
+    return names;
+  }
+
+  // Conv -> BN with metadata, valid for onnx::checker.
+  static GraphBuilder conv_bn() {
+    GraphBuilder g;
+    g.input("x", TP::FLOAT, {1, 2, 5, 5});
+    g.initializer("w", {3, 2, 3, 3}, GraphBuilder::random(54, 1));
+    g.node("Conv", {"x", "w"}, {"c"}, "conv");
+    g.batch_norm("bn", "c", "y", 3, 2);
+    g.output("y", TP::FLOAT, {1, 3, 3, 3});
+    auto* meta = g.proto().add_metadata_props();
+    meta->set_key("author");
+    meta->set_value("bnorm tests");
+    g.proto().set_doc_string("round trip");
+    return g;
+  }
+
+  // Loading `bytes` as a file must throw Error of `kind` whose message contains `needle`.
+  void expect_load_error(const std::string& bytes, ErrorKind kind, const std::string& needle) {
+    write(path("bad.onnx"), bytes);
+    try {
+      model::OnnxModel::load(path("bad.onnx"));
+      FAIL() << "loaded a bad model; expected: " << needle;
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), kind) << e.what();
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  }
+
+  // A Conv -> BN model whose weight "w" is stored as external data at `location`.
+  std::string with_external_weight(const std::string& location, std::int64_t offset = 0,
+                                   std::int64_t length = -1) {
+    auto g = conv_bn();
+    auto& w = *g.proto().mutable_graph()->mutable_initializer(0);
+    w.clear_raw_data();
+    w.clear_float_data();
+    w.set_data_location(TP::EXTERNAL);
+    auto add = [&](const std::string& k, const std::string& v) {
+      auto* e = w.add_external_data();
+      e->set_key(k);
+      e->set_value(v);
+    };
+    add("location", location);
+    if (offset) add("offset", std::to_string(offset));
+    if (length >= 0) add("length", std::to_string(length));
+    return g.proto().SerializeAsString();
+  }
+
+  fs::path dir_;
+};
+
+TEST_F(ModelFiles, RoundTripKeepsOpsetMetadataAndValues) {
+  auto g = conv_bn();
+  g.model().save(path("m.onnx"));
+  EXPECT_EQ(listing(), std::vector<std::string>{"m.onnx"}) << "a temporary file was left behind";
+  const auto m = model::OnnxModel::load(path("m.onnx"));
+  EXPECT_EQ(m.opset(), 13);
+  ASSERT_EQ(m.proto().metadata_props_size(), 1);
+  EXPECT_EQ(m.proto().metadata_props(0).key(), "author");
+  EXPECT_EQ(m.proto().metadata_props(0).value(), "bnorm tests");
+  EXPECT_EQ(m.proto().doc_string(), "round trip");
+  EXPECT_EQ(m.proto().producer_name(), "bnorm-tests");
+  EXPECT_EQ(model::to_doubles(*m.constant("w"), "w"), model::to_doubles(*g.model().constant("w"), "w"));
+  // from_bytes reads the same model.
+  const auto b = model::OnnxModel::from_bytes(read(path("m.onnx")), dir_ / "model");
+  EXPECT_EQ(b.proto().SerializeAsString(), m.proto().SerializeAsString());
+}
+
+TEST_F(ModelFiles, SaveReplacesAnExistingFileWhole) {
+  write(path("m.onnx"), std::string(1 << 20, 'x'));
+  conv_bn().model().save(path("m.onnx"));
+  EXPECT_NO_THROW(model::OnnxModel::load(path("m.onnx")));
+  EXPECT_EQ(listing(), std::vector<std::string>{"m.onnx"});
+}
+
+TEST_F(ModelFiles, SaveRefusesAModelTheCheckerRejectsAndLeavesNothing) {
+  auto g = conv_bn();
+  g.node("Relu", {"undefined_tensor"}, {"r"}, "dangling");  // input never produced
+  try {
+    g.model().save(path("m.onnx"));
+    FAIL() << "saved a model that fails onnx::checker";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::invalid_model);
+    EXPECT_NE(std::string(e.what()).find("onnx::checker"), std::string::npos) << e.what();
+  }
+  EXPECT_TRUE(listing().empty());
+}
+
+TEST_F(ModelFiles, SaveIntoAMissingDirectoryIsAnIoError) {
+  try {
+    conv_bn().model().save(dir_ / "no_such_dir" / "m.onnx");
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::io) << e.what();
+  }
+  EXPECT_FALSE(fs::exists(dir_ / "no_such_dir"));
+}
+
+TEST_F(ModelFiles, MissingFileIsAnIoError) {
+  try {
+    model::OnnxModel::load(path("absent.onnx"));
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::io);
+    EXPECT_NE(std::string(e.what()).find("absent.onnx"), std::string::npos) << e.what();
+  }
+}
+
+TEST_F(ModelFiles, TruncatedFilesAreRefusedAtEveryLength) {
+  const std::string bytes = conv_bn().proto().SerializeAsString();
+  // Every prefix must be refused cleanly (or, rarely, parse as a smaller
+  // valid message that the validator then rejects); never crash.
+  for (std::size_t n = 0; n < bytes.size(); n += 1 + n / 16) {
+    write(path("t.onnx"), bytes.substr(0, n));
+    EXPECT_THROW(model::OnnxModel::load(path("t.onnx")), Error) << "prefix of " << n << " bytes";
+  }
+  expect_load_error(bytes.substr(0, bytes.size() / 2), ErrorKind::invalid_model, "not a valid ONNX model");
+}
+
+TEST_F(ModelFiles, OtherFormatsAreRefused) {
+  expect_load_error("", ErrorKind::invalid_model, "no graph");
+  expect_load_error("this is a text file, not a model\n", ErrorKind::invalid_model, "not a valid ONNX model");
+  expect_load_error(std::string("\x89PNG\r\n\x1a\n\0\0\0\rIHDR", 16), ErrorKind::invalid_model,
+                    "not a valid ONNX model");
+}
+
+TEST_F(ModelFiles, StructurallyBrokenModelsAreRefused) {
+  {
+    auto g = conv_bn();
+    g.proto().clear_opset_import();
+    expect_load_error(g.proto().SerializeAsString(), ErrorKind::invalid_model, "imports no opset");
+  }
+  {
+    auto g = conv_bn();
+    g.proto().mutable_graph()->mutable_initializer(0)->set_dims(0, -3);
+    expect_load_error(g.proto().SerializeAsString(), ErrorKind::invalid_model, "negative dimension");
+  }
+  {
+    auto g = conv_bn();
+    g.proto().mutable_graph()->mutable_node(0)->clear_op_type();
+    expect_load_error(g.proto().SerializeAsString(), ErrorKind::invalid_model, "no op_type");
+  }
+  {  // found by the fuzzer: a BN without outputs
+    auto g = conv_bn();
+    g.proto().mutable_graph()->mutable_node(1)->clear_output();
+    expect_load_error(g.proto().SerializeAsString(), ErrorKind::invalid_model, "schema");
+  }
+  {  // found by the fuzzer: ONNX's shape inference divides by strides
+    auto g = conv_bn();
+    GraphBuilder::attr(*g.proto().mutable_graph()->mutable_node(0), "strides", std::vector<std::int64_t>{0, 1});
+    expect_load_error(g.proto().SerializeAsString(), ErrorKind::invalid_model, "strides <= 0");
+  }
+  {  // an attribute of the wrong type
+    auto g = conv_bn();
+    GraphBuilder::attr(*g.proto().mutable_graph()->mutable_node(1), "epsilon", std::int64_t{1});
+    expect_load_error(g.proto().SerializeAsString(), ErrorKind::invalid_model, "epsilon");
+  }
+}
+
+TEST_F(ModelFiles, ExternalDataInsideTheDirectoryIsLoaded) {
+  const auto values = model::to_doubles(*conv_bn().model().constant("w"), "w");
+  std::string raw(16, '\0');  // an offset, to check it is honoured
+  for (double v : values) {
+    const float f = static_cast<float>(v);
+    raw.append(reinterpret_cast<const char*>(&f), sizeof f);
+  }
+  fs::create_directories(path("weights"));
+  write(path("weights") / "w.bin", raw);
+  write(path("ext.onnx"), with_external_weight("weights/w.bin", 16, static_cast<std::int64_t>(raw.size() - 16)));
+  const auto m = model::OnnxModel::load(path("ext.onnx"));
+  const auto* w = m.constant("w");
+  ASSERT_NE(w, nullptr);
+  EXPECT_EQ(w->data_location(), TP::DEFAULT);
+  EXPECT_EQ(model::to_doubles(*w, "w"), values);
+  // Saved inline: the copy no longer needs the data file.
+  m.save(dir_ / "inline.onnx");
+  fs::remove_all(path("weights"));
+  EXPECT_EQ(model::to_doubles(*model::OnnxModel::load(dir_ / "inline.onnx").constant("w"), "w"), values);
+}
+
+TEST_F(ModelFiles, ExternalDataMayNotLeaveTheDirectory) {
+  write(dir_ / "outside.bin", std::string(54 * 4, '\0'));
+  expect_load_error(with_external_weight("../outside.bin"), ErrorKind::invalid_model, "leaves the model's directory");
+  expect_load_error(with_external_weight("weights/../../outside.bin"), ErrorKind::invalid_model,
+                    "leaves the model's directory");
+  expect_load_error(with_external_weight((dir_ / "outside.bin").string()), ErrorKind::invalid_model,
+                    "absolute");
+  fs::create_symlink(dir_ / "outside.bin", path("link.bin"));
+  expect_load_error(with_external_weight("link.bin"), ErrorKind::invalid_model, "leaves the model's directory");
+  fs::create_directory_symlink(dir_, path("up"));
+  expect_load_error(with_external_weight("up/outside.bin"), ErrorKind::invalid_model,
+                    "leaves the model's directory");
+}
+
+TEST_F(ModelFiles, ExternalDataErrors) {
+  expect_load_error(with_external_weight("missing.bin"), ErrorKind::io, "missing.bin");
+  write(path("short.bin"), std::string(10, '\0'));
+  expect_load_error(with_external_weight("short.bin"), ErrorKind::invalid_model, "short.bin");
+  write(path("w.bin"), std::string(54 * 4, '\0'));
+  expect_load_error(with_external_weight("w.bin", 8, 54 * 4), ErrorKind::invalid_model, "range");
+  expect_load_error(with_external_weight("w.bin", -4), ErrorKind::invalid_model, "offset");
+}
+
+TEST_F(ModelFiles, ParametersFromConstantNodes) {
+  GraphBuilder g;
+  g.input("x", TP::FLOAT, {1, 2});
+  auto& c = g.node("Constant", {}, {"k"}, "const");
+  auto* a = c.add_attribute();
+  a->set_name("value");
+  a->set_type(onnx::AttributeProto::TENSOR);
+  a->mutable_t()->set_data_type(TP::FLOAT);
+  a->mutable_t()->add_dims(2);
+  model::set_values(*a->mutable_t(), {1.5, -2.0});
+  g.node("Add", {"x", "k"}, {"y"}, "add");
+  g.output("y", TP::FLOAT, {1, 2});
+  const auto m = g.model();
+  ASSERT_NE(m.constant("k"), nullptr);
+  EXPECT_EQ(model::to_doubles(*m.constant("k"), "k"), (std::vector<double>{1.5, -2.0}));
+  EXPECT_EQ(m.constant("x"), nullptr);
+  ASSERT_TRUE(m.producer("y").has_value());
+  EXPECT_EQ(m.graph().node(*m.producer("y")).name(), "add");
+  EXPECT_TRUE(m.is_graph_output("y"));
+  EXPECT_TRUE(m.is_graph_input("x"));
+  EXPECT_EQ(m.rank("y"), 2);
+}
+
+}  // namespace
+}  // namespace bnorm::test
