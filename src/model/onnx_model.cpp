@@ -4,7 +4,6 @@
 #include <google/protobuf/io/zero_copy_stream_impl.h>
 #include <onnx/checker.h>
 #include <onnx/defs/schema.h>
-#include <onnx/shape_inference/implementation.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -12,6 +11,7 @@
 #include <climits>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <random>
 
 #include "bnorm/error.hpp"
@@ -265,39 +265,96 @@ onnx::TensorProto* OnnxModel::mutable_constant(const std::string& tensor) {
   return nullptr;
 }
 
+namespace {
+
+// Rank and element type of each node output from its inputs', for the ops
+// CNN exports use; -1 / 0 where unknown. (ONNX's own shape inference is not
+// used: in libonnx 1.13 it crashes on some malformed models.)
+void propagate(const onnx::NodeProto& n, std::int64_t opset,
+               std::unordered_map<std::string, std::pair<int, std::int32_t>>& types,
+               const std::function<const onnx::TensorProto*(const std::string&)>& constant) {
+  if (n.output_size() == 0 || n.output(0).empty()) return;
+  auto in = [&](int i) -> std::pair<int, std::int32_t> {
+    if (i >= n.input_size()) return {-1, 0};
+    const auto it = types.find(n.input(i));
+    return it == types.end() ? std::pair<int, std::int32_t>{-1, 0} : it->second;
+  };
+  auto axes_count = [&]() -> int {
+    if (const auto* a = find_attribute(n, "axes")) return a->ints_size();
+    if (opset >= 13 && n.input_size() > 1 && !n.input(1).empty())
+      if (const auto* t = constant(n.input(1)); t && t->dims_size() == 1) return static_cast<int>(t->dims(0));
+    return -1;
+  };
+  const std::string& op = n.op_type();
+  const auto x = in(0);
+  int rank = -1;
+  std::int32_t type = x.second;
+  static const std::unordered_map<std::string, int> same_rank = {
+      {"Relu", 0}, {"LeakyRelu", 0}, {"Clip", 0}, {"Sigmoid", 0}, {"HardSigmoid", 0}, {"HardSwish", 0},
+      {"Tanh", 0}, {"Sqrt", 0}, {"Neg", 0}, {"Abs", 0}, {"Exp", 0}, {"Log", 0}, {"Erf", 0}, {"Identity", 0},
+      {"Dropout", 0}, {"Softmax", 0}, {"LogSoftmax", 0}, {"BatchNormalization", 0}, {"InstanceNormalization", 0},
+      {"LayerNormalization", 0}, {"GroupNormalization", 0}, {"Conv", 0}, {"ConvTranspose", 0}, {"MaxPool", 0},
+      {"AveragePool", 0}, {"GlobalAveragePool", 0}, {"GlobalMaxPool", 0}, {"LpPool", 0}, {"Transpose", 0},
+      {"Concat", 0}, {"Pad", 0}, {"Cast", 0}, {"Mish", 0}, {"Elu", 0}, {"Selu", 0}, {"PRelu", 0}};
+  static const std::unordered_map<std::string, int> broadcast = {
+      {"Add", 0}, {"Sub", 0}, {"Mul", 0}, {"Div", 0}, {"Pow", 0}, {"Max", 0}, {"Min", 0}, {"Sum", 0}};
+  if (same_rank.count(op)) {
+    rank = x.first;
+    if (op == "Cast") type = static_cast<std::int32_t>(int_attribute(n, "to", 0));
+  } else if (broadcast.count(op)) {
+    for (int i = 0; i < n.input_size(); ++i) {
+      const int r = in(i).first;
+      if (r < 0) {
+        rank = -1;
+        break;
+      }
+      rank = std::max(rank, r);
+    }
+  } else if (op == "Gemm" || op == "Flatten") {
+    rank = 2;
+  } else if (op == "MatMul") {
+    const int a = x.first, b = in(1).first;
+    if (a >= 1 && b >= 1) rank = a == 1 && b == 1 ? 0 : a == 1 ? b - 1 : b == 1 ? a - 1 : std::max(a, b);
+  } else if (op == "Reshape") {
+    if (const auto* t = n.input_size() > 1 ? constant(n.input(1)) : nullptr; t && t->dims_size() == 1)
+      rank = static_cast<int>(t->dims(0));
+  } else if (op == "Unsqueeze" || op == "Squeeze") {
+    const int k = axes_count();
+    if (x.first >= 0 && k >= 0) rank = op == "Unsqueeze" ? x.first + k : x.first - k;
+  } else if (op == "Shape") {
+    rank = 1;
+    type = onnx::TensorProto::INT64;
+  } else {
+    return;
+  }
+  types.try_emplace(n.output(0), rank, type);
+}
+
+}  // namespace
+
 void OnnxModel::infer_types() const {
   inferred_ = true;
+  const auto& g = proto_.graph();
+  for (const auto& t : g.initializer()) types_[t.name()] = {t.dims_size(), t.data_type()};
+  // What the model declares comes first.
   auto note = [&](const onnx::ValueInfoProto& v) {
     if (!v.type().has_tensor_type()) return;
     const auto& tt = v.type().tensor_type();
-    types_[v.name()] = {tt.has_shape() ? tt.shape().dim_size() : -1, tt.elem_type()};
+    types_.try_emplace(v.name(), tt.has_shape() ? tt.shape().dim_size() : -1, tt.elem_type());
   };
-  // Shape inference on a copy without tensor data: cheap whatever the model size.
-  // Built field by field, so the weights are never copied.
-  onnx::ModelProto skeleton;
-  skeleton.set_ir_version(proto_.ir_version());
-  *skeleton.mutable_opset_import() = proto_.opset_import();
-  const auto& g = proto_.graph();
-  auto& sg = *skeleton.mutable_graph();
-  *sg.mutable_node() = g.node();
-  *sg.mutable_input() = g.input();
-  *sg.mutable_output() = g.output();
-  *sg.mutable_value_info() = g.value_info();
-  for (const auto& t : g.initializer()) {
-    auto& st = *sg.add_initializer();
-    st.set_name(t.name());
-    st.set_data_type(t.data_type());
-    *st.mutable_dims() = t.dims();
+  for (const auto& v : g.input()) note(v);
+  for (const auto& v : g.output()) note(v);
+  for (const auto& v : g.value_info()) note(v);
+  const std::int64_t version = opset();
+  for (const auto& n : g.node()) {
+    if (!n.domain().empty() && n.domain() != "ai.onnx") continue;
+    if (n.op_type() == "Constant") {
+      if (const auto* t = constant(n.output_size() ? n.output(0) : ""))
+        types_.try_emplace(n.output(0), t->dims_size(), t->data_type());
+      continue;
+    }
+    propagate(n, version, types_, [this](const std::string& name) { return constant(name); });
   }
-  try {
-    onnx::shape_inference::InferShapes(skeleton);
-  } catch (const std::exception&) {
-    // Keep whatever the model itself declares.
-  }
-  for (const auto& v : skeleton.graph().value_info()) note(v);
-  for (const auto& v : skeleton.graph().input()) note(v);
-  for (const auto& v : skeleton.graph().output()) note(v);
-  for (const auto& t : proto_.graph().initializer()) types_[t.name()] = {t.dims_size(), t.data_type()};
 }
 
 std::optional<int> OnnxModel::rank(const std::string& tensor) const {

@@ -63,9 +63,10 @@ class OnnxModel {
   const onnx::TensorProto* constant(const std::string& tensor) const;
   /// The same, for modification (null for Constant nodes with a non-tensor value).
   onnx::TensorProto* mutable_constant(const std::string& tensor);
-  /// Rank of `tensor` from the graph's type information, or from ONNX shape
-  /// inference on a copy of the model without its weights; nullopt when
-  /// unknown.
+  /// Rank of `tensor` from the graph's type information, or propagated from
+  /// the graph inputs and constants through the ops CNN exports use (not by
+  /// ONNX's shape inference, which crashes on some malformed models);
+  /// nullopt when unknown.
   std::optional<int> rank(const std::string& tensor) const;
   /// Element type of `tensor` (onnx::TensorProto::DataType), 0 when unknown.
   std::int32_t element_type(const std::string& tensor) const;

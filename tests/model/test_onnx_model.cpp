@@ -272,5 +272,46 @@ TEST_F(ModelFiles, ParametersFromConstantNodes) {
   EXPECT_EQ(m.rank("y"), 2);
 }
 
+TEST(TensorTypes, PropagateThroughCnnOps) {
+  GraphBuilder g;
+  g.input("x", TP::FLOAT, {2, 3, 8, 8});
+  g.initializer("w", {4, 3, 3, 3}, GraphBuilder::random(108, 1));
+  g.initializer("fc", {4, 5}, GraphBuilder::random(20, 2));
+  for (const auto& [name, values] : std::vector<std::pair<std::string, std::vector<std::int64_t>>>{
+           {"axes", {1}}, {"shape", {2, 2, -1}}}) {
+    auto* t = g.proto().mutable_graph()->add_initializer();
+    t->set_name(name);
+    t->set_data_type(TP::INT64);
+    t->add_dims(static_cast<std::int64_t>(values.size()));
+    for (auto v : values) t->add_int64_data(v);
+  }
+  g.node("Conv", {"x", "w"}, {"c"});
+  g.node("Relu", {"c"}, {"r"});
+  g.node("GlobalAveragePool", {"r"}, {"p"});
+  g.node("Flatten", {"p"}, {"f"});
+  g.node("MatMul", {"f", "fc"}, {"m"});
+  g.node("Unsqueeze", {"m", "axes"}, {"u"});
+  g.node("Reshape", {"u", "shape"}, {"s"});
+  auto& cast = g.node("Cast", {"s"}, {"h"});
+  GraphBuilder::attr(cast, "to", std::int64_t{TP::FLOAT16});
+  g.node("Add", {"h", "r"}, {"a"});
+  g.node("Foo", {"a"}, {"unknown"});
+  g.output("unknown", TP::FLOAT, {});
+  const auto m = g.model();
+  EXPECT_EQ(m.rank("c"), 4);
+  EXPECT_EQ(m.rank("r"), 4);
+  EXPECT_EQ(m.rank("p"), 4);
+  EXPECT_EQ(m.rank("f"), 2);
+  EXPECT_EQ(m.rank("m"), 2);
+  EXPECT_EQ(m.rank("u"), 3);
+  EXPECT_EQ(m.rank("s"), 3);
+  EXPECT_EQ(m.rank("h"), 3);
+  EXPECT_EQ(m.element_type("r"), TP::FLOAT);
+  EXPECT_EQ(m.element_type("h"), TP::FLOAT16);
+  EXPECT_EQ(m.rank("a"), 4);  // broadcast: the larger rank
+  EXPECT_EQ(m.rank("unknown"), 0);  // declared by the graph output
+  EXPECT_EQ(m.rank("never_defined"), std::nullopt);
+}
+
 }  // namespace
 }  // namespace bnorm::test
