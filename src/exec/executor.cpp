@@ -1,0 +1,177 @@
+#include "exec/executor.hpp"
+
+#include <chrono>
+#include <unordered_map>
+
+#include "bnorm/error.hpp"
+#include "exec/ops/ops.hpp"
+
+namespace bnorm::exec {
+
+namespace {
+
+ValueInfo value_info(const onnx::ValueInfoProto& v) {
+  ValueInfo info;
+  info.name = v.name();
+  if (!v.type().has_tensor_type())
+    throw Error(ErrorKind::unsupported, "graph value '" + v.name() + "' is not a tensor (sequence, map or optional)");
+  const auto& tt = v.type().tensor_type();
+  info.type = from_onnx(tt.elem_type(), "graph value '" + v.name() + "'");
+  info.known_rank = tt.has_shape();
+  for (const auto& d : tt.shape().dim()) info.shape.push_back(d.has_dim_value() ? d.dim_value() : -1);
+  return info;
+}
+
+}  // namespace
+
+void check_input(const ValueInfo& info, const Tensor& t) {
+  auto fail = [&](const std::string& why) {
+    throw Error(ErrorKind::shape_mismatch, "input '" + info.name + "': " + why);
+  };
+  if (t.empty()) fail("no data given");
+  if (t.type() != info.type)
+    fail("element type is " + std::string(to_string(t.type())) + ", the model expects " +
+         std::string(to_string(info.type)));
+  if (!info.known_rank) return;
+  if (t.rank() != static_cast<int>(info.shape.size()))
+    fail("shape " + to_string(t.shape()) + " has rank " + std::to_string(t.rank()) + ", the model expects rank " +
+         std::to_string(info.shape.size()) + " (" + to_string(info.shape) + ", -1 = any)");
+  for (int i = 0; i < t.rank(); ++i)
+    if (info.shape[static_cast<std::size_t>(i)] >= 0 && info.shape[static_cast<std::size_t>(i)] != t.dim(i))
+      fail("shape " + to_string(t.shape()) + " differs from the model's " + to_string(info.shape) + " in dim " +
+           std::to_string(i) + " (-1 = any)");
+}
+
+Executor::Executor(const model::OnnxModel& model) : ctx_(std::make_unique<ExecContext>()) {
+  const auto& g = model.graph();
+  const std::int64_t opset = model.opset();
+  std::unordered_map<std::string, int> slot;
+  auto new_slot = [&](const std::string& name) {
+    const int s = static_cast<int>(slot_count_++);
+    slot[name] = s;
+    constants_.emplace_back();
+    return s;
+  };
+  for (const auto& t : g.initializer()) {
+    const int s = new_slot(t.name());
+    constants_[static_cast<std::size_t>(s)] = from_onnx(t, "initializer '" + t.name() + "'");
+  }
+  for (const auto& in : g.input()) {
+    if (slot.count(in.name())) continue;  // an initializer with a default value
+    inputs_.push_back(value_info(in));
+    input_slots_.push_back(new_slot(in.name()));
+  }
+  auto lookup_constant = [&](const std::string& name) -> const Tensor* {
+    const auto it = slot.find(name);
+    if (it == slot.end()) return nullptr;
+    const Tensor& c = constants_[static_cast<std::size_t>(it->second)];
+    return c.empty() ? nullptr : &c;
+  };
+  for (int index = 0; index < g.node_size(); ++index) {
+    const auto& node = g.node(index);
+    NodeInfo info(node, index, opset, lookup_constant);
+    if (!node.domain().empty() && node.domain() != "ai.onnx")
+      info.unsupported("ops of domain '" + node.domain() + "' are not supported by the executor");
+    const OpFactory factory = find_op(node.op_type());
+    if (!factory) {
+      std::string list;
+      for (const auto& op : supported_ops()) list += (list.empty() ? "" : ", ") + op;
+      info.unsupported("op " + node.op_type() + " is not supported by the executor (it runs: " + list + ")");
+    }
+    Step step;
+    step.op_type = node.op_type();
+    for (const auto& name : node.input()) {
+      if (name.empty()) {
+        step.inputs.push_back(-1);
+        continue;
+      }
+      const auto it = slot.find(name);
+      if (it == slot.end())
+        info.invalid("input '" + name + "' is neither a graph input, an initializer nor an earlier node's output");
+      step.inputs.push_back(it->second);
+    }
+    if (node.op_type() == "Constant") {
+      // Evaluated once here; later nodes see it as a constant.
+      Tensor value = constant_value(info);
+      info.check_attributes_used();
+      if (node.output_size() != 1 || node.output(0).empty()) info.invalid("expected one output");
+      if (slot.count(node.output(0))) info.invalid("output '" + node.output(0) + "' is already defined");
+      constants_[static_cast<std::size_t>(new_slot(node.output(0)))] = std::move(value);
+      continue;
+    }
+    step.op = factory(info);
+    info.check_attributes_used();
+    for (const auto& name : node.output()) {
+      if (name.empty()) {
+        step.outputs.push_back(-1);
+        continue;
+      }
+      if (slot.count(name)) info.invalid("output '" + name + "' is already defined");
+      step.outputs.push_back(new_slot(name));
+    }
+    steps_.push_back(std::move(step));
+  }
+  for (const auto& out : g.output()) {
+    const auto it = slot.find(out.name());
+    if (it == slot.end())
+      throw Error(ErrorKind::invalid_model, "graph output '" + out.name() + "' is never produced");
+    outputs_.push_back(value_info(out));
+    output_slots_.push_back(it->second);
+  }
+  // Each computed value is released after its last reader (never graph
+  // outputs or constants).
+  std::vector<int> last(slot_count_, -1);
+  for (std::size_t s = 0; s < steps_.size(); ++s)
+    for (int v : steps_[s].inputs)
+      if (v >= 0) last[static_cast<std::size_t>(v)] = static_cast<int>(s);
+  for (int v : output_slots_) last[static_cast<std::size_t>(v)] = -1;
+  for (std::size_t v = 0; v < slot_count_; ++v)
+    if (last[v] >= 0 && constants_[v].empty()) steps_[static_cast<std::size_t>(last[v])].release.push_back(static_cast<int>(v));
+}
+
+Executor::~Executor() = default;
+Executor::Executor(Executor&&) noexcept = default;
+Executor& Executor::operator=(Executor&&) noexcept = default;
+
+std::vector<Tensor> Executor::run(const std::vector<Tensor>& inputs) {
+  if (inputs.size() != inputs_.size())
+    throw Error(ErrorKind::invalid_argument, "the model takes " + std::to_string(inputs_.size()) +
+                                                 " input(s), " + std::to_string(inputs.size()) + " given");
+  std::vector<Tensor> values(slot_count_);
+  for (std::size_t i = 0; i < inputs.size(); ++i) {
+    check_input(inputs_[i], inputs[i]);
+    values[static_cast<std::size_t>(input_slots_[i])] = inputs[i];
+  }
+  auto value = [&](int v) -> const Tensor* {
+    if (v < 0) return nullptr;
+    const Tensor& c = constants_[static_cast<std::size_t>(v)];
+    return c.empty() ? &values[static_cast<std::size_t>(v)] : &c;
+  };
+  using clock = std::chrono::steady_clock;
+  const auto run_start = clock::now();
+  std::vector<const Tensor*> in;
+  std::vector<Tensor> out;
+  for (auto& step : steps_) {
+    in.clear();
+    for (int v : step.inputs) in.push_back(value(v));
+    out.assign(step.outputs.size(), Tensor());
+    const auto start = profiling_ ? clock::now() : clock::time_point();
+    step.op->run(in, out, *ctx_);
+    if (profiling_) {
+      profile_.seconds[step.op_type] += std::chrono::duration<double>(clock::now() - start).count();
+      profile_.calls[step.op_type] += 1;
+    }
+    for (std::size_t o = 0; o < step.outputs.size(); ++o)
+      if (step.outputs[o] >= 0) values[static_cast<std::size_t>(step.outputs[o])] = std::move(out[o]);
+    for (int v : step.release) values[static_cast<std::size_t>(v)] = Tensor();
+  }
+  std::vector<Tensor> results;
+  for (int v : output_slots_) results.push_back(*value(v));
+  if (profiling_) {
+    profile_.total += std::chrono::duration<double>(clock::now() - run_start).count();
+    profile_.runs += 1;
+  }
+  return results;
+}
+
+}  // namespace bnorm::exec

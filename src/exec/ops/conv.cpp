@@ -1,0 +1,302 @@
+// Conv and ConvTranspose through oneDNN (convolution_forward and
+// deconvolution_forward, f32, plain C-order activations; the weights are
+// reordered once into the layout oneDNN prefers). Other float types are
+// converted to f32 and back.
+
+#include <map>
+
+#include "bnorm/error.hpp"
+#include "exec/ops/ops.hpp"
+
+namespace bnorm::exec {
+namespace {
+
+using dt = dnnl::memory::data_type;
+
+struct WindowAttributes {
+  std::vector<std::int64_t> kernel_shape, strides, dilations, output_padding, output_shape;
+  std::int64_t group = 1;
+  Padding padding;
+};
+
+WindowAttributes read_window(NodeInfo& info, bool transpose) {
+  WindowAttributes a;
+  a.kernel_shape = info.ints("kernel_shape");
+  a.strides = info.ints("strides");
+  a.dilations = info.ints("dilations");
+  a.group = info.i("group", 1);
+  a.padding = read_padding(info, -1);
+  if (transpose) {
+    a.output_padding = info.ints("output_padding");
+    a.output_shape = info.ints("output_shape");
+  }
+  if (a.group < 1) info.invalid("group " + std::to_string(a.group) + " must be positive");
+  for (const auto* v : {&a.strides, &a.dilations, &a.kernel_shape})
+    for (auto x : *v)
+      if (x < 1) info.invalid("strides, dilations and kernel_shape must be positive");
+  return a;
+}
+
+// Fills defaults once the spatial rank is known and checks the sizes.
+void complete(WindowAttributes& a, std::size_t k, const Shape& w, const std::string& node) {
+  auto fill = [&](std::vector<std::int64_t>& v, std::int64_t value, const char* name) {
+    if (v.empty()) v.assign(k, value);
+    if (v.size() != k)
+      fail_shape(node, std::string(name) + " has " + std::to_string(v.size()) + " values for " + std::to_string(k) +
+                           " spatial dims");
+  };
+  fill(a.strides, 1, "strides");
+  fill(a.dilations, 1, "dilations");
+  if (!a.kernel_shape.empty()) {
+    for (std::size_t i = 0; i < a.kernel_shape.size() && i + 2 < w.size(); ++i)
+      if (a.kernel_shape[i] != w[i + 2])
+        fail_shape(node, "kernel_shape " + to_string(a.kernel_shape) + " differs from the weight's " + to_string(w));
+  }
+  a.kernel_shape.assign(w.begin() + 2, w.end());
+  if (!a.padding.pads.empty() && a.padding.pads.size() != 2 * k)
+    fail_shape(node, "pads has " + std::to_string(a.padding.pads.size()) + " values for " + std::to_string(k) +
+                         " spatial dims");
+  fill(a.output_padding, 0, "output_padding");
+}
+
+dnnl::memory::dims to_dims(const std::vector<std::int64_t>& v) { return dnnl::memory::dims(v.begin(), v.end()); }
+
+// One compiled oneDNN primitive for a given input shape.
+struct Compiled {
+  dnnl::primitive prim;
+  dnnl::memory::desc src, dst, weights, bias;
+  Shape dst_shape;
+  dnnl::memory weights_mem;  // reordered weights, when they are constant
+  bool has_bias = false;
+};
+
+class Window final : public Op {
+ public:
+  Window(bool transpose, WindowAttributes a, const Tensor* constant_w, std::string node)
+      : transpose_(transpose), attr_(std::move(a)), constant_w_(constant_w), node_(std::move(node)) {}
+
+  void run(const std::vector<const Tensor*>& in, std::vector<Tensor>& out, ExecContext& ctx) override {
+    const Tensor& x = *in[0];
+    const Tensor& w = *in[1];
+    const Tensor* b = in.size() > 2 ? in[2] : nullptr;
+    require_floating(x, node_, "input X");
+    require_floating(w, node_, "weight W");
+    if (x.rank() < 3 || x.rank() > 5)
+      fail_shape(node_, "input X " + to_string(x.shape()) + " must have rank 3 to 5 (1 to 3 spatial dims)");
+    if (w.rank() != x.rank())
+      fail_shape(node_, "weight W " + to_string(w.shape()) + " and input X " + to_string(x.shape()) +
+                            " differ in rank");
+    Compiled& c = compiled(x.shape(), w.shape(), b != nullptr, ctx);
+    const Tensor xf = to_f32(x);
+    Tensor yf(ElementType::f32, c.dst_shape);
+    auto& eng = ctx.engine();
+    dnnl::memory src(c.src, eng, const_cast<void*>(xf.raw()));
+    dnnl::memory dst(c.dst, eng, yf.raw());
+    dnnl::memory weights = c.weights_mem;
+    Tensor wf;
+    if (!weights) {
+      wf = to_f32(w);
+      weights = reorder_weights(c, wf, ctx);
+    }
+    std::unordered_map<int, dnnl::memory> args = {
+        {DNNL_ARG_SRC, src}, {DNNL_ARG_DST, dst}, {DNNL_ARG_WEIGHTS, weights}};
+    Tensor bf;
+    if (b) {
+      if (b->rank() != 1 || b->dim(0) != c.dst_shape[1])
+        fail_shape(node_, "bias B " + to_string(b->shape()) + " must hold one value per output channel (" +
+                              std::to_string(c.dst_shape[1]) + ")");
+      bf = to_f32(*b);
+      args[DNNL_ARG_BIAS] = dnnl::memory(c.bias, eng, const_cast<void*>(bf.raw()));
+    }
+    c.prim.execute(ctx.stream(), args);
+    ctx.stream().wait();
+    out[0] = x.type() == ElementType::f32 ? std::move(yf) : cast(yf, x.type());
+  }
+
+ private:
+  // The weights in the (g, o, i, k...) logical dims oneDNN uses (without g
+  // when group is 1), with the strides of the ONNX layout: Conv's W is
+  // (M, C/G, k...) = (g, o, i, k...) in memory; ConvTranspose's W is
+  // (C, M/G, k...) = (g, i, o, k...).
+  dnnl::memory::desc user_weights(const Shape& w) const { return weights_desc(w, false); }
+
+  dnnl::memory::desc weights_desc(const Shape& w, bool any) const {
+    const std::int64_t g = attr_.group;
+    std::int64_t spatial = 1;
+    for (std::size_t i = 2; i < w.size(); ++i) spatial *= w[i];
+    const std::int64_t o = transpose_ ? w[1] : w[0] / g, i = transpose_ ? w[0] / g : w[1];
+    dnnl::memory::dims dims = {g, o, i}, strides = {o * i * spatial, transpose_ ? spatial : i * spatial,
+                                                    transpose_ ? o * spatial : spatial};
+    std::int64_t s = 1;
+    std::vector<std::int64_t> ks(w.size() - 2);
+    for (std::size_t d = w.size(); d-- > 2;) {
+      ks[d - 2] = s;
+      s *= w[d];
+    }
+    dims.insert(dims.end(), w.begin() + 2, w.end());
+    strides.insert(strides.end(), ks.begin(), ks.end());
+    if (g == 1) {
+      dims.erase(dims.begin());
+      strides.erase(strides.begin());
+    }
+    if (any) return dnnl::memory::desc(dims, dt::f32, dnnl::memory::format_tag::any);
+    return dnnl::memory::desc(dims, dt::f32, strides);
+  }
+
+  dnnl::memory reorder_weights(const Compiled& c, const Tensor& wf, ExecContext& ctx) const {
+    dnnl::memory user(user_weights(wf.shape()), ctx.engine(), const_cast<void*>(wf.raw()));
+    dnnl::memory mem(c.weights, ctx.engine());
+    dnnl::reorder(user, mem).execute(ctx.stream(), user, mem);
+    ctx.stream().wait();
+    return mem;
+  }
+
+  Compiled& compiled(const Shape& x, const Shape& w, bool has_bias, ExecContext& ctx) {
+    Shape key = x;
+    key.insert(key.end(), w.begin(), w.end());
+    key.push_back(has_bias);
+    auto it = cache_.find(key);
+    if (it != cache_.end()) return it->second;
+    const std::size_t k = x.size() - 2;
+    WindowAttributes a = attr_;
+    complete(a, k, w, node_);
+    const std::int64_t g = a.group;
+    const std::int64_t c_in = x[1];
+    std::int64_t c_out = 0;
+    if (!transpose_) {
+      if (w[1] * g != c_in)
+        fail_shape(node_, "input X has " + std::to_string(c_in) + " channels, weight W " + to_string(w) +
+                              " with group " + std::to_string(g) + " expects " + std::to_string(w[1] * g));
+      if (w[0] % g != 0) fail_shape(node_, "group " + std::to_string(g) + " does not divide the weight's " +
+                                              std::to_string(w[0]) + " output channels");
+      c_out = w[0];
+    } else {
+      if (w[0] != c_in || c_in % g != 0)
+        fail_shape(node_, "input X has " + std::to_string(c_in) + " channels, weight W " + to_string(w) +
+                              " (C x M/group x k...) expects " + std::to_string(w[0]) + " divisible by group " +
+                              std::to_string(g));
+      c_out = w[1] * g;
+    }
+    std::vector<std::int64_t> in(x.begin() + 2, x.end()), begin, end;
+    Shape dst = {x[0], c_out};
+    if (!transpose_) {
+      a.padding.resolve(in, a.kernel_shape, a.strides, a.dilations, begin, end);
+      for (std::size_t i = 0; i < k; ++i) {
+        const std::int64_t o = window_output(in[i], a.kernel_shape[i], a.strides[i], a.dilations[i], begin[i],
+                                             end[i], false);
+        if (o < 1) fail_shape(node_, "the kernel does not fit input X " + to_string(x) + " with these pads");
+        dst.push_back(o);
+      }
+    } else {
+      transpose_pads(a, in, begin, end);
+      for (std::size_t i = 0; i < k; ++i) {
+        const std::int64_t o = a.strides[i] * (in[i] - 1) + a.output_padding[i] +
+                               (a.kernel_shape[i] - 1) * a.dilations[i] + 1 - begin[i] - end[i];
+        if (o < 1) fail_shape(node_, "the output would be empty for input X " + to_string(x));
+        dst.push_back(o);
+      }
+    }
+    Compiled c;
+    c.dst_shape = dst;
+    c.src = plain_desc(x);
+    c.dst = plain_desc(dst);
+    c.has_bias = has_bias;
+    const dnnl::memory::desc weights_any = weights_desc(w, true);
+    c.bias = dnnl::memory::desc({c_out}, dt::f32, dnnl::memory::format_tag::x);
+    std::vector<std::int64_t> dil(k), pad_r(end);
+    for (std::size_t i = 0; i < k; ++i) dil[i] = a.dilations[i] - 1;  // oneDNN counts the gaps
+    try {
+      if (!transpose_) {
+        const auto d = has_bias ? dnnl::convolution_forward::desc(
+                                      dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
+                                      c.src, weights_any, c.bias, c.dst, to_dims(a.strides), to_dims(dil),
+                                      to_dims(begin), to_dims(pad_r))
+                                : dnnl::convolution_forward::desc(
+                                      dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
+                                      c.src, weights_any, c.dst, to_dims(a.strides), to_dims(dil), to_dims(begin),
+                                      to_dims(pad_r));
+        const dnnl::convolution_forward::primitive_desc pd(d, ctx.engine());
+        c.weights = pd.weights_desc();
+        c.prim = dnnl::convolution_forward(pd);
+      } else {
+        // output_padding extends the output at the end: less end padding.
+        for (std::size_t i = 0; i < k; ++i) pad_r[i] = end[i] - a.output_padding[i];
+        const auto d = has_bias ? dnnl::deconvolution_forward::desc(
+                                      dnnl::prop_kind::forward_inference, dnnl::algorithm::deconvolution_direct,
+                                      c.src, weights_any, c.bias, c.dst, to_dims(a.strides), to_dims(dil),
+                                      to_dims(begin), to_dims(pad_r))
+                                : dnnl::deconvolution_forward::desc(
+                                      dnnl::prop_kind::forward_inference, dnnl::algorithm::deconvolution_direct,
+                                      c.src, weights_any, c.dst, to_dims(a.strides), to_dims(dil), to_dims(begin),
+                                      to_dims(pad_r));
+        const dnnl::deconvolution_forward::primitive_desc pd(d, ctx.engine());
+        c.weights = pd.weights_desc();
+        c.prim = dnnl::deconvolution_forward(pd);
+      }
+    } catch (const dnnl::error& e) {
+      fail_unsupported(node_, std::string("oneDNN cannot run this configuration (") + e.what() + ")");
+    }
+    if (constant_w_) {
+      const Tensor wf = to_f32(*constant_w_);
+      c.weights_mem = reorder_weights(c, wf, ctx);
+    }
+    return cache_.emplace(std::move(key), std::move(c)).first->second;
+  }
+
+  // ConvTranspose pads: explicit, from auto_pad, or from output_shape.
+  void transpose_pads(const WindowAttributes& a, const std::vector<std::int64_t>& in, std::vector<std::int64_t>& begin,
+                      std::vector<std::int64_t>& end) const {
+    const std::size_t k = in.size();
+    begin.assign(k, 0);
+    end.assign(k, 0);
+    std::vector<std::int64_t> target;
+    if (!a.output_shape.empty()) {
+      target.assign(a.output_shape.end() - static_cast<std::ptrdiff_t>(std::min(k, a.output_shape.size())),
+                    a.output_shape.end());
+      if (target.size() != k) fail_shape(node_, "output_shape has the wrong number of values");
+    } else if (a.padding.auto_pad == "SAME_UPPER" || a.padding.auto_pad == "SAME_LOWER") {
+      for (std::size_t i = 0; i < k; ++i) target.push_back(in[i] * a.strides[i]);
+    }
+    if (target.empty()) {
+      if (a.padding.auto_pad == "NOTSET" && !a.padding.pads.empty())
+        for (std::size_t i = 0; i < k; ++i) {
+          begin[i] = a.padding.pads[i];
+          end[i] = a.padding.pads[i + k];
+        }
+      return;
+    }
+    for (std::size_t i = 0; i < k; ++i) {
+      const std::int64_t total = a.strides[i] * (in[i] - 1) + a.output_padding[i] +
+                                 (a.kernel_shape[i] - 1) * a.dilations[i] + 1 - target[i];
+      // Floor division: a negative total (output_shape beyond the full
+      // result) becomes negative end padding, i.e. extra output at the end.
+      const std::int64_t half = total >= 0 ? total / 2 : -((-total + 1) / 2);
+      if (a.padding.auto_pad == "SAME_UPPER") {
+        begin[i] = half;
+        end[i] = total - half;
+      } else {
+        begin[i] = total - half;
+        end[i] = half;
+      }
+    }
+  }
+
+  bool transpose_;
+  WindowAttributes attr_;
+  const Tensor* constant_w_;
+  std::string node_;
+  std::map<Shape, Compiled> cache_;
+};
+
+std::unique_ptr<Op> make_window(NodeInfo& info, bool transpose) {
+  if (info.input_count() < 2 || info.input_count() > 3) info.invalid("expected 2 or 3 inputs");
+  WindowAttributes a = read_window(info, transpose);
+  return std::make_unique<Window>(transpose, std::move(a), info.constant_input(1), info.describe());
+}
+
+}  // namespace
+
+std::unique_ptr<Op> make_conv(NodeInfo& info) { return make_window(info, false); }
+std::unique_ptr<Op> make_conv_transpose(NodeInfo& info) { return make_window(info, true); }
+
+}  // namespace bnorm::exec
