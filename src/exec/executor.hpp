@@ -5,6 +5,7 @@
 // reader.
 #pragma once
 
+#include <deque>
 #include <map>
 #include <memory>
 #include <string>
@@ -72,7 +73,9 @@ class Executor {
 
   std::vector<ValueInfo> inputs_, outputs_;
   std::vector<int> input_slots_, output_slots_;
-  std::vector<Tensor> constants_;  // slot -> constant value (empty for computed)
+  // slot -> constant value (empty for computed). A deque: ops keep pointers
+  // to constants, which must survive the slots added after them.
+  std::deque<Tensor> constants_;
   std::vector<Step> steps_;
   std::size_t slot_count_ = 0;
   std::unique_ptr<ExecContext> ctx_;

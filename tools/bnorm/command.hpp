@@ -4,6 +4,8 @@
 
 #include <CLI/CLI.hpp>
 #include <functional>
+#include <string>
+#include <vector>
 
 namespace bnorm::cli {
 
@@ -16,5 +18,18 @@ void add_info_command(CLI::App& app, Action& action);
 void add_inspect_command(CLI::App& app, Action& action);
 /// `bnorm fold`: fold BatchNormalization into the producing node.
 void add_fold_command(CLI::App& app, Action& action);
+/// `bnorm run`: run a model on .npy / .npz data.
+void add_run_command(CLI::App& app, Action& action);
+/// `bnorm verify`: compare two models' outputs on the same data.
+void add_verify_command(CLI::App& app, Action& action);
+/// `bnorm calibrate`: recompute BatchNormalization statistics.
+void add_calibrate_command(CLI::App& app, Action& action);
+/// `bnorm prepare`: inspect, calibrate, fold and verify in one go.
+void add_prepare_command(CLI::App& app, Action& action);
+
+/// Throws Error(invalid_argument) when the output path `out` names one of
+/// `inputs` (by any spelling): an input is never overwritten. `hint` ends
+/// the message (e.g. " unless --in-place is given").
+void refuse_overwrite(const std::string& out, const std::vector<std::string>& inputs, const std::string& hint = "");
 
 }  // namespace bnorm::cli

@@ -43,17 +43,12 @@ void add_fold_command(CLI::App& app, Action& action) {
                 "Replace each BatchNormalization that cannot be folded by Mul + Add with constants");
   cmd->callback([&action, args] {
     action = [args] {
-      namespace fs = std::filesystem;
       if (args->output.empty() && !args->in_place)
         throw Error(ErrorKind::invalid_argument, "no output: give -o OUT, or --in-place to overwrite MODEL");
       if (!args->output.empty() && args->in_place)
         throw Error(ErrorKind::invalid_argument, "-o and --in-place exclude each other");
       const std::string out = args->in_place ? args->model : args->output;
-      std::error_code ec;
-      if (!args->in_place && fs::exists(out) && fs::equivalent(out, args->model, ec))
-        throw Error(
-            ErrorKind::invalid_argument,
-            "-o '" + out + "' is the input model; it is never overwritten unless --in-place is given");
+      if (!args->in_place) refuse_overwrite(out, {args->model}, " unless --in-place is given");
       model::OnnxModel m = model::OnnxModel::load(args->model);
       const model::FoldReport report = model::fold_batch_norms(m, {args->scale_shift});
       m.save(out);

@@ -2,6 +2,7 @@
 // failed, 2 usage error, 3 invalid input, 4 I/O error, 5 invalid model,
 // 6 runtime failure.
 
+#include <filesystem>
 #include <iostream>
 
 #include "bnorm/bnorm.hpp"
@@ -24,6 +25,18 @@ int exit_code(bnorm::ErrorKind kind) {
 
 }  // namespace
 
+namespace bnorm::cli {
+
+void refuse_overwrite(const std::string& out, const std::vector<std::string>& inputs, const std::string& hint) {
+  std::error_code ec;
+  for (const auto& in : inputs)
+    if (std::filesystem::exists(out, ec) && std::filesystem::equivalent(out, in, ec))
+      throw Error(ErrorKind::invalid_argument,
+                  "-o '" + out + "' is '" + in + "', an input of this command; it is never overwritten" + hint);
+}
+
+}  // namespace bnorm::cli
+
 int main(int argc, char** argv) {
   CLI::App app{"bnorm: batch normalization tools"};
   app.require_subcommand(1);
@@ -32,6 +45,10 @@ int main(int argc, char** argv) {
   bnorm::cli::add_info_command(app, action);
   bnorm::cli::add_inspect_command(app, action);
   bnorm::cli::add_fold_command(app, action);
+  bnorm::cli::add_run_command(app, action);
+  bnorm::cli::add_verify_command(app, action);
+  bnorm::cli::add_calibrate_command(app, action);
+  bnorm::cli::add_prepare_command(app, action);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,0 +1,66 @@
+#include "exec/compare.hpp"
+
+#include <algorithm>
+#include <cmath>
+
+#include "bnorm/error.hpp"
+#include "exec/input_data.hpp"
+
+namespace bnorm::exec {
+
+void OutputComparison::add(const Tensor& a, const Tensor& b, std::int64_t offset) {
+  if (a.shape() != b.shape() || a.type() != b.type())
+    throw Error(ErrorKind::shape_mismatch,
+                "output '" + name_ + "': the models give " + a.str() + " and " + b.str() + " for the same batch");
+  for (std::int64_t i = 0; i < a.elements(); ++i) {
+    const double x = value_at(a, i), y = value_at(b, i);
+    double diff = std::fabs(y - x);
+    // Equal infinities and two NaNs agree; a NaN on one side does not.
+    if (x == y || (std::isnan(x) && std::isnan(y))) diff = 0.0;
+    else if (std::isnan(diff)) diff = INFINITY;
+    const double excess = diff - (tol_.atol + tol_.rtol * std::fabs(x));
+    if (excess > 0 || std::isnan(excess)) ++violations_;
+    if (diff > max_abs_) max_abs_ = diff;
+    if (x != 0.0 && std::isfinite(x) && diff / std::fabs(x) > max_rel_) max_rel_ = diff / std::fabs(x);
+    if (excess > worst_excess_ || worst_index_ < 0) {
+      worst_excess_ = excess;
+      worst_index_ = offset + i;
+      worst_a_ = x;
+      worst_b_ = y;
+    }
+  }
+  elements_ += a.elements();
+}
+
+std::vector<OutputComparison> compare_models(const model::OnnxModel& a, const model::OnnxModel& b,
+                                             const std::filesystem::path& data_path, std::int64_t batch_size,
+                                             Tolerance tol,
+                                             const std::function<void(std::int64_t, std::int64_t)>& progress) {
+  Executor ea(a), eb(b);
+  if (ea.outputs().size() != eb.outputs().size())
+    throw Error(ErrorKind::invalid_argument, "the models have " + std::to_string(ea.outputs().size()) + " and " +
+                                                 std::to_string(eb.outputs().size()) + " outputs");
+  if (ea.inputs().size() != eb.inputs().size())
+    throw Error(ErrorKind::invalid_argument, "the models have " + std::to_string(ea.inputs().size()) + " and " +
+                                                 std::to_string(eb.inputs().size()) + " inputs");
+  for (std::size_t i = 0; i < ea.inputs().size(); ++i)
+    if (ea.inputs()[i].name != eb.inputs()[i].name)
+      throw Error(ErrorKind::invalid_argument,
+                  "the models' inputs differ ('" + ea.inputs()[i].name + "' and '" + eb.inputs()[i].name + "')");
+  const InputData data = InputData::open(data_path, ea.inputs());
+  std::vector<OutputComparison> results;
+  for (const auto& o : ea.outputs()) results.emplace_back(o.name, tol);
+  std::vector<std::int64_t> offsets(results.size(), 0);
+  run_batches(ea, data, batch_size, 0, data.rows(), [&](std::int64_t row, std::vector<Tensor>& outputs_a) {
+    const std::int64_t count = std::min(batch_size, data.rows() - row);
+    const auto outputs_b = eb.run(data.batch(row, count));
+    for (std::size_t i = 0; i < results.size(); ++i) {
+      results[i].add(outputs_a[i], outputs_b[i], offsets[i]);
+      offsets[i] += outputs_a[i].elements();
+    }
+    if (progress) progress(row + count, data.rows());
+  });
+  return results;
+}
+
+}  // namespace bnorm::exec

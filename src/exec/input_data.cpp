@@ -1,0 +1,155 @@
+#include "exec/input_data.hpp"
+
+#include <algorithm>
+#include <cstring>
+
+#include "bnorm/error.hpp"
+
+namespace bnorm::exec {
+
+ElementType from_npy(NpyType type) noexcept {
+  switch (type) {
+    case NpyType::f32:
+      return ElementType::f32;
+    case NpyType::f64:
+      return ElementType::f64;
+    case NpyType::f16:
+      return ElementType::f16;
+    case NpyType::i64:
+      return ElementType::i64;
+    case NpyType::i32:
+      return ElementType::i32;
+    case NpyType::u8:
+      return ElementType::u8;
+    case NpyType::i8:
+      return ElementType::i8;
+    case NpyType::boolean:
+      break;
+  }
+  return ElementType::boolean;
+}
+
+NpyType to_npy(ElementType type) {
+  switch (type) {
+    case ElementType::f32:
+      return NpyType::f32;
+    case ElementType::f64:
+      return NpyType::f64;
+    case ElementType::f16:
+      return NpyType::f16;
+    case ElementType::i64:
+      return NpyType::i64;
+    case ElementType::i32:
+      return NpyType::i32;
+    case ElementType::u8:
+      return NpyType::u8;
+    case ElementType::i8:
+      return NpyType::i8;
+    case ElementType::boolean:
+      return NpyType::boolean;
+    default:
+      break;
+  }
+  throw Error(ErrorKind::unsupported,
+              "element type " + std::string(to_string(type)) + " cannot be written to a .npy file here");
+}
+
+namespace {
+
+void check_array(const NpyArray& a, const ValueInfo& in) {
+  auto fail = [&](const std::string& why) {
+    throw Error(ErrorKind::invalid_argument, a.source() + " for input '" + in.name + "': " + why);
+  };
+  const ElementType t = from_npy(a.type());
+  if (t != in.type && !(is_floating(t) && is_floating(in.type)))
+    fail("dtype " + std::string(to_string(a.type())) + " does not match the input's " +
+         std::string(to_string(in.type)));
+  if (a.shape().empty()) fail("a 0-d array has no batch axis");
+  if (!in.known_rank) return;
+  if (a.shape().size() != in.shape.size())
+    fail("shape " + to_string(a.shape()) + " has rank " + std::to_string(a.shape().size()) +
+         ", the model expects rank " + std::to_string(in.shape.size()) + " (" + to_string(in.shape) +
+         ", -1 = any; axis 0 is the batch)");
+  for (std::size_t d = 1; d < in.shape.size(); ++d)
+    if (in.shape[d] >= 0 && in.shape[d] != a.shape()[d])
+      fail("shape " + to_string(a.shape()) + " differs from the model's " + to_string(in.shape) + " in dim " +
+           std::to_string(d) + " (-1 = any; axis 0 is the batch)");
+}
+
+}  // namespace
+
+InputData InputData::open(const std::filesystem::path& path, const std::vector<ValueInfo>& inputs) {
+  InputData d;
+  d.inputs_ = inputs;
+  d.source_ = path.string();
+  const std::string ext = path.extension().string();
+  if (ext == ".npz") {
+    NpzArchive z = NpzArchive::open(path);
+    const auto names = z.names();
+    std::vector<std::string> used;
+    for (const auto& in : inputs) {
+      std::string member = in.name;
+      if (!z.contains(member) && inputs.size() == 1) {
+        std::vector<std::string> candidates;
+        for (const auto& n : names)
+          if (n != "labels") candidates.push_back(n);
+        if (candidates.size() == 1) member = candidates[0];
+      }
+      if (!z.contains(member)) {
+        std::string list;
+        for (const auto& n : names) list += (list.empty() ? "" : ", ") + n;
+        throw Error(ErrorKind::invalid_argument, path.string() + " has no array '" + in.name +
+                                                     "' for the model's input of that name (it holds: " + list + ")");
+      }
+      d.arrays_.push_back(z.array(member));
+      used.push_back(member);
+    }
+    for (const auto& n : names)
+      if (std::find(used.begin(), used.end(), n) == used.end()) d.extras_.emplace_back(n, z.array(n));
+  } else {
+    if (inputs.size() != 1)
+      throw Error(ErrorKind::invalid_argument, path.string() + ": the model has " + std::to_string(inputs.size()) +
+                                                   " inputs; give a .npz with one array per input name");
+    d.arrays_.push_back(NpyArray::open(path));
+  }
+  for (std::size_t i = 0; i < inputs.size(); ++i) {
+    check_array(d.arrays_[i], inputs[i]);
+    if (i == 0) d.rows_ = d.arrays_[i].rows();
+    if (d.arrays_[i].rows() != d.rows_)
+      throw Error(ErrorKind::invalid_argument, path.string() + ": arrays '" + d.arrays_[0].source() + "' and '" +
+                                                   d.arrays_[i].source() + "' differ in their number of rows");
+  }
+  return d;
+}
+
+std::vector<Tensor> InputData::batch(std::int64_t first, std::int64_t count) const {
+  std::vector<Tensor> out;
+  for (std::size_t i = 0; i < arrays_.size(); ++i) {
+    const NpyArray& a = arrays_[i];
+    Shape shape = a.shape();
+    shape[0] = count;
+    Tensor t(from_npy(a.type()), shape);
+    a.copy_rows(first, count, t.raw());
+    out.push_back(t.type() == inputs_[i].type ? std::move(t) : cast(t, inputs_[i].type));
+  }
+  return out;
+}
+
+const NpyArray* InputData::extra(const std::string& name) const {
+  for (const auto& [n, a] : extras_)
+    if (n == name) return &a;
+  return nullptr;
+}
+
+void run_batches(Executor& executor, const InputData& data, std::int64_t batch_size, std::int64_t first,
+                 std::int64_t last, const std::function<void(std::int64_t, std::vector<Tensor>&)>& sink) {
+  if (batch_size < 1)
+    throw Error(ErrorKind::invalid_argument, "--batch-size " + std::to_string(batch_size) + " must be at least 1");
+  for (std::int64_t row = first; row < last; row += batch_size) {
+    const std::int64_t count = std::min(batch_size, last - row);
+    auto outputs = executor.run(data.batch(row, count));
+    sink(row, outputs);
+  }
+}
+
+}  // namespace bnorm::exec

@@ -1,0 +1,58 @@
+// A model's inputs read from .npy / .npz files, memory-mapped and handed
+// out in batches of rows (axis 0), so a data set larger than memory is
+// never loaded whole.
+#pragma once
+
+#include <filesystem>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "exec/executor.hpp"
+#include "exec/npy.hpp"
+
+namespace bnorm::exec {
+
+/// The executor's element type for a .npy dtype.
+ElementType from_npy(NpyType type) noexcept;
+/// The .npy dtype for an element type; throws Error(unsupported) for types
+/// .npy files here do not hold (bfloat16, 16-bit and unsigned wide ints).
+NpyType to_npy(ElementType type);
+
+class InputData {
+ public:
+  /// Opens `path` for a model with `inputs`. A .npy feeds a model with one
+  /// input. A .npz gives each input the member of its name; a model with
+  /// one input also takes a .npz whose only member, or only member besides
+  /// "labels", has another name. Every array must match its input's rank
+  /// and fixed dims except the first (the batch), all arrays must have the
+  /// same number of rows, and the dtype must be the input's or, for a float
+  /// input, another float dtype (converted per batch). Throws Error(io) or
+  /// Error(invalid_argument) naming the file, the array and the rule.
+  static InputData open(const std::filesystem::path& path, const std::vector<ValueInfo>& inputs);
+
+  /// Rows (samples) in the data.
+  std::int64_t rows() const noexcept { return rows_; }
+  /// Rows [first, first + count) of every input, in the model's input
+  /// order and element types.
+  std::vector<Tensor> batch(std::int64_t first, std::int64_t count) const;
+  /// Another member of the .npz (e.g. "labels"), if present.
+  const NpyArray* extra(const std::string& name) const;
+  const std::string& source() const noexcept { return source_; }
+
+ private:
+  std::vector<ValueInfo> inputs_;
+  std::vector<NpyArray> arrays_;  // one per input
+  std::vector<std::pair<std::string, NpyArray>> extras_;
+  std::int64_t rows_ = 0;
+  std::string source_;
+};
+
+/// Runs `executor` over rows [first, last) of `data` in batches of at most
+/// `batch_size` rows and calls sink(first row of the batch, outputs) after
+/// each. Throws Error(invalid_argument) for batch_size < 1.
+void run_batches(Executor& executor, const InputData& data, std::int64_t batch_size, std::int64_t first,
+                 std::int64_t last, const std::function<void(std::int64_t, std::vector<Tensor>&)>& sink);
+
+}  // namespace bnorm::exec
