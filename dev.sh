@@ -11,7 +11,8 @@ PACKAGES=(
   libhwy-dev libcli11-dev nlohmann-json3-dev
   clang libclang-rt-14-dev
   libdnnl-dev libtorch-dev
-  libonnx-dev libprotobuf-dev protobuf-compiler
+  libonnx-dev libprotobuf-dev protobuf-compiler zlib1g-dev
+  libopenmpi-dev openmpi-bin dataset-fashion-mnist
   python3-onnx python3-torch python3-numpy
 )
 BUILD_DIR=${BNORM_BUILD_DIR:-build}

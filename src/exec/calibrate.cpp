@@ -7,6 +7,7 @@
 #include "bnorm/error.hpp"
 #include "exec/dispatch.hpp"
 #include "model/batch_norm_node.hpp"
+#include "model/fold_passes.hpp"
 #include "model/tensor_data.hpp"
 
 namespace bnorm::exec {
@@ -61,35 +62,79 @@ void Moments::merge(const Moments& other) {
 
 namespace {
 
-class Accumulator final : public BatchNormObserver {
- public:
-  void observe(int node, const Tensor& input) override { moments[node].add(input); }
-  std::map<int, Moments> moments;
-};
+// Serialized moments: count, then mean[c], then m2[c], as doubles (counts
+// stay exact up to 2^53).
+std::vector<double> pack(const Moments& m, std::size_t channels) {
+  std::vector<double> v(1 + 2 * channels, 0.0);
+  v[0] = static_cast<double>(m.count);
+  if (m.count) {
+    std::copy(m.mean.begin(), m.mean.end(), v.begin() + 1);
+    std::copy(m.m2.begin(), m.m2.end(), v.begin() + 1 + static_cast<std::ptrdiff_t>(channels));
+  }
+  return v;
+}
 
-// Merges every process's moments, in rank order (the same result on all).
-void merge_across(std::map<int, Moments>& moments, comm::Communicator& comm) {
-  if (comm.size() == 1) return;
-  for (auto& [node, m] : moments) {
-    const std::size_t c = m.mean.size();
-    // count, then mean[c], then m2[c], as doubles (counts stay exact up to 2^53).
-    std::vector<double> send(1 + 2 * c), recv(send.size() * static_cast<std::size_t>(comm.size()));
-    send[0] = static_cast<double>(m.count);
-    std::memcpy(send.data() + 1, m.mean.data(), c * sizeof(double));
-    std::memcpy(send.data() + 1 + c, m.m2.data(), c * sizeof(double));
-    comm.allgather(send.data(), send.size() * sizeof(double), recv.data());
-    Moments total;
-    for (int r = 0; r < comm.size(); ++r) {
+// The statistics every BN normalizes with during calibration: those of the
+// whole (global) batch, its rows possibly spread over several processes;
+// each is also added to the node's running total over the data set.
+class Calibrator final : public BatchStatisticsSource {
+ public:
+  Calibrator(comm::Communicator& comm, std::map<int, std::size_t> channels)
+      : comm_(comm), channels_(std::move(channels)) {}
+
+  void statistics(int node, const Tensor& input, std::vector<double>& mean, std::vector<double>& var) override {
+    Moments local;
+    local.add(input);
+    const Moments global = merge_ranks(node, local);
+    if (global.count < 2)
+      throw Error(ErrorKind::invalid_argument,
+                  "a batch gives " + std::to_string(global.count) +
+                      " value(s) per channel: expected more than 1 value per channel when normalizing with batch "
+                      "statistics; use a larger --batch-size");
+    mean = global.mean;
+    var.resize(global.m2.size());
+    for (std::size_t c = 0; c < var.size(); ++c) var[c] = global.m2[c] / static_cast<double>(global.count);
+    total[node].merge(global);
+  }
+
+  /// Takes part in a step without rows: every BN's collective, in graph order.
+  void empty_step() {
+    for (const auto& [node, c] : channels_) {
+      const Moments global = merge_ranks(node, Moments{});
+      total[node].merge(global);
+    }
+  }
+
+  std::map<int, Moments> total;
+
+ private:
+  // Merges one BN's moments of every process, in rank order (so every
+  // process computes the same result).
+  Moments merge_ranks(int node, const Moments& local) {
+    if (comm_.size() == 1) return local;
+    const std::size_t c = channels_.at(node);
+    if (local.count && local.mean.size() != c)
+      throw Error(ErrorKind::invalid_argument, "BatchNormalization #" + std::to_string(node) + " has " +
+                                                   std::to_string(local.mean.size()) + " channels in its input, " +
+                                                   std::to_string(c) + " statistics");
+    const std::vector<double> send = pack(local, c);
+    std::vector<double> recv(send.size() * static_cast<std::size_t>(comm_.size()));
+    comm_.allgather(send.data(), send.size() * sizeof(double), recv.data());
+    Moments global;
+    for (int r = 0; r < comm_.size(); ++r) {
       const double* p = recv.data() + static_cast<std::size_t>(r) * send.size();
       Moments part;
       part.count = static_cast<std::int64_t>(p[0]);
       part.mean.assign(p + 1, p + 1 + c);
       part.m2.assign(p + 1 + c, p + 1 + 2 * c);
-      total.merge(part);
+      global.merge(part);
     }
-    m = std::move(total);
+    return global;
   }
-}
+
+  comm::Communicator& comm_;
+  std::map<int, std::size_t> channels_;  // BN node -> channels, in graph order
+};
 
 }  // namespace
 
@@ -108,45 +153,51 @@ std::vector<CalibratedNode> calibrate(model::OnnxModel& model, const std::filesy
                                                      model::kBatchNormParams[i] + " '" + bn.param[i] +
                                                      "' is not a floating-point constant, so it cannot be recalibrated");
   }
-  Executor executor(model);
-  Accumulator acc;
-  executor.context().batch_norm_statistics = BatchNormStatistics::batch;
-  executor.context().observer = &acc;
-  const InputData data = InputData::open(data_path, executor.inputs());
   std::unique_ptr<comm::Communicator> alone;
   comm::Communicator* comm = options.comm;
   if (!comm) {
     alone = comm::single_process();
     comm = alone.get();
   }
-  // This process's shard: contiguous rows, as even as the count allows.
+  std::map<int, std::size_t> channels;
+  for (int index : bn_nodes) channels[index] = model::to_doubles(*model::read_batch_norm(model, index).value[2], "input_mean").size();
+  Executor executor(model);
+  Calibrator calibrator(*comm, channels);
+  executor.context().batch_norm_statistics = BatchNormStatistics::batch;
+  executor.context().statistics_source = &calibrator;
+  const InputData data = InputData::open(data_path, executor.inputs());
+  // Step j is the global batch of rows [j * B, (j + 1) * B), split as
+  // evenly as possible over the processes: whatever the number of
+  // processes, every BN normalizes with the same statistics as in one
+  // process, and each process reads only its share of the rows.
   const std::int64_t rows = data.rows(), size = comm->size(), rank = comm->rank();
-  const std::int64_t first = rows * rank / size, last = rows * (rank + 1) / size;
-  for (std::int64_t row = first; row < last; row += options.batch_size) {
-    const std::int64_t count = std::min(options.batch_size, last - row);
-    try {
-      executor.run(data.batch(row, count));
-    } catch (const Error& e) {
-      const std::string what = e.what();
-      if (what.find("more than 1 value per channel") != std::string::npos)
-        throw Error(ErrorKind::invalid_argument,
-                    what + " (rows " + std::to_string(row) + " to " + std::to_string(row + count - 1) +
-                        " form a batch of " + std::to_string(count) + "; use a larger --batch-size)");
-      throw;
-    }
-    if (options.progress) options.progress(row + count - first, last - first);
+  std::int64_t done = 0, mine = 0;
+  for (std::int64_t step = 0; step < rows; step += options.batch_size) {
+    const std::int64_t batch = std::min(options.batch_size, rows - step);
+    mine += batch * (rank + 1) / size - batch * rank / size;
   }
-  merge_across(acc.moments, *comm);
+  for (std::int64_t step = 0; step < rows; step += options.batch_size) {
+    const std::int64_t batch = std::min(options.batch_size, rows - step);
+    const std::int64_t first = step + batch * rank / size, last = step + batch * (rank + 1) / size;
+    if (last > first) {
+      executor.run(data.batch(first, last - first));
+    } else {
+      calibrator.empty_step();
+    }
+    done += last - first;
+    if (options.progress) options.progress(done, mine);
+  }
+  auto& totals = calibrator.total;
   std::vector<CalibratedNode> report;
   for (int index : bn_nodes) {
     const auto bn = model::read_batch_norm(model, index);
     CalibratedNode r;
     r.node = index;
     r.name = bn.name;
-    const auto it = acc.moments.find(index);
-    if (it == acc.moments.end() || it->second.count < 2)
+    const auto it = totals.find(index);
+    if (it == totals.end() || it->second.count < 2)
       throw Error(ErrorKind::invalid_argument, "BatchNormalization '" + bn.name + "' saw " +
-                                                   std::to_string(it == acc.moments.end() ? 0 : it->second.count) +
+                                                   std::to_string(it == totals.end() ? 0 : it->second.count) +
                                                    " values per channel; calibration needs at least 2");
     const Moments& m = it->second;
     r.channels = static_cast<std::int64_t>(m.mean.size());
@@ -175,30 +226,13 @@ std::vector<CalibratedNode> calibrate(model::OnnxModel& model, const std::filesy
     }
     report.push_back(std::move(r));
   }
-  // Write the new statistics into the model (rounded once to their type).
-  // A tensor shared by several BNs would get the last one's values: copy.
-  std::map<std::string, int> uses;
-  for (int index : bn_nodes) {
-    const auto bn = model::read_batch_norm(model, index);
-    uses[bn.param[2]]++;
-    uses[bn.param[3]]++;
-  }
+  // Write the new statistics into the model, rounded once to their type;
+  // write_weight copies a tensor that other nodes also read.
   for (const auto& r : report) {
-    const auto bn = model::read_batch_norm(model, r.node);
-    for (int i = 2; i < 4; ++i) {
-      const auto& values = i == 2 ? r.new_mean : r.new_var;
-      if (uses[bn.param[i]] > 1) {
-        onnx::TensorProto copy = *bn.value[i];
-        const std::string name = model.unique_name(bn.param[i] + "_calibrated");
-        copy.set_name(name);
-        model::set_values(copy, values);
-        *model.graph().add_initializer() = std::move(copy);
-        model.graph().mutable_node(r.node)->set_input(i + 1, name);
-        model.refresh();
-      } else {
-        model::set_values(*model.mutable_constant(bn.param[i]), values);
-      }
-    }
+    model::write_weight(model, r.node, 3, r.new_mean);
+    model.refresh();
+    model::write_weight(model, r.node, 4, r.new_var);
+    model.refresh();
   }
   return report;
 }

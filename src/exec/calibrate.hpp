@@ -48,8 +48,11 @@ struct CalibrationOptions {
   std::int64_t batch_size = 64;
   /// Called after each batch with (rows done, rows total) of this process.
   std::function<void(std::int64_t, std::int64_t)> progress;
-  /// Processes sharing the work: each reads its shard of the rows and the
-  /// moments are merged over all of them. Null: one process.
+  /// Processes sharing the work: each batch of batch_size rows is split
+  /// over them, and every BN normalizes with the statistics of the whole
+  /// batch (merged over the processes, as SyncBatchNorm does), so the result
+  /// is the one-process result whatever the number of processes. Null: one
+  /// process.
   comm::Communicator* comm = nullptr;
 };
 

@@ -1,11 +1,12 @@
 // What ops share while a graph runs: the oneDNN engine and stream, and how
-// BatchNormalization nodes behave (running statistics, or batch statistics
-// with an observer, for calibration).
+// BatchNormalization nodes behave (running statistics, or batch statistics,
+// possibly supplied from outside, for calibration).
 #pragma once
 
 #include <oneapi/dnnl/dnnl.hpp>
 
 #include <string>
+#include <vector>
 
 #include "exec/tensor.hpp"
 
@@ -17,12 +18,15 @@ enum class BatchNormStatistics {
   batch,    ///< the current batch's (as in training; for calibration)
 };
 
-/// Sees the input of every BatchNormalization node as it runs.
-class BatchNormObserver {
+/// Supplies the statistics BatchNormalization nodes normalize with in
+/// BatchNormStatistics::batch mode (calibration): the batch's own, or, when
+/// several processes share a batch, the statistics of the whole batch.
+class BatchStatisticsSource {
  public:
-  virtual ~BatchNormObserver() = default;
-  /// `node` is the node's index in the graph, `input` its X.
-  virtual void observe(int node, const Tensor& input) = 0;
+  virtual ~BatchStatisticsSource() = default;
+  /// `node` is the node's index in the graph and `input` its X (N, C,
+  /// ...); sets the per-channel mean and biased variance to normalize with.
+  virtual void statistics(int node, const Tensor& input, std::vector<double>& mean, std::vector<double>& var) = 0;
 };
 
 class ExecContext {
@@ -33,7 +37,8 @@ class ExecContext {
   dnnl::stream& stream() noexcept { return stream_; }
 
   BatchNormStatistics batch_norm_statistics = BatchNormStatistics::running;
-  BatchNormObserver* observer = nullptr;
+  /// Null: batch mode computes each batch's statistics itself.
+  BatchStatisticsSource* statistics_source = nullptr;
 
  private:
   dnnl::engine engine_;

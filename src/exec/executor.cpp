@@ -1,10 +1,13 @@
 #include "exec/executor.hpp"
 
 #include <chrono>
+#include <limits>
+#include <set>
 #include <unordered_map>
 
 #include "bnorm/error.hpp"
 #include "exec/ops/ops.hpp"
+#include "model/tensor_data.hpp"
 
 namespace bnorm::exec {
 
@@ -20,6 +23,52 @@ ValueInfo value_info(const onnx::ValueInfoProto& v) {
   info.known_rank = tt.has_shape();
   for (const auto& d : tt.shape().dim()) info.shape.push_back(d.has_dim_value() ? d.dim_value() : -1);
   return info;
+}
+
+// Conv / ConvTranspose nodes whose output only an activation reads:
+// producer index -> (activation index, the activation).
+std::map<int, std::pair<int, FusedActivation>> find_fusions(const model::OnnxModel& model) {
+  std::map<int, std::pair<int, FusedActivation>> out;
+  const auto& g = model.graph();
+  auto standard = [](const onnx::NodeProto& n) { return n.domain().empty() || n.domain() == "ai.onnx"; };
+  for (int i = 0; i < g.node_size(); ++i) {
+    const auto& p = g.node(i);
+    if (!standard(p) || (p.op_type() != "Conv" && p.op_type() != "ConvTranspose") || p.output_size() != 1) continue;
+    const std::string& y = p.output(0);
+    const auto& readers = model.consumers(y);
+    if (readers.size() != 1 || model.is_graph_output(y)) continue;
+    const int j = readers[0];
+    const auto& a = g.node(j);
+    if (!standard(a) || j <= i || a.input_size() < 1 || a.input(0) != y || a.output_size() != 1 || a.output(0).empty())
+      continue;
+    FusedActivation f;
+    bool ok = true;
+    for (const auto& attr : a.attribute()) ok &= a.op_type() == "LeakyRelu" && attr.name() == "alpha";
+    if (a.op_type() == "Relu" && a.input_size() == 1) {
+      f.kind = FusedActivation::Kind::relu;
+    } else if (a.op_type() == "LeakyRelu" && a.input_size() == 1) {
+      f.kind = FusedActivation::Kind::leaky_relu;
+      f.alpha = model::float_attribute(a, "alpha", 0.01f);
+    } else if (a.op_type() == "Clip" && model.opset() >= 11) {
+      // Constant float bounds only (ReLU6 and the like).
+      f.kind = FusedActivation::Kind::clip;
+      f.alpha = -std::numeric_limits<float>::infinity();
+      f.beta = std::numeric_limits<float>::infinity();
+      for (int k = 1; k <= 2 && k < a.input_size(); ++k) {
+        if (a.input(k).empty()) continue;
+        const onnx::TensorProto* t = model.constant(a.input(k));
+        if (!t || t->data_type() != onnx::TensorProto::FLOAT || model::element_count(*t) != 1) {
+          ok = false;
+          break;
+        }
+        (k == 1 ? f.alpha : f.beta) = static_cast<float>(model::to_doubles(*t, a.input(k))[0]);
+      }
+    } else {
+      ok = false;
+    }
+    if (ok) out[i] = {j, f};
+  }
+  return out;
 }
 
 }  // namespace
@@ -67,9 +116,15 @@ Executor::Executor(const model::OnnxModel& model) : ctx_(std::make_unique<ExecCo
     const Tensor& c = constants_[static_cast<std::size_t>(it->second)];
     return c.empty() ? nullptr : &c;
   };
+  const std::map<int, std::pair<int, FusedActivation>> fusions = find_fusions(model);
+  std::set<int> fused_away;
+  for (const auto& [producer, fusion] : fusions) fused_away.insert(fusion.first);
   for (int index = 0; index < g.node_size(); ++index) {
+    if (fused_away.count(index)) continue;  // runs inside its producer
     const auto& node = g.node(index);
     NodeInfo info(node, index, opset, lookup_constant);
+    const auto fusion = fusions.find(index);
+    if (fusion != fusions.end()) info.fused = fusion->second.second;
     if (!node.domain().empty() && node.domain() != "ai.onnx")
       info.unsupported("ops of domain '" + node.domain() + "' are not supported by the executor");
     const OpFactory factory = find_op(node.op_type());
@@ -101,6 +156,15 @@ Executor::Executor(const model::OnnxModel& model) : ctx_(std::make_unique<ExecCo
     }
     step.op = factory(info);
     info.check_attributes_used();
+    if (fusion != fusions.end()) {
+      // The producer writes the activation's output instead of its own.
+      const auto& act = g.node(fusion->second.first);
+      step.op_type += "+" + act.op_type();
+      if (slot.count(act.output(0))) info.invalid("output '" + act.output(0) + "' is already defined");
+      step.outputs.push_back(new_slot(act.output(0)));
+      steps_.push_back(std::move(step));
+      continue;
+    }
     for (const auto& name : node.output()) {
       if (name.empty()) {
         step.outputs.push_back(-1);

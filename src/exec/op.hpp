@@ -31,6 +31,16 @@ class Op {
   virtual void run(const std::vector<const Tensor*>& inputs, std::vector<Tensor>& outputs, ExecContext& ctx) = 0;
 };
 
+/// An activation the executor fused into the node that produces its input
+/// (a Conv or ConvTranspose whose only reader it is): the producer applies
+/// it to its output (a oneDNN post-op) and the activation node is skipped.
+struct FusedActivation {
+  enum class Kind { none, relu, leaky_relu, clip };
+  Kind kind = Kind::none;
+  float alpha = 0.0f;  // leaky_relu: the slope; clip: the minimum
+  float beta = 0.0f;   // clip: the maximum
+};
+
 /// A node being compiled: its inputs, outputs and attributes, with checks.
 class NodeInfo {
  public:
@@ -64,6 +74,9 @@ class NodeInfo {
   void ignore(const std::string& name) { used_.insert(name); }
   /// Throws Error(unsupported) for an attribute no getter asked for.
   void check_attributes_used() const;
+
+  /// Set by the executor when an activation is fused into this node.
+  FusedActivation fused;
 
   /// Throws Error(unsupported): "<node>: <what>".
   [[noreturn]] void unsupported(const std::string& what) const;

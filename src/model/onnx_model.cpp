@@ -254,13 +254,26 @@ const onnx::TensorProto* OnnxModel::constant(const std::string& tensor) const {
 }
 
 onnx::TensorProto* OnnxModel::mutable_constant(const std::string& tensor) {
-  if (is_graph_input(tensor)) return nullptr;  // an input can override it
-  if (const auto it = initializer_.find(tensor); it != initializer_.end())
-    return proto_.mutable_graph()->mutable_initializer(it->second);
-  if (const auto it = constant_node_.find(tensor); it != constant_node_.end()) {
-    auto* node = proto_.mutable_graph()->mutable_node(it->second);
-    for (auto& a : *node->mutable_attribute())
-      if (a.name() == "value" && a.has_t()) return a.mutable_t();
+  std::string name = tensor;
+  // Exporters deduplicate equal initializers behind Identity nodes (PyTorch
+  // does for the running statistics of fresh BN layers): look through them.
+  // The depth bound guards against cycles in malformed graphs.
+  for (int depth = 0; depth < 64; ++depth) {
+    if (is_graph_input(name)) return nullptr;  // an input can override it
+    if (const auto it = initializer_.find(name); it != initializer_.end())
+      return proto_.mutable_graph()->mutable_initializer(it->second);
+    if (const auto it = constant_node_.find(name); it != constant_node_.end()) {
+      auto* node = proto_.mutable_graph()->mutable_node(it->second);
+      for (auto& a : *node->mutable_attribute())
+        if (a.name() == "value" && a.has_t()) return a.mutable_t();
+      return nullptr;
+    }
+    const auto p = producer(name);
+    if (!p) return nullptr;
+    const auto& n = proto_.graph().node(*p);
+    if (n.op_type() != "Identity" || !(n.domain().empty() || n.domain() == "ai.onnx") || n.input_size() != 1)
+      return nullptr;
+    name = n.input(0);
   }
   return nullptr;
 }

@@ -59,7 +59,9 @@ class OnnxModel {
   /// Whether `tensor` is an input of the graph that is not an initializer.
   bool is_graph_input(const std::string& tensor) const;
   /// The constant value of `tensor`: an initializer (not overridable by a
-  /// graph input) or the value of a Constant node; null otherwise.
+  /// graph input) or the value of a Constant node, also through Identity
+  /// nodes; null otherwise. Changing a value reached through a node changes
+  /// what its other readers see: write through write_weight (fold_passes.hpp).
   const onnx::TensorProto* constant(const std::string& tensor) const;
   /// The same, for modification (null for Constant nodes with a non-tensor value).
   onnx::TensorProto* mutable_constant(const std::string& tensor);

@@ -272,6 +272,23 @@ TEST_F(ModelFiles, ParametersFromConstantNodes) {
   EXPECT_EQ(m.rank("y"), 2);
 }
 
+TEST(OnnxModelQueries, ConstantsThroughIdentityNodes) {
+  // PyTorch's exporter shares equal initializers behind Identity nodes.
+  GraphBuilder g;
+  g.input("x", TP::FLOAT, {1, 2});
+  g.initializer("shared", {2}, {0.0, 0.0});
+  g.node("Identity", {"shared"}, {"a"});
+  g.node("Identity", {"a"}, {"b"});
+  g.node("Add", {"x", "b"}, {"y"});
+  g.node("Sub", {"x", "shared"}, {"z"});
+  g.output("y", TP::FLOAT, {1, 2});
+  g.output("z", TP::FLOAT, {1, 2});
+  auto m = g.model();
+  ASSERT_NE(m.constant("b"), nullptr);
+  EXPECT_EQ(m.constant("b"), m.constant("shared"));
+  EXPECT_EQ(m.constant("x"), nullptr);
+}
+
 TEST(TensorTypes, PropagateThroughCnnOps) {
   GraphBuilder g;
   g.input("x", TP::FLOAT, {2, 3, 8, 8});

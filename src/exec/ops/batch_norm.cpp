@@ -44,8 +44,22 @@ class BatchNormalization final : public Op {
       if (!batch) {
         batch_norm_forward_inference(desc, xs.raw(), desc, y.raw(), p[0].data(), p[1].data(), p[2].data(),
                                      p[3].data(), epsilon_);
+      } else if (ctx.statistics_source) {
+        std::vector<double> mean, var;
+        ctx.statistics_source->statistics(index_, x, mean, var);
+        if (static_cast<std::int64_t>(mean.size()) != c || static_cast<std::int64_t>(var.size()) != c)
+          fail_shape(node_, "the statistics source gave " + std::to_string(mean.size()) + " values for " +
+                                std::to_string(c) + " channels");
+        std::vector<float> m(mean.begin(), mean.end()), v(var.begin(), var.end());
+        batch_norm_forward_inference(desc, xs.raw(), desc, y.raw(), p[0].data(), p[1].data(), m.data(), v.data(),
+                                     epsilon_);
+        if (training_)
+          for (int o = 1; o <= 2; ++o)
+            for (std::int64_t ch = 0; ch < c; ++ch) {
+              float& r = p[o + 1][static_cast<std::size_t>(ch)];
+              r = static_cast<float>(r * momentum_ + (o == 1 ? m : v)[static_cast<std::size_t>(ch)] * (1.0 - momentum_));
+            }
       } else {
-        if (ctx.observer) ctx.observer->observe(index_, x);
         std::vector<float> save_mean(static_cast<std::size_t>(c)), save_invstd(static_cast<std::size_t>(c));
         BatchNormConfig config;
         config.eps = epsilon_;
@@ -54,13 +68,13 @@ class BatchNormalization final : public Op {
         RunningStats running{p[2].data(), p[3].data(), nullptr};
         batch_norm_forward_training(desc, xs.raw(), desc, y.raw(), p[0].data(), p[1].data(), save_mean.data(),
                                     save_invstd.data(), training_ ? running : RunningStats{}, config);
-        if (training_) {
-          // Outputs running_mean and running_var, in input_mean's type.
-          for (int o = 1; o <= 2 && o < static_cast<int>(out.size()); ++o) {
-            Tensor r(ElementType::f32, {c});
-            std::copy(p[o + 1].begin(), p[o + 1].end(), r.data<float>());
-            out[static_cast<std::size_t>(o)] = cast(r, in[static_cast<std::size_t>(o + 2)]->type());
-          }
+      }
+      if (batch && training_) {
+        // Outputs running_mean and running_var, in input_mean's type.
+        for (int o = 1; o <= 2 && o < static_cast<int>(out.size()); ++o) {
+          Tensor r(ElementType::f32, {c});
+          std::copy(p[o + 1].begin(), p[o + 1].end(), r.data<float>());
+          out[static_cast<std::size_t>(o)] = cast(r, in[static_cast<std::size_t>(o + 2)]->type());
         }
       }
     } catch (const Error& e) {

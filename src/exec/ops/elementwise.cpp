@@ -43,7 +43,7 @@ void for_each_broadcast(const Shape& a, const Shape& b, const Shape& out, F&& f)
       ob += index[d] * sb[d];
     }
     f(oa, ob, o * inner, inner, rank ? sa[rank - 1] : 0, rank ? sb[rank - 1] : 0);
-    for (std::size_t d = rank - 1; d-- > 0;) {
+    for (std::size_t d = rank ? rank - 1 : 0; d-- > 0;) {
       if (++index[d] < out[d]) break;
       index[d] = 0;
     }
@@ -143,25 +143,33 @@ class Unary final : public Op {
   Unary(UnaryKind kind, float alpha, float beta, std::string node)
       : kind_(kind), alpha_(alpha), beta_(beta), node_(std::move(node)) {}
 
-  template <class C>
-  C apply(C x) const {
+  // Calls body(f) with f the op's function, generic in the compute type.
+  template <class Body>
+  void with_kind(Body&& body) const {
+    const float alpha = alpha_, beta = beta_;
     switch (kind_) {
       case UnaryKind::relu:
-        return x > C(0) ? x : C(0);
+        return body([](auto x) { return x > decltype(x)(0) ? x : decltype(x)(0); });
       case UnaryKind::leaky_relu:
-        return x >= C(0) ? x : static_cast<C>(alpha_) * x;
+        return body([alpha](auto x) { return x >= decltype(x)(0) ? x : static_cast<decltype(x)>(alpha) * x; });
       case UnaryKind::sigmoid:
-        return C(1) / (C(1) + std::exp(-x));
+        return body([](auto x) { return decltype(x)(1) / (decltype(x)(1) + std::exp(-x)); });
       case UnaryKind::hard_sigmoid:
-        return std::clamp(static_cast<C>(alpha_) * x + static_cast<C>(beta_), C(0), C(1));
+        return body([alpha, beta](auto x) {
+          using C = decltype(x);
+          return std::clamp(static_cast<C>(alpha) * x + static_cast<C>(beta), C(0), C(1));
+        });
       case UnaryKind::hard_swish:
-        return x * std::clamp(x / C(6) + C(0.5), C(0), C(1));
+        return body([](auto x) {
+          using C = decltype(x);
+          return x * std::clamp(x / C(6) + C(0.5), C(0), C(1));
+        });
       case UnaryKind::tanh:
-        return std::tanh(x);
+        return body([](auto x) { return std::tanh(x); });
       case UnaryKind::sqrt:
         break;
     }
-    return std::sqrt(x);
+    body([](auto x) { return std::sqrt(x); });
   }
 
   void run(const std::vector<const Tensor*>& in, std::vector<Tensor>& out, ExecContext&) override {
@@ -171,11 +179,14 @@ class Unary final : public Op {
     dispatch(x.type(), [&](auto tag) {
       using T = typename decltype(tag)::type;
       if constexpr (std::is_floating_point_v<T> || is_half_v<T>) {
-        const T* px = x.data<T>();
-        T* py = y.data<T>();
-        const std::int64_t n = x.elements();
+        // One loop per kind, so that the compiler vectorizes each.
+        with_kind([&](auto f) {
+          const T* px = x.data<T>();
+          T* py = y.data<T>();
+          const std::int64_t n = x.elements();
 #pragma omp parallel for if (n > kParallelElements) schedule(static)
-        for (std::int64_t i = 0; i < n; ++i) py[i] = narrow<T>(apply(widen(px[i])));
+          for (std::int64_t i = 0; i < n; ++i) py[i] = narrow<T>(f(widen(px[i])));
+        });
       }
     });
     out[0] = std::move(y);

@@ -39,6 +39,8 @@ std::unique_ptr<Op> make_pad(NodeInfo& info);
 std::unique_ptr<Op> make_identity(NodeInfo& info);  // Identity Dropout
 std::unique_ptr<Op> make_cast(NodeInfo& info);
 std::unique_ptr<Op> make_constant(NodeInfo& info);
+std::unique_ptr<Op> make_slice(NodeInfo& info);
+std::unique_ptr<Op> make_constant_of_shape(NodeInfo& info);
 /// The value of a Constant node (evaluated once, when compiling).
 Tensor constant_value(NodeInfo& info);
 

@@ -403,7 +403,127 @@ class Cast final : public Op {
   ElementType to_;
 };
 
+class Slice final : public Op {
+ public:
+  // Opsets 1 to 9 give starts / ends / axes as attributes.
+  Slice(std::optional<std::vector<std::int64_t>> starts, std::vector<std::int64_t> ends,
+        std::vector<std::int64_t> axes, std::string node)
+      : starts_(std::move(starts)), ends_(std::move(ends)), axes_(std::move(axes)), node_(std::move(node)) {}
+
+  void run(const std::vector<const Tensor*>& in, std::vector<Tensor>& out, ExecContext&) override {
+    const Tensor& x = *in[0];
+    const int r = x.rank();
+    std::vector<std::int64_t> starts, ends, axes, steps;
+    if (starts_) {
+      starts = *starts_;
+      ends = ends_;
+      axes = axes_;
+    } else {
+      if (in.size() < 3 || !in[1] || !in[2]) fail_shape(node_, "starts and ends are required");
+      starts = int_values(*in[1], node_, "starts");
+      ends = int_values(*in[2], node_, "ends");
+      if (in.size() > 3 && in[3]) axes = int_values(*in[3], node_, "axes");
+      if (in.size() > 4 && in[4]) steps = int_values(*in[4], node_, "steps");
+    }
+    if (axes.empty())
+      for (std::size_t i = 0; i < starts.size(); ++i) axes.push_back(static_cast<std::int64_t>(i));
+    if (steps.empty()) steps.assign(starts.size(), 1);
+    if (ends.size() != starts.size() || axes.size() != starts.size() || steps.size() != starts.size())
+      fail_shape(node_, "starts, ends, axes and steps differ in length");
+    // Per dim: first index, step and count (the whole dim by default).
+    std::vector<std::int64_t> first(static_cast<std::size_t>(r), 0), step(static_cast<std::size_t>(r), 1);
+    Shape shape = x.shape();
+    std::vector<bool> seen(static_cast<std::size_t>(r), false);
+    for (std::size_t i = 0; i < starts.size(); ++i) {
+      const int a = normalize_axis(axes[i], r, node_, "axes value");
+      if (seen[static_cast<std::size_t>(a)]) fail_shape(node_, "axes repeat " + std::to_string(axes[i]));
+      seen[static_cast<std::size_t>(a)] = true;
+      const std::int64_t n = x.dim(a), st = steps[i];
+      if (st == 0) fail_shape(node_, "a step is 0");
+      auto clamp = [&](std::int64_t v, std::int64_t lo, std::int64_t hi) {
+        if (v < 0) v += n;
+        return std::clamp(v, lo, hi);
+      };
+      // ONNX: clamp to [0, n] for positive steps, [-1, n - 1] for negative.
+      const std::int64_t b = st > 0 ? clamp(starts[i], 0, n) : clamp(starts[i], -1, n - 1);
+      const std::int64_t e = st > 0 ? clamp(ends[i], 0, n) : clamp(ends[i], -1, n - 1);
+      const std::int64_t count = st > 0 ? std::max<std::int64_t>(0, (e - b + st - 1) / st)
+                                        : std::max<std::int64_t>(0, (b - e - st - 1) / -st);
+      first[static_cast<std::size_t>(a)] = b;
+      step[static_cast<std::size_t>(a)] = st;
+      shape[static_cast<std::size_t>(a)] = count;
+    }
+    Tensor y(x.type(), shape);
+    std::vector<std::int64_t> strides(static_cast<std::size_t>(r));
+    std::int64_t s = 1;
+    for (int d = r; d-- > 0;) {
+      strides[static_cast<std::size_t>(d)] = s;
+      s *= x.dim(d);
+    }
+    by_size(size_of(x.type()), [&](auto tag) {
+      using U = typename decltype(tag)::type;
+      const U* px = x.data<U>();
+      U* py = y.data<U>();
+      std::vector<std::int64_t> index(static_cast<std::size_t>(r), 0);
+      for (std::int64_t i = 0; i < y.elements(); ++i) {
+        std::int64_t src = 0;
+        for (int d = 0; d < r; ++d) {
+          const auto k = static_cast<std::size_t>(d);
+          src += (first[k] + index[k] * step[k]) * strides[k];
+        }
+        py[i] = px[src];
+        for (int d = r; d-- > 0;) {
+          if (++index[static_cast<std::size_t>(d)] < shape[static_cast<std::size_t>(d)]) break;
+          index[static_cast<std::size_t>(d)] = 0;
+        }
+      }
+    });
+    out[0] = std::move(y);
+  }
+
+ private:
+  std::optional<std::vector<std::int64_t>> starts_;
+  std::vector<std::int64_t> ends_, axes_;
+  std::string node_;
+};
+
+class ConstantOfShape final : public Op {
+ public:
+  ConstantOfShape(Tensor value, std::string node) : value_(std::move(value)), node_(std::move(node)) {}
+
+  void run(const std::vector<const Tensor*>& in, std::vector<Tensor>& out, ExecContext&) override {
+    const std::vector<std::int64_t> shape = int_values(*in[0], node_, "shape");
+    Tensor y(value_.type(), shape);
+    const std::size_t size = size_of(value_.type());
+    auto* p = static_cast<std::byte*>(y.raw());
+    for (std::int64_t i = 0; i < y.elements(); ++i) std::memcpy(p + static_cast<std::size_t>(i) * size, value_.raw(), size);
+    out[0] = std::move(y);
+  }
+
+ private:
+  Tensor value_;
+  std::string node_;
+};
+
 }  // namespace
+
+std::unique_ptr<Op> make_slice(NodeInfo& info) {
+  if (info.opset() < 10) {
+    return std::make_unique<Slice>(info.ints("starts"), info.ints("ends"), info.ints("axes"), info.describe());
+  }
+  return std::make_unique<Slice>(std::nullopt, std::vector<std::int64_t>{}, std::vector<std::int64_t>{},
+                                 info.describe());
+}
+
+std::unique_ptr<Op> make_constant_of_shape(NodeInfo& info) {
+  Tensor value(ElementType::f32, {1});
+  value.data<float>()[0] = 0.0f;
+  if (const auto* t = info.t("value")) {
+    value = from_onnx(*t, info.describe() + " value");
+    if (value.elements() != 1) info.invalid("value must hold one element");
+  }
+  return std::make_unique<ConstantOfShape>(value, info.describe());
+}
 
 std::unique_ptr<Op> make_reshape(NodeInfo& info) {
   if (info.opset() < 5) info.unsupported("Reshape with a shape attribute (opset < 5)");

@@ -1,0 +1,213 @@
+// The executor on hand-built graphs: what the ONNX node cases do not reach
+// (scalar broadcasting, input checks, errors before computing, values
+// shared between nodes, Constant nodes, batch-statistics mode).
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <functional>
+
+#include "bnorm/error.hpp"
+#include "exec/executor.hpp"
+#include "model/graph_builder.hpp"
+
+namespace bnorm::test {
+namespace {
+
+using TP = onnx::TensorProto;
+using exec::ElementType;
+using exec::Tensor;
+
+Tensor filled(ElementType type, exec::Shape shape, std::vector<float> values) {
+  Tensor t(ElementType::f32, std::move(shape));
+  for (std::int64_t i = 0; i < t.elements(); ++i) t.data<float>()[i] = values[static_cast<std::size_t>(i) % values.size()];
+  return type == ElementType::f32 ? t : exec::cast(t, type);
+}
+
+TEST(Executor, ScalarOperandsBroadcast) {
+  GraphBuilder g;
+  g.input("x", TP::FLOAT, {});
+  g.input("y", TP::FLOAT, {2, 3});
+  g.node("Mul", {"x", "y"}, {"a"});
+  g.node("Add", {"a", "x"}, {"b"});
+  g.output("b", TP::FLOAT, {2, 3});
+  exec::Executor ex(g.model());
+  const auto out = ex.run({filled(ElementType::f32, {}, {2.0f}), filled(ElementType::f32, {2, 3}, {1, 2, 3, 4, 5, 6})});
+  ASSERT_EQ(out[0].shape(), (exec::Shape{2, 3}));
+  for (int i = 0; i < 6; ++i) EXPECT_EQ(out[0].data<float>()[i], 2.0f * static_cast<float>(i + 1) + 2.0f);
+}
+
+TEST(Executor, UnsupportedOpIsNamedBeforeAnythingRuns) {
+  GraphBuilder g;
+  g.input("x", TP::FLOAT, {1, 2});
+  g.node("Relu", {"x"}, {"r"}, "first");
+  g.node("Erf", {"r"}, {"y"}, "the_erf");
+  g.output("y", TP::FLOAT, {1, 2});
+  try {
+    exec::Executor ex(g.model());
+    FAIL() << "compiled an unsupported op";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::unsupported);
+    EXPECT_NE(std::string(e.what()).find("Erf 'the_erf'"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("Conv"), std::string::npos) << "lists what it runs: " << e.what();
+  }
+}
+
+TEST(Executor, UnknownAttributeIsRefused) {
+  GraphBuilder g;
+  g.input("x", TP::FLOAT, {1, 2});
+  auto& n = g.node("LeakyRelu", {"x"}, {"y"}, "lr");
+  GraphBuilder::attr(n, "alpha", 0.1f);
+  GraphBuilder::attr(n, "gamma", 2.0f);
+  g.output("y", TP::FLOAT, {1, 2});
+  try {
+    exec::Executor ex(g.model());
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::unsupported);
+    EXPECT_NE(std::string(e.what()).find("'gamma'"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Executor, InputsAreChecked) {
+  GraphBuilder g;
+  g.input("x", TP::FLOAT, {-1, 3, 4});
+  g.node("Relu", {"x"}, {"y"});
+  g.output("y", TP::FLOAT, {-1, 3, 4});
+  exec::Executor ex(g.model());
+  EXPECT_NO_THROW(ex.run({filled(ElementType::f32, {5, 3, 4}, {1})}));  // any batch
+  auto expect = [&](const Tensor& t, const char* word) {
+    try {
+      ex.run({t});
+      FAIL() << word;
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::shape_mismatch);
+      EXPECT_NE(std::string(e.what()).find(word), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("'x'"), std::string::npos) << e.what();
+    }
+  };
+  expect(filled(ElementType::f32, {5, 3, 5}, {1}), "dim 2");
+  expect(filled(ElementType::f32, {5, 3}, {1}), "rank");
+  expect(filled(ElementType::f64, {5, 3, 4}, {1}), "float64");
+  EXPECT_THROW(ex.run({}), Error);
+}
+
+TEST(Executor, SharedValuesAndConstantsSurviveTheirFirstReader) {
+  GraphBuilder g;
+  g.input("x", TP::FLOAT, {4});
+  auto& c = g.node("Constant", {}, {"k"}, "const");
+  auto* a = c.add_attribute();
+  a->set_name("value_floats");
+  a->set_type(onnx::AttributeProto::FLOATS);
+  for (float v : {1.0f, 2.0f, 3.0f, 4.0f}) a->add_floats(v);
+  g.node("Relu", {"x"}, {"r"});
+  g.node("Add", {"r", "k"}, {"s"});
+  g.node("Mul", {"r", "s"}, {"y"});  // r read again after Add
+  g.output("y", TP::FLOAT, {4});
+  g.output("r", TP::FLOAT, {4});
+  exec::Executor ex(g.model());
+  for (int run = 0; run < 2; ++run) {
+    const auto out = ex.run({filled(ElementType::f32, {4}, {-1, 1, 2, -3})});
+    const float r[4] = {0, 1, 2, 0}, k[4] = {1, 2, 3, 4};
+    for (int i = 0; i < 4; ++i) {
+      EXPECT_EQ(out[0].data<float>()[i], r[i] * (r[i] + k[i]));
+      EXPECT_EQ(out[1].data<float>()[i], r[i]);
+    }
+  }
+}
+
+TEST(Executor, BatchStatisticsModeNormalizesWithTheBatch) {
+  GraphBuilder g;
+  g.input("x", TP::FLOAT, {-1, 2, 3});
+  g.batch_norm("bn", "x", "y", 2, 7);
+  g.output("y", TP::FLOAT, {-1, 2, 3});
+  exec::Executor ex(g.model());
+  ex.context().batch_norm_statistics = exec::BatchNormStatistics::batch;
+  const Tensor x = filled(ElementType::f32, {4, 2, 3}, {1, 5, -2, 7, 3, 3.5f, 0, 9});
+  const auto y = ex.run({x})[0];
+  // Each channel of y is scale * xhat + B: its mean is B, its biased
+  // variance scale^2 * var / (var + eps).
+  auto param = [&](const std::string& name) { return model::to_doubles(*g.model().constant(name), name); };
+  const auto scale = param("bn_scale"), bias = param("bn_bias");
+  for (int c = 0; c < 2; ++c) {
+    double sum = 0, sq = 0, xs = 0, xq = 0;
+    for (int n = 0; n < 4; ++n)
+      for (int s = 0; s < 3; ++s) {
+        const double v = y.data<float>()[(n * 2 + c) * 3 + s], u = x.data<float>()[(n * 2 + c) * 3 + s];
+        sum += v;
+        sq += v * v;
+        xs += u;
+        xq += u * u;
+      }
+    const double mean = sum / 12, var = sq / 12 - mean * mean;
+    const double xvar = xq / 12 - (xs / 12) * (xs / 12);
+    EXPECT_NEAR(mean, bias[static_cast<std::size_t>(c)], 1e-5);
+    EXPECT_NEAR(var, scale[static_cast<std::size_t>(c)] * scale[static_cast<std::size_t>(c)] * xvar / (xvar + 1e-3),
+                1e-4);
+  }
+}
+
+// Conv followed by its only reader, an activation: one fused step that
+// computes what the two nodes do.
+TEST(Executor, ConvActivationFusion) {
+  struct Case {
+    const char* op;
+    std::function<float(float)> f;
+  };
+  for (const Case& c : {Case{"Relu", [](float v) { return std::max(v, 0.0f); }},
+                        Case{"LeakyRelu", [](float v) { return v >= 0 ? v : 0.25f * v; }},
+                        Case{"Clip", [](float v) { return std::clamp(v, -0.5f, 0.75f); }}}) {
+    SCOPED_TRACE(c.op);
+    GraphBuilder g;
+    g.input("x", TP::FLOAT, {1, 2, 4, 4});
+    g.initializer("w", {3, 2, 3, 3}, GraphBuilder::random(54, 3));
+    g.initializer("lo", {}, {-0.5});
+    g.initializer("hi", {}, {0.75});
+    auto& conv = g.node("Conv", {"x", "w"}, {"c"}, "conv");
+    GraphBuilder::attr(conv, "pads", std::vector<std::int64_t>{1, 1, 1, 1});
+    std::vector<std::string> in = {"c"};
+    if (std::string(c.op) == "Clip") in = {"c", "lo", "hi"};
+    auto& act = g.node(c.op, in, {"y"}, "act");
+    if (std::string(c.op) == "LeakyRelu") GraphBuilder::attr(act, "alpha", 0.25f);
+    g.output("y", TP::FLOAT, {1, 3, 4, 4});
+    // The same Conv alone, as the reference.
+    GraphBuilder plain;
+    plain.input("x", TP::FLOAT, {1, 2, 4, 4});
+    plain.initializer("w", {3, 2, 3, 3}, GraphBuilder::random(54, 3));
+    auto& conv2 = plain.node("Conv", {"x", "w"}, {"c"}, "conv");
+    GraphBuilder::attr(conv2, "pads", std::vector<std::int64_t>{1, 1, 1, 1});
+    plain.output("c", TP::FLOAT, {1, 3, 4, 4});
+    exec::Executor fused(g.model()), alone(plain.model());
+    fused.set_profiling(true);
+    std::vector<float> values(32);
+    for (std::size_t i = 0; i < values.size(); ++i) values[i] = static_cast<float>(GraphBuilder::random(32, 9)[i]);
+    const Tensor x = filled(ElementType::f32, {1, 2, 4, 4}, values);
+    const auto y = fused.run({x})[0];
+    const auto ref = alone.run({x})[0];
+    EXPECT_EQ(fused.profile().calls.count(std::string("Conv+") + c.op), 1u) << "not fused";
+    EXPECT_EQ(fused.profile().calls.count(c.op), 0u);
+    for (std::int64_t i = 0; i < ref.elements(); ++i)
+      ASSERT_NEAR(y.data<float>()[i], c.f(ref.data<float>()[i]), 1e-6f) << i;
+  }
+}
+
+TEST(Executor, RunTimeErrorsNameTheNode) {
+  GraphBuilder g;
+  g.input("a", TP::FLOAT, {-1, 3});
+  g.input("b", TP::FLOAT, {-1, 3});
+  g.node("Add", {"a", "b"}, {"y"}, "adder");
+  g.output("y", TP::FLOAT, {-1, 3});
+  exec::Executor ex(g.model());
+  try {
+    ex.run({filled(ElementType::f32, {2, 3}, {1}), filled(ElementType::f32, {4, 3}, {1})});
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::shape_mismatch);
+    EXPECT_NE(std::string(e.what()).find("Add 'adder'"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("2x3"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace bnorm::test
