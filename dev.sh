@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # bnorm's two quickstart commands (README.md), for a fresh Debian 12 machine:
 #   ./dev.sh run    install missing packages, build (Release), run the main job
+#                   (bnorm prepare on the bundled Fashion-MNIST example)
 #   ./dev.sh test   install missing packages, build, run the whole test suite
 # Packages come from Debian's archive only (DESIGN.md section 5).
 set -euo pipefail
@@ -39,7 +40,11 @@ case "${1:-}" in
   run)
     install_missing_packages
     build
-    "$BUILD_DIR/bench/bnorm-bench" --quick
+    # The deployment pipeline on the bundled example: a Fashion-MNIST CNN
+    # whose BN statistics are stale on shifted data (examples/fashion_mnist).
+    "$BUILD_DIR/tools/bnorm/bnorm" prepare examples/fashion_mnist/model.onnx \
+      --calib examples/fashion_mnist/calib.npy --eval examples/fashion_mnist/eval.npz \
+      -o "$BUILD_DIR/fashion_mnist_prepared.onnx"
     ;;
   test)
     install_missing_packages
