@@ -5,7 +5,10 @@
 
 #include <oneapi/dnnl/dnnl.hpp>
 
+#include <chrono>
+#include <map>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "exec/tensor.hpp"
@@ -35,6 +38,19 @@ class ExecContext {
 
   dnnl::engine& engine() noexcept { return engine_; }
   dnnl::stream& stream() noexcept { return stream_; }
+
+  /// Time spent inside oneDNN primitives (execute only: no reorders, no
+  /// conversions), per primitive kind, while `profiling` is on.
+  bool profiling = false;
+  std::map<std::string, double> primitive_seconds;
+
+  /// Runs a oneDNN primitive, timing it under `kind` when profiling.
+  void execute(const char* kind, const dnnl::primitive& p, const std::unordered_map<int, dnnl::memory>& args) {
+    const auto start = profiling ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point();
+    p.execute(stream_, args);
+    stream_.wait();
+    if (profiling) primitive_seconds[kind] += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  }
 
   BatchNormStatistics batch_norm_statistics = BatchNormStatistics::running;
   /// Null: batch mode computes each batch's statistics itself.

@@ -91,7 +91,8 @@ void check_input(const ValueInfo& info, const Tensor& t) {
            std::to_string(i) + " (-1 = any)");
 }
 
-Executor::Executor(const model::OnnxModel& model) : ctx_(std::make_unique<ExecContext>()) {
+Executor::Executor(const model::OnnxModel& model)
+    : ctx_(std::make_unique<ExecContext>()), pool_(std::make_unique<TensorPool>()) {
   const auto& g = model.graph();
   const std::int64_t opset = model.opset();
   std::unordered_map<std::string, int> slot;
@@ -134,6 +135,7 @@ Executor::Executor(const model::OnnxModel& model) : ctx_(std::make_unique<ExecCo
       info.unsupported("op " + node.op_type() + " is not supported by the executor (it runs: " + list + ")");
     }
     Step step;
+    step.node = index;
     step.op_type = node.op_type();
     for (const auto& name : node.input()) {
       if (name.empty()) {
@@ -201,6 +203,7 @@ std::vector<Tensor> Executor::run(const std::vector<Tensor>& inputs) {
   if (inputs.size() != inputs_.size())
     throw Error(ErrorKind::invalid_argument, "the model takes " + std::to_string(inputs_.size()) +
                                                  " input(s), " + std::to_string(inputs.size()) + " given");
+  const TensorPool::Scope pool_scope(*pool_);
   std::vector<Tensor> values(slot_count_);
   for (std::size_t i = 0; i < inputs.size(); ++i) {
     check_input(inputs_[i], inputs[i]);
@@ -222,8 +225,20 @@ std::vector<Tensor> Executor::run(const std::vector<Tensor>& inputs) {
     const auto start = profiling_ ? clock::now() : clock::time_point();
     step.op->run(in, out, *ctx_);
     if (profiling_) {
-      profile_.seconds[step.op_type] += std::chrono::duration<double>(clock::now() - start).count();
+      const double seconds = std::chrono::duration<double>(clock::now() - start).count();
+      profile_.seconds[step.op_type] += seconds;
       profile_.calls[step.op_type] += 1;
+      const std::size_t k = static_cast<std::size_t>(&step - steps_.data());
+      if (profile_.steps.size() != steps_.size()) {
+        profile_.steps.assign(steps_.size(), {});
+        for (std::size_t i = 0; i < steps_.size(); ++i)
+          profile_.steps[i] = {steps_[i].op_type, steps_[i].node, {}, 0.0, 0};
+      }
+      auto& record = profile_.steps[k];
+      record.input_shapes.clear();
+      for (const Tensor* t : in) record.input_shapes.push_back(t ? t->shape() : Shape{});
+      record.seconds += seconds;
+      record.calls += 1;
     }
     for (std::size_t o = 0; o < step.outputs.size(); ++o)
       if (step.outputs[o] >= 0) values[static_cast<std::size_t>(step.outputs[o])] = std::move(out[o]);

@@ -27,10 +27,20 @@ struct ValueInfo {
   bool known_rank = false;
 };
 
-/// Time spent per op type over the runs since the last reset.
+/// Time spent per step over the runs since the last reset.
+struct StepProfile {
+  std::string op_type;  // "Conv", or "Conv+Relu" for a fused step
+  int node = -1;        // index of the node in the graph
+  std::vector<Shape> input_shapes;  // of the last run (absent inputs: empty)
+  double seconds = 0.0;
+  long calls = 0;
+};
+
+/// Time spent per op type and per step over the runs since the last reset.
 struct Profile {
   std::map<std::string, double> seconds;  // op type -> seconds
   std::map<std::string, long> calls;
+  std::vector<StepProfile> steps;  // in execution order
   double total = 0.0;
   int runs = 0;
 };
@@ -58,13 +68,22 @@ class Executor {
   ExecContext& context() noexcept { return *ctx_; }
 
   /// Records time per op type when on.
-  void set_profiling(bool on) noexcept { profiling_ = on; }
+  void set_profiling(bool on) noexcept {
+    profiling_ = on;
+    ctx_->profiling = on;
+  }
   const Profile& profile() const noexcept { return profile_; }
-  void reset_profile() { profile_ = {}; }
+  /// Time inside oneDNN primitives per kind ("convolution", "matmul", ...).
+  const std::map<std::string, double>& primitive_seconds() const noexcept { return ctx_->primitive_seconds; }
+  void reset_profile() {
+    profile_ = {};
+    ctx_->primitive_seconds.clear();
+  }
 
  private:
   struct Step {
     std::unique_ptr<Op> op;
+    int node = -1;
     std::string op_type;
     std::vector<int> inputs;   // value slots, -1 for absent
     std::vector<int> outputs;  // value slots, -1 for unnamed
@@ -79,6 +98,7 @@ class Executor {
   std::vector<Step> steps_;
   std::size_t slot_count_ = 0;
   std::unique_ptr<ExecContext> ctx_;
+  std::unique_ptr<TensorPool> pool_;  // storage of the tensors run() allocates
   bool profiling_ = false;
   Profile profile_;
 };

@@ -1,6 +1,8 @@
 #include "exec/tensor.hpp"
 
 #include <cstring>
+#include <mutex>
+#include <unordered_map>
 #include <new>
 
 #include "bnorm/error.hpp"
@@ -154,14 +156,60 @@ std::string to_string(const Shape& shape) {
   return s;
 }
 
+namespace {
+constexpr std::align_val_t kAlign{64};
+// Blocks below this size come from malloc's own free lists anyway.
+constexpr std::size_t kPoolMinBytes = 64 * 1024;
+// Free blocks kept per size; beyond, they go back to the system.
+constexpr std::size_t kPoolBlocksPerSize = 4;
+thread_local TensorPool* current_pool = nullptr;
+}  // namespace
+
+struct TensorPool::State {
+  std::mutex mutex;
+  std::unordered_map<std::size_t, std::vector<void*>> free;  // bytes -> blocks
+  ~State() {
+    for (auto& [bytes, blocks] : free)
+      for (void* p : blocks) ::operator delete(p, kAlign);
+  }
+};
+
+TensorPool::TensorPool() : state_(std::make_shared<State>()) {}
+TensorPool::~TensorPool() = default;
+TensorPool::Scope::Scope(TensorPool& pool) : previous_(current_pool) { current_pool = &pool; }
+TensorPool::Scope::~Scope() { current_pool = previous_; }
+
 Tensor::Tensor(ElementType type, Shape shape) : type_(type), shape_(std::move(shape)) {
   elements_ = element_count(shape_, "tensor shape");
   // At least one byte, so that an empty tensor still has storage (and is
   // told apart from an absent one).
   const std::size_t bytes = std::max<std::size_t>(1, static_cast<std::size_t>(elements_) * size_of(type_));
-  const std::align_val_t align{64};
-  void* p = ::operator new(bytes, align);
-  storage_ = std::shared_ptr<void>(p, [align](void* q) { ::operator delete(q, align); });
+  if (current_pool && bytes >= kPoolMinBytes) {
+    std::shared_ptr<TensorPool::State> state = current_pool->state_;
+    void* p = nullptr;
+    {
+      std::lock_guard<std::mutex> lock(state->mutex);
+      auto& blocks = state->free[bytes];
+      if (!blocks.empty()) {
+        p = blocks.back();
+        blocks.pop_back();
+      }
+    }
+    if (!p) p = ::operator new(bytes, kAlign);
+    storage_ = std::shared_ptr<void>(p, [state, bytes](void* q) {
+      std::lock_guard<std::mutex> lock(state->mutex);
+      auto& blocks = state->free[bytes];
+      if (blocks.size() < kPoolBlocksPerSize) {
+        blocks.push_back(q);
+      } else {
+        ::operator delete(q, kAlign);
+      }
+    });
+    data_ = p;
+    return;
+  }
+  void* p = ::operator new(bytes, kAlign);
+  storage_ = std::shared_ptr<void>(p, [](void* q) { ::operator delete(q, kAlign); });
   data_ = p;
 }
 

@@ -37,6 +37,38 @@ std::int64_t element_count(const Shape& shape, const std::string& what = "shape"
 /// "2x3x4" ("scalar" for rank 0).
 std::string to_string(const Shape& shape);
 
+/// Recycles the storage of freed tensors: an executor allocates the same
+/// sizes batch after batch, and fresh pages cost a page fault each (large
+/// blocks come from mmap). While a TensorPool::Scope is alive on a thread,
+/// the tensors that thread allocates take their storage from the pool and
+/// give it back when their last copy goes; storage outlives the pool as
+/// long as a tensor uses it.
+class TensorPool {
+ public:
+  TensorPool();
+  ~TensorPool();
+  TensorPool(const TensorPool&) = delete;
+  TensorPool& operator=(const TensorPool&) = delete;
+
+  /// Makes `pool` the allocating thread's pool until destroyed.
+  class Scope {
+   public:
+    explicit Scope(TensorPool& pool);
+    ~Scope();
+    Scope(const Scope&) = delete;
+    Scope& operator=(const Scope&) = delete;
+
+   private:
+    TensorPool* previous_;
+  };
+
+  struct State;
+
+ private:
+  friend class Tensor;
+  std::shared_ptr<State> state_;
+};
+
 class Tensor {
  public:
   /// An empty tensor (no storage): an absent optional input.

@@ -118,7 +118,7 @@ class Window final : public Op {
       bf = to_f32(*b);
       args[DNNL_ARG_BIAS] = dnnl::memory(c.bias, eng, const_cast<void*>(bf.raw()));
     }
-    c.prim.execute(ctx.stream(), args);
+    ctx.execute(transpose_ ? "deconvolution" : "convolution", c.prim, args);
     if (reorder_dst) dnnl::reorder(c.dst_buffer, dst).execute(ctx.stream(), c.dst_buffer, dst);
     ctx.stream().wait();
     out[0] = x.type() == ElementType::f32 ? std::move(yf) : cast(yf, x.type());

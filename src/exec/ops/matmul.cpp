@@ -65,8 +65,7 @@ void execute(const MatmulPrimitive& p, const Tensor& a, const Tensor& b, const T
       {DNNL_ARG_WEIGHTS, dnnl::memory(p.weights, eng, const_cast<void*>(b.raw()))},
       {DNNL_ARG_DST, dnnl::memory(p.dst, eng, y.raw())}};
   if (bias) args[DNNL_ARG_BIAS] = dnnl::memory(p.bias, eng, const_cast<void*>(bias->raw()));
-  p.prim.execute(ctx.stream(), args);
-  ctx.stream().wait();
+  ctx.execute("matmul", p.prim, args);
 }
 
 class Gemm final : public Op {

@@ -39,9 +39,8 @@ class Pool final : public Op {
     const Tensor xf = to_f32(x);
     Tensor yf(ElementType::f32, c.dst_shape);
     auto& eng = ctx.engine();
-    c.prim.execute(ctx.stream(), {{DNNL_ARG_SRC, dnnl::memory(c.src, eng, const_cast<void*>(xf.raw()))},
-                                  {DNNL_ARG_DST, dnnl::memory(c.dst, eng, yf.raw())}});
-    ctx.stream().wait();
+    ctx.execute("pooling", c.prim, {{DNNL_ARG_SRC, dnnl::memory(c.src, eng, const_cast<void*>(xf.raw()))},
+                                    {DNNL_ARG_DST, dnnl::memory(c.dst, eng, yf.raw())}});
     out[0] = x.type() == ElementType::f32 ? std::move(yf) : cast(yf, x.type());
   }
 
