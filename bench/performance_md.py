@@ -1,7 +1,11 @@
 """Writes docs/PERFORMANCE.md from a bnorm-bench run.
 
 Usage: bnorm-bench --bandwidth --threads 1,2 > run.txt
-       python3 bench/performance_md.py run.txt "<command>" > docs/PERFORMANCE.md
+       python3 bench/performance_md.py run.txt "<command>" [EXEC_RUN.txt] > docs/PERFORMANCE.md
+
+EXEC_RUN.txt, optional, holds bnorm-exec-bench runs, each after a line
+"$ <command>" (bench/exec_speed.sh writes it); it becomes the executor
+section.
 
 The tables and every figure in the text come from the run; the prose says
 what bounds the ratios.
@@ -125,7 +129,42 @@ def main():
     w(f"Against the peers on the four benchmark shapes: oneDNN/bnorm {min(dn):.2f}-{max(dn):.2f} "
       f"(median {statistics.median(dn):.2f}), ATen/bnorm {min(at):.2f}-{max(at):.2f} "
       f"(median {statistics.median(at):.2f}).")
+    if len(sys.argv) > 3:
+        exec_section(w, open(sys.argv[3]).read())
     print("\n".join(out))
+
+
+def exec_section(w, text):
+    """The executor's throughput, from bnorm-exec-bench runs."""
+    w("")
+    w("## The executor (`bnorm run`)")
+    w("")
+    w("`bnorm-exec-bench` runs each model on random input of one batch size, the models interleaved repetition by")
+    w("repetition, and reports the median time per batch (`run_ms`), rows per second, and from profiled runs the")
+    w("time inside oneDNN's convolution primitives (`onednn_conv`: their execute calls only, no reorders) and the")
+    w("time per op type. `conv/run` is the share of the run that oneDNN's convolutions take; the rest is bnorm's:")
+    w("reorders into and out of oneDNN's blocked layouts, BatchNormalization (bnorm's kernels), activations,")
+    w("pooling, Add. `Conv+Relu` is a convolution with the activation fused as a oneDNN post-op. The runs below")
+    w("come from `bench/exec_speed.sh build` (the example before and after `bnorm prepare`, and a ResNet-18-shaped")
+    w("model with random weights before and after `bnorm fold`), on the same machine as the table above.")
+    w("")
+    block = []
+    for line in text.rstrip().splitlines():
+        if line.startswith("$ "):
+            if block:
+                w("```")
+                w("\n".join(block))
+                w("```")
+                w("")
+                block = []
+            w(f"`{line[2:]}`")
+            w("")
+        else:
+            block.append(line)
+    if block:
+        w("```")
+        w("\n".join(block))
+        w("```")
 
 
 if __name__ == "__main__":
