@@ -2,6 +2,7 @@
 #pragma once
 
 #include "bnorm/batch_norm.hpp"
+#include "bnorm/batch_renorm.hpp"
 #include "bnorm/error.hpp"
 #include "bnorm/runtime.hpp"
 #include "bnorm/tensor.hpp"

@@ -19,10 +19,10 @@ void check_channel_array(const float* p, const char* name) {
 }
 }  // namespace
 
-void batch_norm_forward_training(const TensorDesc& src_desc, const void* src, const TensorDesc& dst_desc,
-                                 void* dst, const float* gamma, const float* beta, float* save_mean,
-                                 float* save_invstd, const RunningStats& running,
-                                 const BatchNormConfig& config) {
+namespace ops::batch_norm {
+
+TrainingCall check_training(const TensorDesc& src_desc, const void* src, const TensorDesc& dst_desc,
+                            const void* dst, const RunningStats& running, const BatchNormConfig& config) {
   ops::require_activation(src_desc, "src_desc", 2, kMaxRank);
   ops::require_same(src_desc, "src_desc", dst_desc, "dst_desc");
   ops::require_eps(config.eps, "config.eps");
@@ -55,9 +55,20 @@ void batch_norm_forward_training(const TensorDesc& src_desc, const void* src, co
   if (running.mean) {
     factor = config.momentum ? *config.momentum : 1.0 / static_cast<double>(*running.num_batches_tracked + 1);
   }
+  return {p, factor};
+}
+
+}  // namespace ops::batch_norm
+
+void batch_norm_forward_training(const TensorDesc& src_desc, const void* src, const TensorDesc& dst_desc,
+                                 void* dst, const float* gamma, const float* beta, float* save_mean,
+                                 float* save_invstd, const RunningStats& running,
+                                 const BatchNormConfig& config) {
+  const auto call = ops::batch_norm::check_training(src_desc, src, dst_desc, dst, running, config);
   ops::batch_norm::forward_training(
-      p, ops::batch_norm::plan_for(p, num_threads(), ops::batch_norm::Pass::training), src, dst, gamma, beta,
-      save_mean, save_invstd, running.mean, running.var, config.eps, factor, config.unbiased_running_var);
+      call.problem, ops::batch_norm::plan_for(call.problem, num_threads(), ops::batch_norm::Pass::training), src,
+      dst, gamma, beta, save_mean, save_invstd, running.mean, running.var, config.eps, call.factor,
+      config.unbiased_running_var);
   if (running.num_batches_tracked) ++*running.num_batches_tracked;
 }
 

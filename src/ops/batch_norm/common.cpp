@@ -69,12 +69,47 @@ bool stats_from_shifted_sums(std::int64_t channels, double n, const float* pivot
   return exact;
 }
 
+namespace {
+
+// Batch renormalization's normalizers: BN's with gamma * r and beta + gamma
+// * d, in chunks through small local arrays (no allocation).
+void finish_renorm(const TrainingOutputs& o, std::int64_t c0, std::int64_t c1, double count, const double* mean,
+                   const double* m2, float* center, float* scale, float* shift, double* invstd, bool write) {
+  constexpr std::int64_t kChunk = 64;
+  float g[kChunk], b[kChunk];
+  const Renorm& rn = *o.renorm;
+  for (std::int64_t base = c0; base < c1; base += kChunk) {
+    const std::int64_t n = std::min(kChunk, c1 - base);
+    for (std::int64_t i = 0; i < n; ++i) {
+      const std::int64_t c = base + i, j = c - c0;
+      const double sigma_b = std::sqrt(m2[j] / count + o.eps);
+      const double sigma = std::sqrt(static_cast<double>(rn.old_var[c]) + o.eps);
+      const double r = std::clamp(sigma_b / sigma, 1.0 / rn.r_max, rn.r_max);
+      const double d = std::clamp((mean[j] - static_cast<double>(rn.old_mean[c])) / sigma, -rn.d_max, rn.d_max);
+      const double gamma = o.gamma ? o.gamma[c] : 1.0, beta = o.beta ? o.beta[c] : 0.0;
+      g[i] = static_cast<float>(gamma * r);
+      b[i] = static_cast<float>(beta + gamma * d);
+      if (write && rn.save_r) rn.save_r[c] = static_cast<float>(r);
+      if (write && rn.save_d) rn.save_d[c] = static_cast<float>(d);
+    }
+    const std::int64_t j = base - c0;
+    k::finish_channels(n, count, mean + j, m2 + j, o.eps, g, b, center + j, scale + j, shift + j, invstd + j);
+  }
+}
+
+}  // namespace
+
 void TrainingOutputs::finish(std::int64_t c0, std::int64_t c1, double count, const double* mean,
                              const double* m2, float* center, float* scale, float* shift, double* invstd,
                              bool write) const {
   const std::int64_t n = c1 - c0;
-  k::finish_channels(n, count, mean, m2, eps, gamma ? gamma + c0 : nullptr, beta ? beta + c0 : nullptr,
-                     center, scale, shift, invstd);
+  if (renorm) {
+    // r and d come from the running statistics as they were before the step.
+    finish_renorm(*this, c0, c1, count, mean, m2, center, scale, shift, invstd, write);
+  } else {
+    k::finish_channels(n, count, mean, m2, eps, gamma ? gamma + c0 : nullptr, beta ? beta + c0 : nullptr,
+                       center, scale, shift, invstd);
+  }
   if (!write) return;
   for (std::int64_t i = 0; i < n; ++i) {
     if (save_mean) save_mean[c0 + i] = static_cast<float>(mean[i]);
@@ -102,14 +137,32 @@ void BackwardOutputs::finish(std::int64_t c0, std::int64_t c1, double count, con
                              bool write) const {
   const std::int64_t n = c1 - c0;
   if (write && diff_gamma)
-    for (std::int64_t i = 0; i < n; ++i)
-      diff_gamma[c0 + i] = static_cast<float>(sum_dy_xc[i] * invstd[c0 + i]);
+    for (std::int64_t i = 0; i < n; ++i) {
+      const double dg = sum_dy_xc[i] * invstd[c0 + i];
+      diff_gamma[c0 + i] = static_cast<float>(
+          renorm_r ? dg * renorm_r[c0 + i] + sum_dy[i] * static_cast<double>(renorm_d[c0 + i]) : dg);
+    }
   if (write && diff_beta)
     for (std::int64_t i = 0; i < n; ++i) diff_beta[c0 + i] = static_cast<float>(sum_dy[i]);
   // Batch statistics: the gradient also flows through the mean and variance.
   const double inv_count = stats == BackwardStats::batch && count > 0.0 ? 1.0 / count : 0.0;
-  k::backward_coefficients(n, inv_count, sum_dy, sum_dy_xc, gamma ? gamma + c0 : nullptr, invstd + c0, k_dy,
-                           k_xc, k_const);
+  if (!renorm_r) {
+    k::backward_coefficients(n, inv_count, sum_dy, sum_dy_xc, gamma ? gamma + c0 : nullptr, invstd + c0, k_dy,
+                             k_xc, k_const);
+    return;
+  }
+  // Renormalization: BN's backward with gamma * r (r, d are constants).
+  constexpr std::int64_t kChunk = 64;
+  float g[kChunk];
+  for (std::int64_t base = 0; base < n; base += kChunk) {
+    const std::int64_t m = std::min(kChunk, n - base);
+    for (std::int64_t i = 0; i < m; ++i) {
+      const std::int64_t c = c0 + base + i;
+      g[i] = static_cast<float>((gamma ? static_cast<double>(gamma[c]) : 1.0) * renorm_r[c]);
+    }
+    k::backward_coefficients(m, inv_count, sum_dy + base, sum_dy_xc + base, g, invstd + c0 + base, k_dy + base,
+                             k_xc + base, k_const + base);
+  }
 }
 
 BackwardCoefs BackwardOutputs::finish(std::int64_t c, double count, double sum_dy, double sum_dy_xc,

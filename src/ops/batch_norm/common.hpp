@@ -51,6 +51,22 @@ struct Affine {
   float shift = 0.0f;
 };
 
+/// Batch renormalization (Ioffe 2017) on top of a training step: per channel
+/// r = clip(sigma_B / sigma, 1/r_max, r_max) and d = clip((mu_B - mu) /
+/// sigma, -d_max, d_max) from the batch and the running statistics (before
+/// their update), and y = gamma * (xhat * r + d) + beta, i.e. BN with gamma
+/// * r and beta + gamma * d. With r_max = 1 and d_max = 0 it is BN exactly.
+struct Renorm {
+  double r_max = 1.0;
+  double d_max = 0.0;
+  float* save_r = nullptr;
+  float* save_d = nullptr;
+  /// A copy of the running statistics from before the step: workers that
+  /// share a channel read them while one of them updates the running ones.
+  const float* old_mean = nullptr;
+  const float* old_var = nullptr;
+};
+
 /// The outputs of a training step and how to fill them from statistics.
 struct TrainingOutputs {
   const float* gamma;
@@ -62,6 +78,7 @@ struct TrainingOutputs {
   double eps;
   double factor;  // weight of this batch in the running averages
   bool unbiased;  // running variance unbiased (PyTorch) or biased (ONNX)
+  const Renorm* renorm = nullptr;  // batch renormalization (needs running statistics)
 
   /// Channels [c0, c1), each with `count` values: mean and m2 hold their
   /// statistics, center/scale/shift receive their normalizers (all indexed
@@ -85,6 +102,10 @@ struct BackwardOutputs {
   float* diff_gamma;
   float* diff_beta;
   BackwardStats stats;
+  /// Batch renormalization's r and d per channel (constants in backward):
+  /// dx as BN with gamma * r, diff_gamma = r * sum(dy * xhat) + d * sum(dy).
+  const float* renorm_r = nullptr;
+  const float* renorm_d = nullptr;
 
   /// Channels [c0, c1) with `count` values each; sums indexed from c0,
   /// coefficients written from index 0 of k_dy / k_xc / k_const. With

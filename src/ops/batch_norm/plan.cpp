@@ -57,9 +57,10 @@ Plan plan_for(const Problem& problem, int threads, Pass pass) {
 
 void forward_training(const Problem& p, const Plan& plan, const void* src, void* dst, const float* gamma,
                       const float* beta, float* save_mean, float* save_invstd, float* running_mean,
-                      float* running_var, double eps, double factor, bool unbiased_running_var) {
-  const TrainingOutputs out{gamma,       beta, save_mean, save_invstd,         running_mean,
-                            running_var, eps,  factor,    unbiased_running_var};
+                      float* running_var, double eps, double factor, bool unbiased_running_var,
+                      const Renorm* renorm) {
+  const TrainingOutputs out{gamma, beta, save_mean, save_invstd, running_mean, running_var,
+                            eps,   factor, unbiased_running_var, renorm};
   if (plan.strategy == Strategy::rows) {
     training_rows(p, plan, src, dst, out);
   } else {
@@ -99,8 +100,8 @@ void forward_inference(const Problem& p, const Plan& plan, const void* src, void
 
 void backward(const Problem& p, const Plan& plan, const void* src, const void* diff_dst, void* diff_src,
               const float* gamma, const float* mean, const float* invstd, float* diff_gamma, float* diff_beta,
-              BackwardStats stats) {
-  const BackwardOutputs out{gamma, invstd, diff_gamma, diff_beta, stats};
+              BackwardStats stats, const float* renorm_r, const float* renorm_d) {
+  const BackwardOutputs out{gamma, invstd, diff_gamma, diff_beta, stats, renorm_r, renorm_d};
   // The sums are needed for the parameter gradients, and for dx when the
   // statistics were the batch's.
   const bool reduce = diff_gamma || diff_beta || (stats == BackwardStats::batch && diff_src);

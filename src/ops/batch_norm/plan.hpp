@@ -77,12 +77,22 @@ void inference_rows(const Problem& p, const Plan& plan, const void* src, void* d
 void backward_rows(const Problem& p, const Plan& plan, const void* src, const void* diff_dst, void* diff_src,
                    const float* mean, bool reduce, const BackwardOutputs& out);
 
+/// A validated training call: the problem and the running-average weight.
+struct TrainingCall {
+  Problem problem;
+  double factor = 0.0;
+};
+/// The argument checks of batch_norm_forward_training (api.cpp), shared by
+/// its variants; throws Error naming the argument.
+TrainingCall check_training(const TensorDesc& src_desc, const void* src, const TensorDesc& dst_desc,
+                            const void* dst, const RunningStats& running, const BatchNormConfig& config);
+
 /// forward training with an explicit plan; arguments already validated.
 /// `factor` is the running-average weight of this batch.
 void forward_training(const Problem& problem, const Plan& plan, const void* src, void* dst,
                       const float* gamma, const float* beta, float* save_mean, float* save_invstd,
                       float* running_mean, float* running_var, double eps, double factor,
-                      bool unbiased_running_var = true);
+                      bool unbiased_running_var = true, const Renorm* renorm = nullptr);
 
 /// forward inference with an explicit plan; arguments already validated.
 void forward_inference(const Problem& problem, const Plan& plan, const void* src, void* dst,
@@ -92,6 +102,6 @@ void forward_inference(const Problem& problem, const Plan& plan, const void* src
 /// backward with an explicit plan; arguments already validated.
 void backward(const Problem& problem, const Plan& plan, const void* src, const void* diff_dst, void* diff_src,
               const float* gamma, const float* mean, const float* invstd, float* diff_gamma, float* diff_beta,
-              BackwardStats stats);
+              BackwardStats stats, const float* renorm_r = nullptr, const float* renorm_d = nullptr);
 
 }  // namespace bnorm::ops::batch_norm
