@@ -79,6 +79,33 @@ void batch_norm_backward(const TensorDesc& src_desc, const void* src, const Tens
                          const float* gamma, const float* mean, const float* invstd, float* diff_gamma,
                          float* diff_beta, BackwardStats stats = BackwardStats::batch);
 
+/// Ghost batch normalization (Keras' virtual_batch_size, Hoffer et al.
+/// 2017): the batch of N samples is split into N / virtual_batch_size
+/// consecutive groups, each normalized with its own statistics, and the
+/// running statistics are updated from each group in turn (num_batches_tracked
+/// counts groups). save_mean / save_invstd receive G * C values, group g's at
+/// [g * C, (g + 1) * C). virtual_batch_size must divide N and leave more than
+/// one value per channel in a group. With one group it is
+/// batch_norm_forward_training exactly.
+void ghost_batch_norm_forward_training(const TensorDesc& src_desc, const void* src, const TensorDesc& dst_desc,
+                                       void* dst, std::int64_t virtual_batch_size, const float* gamma,
+                                       const float* beta, float* save_mean, float* save_invstd,
+                                       const RunningStats& running = {}, const BatchNormConfig& config = {});
+
+/// Backward of ghost_batch_norm_forward_training: each group's backward with
+/// its saved statistics (G * C values each); the parameter gradients are
+/// summed over the groups.
+void ghost_batch_norm_backward(const TensorDesc& src_desc, const void* src, const TensorDesc& diff_dst_desc,
+                               const void* diff_dst, const TensorDesc& diff_src_desc, void* diff_src,
+                               std::int64_t virtual_batch_size, const float* gamma, const float* mean,
+                               const float* invstd, float* diff_gamma, float* diff_beta);
+
+// Frozen BatchNorm (fine-tuning with fixed statistics, oneDNN's
+// use_global_stats in training): the forward is batch_norm_forward_inference
+// with the running statistics, the backward batch_norm_backward with
+// BackwardStats::fixed, mean = running mean and invstd = 1 / sqrt(running
+// var + eps). BatchNorm::freeze does this for the layer.
+
 /// A BatchNorm{1,2,3}d layer with torch.nn semantics: owns gamma (weight),
 /// beta (bias), running statistics and num_batches_tracked, and has a
 /// train/eval mode. The rank of the input decides 1d (rank 2 or 3), 2d (4)
@@ -92,6 +119,9 @@ class BatchNorm {
     std::optional<double> momentum = 0.1;  ///< in [0, 1]; nullopt = cumulative average
     bool affine = true;                    ///< learn gamma and beta
     bool track_running_stats = true;       ///< keep running mean / var
+    /// > 0: ghost batch norm in training, groups of this many samples
+    /// (ghost_batch_norm_forward_training); 0: the whole batch.
+    std::int64_t virtual_batch_size = 0;
   };
 
   /// Throws Error(invalid_argument) for num_features <= 0, eps < 0 or
@@ -140,11 +170,20 @@ class BatchNorm {
   /// reset_running_stats(), gamma 1, beta 0.
   void reset_parameters() noexcept;
 
+  /// Frozen statistics: in training mode too, normalize with the running
+  /// statistics (not updated) and differentiate with them as constants, for
+  /// fine-tuning. Throws Error(invalid_argument) when the layer keeps no
+  /// running statistics.
+  void freeze(bool on = true);
+  bool is_frozen() const noexcept { return frozen_; }
+
  private:
   void check_input(const TensorDesc& desc, const char* name) const;
 
   Options options_;
   bool training_ = true;
+  bool frozen_ = false;
+  std::int64_t ghost_groups_ = 0;  // groups of the last ghost forward (0: plain)
   std::vector<float> weight_, bias_, running_mean_, running_var_;
   std::vector<float> weight_grad_, bias_grad_, saved_mean_, saved_invstd_;
   std::int64_t num_batches_tracked_ = 0;

@@ -11,6 +11,11 @@
 namespace bnorm {
 
 BatchNorm::BatchNorm(const Options& options) : options_(options) {
+  if (options.virtual_batch_size < 0) {
+    throw Error(ErrorKind::invalid_argument,
+                "argument 'options.virtual_batch_size' = " + std::to_string(options.virtual_batch_size) +
+                    ": must be >= 0 (0 = the whole batch)");
+  }
   if (options.num_features <= 0) {
     throw Error(ErrorKind::invalid_argument,
                 "argument 'options.num_features' = " + std::to_string(options.num_features) +
@@ -65,15 +70,29 @@ void BatchNorm::forward(const TensorDesc& src_desc, const void* src, const Tenso
   const float* beta = options_.affine ? bias_.data() : nullptr;
   // As torch.nn: batch statistics in training, and in eval when there are no
   // running statistics to use.
-  const bool use_batch_stats = training_ || !options_.track_running_stats;
+  // Frozen: the running statistics in training too.
+  const bool use_batch_stats = (training_ && !frozen_) || !options_.track_running_stats;
+  ghost_groups_ = 0;
   if (use_batch_stats) {
     RunningStats running;
     if (training_ && options_.track_running_stats) {
       running = {running_mean_.data(), running_var_.data(), &num_batches_tracked_};
     }
-    batch_norm_forward_training(src_desc, src, dst_desc, dst, gamma, beta, saved_mean_.data(),
-                                saved_invstd_.data(), running,
-                                BatchNormConfig{options_.eps, options_.momentum});
+    const BatchNormConfig config{options_.eps, options_.momentum};
+    if (training_ && options_.virtual_batch_size > 0) {
+      const std::int64_t groups = src_desc.batch() / options_.virtual_batch_size;
+      const auto size = static_cast<std::size_t>(std::max<std::int64_t>(groups, 1) * options_.num_features);
+      if (saved_mean_.size() < size) {
+        saved_mean_.resize(size);
+        saved_invstd_.resize(size);
+      }
+      ghost_batch_norm_forward_training(src_desc, src, dst_desc, dst, options_.virtual_batch_size, gamma, beta,
+                                        saved_mean_.data(), saved_invstd_.data(), running, config);
+      ghost_groups_ = groups;
+    } else {
+      batch_norm_forward_training(src_desc, src, dst_desc, dst, gamma, beta, saved_mean_.data(),
+                                  saved_invstd_.data(), running, config);
+    }
     last_forward_ = BackwardStats::batch;
     return;
   }
@@ -88,6 +107,14 @@ void BatchNorm::forward(const TensorDesc& src_desc, const void* src, const Tenso
   last_forward_ = BackwardStats::fixed;
 }
 
+void BatchNorm::freeze(bool on) {
+  if (on && !options_.track_running_stats)
+    throw Error(ErrorKind::invalid_argument,
+                "BatchNorm::freeze: this layer has track_running_stats = false, so there are no running "
+                "statistics to freeze");
+  frozen_ = on;
+}
+
 void BatchNorm::backward(const TensorDesc& src_desc, const void* src, const TensorDesc& diff_dst_desc,
                          const void* diff_dst, const TensorDesc& diff_src_desc, void* diff_src) {
   if (!last_forward_) {
@@ -96,6 +123,14 @@ void BatchNorm::backward(const TensorDesc& src_desc, const void* src, const Tens
                 "differentiate through do not exist yet");
   }
   check_input(src_desc, "src_desc");
+  if (ghost_groups_ > 0) {
+    ghost_batch_norm_backward(src_desc, src, diff_dst_desc, diff_dst, diff_src_desc, diff_src,
+                              options_.virtual_batch_size, options_.affine ? weight_.data() : nullptr,
+                              saved_mean_.data(), saved_invstd_.data(),
+                              options_.affine ? weight_grad_.data() : nullptr,
+                              options_.affine ? bias_grad_.data() : nullptr);
+    return;
+  }
   batch_norm_backward(src_desc, src, diff_dst_desc, diff_dst, diff_src_desc, diff_src,
                       options_.affine ? weight_.data() : nullptr, saved_mean_.data(), saved_invstd_.data(),
                       options_.affine ? weight_grad_.data() : nullptr,

@@ -1,0 +1,179 @@
+// Ghost batch norm (virtual batch size) and frozen BatchNorm: one group is
+// plain BN, G groups are G independent BN steps in order, the layer's
+// options drive both, and frozen gradients are the inference-mode
+// derivative (finite differences).
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "bnorm/batch_norm.hpp"
+#include "bnorm/error.hpp"
+#include "bnorm/runtime.hpp"
+#include "common/test_util.hpp"
+#include "kernels/common/scalar.hpp"
+
+namespace bnorm::test {
+namespace {
+
+TensorDesc with_batch(const TensorDesc& d, std::int64_t n) {
+  std::vector<std::int64_t> dims(d.dims().begin(), d.dims().end());
+  dims[0] = n;
+  return TensorDesc(d.dtype(), d.layout(), dims);
+}
+
+TEST(GhostBatchNorm, GroupsAreIndependentBatchNormSteps) {
+  for (const TensorDesc d : {TensorDesc(DType::f32, Layout::channels_first, {12, 5, 7}),
+                             TensorDesc(DType::bf16, Layout::channels_last, {8, 3, 4, 6}),
+                             TensorDesc(DType::f32, Layout::channels_first, {6, 9})}) {
+    for (std::int64_t vbs : {d.batch(), d.batch() / 2, std::int64_t{2}}) {
+      SCOPED_TRACE(d.str() + " virtual batch " + std::to_string(vbs));
+      const auto C = static_cast<std::size_t>(d.channels());
+      const std::int64_t groups = d.batch() / vbs;
+      const TensorDesc g = with_batch(d, vbs);
+      Buffer src(d), dst(d), want(d), dy(d), dx(d), want_dx(d);
+      fill_normal(src, 3, 2.0, 1.5);
+      fill_normal(dy, 4);
+      const auto gamma = uniform(C, 5, 0.5f, 1.5f), beta = uniform(C, 6, -1.0f, 1.0f);
+      std::vector<float> rm(C, 0.0f), rv(C, 1.0f), rm_w = rm, rv_w = rv;
+      std::vector<float> mean(groups * C), invstd(groups * C), mean_w(groups * C), invstd_w(groups * C);
+      std::int64_t tracked = 0, tracked_w = 0;
+      ghost_batch_norm_forward_training(d, src.data(), d, dst.data(), vbs, gamma.data(), beta.data(), mean.data(),
+                                        invstd.data(), {rm.data(), rv.data(), &tracked});
+      std::vector<double> dg_sum(C, 0.0), db_sum(C, 0.0);
+      for (std::int64_t k = 0; k < groups; ++k) {
+        const std::int64_t off = k * g.elements();
+        batch_norm_forward_training(g, kernels::element_ptr(src.data(), d.dtype(), off), g,
+                                    kernels::element_ptr(want.data(), d.dtype(), off), gamma.data(), beta.data(),
+                                    mean_w.data() + k * C, invstd_w.data() + k * C,
+                                    {rm_w.data(), rv_w.data(), &tracked_w});
+        std::vector<float> dg(C), db(C);
+        batch_norm_backward(g, kernels::element_ptr(src.data(), d.dtype(), off), g,
+                            kernels::element_ptr(dy.data(), d.dtype(), off), g,
+                            kernels::element_ptr(want_dx.data(), d.dtype(), off), gamma.data(), mean_w.data() + k * C,
+                            invstd_w.data() + k * C, dg.data(), db.data());
+        for (std::size_t i = 0; i < C; ++i) {
+          dg_sum[i] += dg[i];
+          db_sum[i] += db[i];
+        }
+      }
+      EXPECT_EQ(dst.bytes, want.bytes);
+      EXPECT_EQ(mean, mean_w);
+      EXPECT_EQ(invstd, invstd_w);
+      EXPECT_EQ(rm, rm_w);
+      EXPECT_EQ(rv, rv_w);
+      EXPECT_EQ(tracked, groups);
+      std::vector<float> dg(C), db(C);
+      ghost_batch_norm_backward(d, src.data(), d, dy.data(), d, dx.data(), vbs, gamma.data(), mean.data(),
+                                invstd.data(), dg.data(), db.data());
+      EXPECT_EQ(dx.bytes, want_dx.bytes);
+      for (std::size_t i = 0; i < C; ++i) {
+        EXPECT_NEAR(dg[i], dg_sum[i], 1e-5 * (1 + std::fabs(dg_sum[i])));
+        EXPECT_NEAR(db[i], db_sum[i], 1e-5 * (1 + std::fabs(db_sum[i])));
+      }
+      if (groups > 1) {  // really per group: differs from whole-batch BN
+        Buffer whole(d);
+        std::vector<float> m(C), is(C);
+        batch_norm_forward_training(d, src.data(), d, whole.data(), gamma.data(), beta.data(), m.data(), is.data());
+        EXPECT_NE(whole.bytes, dst.bytes);
+      }
+    }
+  }
+}
+
+TEST(GhostBatchNorm, Errors) {
+  const TensorDesc d(DType::f32, Layout::channels_first, {6, 2, 1});
+  Buffer src(d), dst(d);
+  std::vector<float> s(12);
+  for (std::int64_t vbs : {0, 4, 7}) {
+    try {
+      ghost_batch_norm_forward_training(d, src.data(), d, dst.data(), vbs, nullptr, nullptr, s.data(), s.data());
+      ADD_FAILURE() << vbs;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("virtual_batch_size"), std::string::npos) << e.what();
+    }
+  }
+  // A group of one sample with one spatial value: one value per channel.
+  EXPECT_THROW(ghost_batch_norm_forward_training(d, src.data(), d, dst.data(), 1, nullptr, nullptr, s.data(), s.data()),
+               Error);
+}
+
+TEST(BatchNormLayer, VirtualBatchSizeRunsGhostBatchNorm) {
+  BatchNorm::Options o;
+  o.num_features = 3;
+  o.virtual_batch_size = 2;
+  BatchNorm layer(o);
+  const TensorDesc d(DType::f32, Layout::channels_first, {6, 3, 5});
+  Buffer src(d), dst(d), want(d), dx(d);
+  fill_normal(src, 9);
+  layer.forward(d, src.data(), d, dst.data());
+  std::vector<float> rm(3, 0.0f), rv(3, 1.0f), m(9), is(9);
+  std::int64_t t = 0;
+  ghost_batch_norm_forward_training(d, src.data(), d, want.data(), 2, layer.weight().data(), layer.bias().data(),
+                                    m.data(), is.data(), {rm.data(), rv.data(), &t});
+  EXPECT_EQ(dst.bytes, want.bytes);
+  EXPECT_EQ(layer.num_batches_tracked(), 3);
+  EXPECT_NO_THROW(layer.backward(d, src.data(), d, src.data(), d, dx.data()));
+  EXPECT_THROW(BatchNorm(BatchNorm::Options{.num_features = 3, .virtual_batch_size = -1}), Error);
+}
+
+TEST(BatchNormLayer, FrozenUsesRunningStatisticsAndTheirDerivative) {
+  BatchNorm::Options o;
+  o.num_features = 4;
+  BatchNorm layer(o);
+  for (std::size_t c = 0; c < 4; ++c) {
+    layer.running_mean()[c] = 0.3f * static_cast<float>(c) - 0.5f;
+    layer.running_var()[c] = 0.5f + 0.4f * static_cast<float>(c);
+    layer.weight()[c] = 1.0f + 0.1f * static_cast<float>(c);
+    layer.bias()[c] = -0.2f * static_cast<float>(c);
+  }
+  const std::vector<float> rm(layer.running_mean().begin(), layer.running_mean().end());
+  layer.freeze();
+  ASSERT_TRUE(layer.is_training());
+  const TensorDesc d(DType::f32, Layout::channels_last, {3, 4});
+  Buffer src(d), dst(d), want(d), dy(d), dx(d);
+  fill_normal(src, 13, 1.0, 2.0);
+  fill_normal(dy, 14);
+  layer.forward(d, src.data(), d, dst.data());
+  batch_norm_forward_inference(d, src.data(), d, want.data(), layer.weight().data(), layer.bias().data(),
+                               layer.running_mean().data(), layer.running_var().data(), o.eps);
+  EXPECT_EQ(dst.bytes, want.bytes);
+  EXPECT_EQ(std::vector<float>(layer.running_mean().begin(), layer.running_mean().end()), rm) << "not updated";
+  layer.backward(d, src.data(), d, dy.data(), d, dx.data());
+  // d/dx of sum(dy * inference(x)), by central differences in double.
+  auto loss = [&](const Buffer& x) {
+    double l = 0;
+    for (std::int64_t i = 0; i < d.elements(); ++i) {
+      const std::size_t c = static_cast<std::size_t>(i % 4);
+      const double y = (x.get(i) - layer.running_mean()[c]) / std::sqrt(layer.running_var()[c] + o.eps) *
+                           layer.weight()[c] + layer.bias()[c];
+      l += dy.get(i) * y;
+    }
+    return l;
+  };
+  for (std::int64_t i = 0; i < d.elements(); ++i) {
+    Buffer plus = src, minus = src;
+    plus.set(i, src.get(i) + 0.01f);
+    minus.set(i, src.get(i) - 0.01f);
+    const double numeric = (loss(plus) - loss(minus)) / (plus.get(i) - minus.get(i));
+    EXPECT_NEAR(dx.get(i), numeric, 1e-4 * (1 + std::fabs(numeric))) << i;
+  }
+  // diff_gamma = sum(dy * xhat) with the running statistics, diff_beta = sum(dy).
+  for (std::size_t c = 0; c < 4; ++c) {
+    double sx = 0, s = 0;
+    for (std::int64_t n = 0; n < 3; ++n) {
+      const std::int64_t i = n * 4 + static_cast<std::int64_t>(c);
+      sx += dy.get(i) * (src.get(i) - layer.running_mean()[c]) / std::sqrt(layer.running_var()[c] + o.eps);
+      s += dy.get(i);
+    }
+    EXPECT_NEAR(layer.weight_grad()[c], sx, 1e-5);
+    EXPECT_NEAR(layer.bias_grad()[c], s, 1e-5);
+  }
+  layer.freeze(false);
+  layer.forward(d, src.data(), d, dst.data());
+  EXPECT_NE(dst.bytes, want.bytes) << "unfrozen: batch statistics again";
+  EXPECT_THROW(BatchNorm(BatchNorm::Options{.num_features = 2, .track_running_stats = false}).freeze(), Error);
+}
+
+}  // namespace
+}  // namespace bnorm::test
