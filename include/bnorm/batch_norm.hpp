@@ -79,6 +79,41 @@ void batch_norm_backward(const TensorDesc& src_desc, const void* src, const Tens
                          const float* gamma, const float* mean, const float* invstd, float* diff_gamma,
                          float* diff_beta, BackwardStats stats = BackwardStats::batch);
 
+/// An activation fused into BatchNorm's output pass (ResNet blocks):
+/// dst = relu(bn(src) + residual), with the residual optional. One pass
+/// writes dst: no separate add and ReLU passes over memory.
+struct BatchNormFusion {
+  /// Added before the ReLU (e.g. the skip connection): same descriptor as
+  /// src. Null: BN+ReLU.
+  const void* residual = nullptr;
+  /// Apply max(., 0) (NaN stays NaN). false with a residual: BN+Add.
+  bool relu = true;
+};
+
+/// batch_norm_forward_training with the fused epilogue on dst.
+void batch_norm_forward_training_fused(const TensorDesc& src_desc, const void* src, const TensorDesc& dst_desc,
+                                       void* dst, const BatchNormFusion& fusion, const float* gamma,
+                                       const float* beta, float* save_mean, float* save_invstd,
+                                       const RunningStats& running = {}, const BatchNormConfig& config = {});
+
+/// batch_norm_forward_inference with the fused epilogue on dst.
+void batch_norm_forward_inference_fused(const TensorDesc& src_desc, const void* src, const TensorDesc& dst_desc,
+                                        void* dst, const BatchNormFusion& fusion, const float* gamma,
+                                        const float* beta, const float* mean, const float* var, double eps = 1e-5);
+
+/// Backward of a fused forward. The ReLU's mask is recomputed from the
+/// forward's output `dst` (dst > 0 exactly where the ReLU passed its input),
+/// so nothing but dst needs keeping; `relu` says whether the forward had
+/// one. diff_src is BatchNorm's backward of the gated gradient;
+/// diff_residual (optional) receives the residual's gradient, the gated
+/// diff_dst. Other arguments as batch_norm_backward; diff_src is required
+/// when diff_residual is given with a ReLU.
+void batch_norm_backward_fused(const TensorDesc& src_desc, const void* src, const void* dst, bool relu,
+                               const TensorDesc& diff_dst_desc, const void* diff_dst,
+                               const TensorDesc& diff_src_desc, void* diff_src, const float* gamma,
+                               const float* mean, const float* invstd, float* diff_gamma, float* diff_beta,
+                               void* diff_residual, BackwardStats stats = BackwardStats::batch);
+
 /// Ghost batch normalization (Keras' virtual_batch_size, Hoffer et al.
 /// 2017): the batch of N samples is split into N / virtual_batch_size
 /// consecutive groups, each normalized with its own statistics, and the

@@ -14,6 +14,40 @@
 
 namespace bnorm::kernels::batch_norm {
 
+// ---- fused activation ----
+
+/// What the normalize kernels do after normalizing: y = act(normalized +
+/// residual), BN+ReLU and BN+Add+ReLU fused into the same pass.
+struct Epilogue {
+  /// Added before the activation; same dtype and layout as x, at the same
+  /// element offsets. Null: no residual.
+  const void* residual = nullptr;
+  /// max(v, 0) (NaN stays NaN).
+  bool relu = false;
+  /// The same epilogue `offset` elements further into the tensor.
+  Epilogue at(DType dtype, std::int64_t offset) const noexcept {
+    return {residual ? static_cast<const char*>(residual) + offset * static_cast<std::int64_t>(size_of(dtype))
+                     : nullptr,
+            relu};
+  }
+};
+
+/// The ReLU of a fused forward, seen by the backward kernels: dy counts only
+/// where the forward output y is > 0 (y > 0 exactly where the ReLU's input
+/// was), so the mask is recomputed from the output instead of stored.
+struct Gate {
+  /// The forward output, at the same element offsets as x. Null: no gate.
+  const void* y = nullptr;
+  /// Receives the gated dy (the residual's gradient); only the apply
+  /// kernels write it. Null: not wanted.
+  void* dz = nullptr;
+  /// The same gate `offset` elements further into the tensor.
+  Gate at(DType dtype, std::int64_t offset) const noexcept {
+    const std::int64_t bytes = offset * static_cast<std::int64_t>(size_of(dtype));
+    return {y ? static_cast<const char*>(y) + bytes : nullptr, dz ? static_cast<char*>(dz) + bytes : nullptr};
+  }
+};
+
 // ---- channels-first: one channel as strided runs ----
 
 /// `count` runs of `len` contiguous elements, run i starting `i * stride`
@@ -30,12 +64,15 @@ void shifted_sums(DType dtype, const void* x, Runs runs, float pivot, double out
 double sum_sq_centered(DType dtype, const void* x, Runs runs, float center);
 /// y = (x - center) * scale + shift over the runs (y has x's strides).
 void normalize(DType dtype, const void* x, void* y, Runs runs, float center, float scale, float shift,
-               bool stream);
+               bool stream, const Epilogue& post = {});
 /// sums[0] += sum(dy), sums[1] += sum(dy * (x - center)).
-void backward_reduce(DType dtype, const void* x, const void* dy, Runs runs, float center, double sums[2]);
+/// With a gate, dy is taken as 0 where y <= 0.
+void backward_reduce(DType dtype, const void* x, const void* dy, Runs runs, float center, double sums[2],
+                     const Gate& gate = {});
 /// dx = k_dy * dy + k_xc * (x - center) + k_const over the runs.
+/// With a gate, dy is taken as 0 where y <= 0, and the gated dy goes to dz.
 void backward_apply(DType dtype, const void* x, const void* dy, void* dx, Runs runs, float center, float k_dy,
-                    float k_xc, float k_const, bool stream);
+                    float k_xc, float k_const, bool stream, const Gate& gate = {});
 
 // ---- channels-first: consecutive planes in memory order ----
 
@@ -44,12 +81,12 @@ void backward_apply(DType dtype, const void* x, const void* dy, void* dx, Runs r
 /// shift[k], walked as one contiguous (streamable) pass.
 void normalize_planes(DType dtype, const void* x, void* y, std::int64_t planes, std::int64_t plane_len,
                       std::int64_t first, std::int64_t period, const float* center, const float* scale,
-                      const float* shift, bool stream);
+                      const float* shift, bool stream, const Epilogue& post = {});
 /// The same walk for backward: dx = k_dy[k] * dy + k_xc[k] * (x - center[k])
 /// + k_const[k].
 void apply_planes(DType dtype, const void* x, const void* dy, void* dx, std::int64_t planes,
                   std::int64_t plane_len, std::int64_t first, std::int64_t period, const float* center,
-                  const float* k_dy, const float* k_xc, const float* k_const, bool stream);
+                  const float* k_dy, const float* k_xc, const float* k_const, bool stream, const Gate& gate = {});
 
 // ---- channels-last: blocks of whole rows ----
 
@@ -80,15 +117,15 @@ void rows_sum_sq_centered(DType dtype, const void* x, Rows rows, const float* ce
                           double* acc);
 /// y = (x - center[c]) * scale[c] + shift[c].
 void rows_normalize(DType dtype, const void* x, void* y, Rows rows, const float* center_cyclic,
-                    const float* scale_cyclic, const float* shift_cyclic, bool stream);
+                    const float* scale_cyclic, const float* shift_cyclic, bool stream, const Epilogue& post = {});
 /// sum_dy[c] += sum(dy), sum_dy_xc[c] += sum(dy * (x - center[c])).
 /// scratch: 2 * cyclic_length(C) floats.
 void rows_backward_reduce(DType dtype, const void* x, const void* dy, Rows rows, const float* center_cyclic,
-                          float* scratch, double* sum_dy, double* sum_dy_xc);
+                          float* scratch, double* sum_dy, double* sum_dy_xc, const Gate& gate = {});
 /// dx = k_dy[c] * dy + k_xc[c] * (x - center[c]) + k_const[c].
 void rows_backward_apply(DType dtype, const void* x, const void* dy, void* dx, Rows rows,
                          const float* center_cyclic, const float* k_dy_cyclic, const float* k_xc_cyclic,
-                         const float* k_const_cyclic, bool stream);
+                         const float* k_const_cyclic, bool stream, const Gate& gate = {});
 
 // ---- per channel ----
 

@@ -68,6 +68,63 @@ struct DoubleLanes {
 };
 #endif
 
+// ---------------------------------------------------------------- fused activation
+//
+// The normalize kernels take <kAdd, kRelu>: y = relu(normalized + z); the
+// backward kernels <kGate>: dy is zeroed where the forward output y <= 0,
+// and <kDz>: the gated dy is also stored (the residual's gradient). Each
+// combination is its own instantiation, so the plain kernels are unchanged.
+
+template <DType kType, bool kAdd, bool kRelu>
+HWY_INLINE VF Post(DF d, VF v, const Storage<kType>* HWY_RESTRICT z, size_t i, size_t count) {
+  if constexpr (kAdd) v = hn::Add(v, LoadSomeAsF32<kType>(d, z + i, count, 0.0f));
+  if constexpr (kRelu) v = hn::IfThenZeroElse(hn::Lt(v, hn::Zero(d)), v);  // NaN stays NaN
+  return v;
+}
+
+template <DType kType, bool kGate>
+HWY_INLINE VF Gated(DF d, VF g, const Storage<kType>* HWY_RESTRICT y, size_t i, size_t count) {
+  if constexpr (kGate) {
+    return hn::IfThenElseZero(hn::Gt(LoadSomeAsF32<kType>(d, y + i, count, 0.0f), hn::Zero(d)), g);
+  } else {
+    return g;
+  }
+}
+
+template <DType kType>
+HWY_INLINE void StoreSomeFromF32(DF d, VF v, Storage<kType>* HWY_RESTRICT p, size_t count) {
+  if (count == hn::Lanes(d)) {
+    StoreFromF32<kType>(d, v, p);
+  } else {
+    StorePartialFromF32<kType>(d, v, p, count);
+  }
+}
+
+// Calls f(kAdd, kRelu) as std::bool_constant for an epilogue.
+template <class F>
+HWY_INLINE void WithPost(const batch_norm::Epilogue& e, F&& f) {
+  using T = std::true_type;
+  using N = std::false_type;
+  if (e.residual) {
+    if (e.relu) return f(T{}, T{});
+    return f(T{}, N{});
+  }
+  if (e.relu) return f(N{}, T{});
+  f(N{}, N{});
+}
+
+// Calls f(kGate, kDz) as std::bool_constant for a gate.
+template <class F>
+HWY_INLINE void WithGate(const batch_norm::Gate& g, F&& f) {
+  using T = std::true_type;
+  using N = std::false_type;
+  if (g.y) {
+    if (g.dz) return f(T{}, T{});
+    return f(T{}, N{});
+  }
+  f(N{}, N{});
+}
+
 // ---------------------------------------------------------------- channels-first runs
 
 // A channel's runs lie far apart (a sample's worth of data), so the hardware
@@ -164,9 +221,9 @@ double SumSqCenteredT(const Storage<kType>* x, Runs runs, float center) {
   return out[0];
 }
 
-template <DType kType>
-void BackwardReduceT(const Storage<kType>* x, const Storage<kType>* dy, Runs runs, float center,
-                     double sums[2]) {
+template <DType kType, bool kGate>
+void BackwardReduceT(const Storage<kType>* x, const Storage<kType>* dy, const Storage<kType>* y, Runs runs,
+                     float center, double sums[2]) {
   const DF d;
   const size_t lanes = hn::Lanes(d);
   const VF vc = hn::Set(d, center);
@@ -182,14 +239,18 @@ void BackwardReduceT(const Storage<kType>* x, const Storage<kType>* dy, Runs run
   for (std::int64_t r = 0; r < runs.count; ++r) {
     const Storage<kType>* HWY_RESTRICT px = x + r * runs.stride;
     const Storage<kType>* HWY_RESTRICT pg = dy + r * runs.stride;
+    const Storage<kType>* HWY_RESTRICT py = nullptr;
+    if constexpr (kGate) py = y + r * runs.stride;
     const size_t len = static_cast<size_t>(runs.len);
     if (r + kPrefetchRunsAhead < runs.count) {
       PrefetchRunStart<kType>(x + (r + kPrefetchRunsAhead) * runs.stride, len);
       PrefetchRunStart<kType>(dy + (r + kPrefetchRunsAhead) * runs.stride, len);
+      if constexpr (kGate) PrefetchRunStart<kType>(y + (r + kPrefetchRunsAhead) * runs.stride, len);
     }
     size_t i = 0;
     for (; i + 2 * lanes <= len; i += 2 * lanes) {
-      const VF gv0 = LoadAsF32<kType>(d, pg + i), gv1 = LoadAsF32<kType>(d, pg + i + lanes);
+      const VF gv0 = Gated<kType, kGate>(d, LoadAsF32<kType>(d, pg + i), py, i, lanes);
+      const VF gv1 = Gated<kType, kGate>(d, LoadAsF32<kType>(d, pg + i + lanes), py, i + lanes, lanes);
       g0 = hn::Add(g0, gv0);
       g1 = hn::Add(g1, gv1);
       h0 = hn::MulAdd(gv0, hn::Sub(LoadAsF32<kType>(d, px + i), vc), h0);
@@ -197,14 +258,14 @@ void BackwardReduceT(const Storage<kType>* x, const Storage<kType>* dy, Runs run
       if (HWY_UNLIKELY(++rounds == kAddsPerFlush)) fold();
     }
     if (i + lanes <= len) {
-      const VF gv = LoadAsF32<kType>(d, pg + i);
+      const VF gv = Gated<kType, kGate>(d, LoadAsF32<kType>(d, pg + i), py, i, lanes);
       g0 = hn::Add(g0, gv);
       h0 = hn::MulAdd(gv, hn::Sub(LoadAsF32<kType>(d, px + i), vc), h0);
       i += lanes;
     }
     if (i < len) {
       // dy is padded with 0, so padded lanes add nothing to either sum.
-      const VF gv = LoadPartialAsF32<kType>(d, pg + i, len - i, 0.0f);
+      const VF gv = Gated<kType, kGate>(d, LoadPartialAsF32<kType>(d, pg + i, len - i, 0.0f), py, i, len - i);
       g1 = hn::Add(g1, gv);
       h1 = hn::MulAdd(gv, hn::Sub(LoadPartialAsF32<kType>(d, px + i, len - i, center), vc), h1);
     }
@@ -215,33 +276,43 @@ void BackwardReduceT(const Storage<kType>* x, const Storage<kType>* dy, Runs run
   sums[1] += sum_h.Total(d);
 }
 
-template <DType kType>
-void NormalizeT(const Storage<kType>* x, Storage<kType>* y, Runs runs, float center, float scale, float shift,
-                bool stream) {
+template <DType kType, bool kAdd, bool kRelu>
+void NormalizeT(const Storage<kType>* x, Storage<kType>* y, const Storage<kType>* z, Runs runs, float center,
+                float scale, float shift, bool stream) {
   const DF d;
   const VF vc = hn::Set(d, center), vs = hn::Set(d, scale), vb = hn::Set(d, shift);
   for (std::int64_t r = 0; r < runs.count; ++r) {
     const Storage<kType>* HWY_RESTRICT p = x + r * runs.stride;
+    const Storage<kType>* HWY_RESTRICT pz = nullptr;
+    if constexpr (kAdd) pz = z + r * runs.stride;
     ForEachOutputVector<kType>(d, y + r * runs.stride, static_cast<size_t>(runs.len), stream,
                                [&](size_t i, size_t count) HWY_ATTR BNORM_ALWAYS_INLINE {
                                  const VF v = LoadSomeAsF32<kType>(d, p + i, count, 0.0f);
-                                 return hn::MulAdd(hn::Sub(v, vc), vs, vb);
+                                 return Post<kType, kAdd, kRelu>(d, hn::MulAdd(hn::Sub(v, vc), vs, vb), pz, i,
+                                                                 count);
                                });
   }
 }
 
-template <DType kType>
-void BackwardApplyT(const Storage<kType>* x, const Storage<kType>* dy, Storage<kType>* dx, Runs runs,
-                    float center, float k_dy, float k_xc, float k_const, bool stream) {
+template <DType kType, bool kGate, bool kDz>
+void BackwardApplyT(const Storage<kType>* x, const Storage<kType>* dy, Storage<kType>* dx,
+                    const Storage<kType>* y, Storage<kType>* dz, Runs runs, float center, float k_dy, float k_xc,
+                    float k_const, bool stream) {
   const DF d;
   const VF vc = hn::Set(d, center), a = hn::Set(d, k_dy), b = hn::Set(d, k_xc), k = hn::Set(d, k_const);
   for (std::int64_t r = 0; r < runs.count; ++r) {
     const Storage<kType>* HWY_RESTRICT px = x + r * runs.stride;
     const Storage<kType>* HWY_RESTRICT pg = dy + r * runs.stride;
+    const Storage<kType>* HWY_RESTRICT py = nullptr;
+    Storage<kType>* HWY_RESTRICT pz = nullptr;
+    if constexpr (kGate) py = y + r * runs.stride;
+    if constexpr (kDz) pz = dz + r * runs.stride;
     ForEachOutputVector<kType>(d, dx + r * runs.stride, static_cast<size_t>(runs.len), stream,
                                [&](size_t i, size_t count) HWY_ATTR BNORM_ALWAYS_INLINE {
                                  const VF xv = LoadSomeAsF32<kType>(d, px + i, count, 0.0f);
-                                 const VF gv = LoadSomeAsF32<kType>(d, pg + i, count, 0.0f);
+                                 const VF gv =
+                                     Gated<kType, kGate>(d, LoadSomeAsF32<kType>(d, pg + i, count, 0.0f), py, i, count);
+                                 if constexpr (kDz) StoreSomeFromF32<kType>(d, gv, pz + i, count);
                                  return hn::MulAdd(a, gv, hn::MulAdd(b, hn::Sub(xv, vc), k));
                                });
   }
@@ -316,29 +387,34 @@ HWY_INLINE void WalkPlanes(DF d, Storage<kType>* HWY_RESTRICT y, std::int64_t pl
                              });
 }
 
-template <DType kType>
-void NormalizePlanesT(const Storage<kType>* x, Storage<kType>* y, std::int64_t planes, std::int64_t plane_len,
-                      std::int64_t first, std::int64_t period, const float* center, const float* scale,
-                      const float* shift, bool stream) {
+template <DType kType, bool kAdd, bool kRelu>
+void NormalizePlanesT(const Storage<kType>* x, Storage<kType>* y, const Storage<kType>* z, std::int64_t planes,
+                      std::int64_t plane_len, std::int64_t first, std::int64_t period, const float* center,
+                      const float* scale, const float* shift, bool stream) {
   const DF d;
   WalkPlanes<kType, 3>(d, y, planes, plane_len, first, period, PlaneParams<3>{{center, scale, shift}, {}},
                        stream,
                        [&](const PlaneParams<3>& p, size_t i, size_t count) HWY_ATTR BNORM_ALWAYS_INLINE {
                          const VF v = LoadSomeAsF32<kType>(d, x + i, count, 0.0f);
-                         return hn::MulAdd(hn::Sub(v, p.v[0]), p.v[1], p.v[2]);
+                         return Post<kType, kAdd, kRelu>(d, hn::MulAdd(hn::Sub(v, p.v[0]), p.v[1], p.v[2]), z, i,
+                                                         count);
                        });
 }
 
-template <DType kType>
-void ApplyPlanesT(const Storage<kType>* x, const Storage<kType>* dy, Storage<kType>* dx, std::int64_t planes,
-                  std::int64_t plane_len, std::int64_t first, std::int64_t period, const float* center,
-                  const float* k_dy, const float* k_xc, const float* k_const, bool stream) {
+template <DType kType, bool kGate, bool kDz>
+void ApplyPlanesT(const Storage<kType>* x, const Storage<kType>* dy, Storage<kType>* dx, const Storage<kType>* y,
+                  Storage<kType>* dz, std::int64_t planes, std::int64_t plane_len, std::int64_t first,
+                  std::int64_t period, const float* center, const float* k_dy, const float* k_xc,
+                  const float* k_const, bool stream) {
   const DF d;
   WalkPlanes<kType, 4>(d, dx, planes, plane_len, first, period,
                        PlaneParams<4>{{center, k_dy, k_xc, k_const}, {}}, stream,
                        [&](const PlaneParams<4>& p, size_t i, size_t count) HWY_ATTR BNORM_ALWAYS_INLINE {
                          const VF xv = LoadSomeAsF32<kType>(d, x + i, count, 0.0f);
-                         const VF gv = LoadSomeAsF32<kType>(d, dy + i, count, 0.0f);
+                         const VF gv =
+                             Gated<kType, kGate>(d, LoadSomeAsF32<kType>(d, dy + i, count, 0.0f), y, i, count);
+                         // (A vector across two planes computes twice: the same dz both times.)
+                         if constexpr (kDz) StoreSomeFromF32<kType>(d, gv, dz + i, count);
                          return hn::MulAdd(p.v[1], gv, hn::MulAdd(p.v[2], hn::Sub(xv, p.v[0]), p.v[3]));
                        });
 }
@@ -425,7 +501,7 @@ HWY_INLINE bool TiledRows(DF d, Rows rows) {
          static_cast<size_t>(rows.channels) * sizeof(Storage<kType>) <= kTiledRowBytes;
 }
 template <DType kType, class Terms>
-HWY_INLINE void TiledRowSums(DF d, const Storage<kType>* HWY_RESTRICT x, Rows rows, const Terms& terms,
+HWY_INLINE void TiledRowSums(DF d, Rows rows, const Terms& terms,
                              double* out_a, double* out_b) {
   const size_t lanes = hn::Lanes(d), C = static_cast<size_t>(rows.channels);
   const size_t n_rows = static_cast<size_t>(rows.elements) / C;
@@ -458,7 +534,7 @@ void RowsShiftedSumsT(const Storage<kType>* x, Rows rows, const float* pivot, fl
   const DF d;
   if (TiledRows<kType>(d, rows)) {
     TiledRowSums<kType>(
-        d, x, rows,
+        d, rows,
         [&](size_t i, size_t c, VF& a, VF& b) HWY_ATTR BNORM_ALWAYS_INLINE {
           const VF v = hn::Sub(LoadAsF32<kType>(d, x + i), hn::LoadU(d, pivot + c));
           a = hn::Add(a, v);
@@ -498,17 +574,18 @@ void RowsSumSqCenteredT(const Storage<kType>* x, Rows rows, const float* center,
       [&]() HWY_ATTR { FoldCyclic(scratch, rows.channels, acc); });
 }
 
-template <DType kType>
-void RowsNormalizeT(const Storage<kType>* x, Storage<kType>* y, Rows rows, const float* center,
-                    const float* scale, const float* shift, bool stream) {
+template <DType kType, bool kAdd, bool kRelu>
+void RowsNormalizeT(const Storage<kType>* x, Storage<kType>* y, const Storage<kType>* z, Rows rows,
+                    const float* center, const float* scale, const float* shift, bool stream) {
   const DF d;
   if (WholeVectorRows<kType>(d, y, rows, stream)) {
     const size_t lanes = hn::Lanes(d), C = static_cast<size_t>(rows.channels);
     for (size_t r = 0; r < static_cast<size_t>(rows.elements); r += C) {
       for (size_t c = 0; c < C; c += lanes) {
         const VF v = LoadAsF32<kType>(d, x + r + c);
-        const VF out = hn::MulAdd(hn::Sub(v, hn::LoadU(d, center + c)), hn::LoadU(d, scale + c),
-                                  hn::LoadU(d, shift + c));
+        const VF out = Post<kType, kAdd, kRelu>(
+            d, hn::MulAdd(hn::Sub(v, hn::LoadU(d, center + c)), hn::LoadU(d, scale + c), hn::LoadU(d, shift + c)),
+            z, r + c, lanes);
         if (stream) {
           StreamFromF32<kType>(d, out, y + r + c);
         } else {
@@ -523,23 +600,26 @@ void RowsNormalizeT(const Storage<kType>* x, Storage<kType>* y, Rows rows, const
   ForEachOutputVector<kType>(d, y, static_cast<size_t>(rows.elements), stream,
                              [&](size_t i, size_t count) HWY_ATTR BNORM_ALWAYS_INLINE {
                                const VF v = LoadSomeAsF32<kType>(d, x + i, count, 0.0f);
-                               const VF out = hn::MulAdd(hn::Sub(v, hn::LoadU(d, center + c)),
-                                                         hn::LoadU(d, scale + c), hn::LoadU(d, shift + c));
+                               const VF out = Post<kType, kAdd, kRelu>(
+                                   d,
+                                   hn::MulAdd(hn::Sub(v, hn::LoadU(d, center + c)), hn::LoadU(d, scale + c),
+                                              hn::LoadU(d, shift + c)),
+                                   z, i, count);
                                c += count;
                                if (c >= period) c -= period;
                                return out;
                              });
 }
 
-template <DType kType>
-void RowsBackwardReduceT(const Storage<kType>* x, const Storage<kType>* dy, Rows rows, const float* center,
-                         float* scratch, double* sum_dy, double* sum_dy_xc) {
+template <DType kType, bool kGate>
+void RowsBackwardReduceT(const Storage<kType>* x, const Storage<kType>* dy, const Storage<kType>* y, Rows rows,
+                         const float* center, float* scratch, double* sum_dy, double* sum_dy_xc) {
   const DF d;
   if (TiledRows<kType>(d, rows)) {
     TiledRowSums<kType>(
-        d, x, rows,
+        d, rows,
         [&](size_t i, size_t c, VF& a, VF& b) HWY_ATTR BNORM_ALWAYS_INLINE {
-          const VF gv = LoadAsF32<kType>(d, dy + i);
+          const VF gv = Gated<kType, kGate>(d, LoadAsF32<kType>(d, dy + i), y, i, hn::Lanes(d));
           a = hn::Add(a, gv);
           b = hn::MulAdd(gv, hn::Sub(LoadAsF32<kType>(d, x + i), hn::LoadU(d, center + c)), b);
         },
@@ -554,7 +634,7 @@ void RowsBackwardReduceT(const Storage<kType>* x, const Storage<kType>* dy, Rows
       d, rows,
       [&](size_t i, size_t count, size_t c) HWY_ATTR BNORM_ALWAYS_INLINE {
         // dy is padded with 0, so padded lanes add nothing.
-        const VF gv = LoadSomeAsF32<kType>(d, dy + i, count, 0.0f);
+        const VF gv = Gated<kType, kGate>(d, LoadSomeAsF32<kType>(d, dy + i, count, 0.0f), y, i, count);
         const VF xc = hn::Sub(LoadSomeAsF32<kType>(d, x + i, count, 0.0f), hn::LoadU(d, center + c));
         hn::StoreU(hn::Add(hn::LoadU(d, acc_dy + c), gv), d, acc_dy + c);
         hn::StoreU(hn::MulAdd(gv, xc, hn::LoadU(d, acc_dy_xc + c)), d, acc_dy_xc + c);
@@ -565,17 +645,19 @@ void RowsBackwardReduceT(const Storage<kType>* x, const Storage<kType>* dy, Rows
       });
 }
 
-template <DType kType>
-void RowsBackwardApplyT(const Storage<kType>* x, const Storage<kType>* dy, Storage<kType>* dx, Rows rows,
-                        const float* center, const float* k_dy, const float* k_xc, const float* k_const,
-                        bool stream) {
+template <DType kType, bool kGate, bool kDz>
+void RowsBackwardApplyT(const Storage<kType>* x, const Storage<kType>* dy, Storage<kType>* dx,
+                        const Storage<kType>* y, Storage<kType>* dz, Rows rows, const float* center,
+                        const float* k_dy, const float* k_xc, const float* k_const, bool stream) {
   const DF d;
   if (WholeVectorRows<kType>(d, dx, rows, stream)) {
     const size_t lanes = hn::Lanes(d), C = static_cast<size_t>(rows.channels);
     for (size_t r = 0; r < static_cast<size_t>(rows.elements); r += C) {
       for (size_t c = 0; c < C; c += lanes) {
         const VF xc = hn::Sub(LoadAsF32<kType>(d, x + r + c), hn::LoadU(d, center + c));
-        const VF out = hn::MulAdd(hn::LoadU(d, k_dy + c), LoadAsF32<kType>(d, dy + r + c),
+        const VF gv = Gated<kType, kGate>(d, LoadAsF32<kType>(d, dy + r + c), y, r + c, lanes);
+        if constexpr (kDz) StoreFromF32<kType>(d, gv, dz + r + c);
+        const VF out = hn::MulAdd(hn::LoadU(d, k_dy + c), gv,
                                   hn::MulAdd(hn::LoadU(d, k_xc + c), xc, hn::LoadU(d, k_const + c)));
         if (stream) {
           StreamFromF32<kType>(d, out, dx + r + c);
@@ -591,7 +673,9 @@ void RowsBackwardApplyT(const Storage<kType>* x, const Storage<kType>* dy, Stora
   ForEachOutputVector<kType>(d, dx, static_cast<size_t>(rows.elements), stream,
                              [&](size_t i, size_t count) HWY_ATTR BNORM_ALWAYS_INLINE {
                                const VF xv = LoadSomeAsF32<kType>(d, x + i, count, 0.0f);
-                               const VF gv = LoadSomeAsF32<kType>(d, dy + i, count, 0.0f);
+                               const VF gv = Gated<kType, kGate>(d, LoadSomeAsF32<kType>(d, dy + i, count, 0.0f),
+                                                                 y, i, count);
+                               if constexpr (kDz) StoreSomeFromF32<kType>(d, gv, dz + i, count);
                                const VF xc = hn::Sub(xv, hn::LoadU(d, center + c));
                                const VF out = hn::MulAdd(
                                    hn::LoadU(d, k_dy + c), gv,
@@ -703,42 +787,59 @@ double SumSqCentered(DType dt, const void* x, Runs runs, float center) {
       dt, [&](auto t) { return SumSqCenteredT<t()>(static_cast<const Storage<t()>*>(x), runs, center); });
 }
 void Normalize(DType dt, const void* x, void* y, Runs runs, float center, float scale, float shift,
-               bool stream) {
+               bool stream, const batch_norm::Epilogue& post) {
   WithDType(dt, [&](auto t) {
-    NormalizeT<t()>(static_cast<const Storage<t()>*>(x), static_cast<Storage<t()>*>(y), runs, center, scale,
-                    shift, stream);
+    using T = Storage<t()>;
+    WithPost(post, [&](auto add, auto relu) {
+      NormalizeT<t(), add(), relu()>(static_cast<const T*>(x), static_cast<T*>(y),
+                                     static_cast<const T*>(post.residual), runs, center, scale, shift, stream);
+    });
   });
 }
-void BackwardReduce(DType dt, const void* x, const void* dy, Runs runs, float center, double sums[2]) {
+void BackwardReduce(DType dt, const void* x, const void* dy, Runs runs, float center, double sums[2],
+                    const batch_norm::Gate& gate) {
   WithDType(dt, [&](auto t) {
-    BackwardReduceT<t()>(static_cast<const Storage<t()>*>(x), static_cast<const Storage<t()>*>(dy), runs,
-                         center, sums);
+    using T = Storage<t()>;
+    WithGate(gate, [&](auto g, auto) {
+      BackwardReduceT<t(), g()>(static_cast<const T*>(x), static_cast<const T*>(dy), static_cast<const T*>(gate.y),
+                                runs, center, sums);
+    });
   });
 }
 void BackwardApply(DType dt, const void* x, const void* dy, void* dx, Runs runs, float center, float k_dy,
-                   float k_xc, float k_const, bool stream) {
+                   float k_xc, float k_const, bool stream, const batch_norm::Gate& gate) {
   WithDType(dt, [&](auto t) {
     using T = Storage<t()>;
-    BackwardApplyT<t()>(static_cast<const T*>(x), static_cast<const T*>(dy), static_cast<T*>(dx), runs,
-                        center, k_dy, k_xc, k_const, stream);
+    WithGate(gate, [&](auto g, auto z) {
+      BackwardApplyT<t(), g(), z()>(static_cast<const T*>(x), static_cast<const T*>(dy), static_cast<T*>(dx),
+                                    static_cast<const T*>(gate.y), static_cast<T*>(gate.dz), runs, center, k_dy,
+                                    k_xc, k_const, stream);
+    });
   });
 }
 void NormalizePlanes(DType dt, const void* x, void* y, std::int64_t planes, std::int64_t plane_len,
                      std::int64_t first, std::int64_t period, const float* center, const float* scale,
-                     const float* shift, bool stream) {
+                     const float* shift, bool stream, const batch_norm::Epilogue& post) {
   WithDType(dt, [&](auto t) {
     using T = Storage<t()>;
-    NormalizePlanesT<t()>(static_cast<const T*>(x), static_cast<T*>(y), planes, plane_len, first, period,
-                          center, scale, shift, stream);
+    WithPost(post, [&](auto add, auto relu) {
+      NormalizePlanesT<t(), add(), relu()>(static_cast<const T*>(x), static_cast<T*>(y),
+                                           static_cast<const T*>(post.residual), planes, plane_len, first, period,
+                                           center, scale, shift, stream);
+    });
   });
 }
 void ApplyPlanes(DType dt, const void* x, const void* dy, void* dx, std::int64_t planes,
                  std::int64_t plane_len, std::int64_t first, std::int64_t period, const float* center,
-                 const float* k_dy, const float* k_xc, const float* k_const, bool stream) {
+                 const float* k_dy, const float* k_xc, const float* k_const, bool stream,
+                 const batch_norm::Gate& gate) {
   WithDType(dt, [&](auto t) {
     using T = Storage<t()>;
-    ApplyPlanesT<t()>(static_cast<const T*>(x), static_cast<const T*>(dy), static_cast<T*>(dx), planes,
-                      plane_len, first, period, center, k_dy, k_xc, k_const, stream);
+    WithGate(gate, [&](auto g, auto z) {
+      ApplyPlanesT<t(), g(), z()>(static_cast<const T*>(x), static_cast<const T*>(dy), static_cast<T*>(dx),
+                                  static_cast<const T*>(gate.y), static_cast<T*>(gate.dz), planes, plane_len, first,
+                                  period, center, k_dy, k_xc, k_const, stream);
+    });
   });
 }
 void RowsShiftedSums(DType dt, const void* x, Rows rows, const float* pivot, float* scratch, double* sum,
@@ -753,25 +854,35 @@ void RowsSumSqCentered(DType dt, const void* x, Rows rows, const float* center, 
   });
 }
 void RowsNormalize(DType dt, const void* x, void* y, Rows rows, const float* center, const float* scale,
-                   const float* shift, bool stream) {
+                   const float* shift, bool stream, const batch_norm::Epilogue& post) {
   WithDType(dt, [&](auto t) {
-    RowsNormalizeT<t()>(static_cast<const Storage<t()>*>(x), static_cast<Storage<t()>*>(y), rows, center,
-                        scale, shift, stream);
+    using T = Storage<t()>;
+    WithPost(post, [&](auto add, auto relu) {
+      RowsNormalizeT<t(), add(), relu()>(static_cast<const T*>(x), static_cast<T*>(y),
+                                         static_cast<const T*>(post.residual), rows, center, scale, shift, stream);
+    });
   });
 }
 void RowsBackwardReduce(DType dt, const void* x, const void* dy, Rows rows, const float* center,
-                        float* scratch, double* sum_dy, double* sum_dy_xc) {
+                        float* scratch, double* sum_dy, double* sum_dy_xc, const batch_norm::Gate& gate) {
   WithDType(dt, [&](auto t) {
-    RowsBackwardReduceT<t()>(static_cast<const Storage<t()>*>(x), static_cast<const Storage<t()>*>(dy), rows,
-                             center, scratch, sum_dy, sum_dy_xc);
+    using T = Storage<t()>;
+    WithGate(gate, [&](auto g, auto) {
+      RowsBackwardReduceT<t(), g()>(static_cast<const T*>(x), static_cast<const T*>(dy),
+                                    static_cast<const T*>(gate.y), rows, center, scratch, sum_dy, sum_dy_xc);
+    });
   });
 }
 void RowsBackwardApply(DType dt, const void* x, const void* dy, void* dx, Rows rows, const float* center,
-                       const float* k_dy, const float* k_xc, const float* k_const, bool stream) {
+                       const float* k_dy, const float* k_xc, const float* k_const, bool stream,
+                       const batch_norm::Gate& gate) {
   WithDType(dt, [&](auto t) {
     using T = Storage<t()>;
-    RowsBackwardApplyT<t()>(static_cast<const T*>(x), static_cast<const T*>(dy), static_cast<T*>(dx), rows,
-                            center, k_dy, k_xc, k_const, stream);
+    WithGate(gate, [&](auto g, auto z) {
+      RowsBackwardApplyT<t(), g(), z()>(static_cast<const T*>(x), static_cast<const T*>(dy), static_cast<T*>(dx),
+                                        static_cast<const T*>(gate.y), static_cast<T*>(gate.dz), rows, center, k_dy,
+                                        k_xc, k_const, stream);
+    });
   });
 }
 
@@ -803,27 +914,28 @@ double sum_sq_centered(DType dtype, const void* x, Runs runs, float center) {
   return HWY_DYNAMIC_DISPATCH(SumSqCentered)(dtype, x, runs, center);
 }
 void normalize(DType dtype, const void* x, void* y, Runs runs, float center, float scale, float shift,
-               bool stream) {
-  HWY_DYNAMIC_DISPATCH(Normalize)(dtype, x, y, runs, center, scale, shift, stream);
+               bool stream, const Epilogue& post) {
+  HWY_DYNAMIC_DISPATCH(Normalize)(dtype, x, y, runs, center, scale, shift, stream, post);
 }
-void backward_reduce(DType dtype, const void* x, const void* dy, Runs runs, float center, double sums[2]) {
-  HWY_DYNAMIC_DISPATCH(BackwardReduce)(dtype, x, dy, runs, center, sums);
+void backward_reduce(DType dtype, const void* x, const void* dy, Runs runs, float center, double sums[2],
+                     const Gate& gate) {
+  HWY_DYNAMIC_DISPATCH(BackwardReduce)(dtype, x, dy, runs, center, sums, gate);
 }
 void backward_apply(DType dtype, const void* x, const void* dy, void* dx, Runs runs, float center, float k_dy,
-                    float k_xc, float k_const, bool stream) {
-  HWY_DYNAMIC_DISPATCH(BackwardApply)(dtype, x, dy, dx, runs, center, k_dy, k_xc, k_const, stream);
+                    float k_xc, float k_const, bool stream, const Gate& gate) {
+  HWY_DYNAMIC_DISPATCH(BackwardApply)(dtype, x, dy, dx, runs, center, k_dy, k_xc, k_const, stream, gate);
 }
 void normalize_planes(DType dtype, const void* x, void* y, std::int64_t planes, std::int64_t plane_len,
                       std::int64_t first, std::int64_t period, const float* center, const float* scale,
-                      const float* shift, bool stream) {
+                      const float* shift, bool stream, const Epilogue& post) {
   HWY_DYNAMIC_DISPATCH(NormalizePlanes)
-  (dtype, x, y, planes, plane_len, first, period, center, scale, shift, stream);
+  (dtype, x, y, planes, plane_len, first, period, center, scale, shift, stream, post);
 }
 void apply_planes(DType dtype, const void* x, const void* dy, void* dx, std::int64_t planes,
                   std::int64_t plane_len, std::int64_t first, std::int64_t period, const float* center,
-                  const float* k_dy, const float* k_xc, const float* k_const, bool stream) {
+                  const float* k_dy, const float* k_xc, const float* k_const, bool stream, const Gate& gate) {
   HWY_DYNAMIC_DISPATCH(ApplyPlanes)
-  (dtype, x, dy, dx, planes, plane_len, first, period, center, k_dy, k_xc, k_const, stream);
+  (dtype, x, dy, dx, planes, plane_len, first, period, center, k_dy, k_xc, k_const, stream, gate);
 }
 void rows_shifted_sums(DType dtype, const void* x, Rows rows, const float* pivot_cyclic, float* scratch,
                        double* sum, double* sum_sq) {
@@ -834,18 +946,20 @@ void rows_sum_sq_centered(DType dtype, const void* x, Rows rows, const float* ce
   HWY_DYNAMIC_DISPATCH(RowsSumSqCentered)(dtype, x, rows, center_cyclic, scratch, acc);
 }
 void rows_normalize(DType dtype, const void* x, void* y, Rows rows, const float* center_cyclic,
-                    const float* scale_cyclic, const float* shift_cyclic, bool stream) {
-  HWY_DYNAMIC_DISPATCH(RowsNormalize)(dtype, x, y, rows, center_cyclic, scale_cyclic, shift_cyclic, stream);
+                    const float* scale_cyclic, const float* shift_cyclic, bool stream, const Epilogue& post) {
+  HWY_DYNAMIC_DISPATCH(RowsNormalize)
+  (dtype, x, y, rows, center_cyclic, scale_cyclic, shift_cyclic, stream, post);
 }
 void rows_backward_reduce(DType dtype, const void* x, const void* dy, Rows rows, const float* center_cyclic,
-                          float* scratch, double* sum_dy, double* sum_dy_xc) {
-  HWY_DYNAMIC_DISPATCH(RowsBackwardReduce)(dtype, x, dy, rows, center_cyclic, scratch, sum_dy, sum_dy_xc);
+                          float* scratch, double* sum_dy, double* sum_dy_xc, const Gate& gate) {
+  HWY_DYNAMIC_DISPATCH(RowsBackwardReduce)
+  (dtype, x, dy, rows, center_cyclic, scratch, sum_dy, sum_dy_xc, gate);
 }
 void rows_backward_apply(DType dtype, const void* x, const void* dy, void* dx, Rows rows,
                          const float* center_cyclic, const float* k_dy_cyclic, const float* k_xc_cyclic,
-                         const float* k_const_cyclic, bool stream) {
+                         const float* k_const_cyclic, bool stream, const Gate& gate) {
   HWY_DYNAMIC_DISPATCH(RowsBackwardApply)
-  (dtype, x, dy, dx, rows, center_cyclic, k_dy_cyclic, k_xc_cyclic, k_const_cyclic, stream);
+  (dtype, x, dy, dx, rows, center_cyclic, k_dy_cyclic, k_xc_cyclic, k_const_cyclic, stream, gate);
 }
 void finish_channels(std::int64_t n, double count, const double* mean, const double* m2, double eps,
                      const float* gamma, const float* beta, float* center, float* scale, float* shift,

@@ -94,11 +94,12 @@ Stats share_stats(DType dt, const void* x, const Segments& segs) {
   return {count, mean, std::max(sq - count * dm * dm, 0.0)};  // std::max keeps a NaN first argument
 }
 
-void normalize_share(DType dt, const void* x, void* y, const Segments& segs, const Affine& a, bool stream) {
+void normalize_share(DType dt, const void* x, void* y, const Segments& segs, const Affine& a, bool stream,
+                     const k::Epilogue& post) {
   for (int i = 0; i < segs.size; ++i) {
     const auto& p = segs.piece[i];
     k::normalize(dt, element_ptr(x, dt, p.offset), element_ptr(y, dt, p.offset), p.runs, a.center, a.scale,
-                 a.shift, stream);
+                 a.shift, stream, post.at(dt, p.offset));
   }
 }
 
@@ -107,21 +108,24 @@ struct ShareGrad {
   double sum_dy_xc = 0.0;
 };
 
-ShareGrad share_reduce(DType dt, const void* x, const void* dy, const Segments& segs, float center) {
+ShareGrad share_reduce(DType dt, const void* x, const void* dy, const Segments& segs, float center,
+                       const k::Gate& gate) {
   double sums[2] = {0.0, 0.0};
   for (int i = 0; i < segs.size; ++i) {
     const auto& p = segs.piece[i];
-    k::backward_reduce(dt, element_ptr(x, dt, p.offset), element_ptr(dy, dt, p.offset), p.runs, center, sums);
+    k::backward_reduce(dt, element_ptr(x, dt, p.offset), element_ptr(dy, dt, p.offset), p.runs, center, sums,
+                       gate.at(dt, p.offset));
   }
   return {sums[0], sums[1]};
 }
 
 void apply_share(DType dt, const void* x, const void* dy, void* dx, const Segments& segs, float center,
-                 const BackwardCoefs& kc, bool stream) {
+                 const BackwardCoefs& kc, bool stream, const k::Gate& gate) {
   for (int i = 0; i < segs.size; ++i) {
     const auto& p = segs.piece[i];
     k::backward_apply(dt, element_ptr(x, dt, p.offset), element_ptr(dy, dt, p.offset),
-                      element_ptr(dx, dt, p.offset), p.runs, center, kc.k_dy, kc.k_xc, kc.k_const, stream);
+                      element_ptr(dx, dt, p.offset), p.runs, center, kc.k_dy, kc.k_xc, kc.k_const, stream,
+                      gate.at(dt, p.offset));
   }
 }
 
@@ -189,7 +193,7 @@ void training_channels_first(const Problem& p, const Plan& plan, const void* src
       for (std::int64_t n = 0; n < p.n; ++n) {
         const std::int64_t off = (n * p.c + b) * p.s;
         k::normalize_planes(p.dtype, element_ptr(src, p.dtype, off), element_ptr(dst, p.dtype, off), g_here,
-                            p.s, 0, g_here, center, scale, shift, plan.stream);
+                            p.s, 0, g_here, center, scale, shift, plan.stream, out.post.at(p.dtype, off));
       }
     });
     return;
@@ -209,7 +213,7 @@ void training_channels_first(const Problem& p, const Plan& plan, const void* src
         for (int v = 0; v < workers; ++v) merge_into(st, buf[v]);
         const Affine a = out.finish(c, st, w == 0);
         normalize_share(p.dtype, x_at(c), element_ptr(dst, p.dtype, c * p.s), share_of(p, workers, w), a,
-                        plan.stream);
+                        plan.stream, out.post.at(p.dtype, c * p.s));
       });
     }
     if (plan.stream) k::stream_fence();
@@ -217,7 +221,8 @@ void training_channels_first(const Problem& p, const Plan& plan, const void* src
 }
 
 void inference_channels_first(const Problem& p, const Plan& plan, const void* src, void* dst,
-                              const float* center, const float* scale, const float* shift) {
+                              const float* center, const float* scale, const float* shift,
+                              const k::Epilogue& post) {
   // The N*C planes of S values split evenly over the workers, whatever C
   // is, each worker's planes walked as one contiguous stream.
   const int workers = plan.workers;
@@ -226,7 +231,8 @@ void inference_channels_first(const Problem& p, const Plan& plan, const void* sr
     team.for_each_worker([&](int w) {
       const std::int64_t r0 = split_point(planes, workers, w), r1 = split_point(planes, workers, w + 1);
       k::normalize_planes(p.dtype, element_ptr(src, p.dtype, r0 * p.s), element_ptr(dst, p.dtype, r0 * p.s),
-                          r1 - r0, p.s, r0 % p.c, p.c, center, scale, shift, plan.stream);
+                          r1 - r0, p.s, r0 % p.c, p.c, center, scale, shift, plan.stream,
+                          post.at(p.dtype, r0 * p.s));
     });
     if (plan.stream) k::stream_fence();
   });
@@ -247,7 +253,8 @@ void backward_channels_first(const Problem& p, const Plan& plan, const void* src
       double *sum_dy = dd, *sum_dy_xc = dd + G;
       for (std::int64_t g = 0; g < g_here; ++g) {
         const ShareGrad s =
-            reduce ? share_reduce(p.dtype, at(src, b + g), at(diff_dst, b + g), whole, mean[b + g])
+            reduce ? share_reduce(p.dtype, at(src, b + g), at(diff_dst, b + g), whole, mean[b + g],
+                                  out.gate.at(p.dtype, (b + g) * p.s))
                    : ShareGrad{};
         sum_dy[g] = s.sum_dy;
         sum_dy_xc[g] = s.sum_dy_xc;
@@ -259,7 +266,7 @@ void backward_channels_first(const Problem& p, const Plan& plan, const void* src
         const std::int64_t off = (n * p.c + b) * p.s;
         k::apply_planes(p.dtype, element_ptr(src, p.dtype, off), element_ptr(diff_dst, p.dtype, off),
                         element_ptr(diff_src, p.dtype, off), g_here, p.s, 0, g_here, center, k_dy, k_xc,
-                        k_const, plan.stream);
+                        k_const, plan.stream, out.gate.at(p.dtype, off));
       }
     });
     return;
@@ -271,7 +278,8 @@ void backward_channels_first(const Problem& p, const Plan& plan, const void* src
     for (std::int64_t c = 0; c < p.c; ++c) {
       ShareGrad* buf = partials + (c % 2) * workers;
       team.for_each_worker([&](int w) {
-        buf[w] = reduce ? share_reduce(p.dtype, at(src, c), at(diff_dst, c), share_of(p, workers, w), mean[c])
+        buf[w] = reduce ? share_reduce(p.dtype, at(src, c), at(diff_dst, c), share_of(p, workers, w), mean[c],
+                                       out.gate.at(p.dtype, c * p.s))
                         : ShareGrad{};
       });
       team.barrier();  // every share's sums of channel c are in place
@@ -284,7 +292,7 @@ void backward_channels_first(const Problem& p, const Plan& plan, const void* src
         const BackwardCoefs kc = out.finish(c, count, total.sum_dy, total.sum_dy_xc, w == 0);
         if (diff_src)
           apply_share(p.dtype, at(src, c), at(diff_dst, c), element_ptr(diff_src, p.dtype, c * p.s),
-                      share_of(p, workers, w), mean[c], kc, plan.stream);
+                      share_of(p, workers, w), mean[c], kc, plan.stream, out.gate.at(p.dtype, c * p.s));
       });
     }
     if (plan.stream) k::stream_fence();

@@ -136,14 +136,14 @@ void training_rows(const Problem& p, const Plan& plan, const void* src, void* ds
     team.for_each_worker([&](int w) {
       const std::int64_t r0 = split_point(rows, workers, w), r1 = r0 + rows_of(w);
       k::rows_normalize(p.dtype, element_ptr(src, p.dtype, r0 * C), element_ptr(dst, p.dtype, r0 * C),
-                        k::Rows{(r1 - r0) * C, C}, center, scale, shift, plan.stream);
+                        k::Rows{(r1 - r0) * C, C}, center, scale, shift, plan.stream, out.post.at(p.dtype, r0 * C));
     });
     if (plan.stream) k::stream_fence();
   });
 }
 
 void inference_rows(const Problem& p, const Plan& plan, const void* src, void* dst, float* center_cyclic,
-                    float* scale_cyclic, float* shift_cyclic) {
+                    float* scale_cyclic, float* shift_cyclic, const k::Epilogue& post) {
   const int workers = plan.workers;
   const std::int64_t C = p.c, rows = p.count();
   for (float* cyclic : {center_cyclic, scale_cyclic, shift_cyclic}) wrap_cyclic(cyclic, C, 0, C);
@@ -151,7 +151,8 @@ void inference_rows(const Problem& p, const Plan& plan, const void* src, void* d
     team.for_each_worker([&](int w) {
       const std::int64_t r0 = split_point(rows, workers, w), r1 = split_point(rows, workers, w + 1);
       k::rows_normalize(p.dtype, element_ptr(src, p.dtype, r0 * C), element_ptr(dst, p.dtype, r0 * C),
-                        k::Rows{(r1 - r0) * C, C}, center_cyclic, scale_cyclic, shift_cyclic, plan.stream);
+                        k::Rows{(r1 - r0) * C, C}, center_cyclic, scale_cyclic, shift_cyclic, plan.stream,
+                        post.at(p.dtype, r0 * C));
     });
     if (plan.stream) k::stream_fence();
   });
@@ -189,7 +190,8 @@ void backward_rows(const Problem& p, const Plan& plan, const void* src, const vo
       if (!reduce || r0 == r1) return;
       k::rows_backward_reduce(p.dtype, element_ptr(src, p.dtype, r0 * C),
                               element_ptr(diff_dst, p.dtype, r0 * C), k::Rows{(r1 - r0) * C, C}, center,
-                              accs + 2 * L * static_cast<std::size_t>(w), sum_dy, sum_dy_xc);
+                              accs + 2 * L * static_cast<std::size_t>(w), sum_dy, sum_dy_xc,
+                              out.gate.at(p.dtype, r0 * C));
     });
     team.barrier();  // all partial sums are in place
     team.for_each_worker([&](int w) {
@@ -214,7 +216,8 @@ void backward_rows(const Problem& p, const Plan& plan, const void* src, const vo
       const std::int64_t r0 = split_point(rows, workers, w), r1 = split_point(rows, workers, w + 1);
       k::rows_backward_apply(p.dtype, element_ptr(src, p.dtype, r0 * C),
                              element_ptr(diff_dst, p.dtype, r0 * C), element_ptr(diff_src, p.dtype, r0 * C),
-                             k::Rows{(r1 - r0) * C, C}, center, k_dy, k_xc, k_const, plan.stream);
+                             k::Rows{(r1 - r0) * C, C}, center, k_dy, k_xc, k_const, plan.stream,
+                             out.gate.at(p.dtype, r0 * C));
     });
     if (plan.stream) k::stream_fence();
   });

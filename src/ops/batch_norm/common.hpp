@@ -79,6 +79,7 @@ struct TrainingOutputs {
   double factor;  // weight of this batch in the running averages
   bool unbiased;  // running variance unbiased (PyTorch) or biased (ONNX)
   const Renorm* renorm = nullptr;  // batch renormalization (needs running statistics)
+  k::Epilogue post{};              // fused residual add / ReLU on dst
 
   /// Channels [c0, c1), each with `count` values: mean and m2 hold their
   /// statistics, center/scale/shift receive their normalizers (all indexed
@@ -106,6 +107,8 @@ struct BackwardOutputs {
   /// dx as BN with gamma * r, diff_gamma = r * sum(dy * xhat) + d * sum(dy).
   const float* renorm_r = nullptr;
   const float* renorm_d = nullptr;
+  /// The fused ReLU's gate (forward output) and the residual's gradient.
+  k::Gate gate{};
 
   /// Channels [c0, c1) with `count` values each; sums indexed from c0,
   /// coefficients written from index 0 of k_dy / k_xc / k_const. With

@@ -58,9 +58,9 @@ Plan plan_for(const Problem& problem, int threads, Pass pass) {
 void forward_training(const Problem& p, const Plan& plan, const void* src, void* dst, const float* gamma,
                       const float* beta, float* save_mean, float* save_invstd, float* running_mean,
                       float* running_var, double eps, double factor, bool unbiased_running_var,
-                      const Renorm* renorm) {
-  const TrainingOutputs out{gamma, beta, save_mean, save_invstd, running_mean, running_var,
-                            eps,   factor, unbiased_running_var, renorm};
+                      const Renorm* renorm, const k::Epilogue& post) {
+  const TrainingOutputs out{gamma, beta,   save_mean,            save_invstd, running_mean, running_var,
+                            eps,   factor, unbiased_running_var, renorm,      post};
   if (plan.strategy == Strategy::rows) {
     training_rows(p, plan, src, dst, out);
   } else {
@@ -69,7 +69,8 @@ void forward_training(const Problem& p, const Plan& plan, const void* src, void*
 }
 
 void forward_inference(const Problem& p, const Plan& plan, const void* src, void* dst, const float* gamma,
-                       const float* beta, const float* mean, const float* var, double eps) {
+                       const float* beta, const float* mean, const float* var, double eps,
+                       const k::Epilogue& post) {
   // Normalizers: center = the (f32) running mean, scale = gamma / sqrt(var +
   // eps), shift = beta; cyclic arrays for rows (kernels.hpp).
   const std::int64_t C = p.c;
@@ -92,16 +93,16 @@ void forward_inference(const Problem& p, const Plan& plan, const void* src, void
   k::finish_channels(C, 1.0, mean_d, var_d, eps, gamma, beta, center, scale, shift,
                      scratch_at<double>(base, o_inv));
   if (plan.strategy == Strategy::rows) {
-    inference_rows(p, plan, src, dst, center, scale, shift);
+    inference_rows(p, plan, src, dst, center, scale, shift, post);
   } else {
-    inference_channels_first(p, plan, src, dst, center, scale, shift);
+    inference_channels_first(p, plan, src, dst, center, scale, shift, post);
   }
 }
 
 void backward(const Problem& p, const Plan& plan, const void* src, const void* diff_dst, void* diff_src,
               const float* gamma, const float* mean, const float* invstd, float* diff_gamma, float* diff_beta,
-              BackwardStats stats, const float* renorm_r, const float* renorm_d) {
-  const BackwardOutputs out{gamma, invstd, diff_gamma, diff_beta, stats, renorm_r, renorm_d};
+              BackwardStats stats, const float* renorm_r, const float* renorm_d, const k::Gate& gate) {
+  const BackwardOutputs out{gamma, invstd, diff_gamma, diff_beta, stats, renorm_r, renorm_d, gate};
   // The sums are needed for the parameter gradients, and for dx when the
   // statistics were the batch's.
   const bool reduce = diff_gamma || diff_beta || (stats == BackwardStats::batch && diff_src);

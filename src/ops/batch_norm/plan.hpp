@@ -67,13 +67,14 @@ Plan plan_for(const Problem& problem, int threads, Pass pass);
 void training_channels_first(const Problem& p, const Plan& plan, const void* src, void* dst,
                              const TrainingOutputs& out);
 void inference_channels_first(const Problem& p, const Plan& plan, const void* src, void* dst,
-                              const float* center, const float* scale, const float* shift);
+                              const float* center, const float* scale, const float* shift,
+                              const k::Epilogue& post);
 void backward_channels_first(const Problem& p, const Plan& plan, const void* src, const void* diff_dst,
                              void* diff_src, const float* mean, bool reduce, const BackwardOutputs& out);
 void training_rows(const Problem& p, const Plan& plan, const void* src, void* dst,
                    const TrainingOutputs& out);
 void inference_rows(const Problem& p, const Plan& plan, const void* src, void* dst, float* center_cyclic,
-                    float* scale_cyclic, float* shift_cyclic);
+                    float* scale_cyclic, float* shift_cyclic, const k::Epilogue& post);
 void backward_rows(const Problem& p, const Plan& plan, const void* src, const void* diff_dst, void* diff_src,
                    const float* mean, bool reduce, const BackwardOutputs& out);
 
@@ -92,16 +93,18 @@ TrainingCall check_training(const TensorDesc& src_desc, const void* src, const T
 void forward_training(const Problem& problem, const Plan& plan, const void* src, void* dst,
                       const float* gamma, const float* beta, float* save_mean, float* save_invstd,
                       float* running_mean, float* running_var, double eps, double factor,
-                      bool unbiased_running_var = true, const Renorm* renorm = nullptr);
+                      bool unbiased_running_var = true, const Renorm* renorm = nullptr,
+                      const k::Epilogue& post = {});
 
 /// forward inference with an explicit plan; arguments already validated.
 void forward_inference(const Problem& problem, const Plan& plan, const void* src, void* dst,
                        const float* gamma, const float* beta, const float* mean, const float* var,
-                       double eps);
+                       double eps, const k::Epilogue& post = {});
 
 /// backward with an explicit plan; arguments already validated.
 void backward(const Problem& problem, const Plan& plan, const void* src, const void* diff_dst, void* diff_src,
               const float* gamma, const float* mean, const float* invstd, float* diff_gamma, float* diff_beta,
-              BackwardStats stats, const float* renorm_r = nullptr, const float* renorm_d = nullptr);
+              BackwardStats stats, const float* renorm_r = nullptr, const float* renorm_d = nullptr,
+              const k::Gate& gate = {});
 
 }  // namespace bnorm::ops::batch_norm

@@ -1,0 +1,79 @@
+// BatchNorm with a fused residual add and ReLU: the same plans, the
+// normalize kernels' epilogue on the way out, and in backward the ReLU's
+// gate recomputed from the forward output (kernels.hpp: Epilogue, Gate).
+
+#include <cstring>
+
+#include "bnorm/batch_norm.hpp"
+#include "bnorm/error.hpp"
+#include "bnorm/runtime.hpp"
+#include "ops/batch_norm/plan.hpp"
+#include "ops/validate.hpp"
+
+namespace bnorm {
+namespace {
+
+kernels::batch_norm::Epilogue epilogue(const BatchNormFusion& f) { return {f.residual, f.relu}; }
+
+}  // namespace
+
+void batch_norm_forward_training_fused(const TensorDesc& src_desc, const void* src, const TensorDesc& dst_desc,
+                                       void* dst, const BatchNormFusion& fusion, const float* gamma,
+                                       const float* beta, float* save_mean, float* save_invstd,
+                                       const RunningStats& running, const BatchNormConfig& config) {
+  const auto call = ops::batch_norm::check_training(src_desc, src, dst_desc, dst, running, config);
+  ops::batch_norm::forward_training(
+      call.problem, ops::batch_norm::plan_for(call.problem, num_threads(), ops::batch_norm::Pass::training), src,
+      dst, gamma, beta, save_mean, save_invstd, running.mean, running.var, config.eps, call.factor,
+      config.unbiased_running_var, nullptr, epilogue(fusion));
+  if (running.num_batches_tracked) ++*running.num_batches_tracked;
+}
+
+void batch_norm_forward_inference_fused(const TensorDesc& src_desc, const void* src, const TensorDesc& dst_desc,
+                                        void* dst, const BatchNormFusion& fusion, const float* gamma,
+                                        const float* beta, const float* mean, const float* var, double eps) {
+  ops::require_activation(src_desc, "src_desc", 2, kMaxRank);
+  ops::require_same(src_desc, "src_desc", dst_desc, "dst_desc");
+  ops::require_eps(eps, "eps");
+  ops::require_pointer(mean, "mean", "C values are required");
+  ops::require_pointer(var, "var", "C values are required");
+  const auto p = ops::batch_norm::Problem::of(src_desc);
+  if (p.elements() == 0) return;
+  ops::require_pointer(src, "src", "the input data is required");
+  ops::require_pointer(dst, "dst", "the output buffer is required");
+  ops::batch_norm::forward_inference(p, ops::batch_norm::plan_for(p, num_threads(), ops::batch_norm::Pass::inference),
+                                     src, dst, gamma, beta, mean, var, eps, epilogue(fusion));
+}
+
+void batch_norm_backward_fused(const TensorDesc& src_desc, const void* src, const void* dst, bool relu,
+                               const TensorDesc& diff_dst_desc, const void* diff_dst,
+                               const TensorDesc& diff_src_desc, void* diff_src, const float* gamma,
+                               const float* mean, const float* invstd, float* diff_gamma, float* diff_beta,
+                               void* diff_residual, BackwardStats stats) {
+  ops::require_activation(src_desc, "src_desc", 2, kMaxRank);
+  ops::require_same(src_desc, "src_desc", diff_dst_desc, "diff_dst_desc");
+  ops::require_same(src_desc, "src_desc", diff_src_desc, "diff_src_desc");
+  ops::require_pointer(mean, "mean", "C values are required");
+  ops::require_pointer(invstd, "invstd", "C values are required");
+  if (relu) ops::require_pointer(dst, "dst", "the forward output is required to recompute the ReLU's mask");
+  if (relu && diff_residual && !diff_src)
+    throw Error(ErrorKind::null_pointer,
+                "argument 'diff_src' is null while 'diff_residual' is requested: the residual's gradient is "
+                "written by the pass that writes diff_src");
+  const auto p = ops::batch_norm::Problem::of(src_desc);
+  if (p.elements() == 0) {
+    if (diff_gamma) std::fill(diff_gamma, diff_gamma + p.c, 0.0f);
+    if (diff_beta) std::fill(diff_beta, diff_beta + p.c, 0.0f);
+    return;
+  }
+  ops::require_pointer(src, "src", "the forward input is required");
+  ops::require_pointer(diff_dst, "diff_dst", "the output gradient is required");
+  // Without a ReLU the residual's gradient is diff_dst itself.
+  if (!relu && diff_residual) std::memcpy(diff_residual, diff_dst, src_desc.bytes());
+  const kernels::batch_norm::Gate gate{relu ? dst : nullptr, relu ? diff_residual : nullptr};
+  ops::batch_norm::backward(p, ops::batch_norm::plan_for(p, num_threads(), ops::batch_norm::Pass::backward), src,
+                            diff_dst, diff_src, gamma, mean, invstd, diff_gamma, diff_beta, stats, nullptr, nullptr,
+                            gate);
+}
+
+}  // namespace bnorm

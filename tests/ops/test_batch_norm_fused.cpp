@@ -1,0 +1,181 @@
+// BatchNorm with a fused residual add and ReLU, through every thread plan
+// and instruction set: the fused forward equals BN followed by the add and
+// the ReLU done separately in f32 (bit for bit for f32 data), and the fused
+// backward equals BN's backward of the gradient gated by dst > 0, with the
+// gated gradient as the residual's gradient.
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "bnorm/batch_norm.hpp"
+#include "bnorm/error.hpp"
+#include "common/test_util.hpp"
+#include "ops/batch_norm/plan.hpp"
+
+namespace bnorm::test {
+namespace {
+
+namespace obn = ops::batch_norm;
+
+std::vector<obn::Plan> plans_for(const obn::Problem& p) {
+  std::vector<obn::Plan> plans;
+  for (bool stream : {false, true})
+    for (int workers : {1, 3}) {
+      if (p.rows_view()) {
+        for (std::int64_t tile : {2, 1 << 20}) plans.push_back({obn::Strategy::rows, workers, 1, tile, stream});
+      }
+      if (p.layout == Layout::channels_first) {
+        for (std::int64_t block : {1, 3}) plans.push_back({obn::Strategy::channel_slabs, workers, block, 1, stream});
+        plans.push_back({obn::Strategy::split_channels, workers, 1, 1, stream});
+      }
+    }
+  return plans;
+}
+
+// a = relu(bn + z) element by element in f32, rounded once to the dtype.
+Buffer add_relu(const Buffer& bn, const Buffer* z, bool relu) {
+  Buffer out(bn.desc);
+  for (std::int64_t i = 0; i < bn.size(); ++i) {
+    float v = bn.get(i);
+    if (z) v += z->get(i);
+    if (relu && v < 0.0f) v = 0.0f;
+    out.set(i, v);
+  }
+  return out;
+}
+
+// Bit-exact for f32; for 16-bit data the unfused path rounds BN's output to
+// the dtype before adding, so allow that rounding (a step at BN's output and
+// at the residual) plus a step at the result.
+::testing::AssertionResult same(const Buffer& got, const Buffer& want, const char* what,
+                                const Buffer* bn = nullptr, const Buffer* z = nullptr) {
+  if (got.desc.dtype() == DType::f32) {
+    if (got.bytes == want.bytes) return ::testing::AssertionSuccess();
+    for (std::int64_t i = 0; i < got.size(); ++i)
+      if (std::memcmp(got.bytes.data() + 4 * i, want.bytes.data() + 4 * i, 4) != 0)
+        return ::testing::AssertionFailure() << what << "[" << i << "]: " << got.get(i) << " vs " << want.get(i);
+  }
+  for (std::int64_t i = 0; i < got.size(); ++i) {
+    const double g = got.get(i), w = want.get(i);
+    const DType dt = got.desc.dtype();
+    const double tol = 2 * ulp(dt, w) + (bn ? ulp(dt, bn->get(i)) : 0.0) + (z ? ulp(dt, z->get(i)) : 0.0);
+    if (!(std::fabs(g - w) <= tol))
+      return ::testing::AssertionFailure() << what << "[" << i << "]: " << g << " vs " << w;
+  }
+  return ::testing::AssertionSuccess();
+}
+
+void check(const TensorDesc& desc) {
+  SCOPED_TRACE(desc.str());
+  const obn::Problem p = obn::Problem::of(desc);
+  const auto C = static_cast<std::size_t>(desc.channels());
+  const auto gamma = uniform(C, 1, 0.5f, 2.0f), beta = uniform(C, 2, -1.0f, 1.0f);
+  Buffer src(desc), z(desc), dy(desc);
+  fill_normal(src, 3, 0.5, 2.0);
+  fill_normal(z, 4, 0.0, 1.0);
+  fill_normal(dy, 5);
+  for (const obn::Plan& plan : plans_for(p)) {
+    SCOPED_TRACE("plan " + std::to_string(static_cast<int>(plan.strategy)) + " workers " +
+                 std::to_string(plan.workers) + (plan.stream ? " stream" : ""));
+    for (const auto& [residual, relu] : std::vector<std::pair<bool, bool>>{{false, true}, {true, true}, {true, false}}) {
+      SCOPED_TRACE(std::string(residual ? "add" : "") + (relu ? "+relu" : ""));
+      const kernels::batch_norm::Epilogue post{residual ? z.data() : nullptr, relu};
+      // Training forward.
+      Buffer plain(desc), fused(desc);
+      std::vector<float> m1(C), i1(C), m2(C), i2(C);
+      obn::forward_training(p, plan, src.data(), plain.data(), gamma.data(), beta.data(), m1.data(), i1.data(),
+                            nullptr, nullptr, 1e-5, 0.0);
+      obn::forward_training(p, plan, src.data(), fused.data(), gamma.data(), beta.data(), m2.data(), i2.data(),
+                            nullptr, nullptr, 1e-5, 0.0, true, nullptr, post);
+      ASSERT_TRUE(same(fused, add_relu(plain, residual ? &z : nullptr, relu), "training", &plain,
+                       residual ? &z : nullptr));
+      ASSERT_EQ(m1, m2);
+      // Inference forward.
+      Buffer iplain(desc), ifused(desc);
+      std::vector<float> var(C);
+      for (std::size_t c = 0; c < C; ++c) var[c] = 1.0f / (i1[c] * i1[c]);
+      obn::forward_inference(p, plan, src.data(), iplain.data(), gamma.data(), beta.data(), m1.data(), var.data(),
+                             1e-5);
+      obn::forward_inference(p, plan, src.data(), ifused.data(), gamma.data(), beta.data(), m1.data(), var.data(),
+                             1e-5, post);
+      ASSERT_TRUE(same(ifused, add_relu(iplain, residual ? &z : nullptr, relu), "inference", &iplain,
+                       residual ? &z : nullptr));
+      if (!relu) continue;
+      // Backward: BN's backward of dy gated by fused > 0.
+      Buffer gated(desc), dx_want(desc), dx(desc), dz(desc);
+      for (std::int64_t i = 0; i < dy.size(); ++i) gated.set(i, fused.get(i) > 0.0f ? dy.get(i) : 0.0f);
+      std::vector<float> dg_w(C), db_w(C), dg(C), db(C);
+      obn::backward(p, plan, src.data(), gated.data(), dx_want.data(), gamma.data(), m1.data(), i1.data(),
+                    dg_w.data(), db_w.data(), BackwardStats::batch);
+      obn::backward(p, plan, src.data(), dy.data(), dx.data(), gamma.data(), m1.data(), i1.data(), dg.data(),
+                    db.data(), BackwardStats::batch, nullptr, nullptr, {fused.data(), dz.data()});
+      ASSERT_EQ(dx.bytes, dx_want.bytes);
+      ASSERT_EQ(dz.bytes, gated.bytes);
+      ASSERT_EQ(dg, dg_w);
+      ASSERT_EQ(db, db_w);
+    }
+  }
+}
+
+TEST(BatchNormFused, EveryPlanAndIsa) {
+  for_each_isa([](const std::string&) {
+    for (DType dt : {DType::f32, DType::bf16, DType::f16}) {
+      check(TensorDesc(dt, Layout::channels_first, {3, 5, 7, 3}));
+      check(TensorDesc(dt, Layout::channels_last, {4, 6, 19}));
+      check(TensorDesc(dt, Layout::channels_last, {5, 16, 3}));  // whole-vector rows
+    }
+    check(TensorDesc(DType::f32, Layout::channels_first, {2, 3, 1000}));
+    check(TensorDesc(DType::f32, Layout::channels_first, {33, 4}));
+  });
+}
+
+TEST(BatchNormFused, PublicFunctions) {
+  const TensorDesc d(DType::f32, Layout::channels_last, {4, 3, 3});
+  const std::size_t C = 3;
+  Buffer src(d), z(d), y(d), plain(d), dy(d), dx(d), dz(d), dx_plain(d);
+  fill_normal(src, 8);
+  fill_normal(z, 9);
+  fill_normal(dy, 10);
+  const auto gamma = uniform(C, 1, 0.5f, 2.0f), beta = uniform(C, 2, -1.0f, 1.0f);
+  std::vector<float> m(C), is(C), rm(C, 0.0f), rv(C, 1.0f), rm2 = rm, rv2 = rv;
+  batch_norm_forward_training_fused(d, src.data(), d, y.data(), {z.data(), true}, gamma.data(), beta.data(),
+                                    m.data(), is.data(), {rm.data(), rv.data(), nullptr});
+  batch_norm_forward_training(d, src.data(), d, plain.data(), gamma.data(), beta.data(), m.data(), is.data(),
+                              {rm2.data(), rv2.data(), nullptr});
+  EXPECT_TRUE(same(y, add_relu(plain, &z, true), "public training"));
+  EXPECT_EQ(rm, rm2);
+  EXPECT_EQ(rv, rv2);
+  bool some_zero = false;
+  for (std::int64_t i = 0; i < y.size(); ++i) some_zero |= y.get(i) == 0.0f;
+  EXPECT_TRUE(some_zero) << "the ReLU should cut something";
+  std::vector<float> dg(C), db(C);
+  batch_norm_backward_fused(d, src.data(), y.data(), true, d, dy.data(), d, dx.data(), gamma.data(), m.data(),
+                            is.data(), dg.data(), db.data(), dz.data());
+  for (std::int64_t i = 0; i < dy.size(); ++i) EXPECT_EQ(dz.get(i), y.get(i) > 0 ? dy.get(i) : 0.0f);
+  // Without a ReLU the residual's gradient is dy itself.
+  batch_norm_backward_fused(d, src.data(), nullptr, false, d, dy.data(), d, dx.data(), gamma.data(), m.data(),
+                            is.data(), dg.data(), db.data(), dz.data());
+  batch_norm_backward(d, src.data(), d, dy.data(), d, dx_plain.data(), gamma.data(), m.data(), is.data(), nullptr,
+                      nullptr);
+  EXPECT_EQ(dz.bytes, dy.bytes);
+  EXPECT_EQ(dx.bytes, dx_plain.bytes);
+  // NaN passes through the ReLU (as torch.relu).
+  src.set(0, std::numeric_limits<float>::quiet_NaN());
+  Buffer inf(d);
+  batch_norm_forward_inference_fused(d, src.data(), d, inf.data(), {nullptr, true}, gamma.data(), beta.data(),
+                                     rm.data(), rv.data());
+  EXPECT_TRUE(std::isnan(inf.get(0)));
+  // Errors.
+  EXPECT_THROW(batch_norm_backward_fused(d, src.data(), nullptr, true, d, dy.data(), d, dx.data(), gamma.data(),
+                                         m.data(), is.data(), nullptr, nullptr, nullptr),
+               Error);
+  EXPECT_THROW(batch_norm_backward_fused(d, src.data(), y.data(), true, d, dy.data(), d, nullptr, gamma.data(),
+                                         m.data(), is.data(), nullptr, nullptr, dz.data()),
+               Error);
+}
+
+}  // namespace
+}  // namespace bnorm::test
