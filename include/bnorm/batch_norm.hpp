@@ -102,8 +102,9 @@ void batch_norm_forward_inference_fused(const TensorDesc& src_desc, const void* 
                                         const float* beta, const float* mean, const float* var, double eps = 1e-5);
 
 /// Backward of a fused forward. The ReLU's mask is recomputed from the
-/// forward's output `dst` (dst > 0 exactly where the ReLU passed its input),
-/// so nothing but dst needs keeping; `relu` says whether the forward had
+/// forward's output `dst` (dst > 0 exactly where the ReLU passed its input;
+/// in bf16/f16 a positive sum that rounds to 0 counts as the kink, gradient
+/// 0), so nothing but dst needs keeping; `relu` says whether the forward had
 /// one. diff_src is BatchNorm's backward of the gated gradient;
 /// diff_residual (optional) receives the residual's gradient, the gated
 /// diff_dst. Other arguments as batch_norm_backward; diff_src is required
@@ -196,9 +197,10 @@ class BatchNorm {
   std::span<const float> weight_grad() const noexcept { return weight_grad_; }
   /// d loss / d beta of the last backward (empty when affine = false).
   std::span<const float> bias_grad() const noexcept { return bias_grad_; }
-  /// Mean and invstd the last forward normalized with.
-  std::span<const float> saved_mean() const noexcept { return saved_mean_; }
-  std::span<const float> saved_invstd() const noexcept { return saved_invstd_; }
+  /// Mean and invstd the last forward normalized with: C values, or G x C
+  /// after a ghost forward of G groups.
+  std::span<const float> saved_mean() const noexcept { return {saved_mean_.data(), saved_count_}; }
+  std::span<const float> saved_invstd() const noexcept { return {saved_invstd_.data(), saved_count_}; }
 
   /// Running mean 0, running var 1, num_batches_tracked 0.
   void reset_running_stats() noexcept;
@@ -220,7 +222,10 @@ class BatchNorm {
   bool frozen_ = false;
   std::int64_t ghost_groups_ = 0;  // groups of the last ghost forward (0: plain)
   std::vector<float> weight_, bias_, running_mean_, running_var_;
+  // saved_* grow to the largest ghost forward (never shrunk); saved_count_
+  // entries are valid.
   std::vector<float> weight_grad_, bias_grad_, saved_mean_, saved_invstd_;
+  std::size_t saved_count_ = 0;
   std::int64_t num_batches_tracked_ = 0;
   std::optional<BackwardStats> last_forward_;  // empty before the first forward
 };

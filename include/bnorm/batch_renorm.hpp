@@ -109,6 +109,8 @@ class BatchRenorm {
   const Options& options() const noexcept { return options_; }
 
  private:
+  void check_input(const TensorDesc& desc) const;
+
   Options options_;
   bool training_ = true;
   bool has_forward_ = false;

@@ -114,7 +114,28 @@ TEST(BatchNormLayer, VirtualBatchSizeRunsGhostBatchNorm) {
   EXPECT_EQ(dst.bytes, want.bytes);
   EXPECT_EQ(layer.num_batches_tracked(), 3);
   EXPECT_NO_THROW(layer.backward(d, src.data(), d, src.data(), d, dx.data()));
+  EXPECT_EQ(layer.saved_mean().size(), 9u);  // 3 groups x 3 channels
+  EXPECT_EQ(std::vector<float>(layer.saved_mean().begin(), layer.saved_mean().end()), m);
   EXPECT_THROW(BatchNorm(BatchNorm::Options{.num_features = 3, .virtual_batch_size = -1}), Error);
+
+  // A forward that fails leaves the ghost state: backward still matches the
+  // ghost forward.
+  const TensorDesc odd(DType::f32, Layout::channels_first, {5, 3, 5});  // not a multiple of 2
+  Buffer osrc(odd), odst(odd);
+  EXPECT_THROW(layer.forward(odd, osrc.data(), odd, odst.data()), Error);
+  Buffer dy(d), dx_after(d), dx_want(d);
+  fill_normal(dy, 10);
+  std::vector<float> dg(3), db(3);
+  layer.backward(d, src.data(), d, dy.data(), d, dx_after.data());
+  ghost_batch_norm_backward(d, src.data(), d, dy.data(), d, dx_want.data(), 2, layer.weight().data(), m.data(),
+                            is.data(), dg.data(), db.data());
+  EXPECT_EQ(dx_after.bytes, dx_want.bytes);
+
+  // Eval after a ghost forward saves C values (the running statistics).
+  layer.eval();
+  layer.forward(d, src.data(), d, dst.data());
+  ASSERT_EQ(layer.saved_mean().size(), 3u);
+  for (std::size_t c = 0; c < 3; ++c) EXPECT_EQ(layer.saved_mean()[c], layer.running_mean()[c]);
 }
 
 TEST(BatchNormLayer, FrozenUsesRunningStatisticsAndTheirDerivative) {

@@ -286,6 +286,16 @@ TEST(BatchRenorm, Errors) {
          ErrorKind::null_pointer, "'r'");
   EXPECT_EQ(dst.bytes, before) << "outputs untouched on error";
   EXPECT_EQ(rm, std::vector<float>(3, 0.0f));
+
+  // The layer checks C in backward as in forward.
+  BatchRenorm layer(BatchRenorm::Options{.num_features = 3});
+  layer.forward(d, src.data(), d, dst.data());
+  const TensorDesc wide(DType::f32, Layout::channels_first, {2, 5, 4});
+  Buffer wsrc(wide), wdx(wide);
+  const auto wbefore = wdx.bytes;
+  expect([&] { layer.backward(wide, wsrc.data(), wide, wsrc.data(), wide, wdx.data()); }, ErrorKind::shape_mismatch,
+         "num_features = 3");
+  EXPECT_EQ(wdx.bytes, wbefore);
 }
 
 }  // namespace

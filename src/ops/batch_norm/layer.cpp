@@ -71,8 +71,9 @@ void BatchNorm::forward(const TensorDesc& src_desc, const void* src, const Tenso
   // As torch.nn: batch statistics in training, and in eval when there are no
   // running statistics to use.
   // Frozen: the running statistics in training too.
+  // The layer's state changes only once the call has succeeded.
   const bool use_batch_stats = (training_ && !frozen_) || !options_.track_running_stats;
-  ghost_groups_ = 0;
+  const auto c = static_cast<std::size_t>(options_.num_features);
   if (use_batch_stats) {
     RunningStats running;
     if (training_ && options_.track_running_stats) {
@@ -89,9 +90,12 @@ void BatchNorm::forward(const TensorDesc& src_desc, const void* src, const Tenso
       ghost_batch_norm_forward_training(src_desc, src, dst_desc, dst, options_.virtual_batch_size, gamma, beta,
                                         saved_mean_.data(), saved_invstd_.data(), running, config);
       ghost_groups_ = groups;
+      saved_count_ = size;
     } else {
       batch_norm_forward_training(src_desc, src, dst_desc, dst, gamma, beta, saved_mean_.data(),
                                   saved_invstd_.data(), running, config);
+      ghost_groups_ = 0;
+      saved_count_ = c;
     }
     last_forward_ = BackwardStats::batch;
     return;
@@ -99,11 +103,12 @@ void BatchNorm::forward(const TensorDesc& src_desc, const void* src, const Tenso
   batch_norm_forward_inference(src_desc, src, dst_desc, dst, gamma, beta, running_mean_.data(),
                                running_var_.data(), options_.eps);
   // Keep what eval normalized with, so backward (frozen statistics) can use it.
-  for (std::size_t c = 0; c < saved_mean_.size(); ++c) {
-    saved_mean_[c] = running_mean_[c];
-    saved_invstd_[c] =
-        static_cast<float>(1.0 / std::sqrt(static_cast<double>(running_var_[c]) + options_.eps));
+  for (std::size_t i = 0; i < c; ++i) {
+    saved_mean_[i] = running_mean_[i];
+    saved_invstd_[i] = static_cast<float>(1.0 / std::sqrt(static_cast<double>(running_var_[i]) + options_.eps));
   }
+  ghost_groups_ = 0;
+  saved_count_ = c;
   last_forward_ = BackwardStats::fixed;
 }
 

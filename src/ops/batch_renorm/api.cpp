@@ -113,12 +113,16 @@ BatchRenorm::BatchRenorm(const Options& options) : options_(options) {
   for (auto* v : {&weight_grad_, &bias_grad_, &saved_mean_, &saved_invstd_, &saved_r_, &saved_d_}) v->assign(c, 0.0f);
 }
 
-void BatchRenorm::forward(const TensorDesc& src_desc, const void* src, const TensorDesc& dst_desc, void* dst) {
-  ops::require_activation(src_desc, "src_desc", 2, kMaxRank);
-  if (src_desc.channels() != options_.num_features)
-    throw Error(ErrorKind::shape_mismatch, "argument 'src_desc' has C = " + std::to_string(src_desc.channels()) +
-                                               " (dims " + src_desc.dims_str() + "): this layer has num_features = " +
+void BatchRenorm::check_input(const TensorDesc& desc) const {
+  ops::require_activation(desc, "src_desc", 2, kMaxRank);
+  if (desc.channels() != options_.num_features)
+    throw Error(ErrorKind::shape_mismatch, "argument 'src_desc' has C = " + std::to_string(desc.channels()) +
+                                               " (dims " + desc.dims_str() + "): this layer has num_features = " +
                                                std::to_string(options_.num_features));
+}
+
+void BatchRenorm::forward(const TensorDesc& src_desc, const void* src, const TensorDesc& dst_desc, void* dst) {
+  check_input(src_desc);
   if (!training_) {
     batch_norm_forward_inference(src_desc, src, dst_desc, dst, weight_.data(), bias_.data(), running_mean_.data(),
                                  running_var_.data(), options_.eps);
@@ -140,6 +144,7 @@ void BatchRenorm::backward(const TensorDesc& src_desc, const void* src, const Te
   if (!has_forward_)
     throw Error(ErrorKind::invalid_argument,
                 "BatchRenorm::backward before any training forward: there are no saved statistics");
+  check_input(src_desc);
   batch_renorm_backward(src_desc, src, diff_dst_desc, diff_dst, diff_src_desc, diff_src, weight_.data(),
                         saved_mean_.data(), saved_invstd_.data(), saved_r_.data(), saved_d_.data(),
                         weight_grad_.data(), bias_grad_.data());
