@@ -8,66 +8,11 @@
 
 #include <vector>
 
+#include "aten/aten_util.hpp"
 #include "common/test_util.hpp"
 
 namespace bnorm::test {
 namespace {
-
-at::ScalarType aten_type(DType dt) { return dt == DType::f32 ? at::kFloat : at::kBFloat16; }
-
-// Logical (N, C, spatial...) ATen view of a packed buffer. Channels-last
-// buffers are (N, spatial..., C) in memory; permuting them gives ATen's
-// channels_last strides (ChannelsLast / ChannelsLast3d for rank 4 / 5).
-at::Tensor to_aten(const Buffer& b) {
-  const TensorDesc& d = b.desc;
-  std::vector<std::int64_t> physical(d.dims().begin(), d.dims().end());
-  std::vector<std::int64_t> perm;
-  if (d.layout() == Layout::channels_last) {
-    physical.erase(physical.begin() + 1);
-    physical.push_back(d.channels());
-    perm.push_back(0);
-    perm.push_back(d.rank() - 1);
-    for (int i = 1; i < d.rank() - 1; ++i) perm.push_back(i);
-  }
-  at::Tensor t = at::from_blob(const_cast<void*>(b.data()), physical, aten_type(d.dtype())).clone();
-  return perm.empty() ? t : t.permute(perm);
-}
-
-// Element i of our packed layout from an ATen tensor of logical dims.
-std::vector<double> from_aten(const at::Tensor& t, const TensorDesc& d) {
-  at::Tensor logical = t.to(at::kDouble);
-  if (d.layout() == Layout::channels_last) {
-    std::vector<std::int64_t> perm = {0};
-    for (int i = 2; i < d.rank(); ++i) perm.push_back(i);
-    perm.push_back(1);
-    logical = logical.permute(perm);
-  }
-  logical = logical.contiguous();
-  const double* p = logical.data_ptr<double>();
-  return std::vector<double>(p, p + logical.numel());
-}
-
-at::Tensor channel_tensor(const std::vector<float>& v) {
-  return at::from_blob(const_cast<float*>(v.data()), {static_cast<std::int64_t>(v.size())}, at::kFloat)
-      .clone();
-}
-
-// Two implementations agree within the rounding of the output type (both
-// round an f32 result, so they may land one step apart) plus the f32
-// arithmetic of either. ATen's bf16 backward also rounds intermediates to
-// bf16 (measured: errors up to about one bf16 step of the largest |dx|
-// against float64), so bf16 gets that much more; bnorm's own bf16 results
-// are held to the double reference much more tightly in the grid tests.
-::testing::AssertionResult agree(const Buffer& ours, const std::vector<double>& aten,
-                                 const std::string& what) {
-  double scale = 1.0;
-  for (double v : aten) scale = std::max(scale, std::fabs(v));
-  const DType dt = ours.desc.dtype();
-  const double aten_slack = dt == DType::f32 ? 0.0 : ulp(dt, scale);
-  return all_close(
-      ours.size(), [&](std::int64_t i) { return static_cast<double>(ours.get(i)); }, aten.data(),
-      [&](double w) { return element_tolerance(dt, w, 5e-6 * scale) + aten_slack; }, what);
-}
 
 // aten_bf16_sums: for bf16 channels-last input of rank 3 and 5, ATen returns
 // per-channel gradient sums rounded to bf16 (measured: diff_beta 16.875 where

@@ -1,41 +1,31 @@
 // The hot path allocates nothing: after a first call has sized the per-thread
 // scratch, repeated calls of every function, layout and plan make no heap
-// allocation. Counts global operator new (bnorm's only allocator) in this
-// test binary.
+// allocation (common/alloc_counter.hpp counts every heap allocation).
 
 #include <gtest/gtest.h>
 
-#include <atomic>
 #include <cstdlib>
-#include <new>
 #include <vector>
 
+#include "common/alloc_counter.hpp"
 #include "common/test_util.hpp"
-
-namespace {
-std::atomic<long> g_allocations{0};
-}
-
-void* operator new(std::size_t n) {
-  g_allocations.fetch_add(1, std::memory_order_relaxed);
-  if (void* p = std::malloc(n ? n : 1)) return p;
-  throw std::bad_alloc();
-}
-void* operator new(std::size_t n, std::align_val_t a) {
-  g_allocations.fetch_add(1, std::memory_order_relaxed);
-  if (void* p = std::aligned_alloc(static_cast<std::size_t>(a), (n + static_cast<std::size_t>(a) - 1) /
-                                                                    static_cast<std::size_t>(a) *
-                                                                    static_cast<std::size_t>(a)))
-    return p;
-  throw std::bad_alloc();
-}
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
-void operator delete(void* p, std::align_val_t) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
 
 namespace bnorm::test {
 namespace {
+
+std::vector<int>* volatile g_sink;  // keeps the compiler from eliding new/delete
+
+TEST(AllocationCounter, SeesOperatorNewAndMalloc) {
+  // Else the tests below would prove nothing.
+  const long before = heap_allocations();
+  g_sink = new std::vector<int>(3);
+  delete g_sink;
+  const long after_new = heap_allocations();
+  EXPECT_EQ(after_new - before, 2);  // the vector and its storage
+  void* volatile p = std::malloc(16);
+  std::free(p);
+  EXPECT_EQ(heap_allocations() - after_new, 1);
+}
 
 TEST(BatchNormAllocations, NoneAfterTheFirstCall) {
   for (Layout layout : {Layout::channels_first, Layout::channels_last}) {
@@ -60,9 +50,9 @@ TEST(BatchNormAllocations, NoneAfterTheFirstCall) {
                             db.data());
       };
       all();  // sizes the scratch
-      const long before = g_allocations.load();
+      const long before = heap_allocations();
       for (int i = 0; i < 3; ++i) all();
-      EXPECT_EQ(g_allocations.load() - before, 0);
+      EXPECT_EQ(heap_allocations() - before, 0);
     }
   }
 }

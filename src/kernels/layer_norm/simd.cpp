@@ -1,0 +1,536 @@
+// Optimized layer-norm building blocks, compiled once per instruction set by
+// Highway (foreach_target.h) and chosen at run time by HWY_DYNAMIC_DISPATCH.
+// Declarations and contracts: kernels.hpp.
+
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "kernels/layer_norm/simd.cpp"
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+
+#include "hwy/foreach_target.h"  // IWYU pragma: keep
+#include "hwy/highway.h"
+#include "kernels/common/simd_io-inl.h"
+#include "kernels/layer_norm/kernels.hpp"
+
+HWY_BEFORE_NAMESPACE();
+namespace bnorm::kernels::HWY_NAMESPACE {
+namespace {
+
+using layer_norm::kAddsPerFlush;
+using layer_norm::Pivot;
+using layer_norm::RowBlock;
+
+// The storage type of a dtype as a value, for generic lambdas.
+template <DType kType>
+struct TypeTag {
+  static constexpr DType value = kType;
+};
+
+// Calls f(TypeTag<dtype>{}): one instantiation per element type.
+template <class F>
+HWY_INLINE void OnDType(DType dtype, F&& f) {
+  if (dtype == DType::bf16) {
+    f(TypeTag<DType::bf16>{});
+  } else if (dtype == DType::f16) {
+    f(TypeTag<DType::f16>{});
+  } else {
+    f(TypeTag<DType::f32>{});
+  }
+}
+
+template <DType kType>
+HWY_INLINE float ScalarAsF32(const Storage<kType>* p) {
+  if constexpr (kType == DType::f32) {
+    return *p;
+  } else if constexpr (kType == DType::bf16) {
+    return bf16_bits_to_float(*p);
+  } else {
+    return f16_bits_to_float(*p);
+  }
+}
+
+// count (<= Lanes) f32 values, or all lanes when count == Lanes.
+HWY_INLINE VF LoadSomeF32(DF d, const float* p, size_t count, float fill) {
+  return LoadSomeAsF32<DType::f32>(d, p, count, fill);
+}
+HWY_INLINE void StoreSomeF32(DF d, VF v, float* p, size_t count) {
+  if (count == hn::Lanes(d)) {
+    hn::StoreU(v, d, p);
+  } else {
+    StorePartialFromF32<DType::f32>(d, v, p, count);
+  }
+}
+
+// Calls step(i, count) for the vectors of [0, n): full ones, then a partial
+// one (count < Lanes) when n is not a multiple of the vector length.
+template <class Step>
+HWY_INLINE void ForEachVector(DF d, size_t n, Step&& step) {
+  const size_t lanes = hn::Lanes(d);
+  size_t i = 0;
+  for (; i + lanes <= n; i += lanes) step(i, lanes);
+  if (i < n) step(i, n - i);
+}
+
+// Fetches the line holding p into L2 (not L1): the next block arrives while
+// this one is worked on from L1, and L2's larger miss queue keeps more
+// lines in flight than L1's.
+template <class T>
+HWY_INLINE void PrefetchToL2(const T* p) {
+  __builtin_prefetch(p, 0, 2);
+}
+
+// ---------------------------------------------------------------- statistics
+
+// Rows longer than this sample their pivot over the whole row (the first
+// values may be anything); shorter rows are in cache for the second pass
+// anyway, so the cheap sample of their first values is enough.
+constexpr size_t kSpreadPivotLength = 16384;
+constexpr size_t kPivotValues = 64;
+
+template <DType kType>
+HWY_INLINE float RowPivot(const Storage<kType>* HWY_RESTRICT p, size_t n) {
+  const DF d;
+  float pivot;
+  if (n <= kSpreadPivotLength) {
+    const size_t m = std::min(n, kPivotValues);
+    VF sum = hn::Zero(d);
+    ForEachVector(d, m, [&](size_t i, size_t count) HWY_ATTR BNORM_ALWAYS_INLINE {
+      sum = hn::Add(sum, LoadSomeAsF32<kType>(d, p + i, count, 0.0f));
+    });
+    pivot = static_cast<float>(SumLanesInDouble(d, sum) / static_cast<double>(m));
+  } else {
+    float sum = 0.0f;
+    for (size_t k = 0; k < kPivotValues; ++k) sum += ScalarAsF32<kType>(p + k * (n / kPivotValues));
+    pivot = sum / static_cast<float>(kPivotValues);
+  }
+  return pivot - pivot == 0.0f ? pivot : 0.0f;  // a useful pivot is finite
+}
+
+// Two f32 sums over one row: sum of term_a(v) and of term_b(v) over the
+// values v of x (a partial last vector loads `fill`, for which both terms
+// must be 0). Two accumulators each so the additions pipeline, folded into
+// double after kAddsPerFlush rounds.
+template <DType kType, class TermA, class TermB>
+HWY_INLINE void RowTwoSums(const Storage<kType>* HWY_RESTRICT x, size_t n, float fill, const TermA& term_a,
+                           const TermB& term_b, double* out_a, double* out_b) {
+  const DF d;
+  const size_t lanes = hn::Lanes(d);
+  VF a0 = hn::Zero(d), a1 = hn::Zero(d), b0 = hn::Zero(d), b1 = hn::Zero(d);
+  double sum_a = 0.0, sum_b = 0.0;
+  size_t i = 0;
+  while (i + 2 * lanes <= n) {
+    for (size_t round = 0; round < static_cast<size_t>(kAddsPerFlush) && i + 2 * lanes <= n;
+         ++round, i += 2 * lanes) {
+      const VF v0 = LoadAsF32<kType>(d, x + i), v1 = LoadAsF32<kType>(d, x + i + lanes);
+      a0 = hn::Add(a0, term_a(v0));
+      a1 = hn::Add(a1, term_a(v1));
+      b0 = hn::Add(b0, term_b(v0));
+      b1 = hn::Add(b1, term_b(v1));
+    }
+    sum_a += SumLanesInDouble(d, hn::Add(a0, a1));
+    sum_b += SumLanesInDouble(d, hn::Add(b0, b1));
+    a0 = a1 = b0 = b1 = hn::Zero(d);
+  }
+  // At most one full and one partial vector remain.
+  if (i + lanes <= n) {
+    const VF v = LoadAsF32<kType>(d, x + i);
+    a0 = term_a(v);
+    b0 = term_b(v);
+    i += lanes;
+  }
+  if (i < n) {
+    const VF v = LoadPartialAsF32<kType>(d, x + i, n - i, fill);
+    a1 = term_a(v);
+    b1 = term_b(v);
+  }
+  *out_a = sum_a + SumLanesInDouble(d, hn::Add(a0, a1));
+  *out_b = sum_b + SumLanesInDouble(d, hn::Add(b0, b1));
+}
+
+template <DType kType>
+void RowsShiftedSumsT(const Storage<kType>* x, RowBlock block, Pivot mode, float* pivot, double* s1,
+                      double* s2) {
+  const DF d;
+  const size_t n = static_cast<size_t>(block.len);
+  for (std::int64_t r = 0; r < block.rows; ++r) {
+    const Storage<kType>* p = x + static_cast<size_t>(r) * n;
+    const float pv = mode == Pivot::zero || n == 0 ? 0.0f : RowPivot<kType>(p, n);
+    pivot[r] = pv;
+    const VF vp = hn::Set(d, pv);
+    RowTwoSums<kType>(
+        p, n, pv, [vp](VF v) HWY_ATTR { return hn::Sub(v, vp); },
+        [vp](VF v) HWY_ATTR {
+          const VF e = hn::Sub(v, vp);
+          return hn::Mul(e, e);
+        },
+        &s1[r], &s2[r]);
+  }
+}
+
+template <DType kType>
+double RowSumSqCenteredT(const Storage<kType>* x, size_t n, float center) {
+  const DF d;
+  const VF vc = hn::Set(d, center);
+  double sq, unused;
+  auto square = [vc](VF v) HWY_ATTR {
+    const VF e = hn::Sub(v, vc);
+    return hn::Mul(e, e);
+  };
+  RowTwoSums<kType>(x, n, center, square, [](VF v) HWY_ATTR { return hn::Zero(DF()) * v; }, &sq, &unused);
+  return sq;
+}
+
+// ---------------------------------------------------------------- forward
+
+template <DType kType, bool kGamma, bool kBeta>
+void RowsNormalizeT(const Storage<kType>* x, Storage<kType>* y, RowBlock block, const float* center,
+                    const float* scale, const float* shift, const float* gamma, const float* beta, bool stream,
+                    std::int64_t prefetch_rows) {
+  const DF d;
+  const size_t n = static_cast<size_t>(block.len);
+  for (std::int64_t r = 0; r < block.rows; ++r) {
+    const Storage<kType>* xr = x + static_cast<size_t>(r) * n;
+    const Storage<kType>* ahead = r < prefetch_rows ? x + static_cast<size_t>(block.rows + r) * n : nullptr;
+    const VF vc = hn::Set(d, center[r]), vs = hn::Set(d, scale[r]), vt = hn::Set(d, shift[r]);
+    ForEachOutputVector<kType>(d, y + static_cast<size_t>(r) * n, n, stream,
+                               [&](size_t i, size_t count) HWY_ATTR BNORM_ALWAYS_INLINE {
+                                 if (ahead) PrefetchToL2(ahead + i);
+                                 const VF v = LoadSomeAsF32<kType>(d, xr + i, count, 0.0f);
+                                 // (x - center) is exact for x near the mean;
+                                 // shift holds the mean's f32 rounding residue.
+                                 const VF xhat = hn::MulAdd(hn::Sub(v, vc), vs, vt);
+                                 if constexpr (kGamma && kBeta) {
+                                   return hn::MulAdd(xhat, LoadSomeF32(d, gamma + i, count, 0.0f),
+                                                     LoadSomeF32(d, beta + i, count, 0.0f));
+                                 } else if constexpr (kGamma) {
+                                   return hn::Mul(xhat, LoadSomeF32(d, gamma + i, count, 0.0f));
+                                 } else if constexpr (kBeta) {
+                                   return hn::Add(xhat, LoadSomeF32(d, beta + i, count, 0.0f));
+                                 } else {
+                                   return xhat;
+                                 }
+                               });
+  }
+}
+
+// ---------------------------------------------------------------- backward
+
+template <DType kType, bool kGamma>
+void RowsBackwardReduceT(const Storage<kType>* x, const Storage<kType>* dy, RowBlock block, const float* center,
+                         const float* gamma, double* sum_g, double* sum_gxc) {
+  const DF d;
+  const size_t lanes = hn::Lanes(d), n = static_cast<size_t>(block.len);
+  for (std::int64_t r = 0; r < block.rows; ++r) {
+    const Storage<kType>* HWY_RESTRICT px = x + static_cast<size_t>(r) * n;
+    const Storage<kType>* HWY_RESTRICT pg = dy + static_cast<size_t>(r) * n;
+    const VF vc = hn::Set(d, center[r]);
+    VF g0 = hn::Zero(d), g1 = hn::Zero(d), h0 = hn::Zero(d), h1 = hn::Zero(d);
+    double total_g = 0.0, total_h = 0.0;
+    // g = dy * gamma; a partial vector loads dy = 0 and x = center, adding 0.
+    auto grad = [&](size_t i, size_t count) HWY_ATTR BNORM_ALWAYS_INLINE {
+      const VF gv = LoadSomeAsF32<kType>(d, pg + i, count, 0.0f);
+      if constexpr (kGamma) {
+        return hn::Mul(gv, LoadSomeF32(d, gamma + i, count, 0.0f));
+      } else {
+        return gv;
+      }
+    };
+    auto centered = [&](size_t i, size_t count) HWY_ATTR BNORM_ALWAYS_INLINE {
+      return hn::Sub(LoadSomeAsF32<kType>(d, px + i, count, center[r]), vc);
+    };
+    size_t i = 0;
+    while (i + 2 * lanes <= n) {
+      for (size_t round = 0; round < static_cast<size_t>(kAddsPerFlush) && i + 2 * lanes <= n;
+           ++round, i += 2 * lanes) {
+        const VF a = grad(i, lanes), b = grad(i + lanes, lanes);
+        g0 = hn::Add(g0, a);
+        g1 = hn::Add(g1, b);
+        h0 = hn::MulAdd(a, centered(i, lanes), h0);
+        h1 = hn::MulAdd(b, centered(i + lanes, lanes), h1);
+      }
+      total_g += SumLanesInDouble(d, hn::Add(g0, g1));
+      total_h += SumLanesInDouble(d, hn::Add(h0, h1));
+      g0 = g1 = h0 = h1 = hn::Zero(d);
+    }
+    for (; i < n; i += lanes) {
+      const size_t count = std::min(lanes, n - i);
+      const VF a = grad(i, count);
+      g0 = hn::Add(g0, a);
+      h0 = hn::MulAdd(a, centered(i, count), h0);
+    }
+    sum_g[r] = total_g + SumLanesInDouble(d, g0);
+    sum_gxc[r] = total_h + SumLanesInDouble(d, h0);
+  }
+}
+
+// Rows r and r + 1 of a block in one walk (kAcc > 0). With `stream` (the
+// caller checked that both rows have the same alignment), a partial first
+// vector brings the stores to alignment, full vectors are streamed and a
+// partial last one is stored.
+template <DType kType, bool kGamma, bool kDx, int kAcc>
+HWY_INLINE void ApplyRowPair(const Storage<kType>* x, const Storage<kType>* dy, Storage<kType>* dx,
+                             RowBlock block, std::int64_t r, const float* center, const float* gamma,
+                             const float* k_g, const float* k_xc, const float* k_const, const float* invstd,
+                             float* acc_gamma, float* acc_beta, bool stream, std::int64_t prefetch_rows) {
+  const DF d;
+  const size_t n = static_cast<size_t>(block.len), off = static_cast<size_t>(r) * n;
+  const Storage<kType>* px = x + off;
+  const Storage<kType>* pg = dy + off;
+  const size_t ahead0 = r < prefetch_rows ? static_cast<size_t>(block.rows) * n : 0;
+  const size_t ahead1 = r + 1 < prefetch_rows ? static_cast<size_t>(block.rows) * n : 0;
+  const VF vc0 = hn::Set(d, center[r]), vc1 = hn::Set(d, center[r + 1]);
+  const VF vis0 = hn::Set(d, invstd[r]), vis1 = hn::Set(d, invstd[r + 1]);
+  const VF a0 = hn::Set(d, kDx ? k_g[r] : 0.0f), b0 = hn::Set(d, kDx ? k_xc[r] : 0.0f),
+           k0 = hn::Set(d, kDx ? k_const[r] : 0.0f);
+  const VF a1 = hn::Set(d, kDx ? k_g[r + 1] : 0.0f), b1 = hn::Set(d, kDx ? k_xc[r + 1] : 0.0f),
+           k1 = hn::Set(d, kDx ? k_const[r + 1] : 0.0f);
+  auto out = [&](VF v, Storage<kType>* p, size_t count) HWY_ATTR BNORM_ALWAYS_INLINE {
+    if (count != hn::Lanes(d)) {
+      StorePartialFromF32<kType>(d, v, p, count);
+    } else if (stream) {
+      StreamFromF32<kType>(d, v, p);
+    } else {
+      StoreFromF32<kType>(d, v, p);
+    }
+  };
+  auto step = [&](size_t i, size_t count) HWY_ATTR BNORM_ALWAYS_INLINE {
+    if (ahead0) {
+      PrefetchToL2(px + ahead0 + i);
+      PrefetchToL2(pg + ahead0 + i);
+    }
+    if (ahead1) {
+      PrefetchToL2(px + n + ahead1 + i);
+      PrefetchToL2(pg + n + ahead1 + i);
+    }
+    const VF gv0 = LoadSomeAsF32<kType>(d, pg + i, count, 0.0f);
+    const VF gv1 = LoadSomeAsF32<kType>(d, pg + n + i, count, 0.0f);
+    const VF xc0 = hn::Sub(LoadSomeAsF32<kType>(d, px + i, count, 0.0f), vc0);
+    const VF xc1 = hn::Sub(LoadSomeAsF32<kType>(d, px + n + i, count, 0.0f), vc1);
+    const VF g_old = LoadSomeF32(d, acc_gamma + i, count, 0.0f);
+    StoreSomeF32(d, hn::MulAdd(gv1, hn::Mul(xc1, vis1), hn::MulAdd(gv0, hn::Mul(xc0, vis0), g_old)),
+                 acc_gamma + i, count);
+    if constexpr (kAcc > 1) {
+      StoreSomeF32(d, hn::Add(hn::Add(LoadSomeF32(d, acc_beta + i, count, 0.0f), gv0), gv1), acc_beta + i,
+                   count);
+    }
+    if constexpr (kDx) {
+      if constexpr (kGamma) {
+        const VF g = LoadSomeF32(d, gamma + i, count, 0.0f);
+        out(hn::MulAdd(a0, hn::Mul(gv0, g), hn::MulAdd(b0, xc0, k0)), dx + off + i, count);
+        out(hn::MulAdd(a1, hn::Mul(gv1, g), hn::MulAdd(b1, xc1, k1)), dx + off + n + i, count);
+      } else {
+        out(hn::MulAdd(a0, gv0, hn::MulAdd(b0, xc0, k0)), dx + off + i, count);
+        out(hn::MulAdd(a1, gv1, hn::MulAdd(b1, xc1, k1)), dx + off + n + i, count);
+      }
+    }
+  };
+  // Streaming: a partial first vector up to the alignment both rows share.
+  const size_t lanes = hn::Lanes(d);
+  size_t i = 0;
+  if (kDx && stream) {
+    const size_t vector_bytes = lanes * sizeof(Storage<kType>);
+    const size_t misalign = reinterpret_cast<std::uintptr_t>(dx + off) % vector_bytes;
+    if (misalign != 0) {
+      i = std::min(n, (vector_bytes - misalign) / sizeof(Storage<kType>));
+      step(0, i);
+    }
+  }
+  for (; i + lanes <= n; i += lanes) step(i, lanes);
+  if (i < n) step(i, n - i);
+}
+
+// kAcc: 0 no parameter gradients, 1 gamma's, 2 gamma's and beta's.
+template <DType kType, bool kGamma, bool kDx, int kAcc>
+void RowsBackwardApplyT(const Storage<kType>* x, const Storage<kType>* dy, Storage<kType>* dx, RowBlock block,
+                        const float* center, const float* gamma, const float* k_g, const float* k_xc,
+                        const float* k_const, const float* invstd, float* acc_gamma, float* acc_beta,
+                        bool stream, std::int64_t prefetch_rows) {
+  const DF d;
+  const size_t n = static_cast<size_t>(block.len);
+  std::int64_t r = 0;
+  if constexpr (kAcc > 0) {
+    // Rows in pairs: the column partials are loaded and stored once per two
+    // rows (the same additions in the same order as row by row).
+    // Streaming needs the two rows equally aligned, and dx element-aligned.
+    const size_t vector_bytes = hn::Lanes(d) * sizeof(Storage<kType>);
+    const bool aligned_rows = (n * sizeof(Storage<kType>)) % vector_bytes == 0 &&
+                              (!kDx || reinterpret_cast<std::uintptr_t>(dx) % sizeof(Storage<kType>) == 0);
+    for (; r + 2 <= block.rows && (aligned_rows || !stream); r += 2)
+      ApplyRowPair<kType, kGamma, kDx, kAcc>(x, dy, dx, block, r, center, gamma, k_g, k_xc, k_const, invstd,
+                                             acc_gamma, acc_beta, stream, prefetch_rows);
+  }
+  for (; r < block.rows; ++r) {
+    const size_t off = static_cast<size_t>(r) * n;
+    const Storage<kType>* px = x + off;
+    const Storage<kType>* pg = dy + off;
+    const size_t ahead = r < prefetch_rows ? static_cast<size_t>(block.rows) * n : 0;
+    const VF vc = hn::Set(d, center[r]);
+    const VF vis = hn::Set(d, kAcc > 0 ? invstd[r] : 0.0f);
+    const VF a = hn::Set(d, kDx ? k_g[r] : 0.0f), b = hn::Set(d, kDx ? k_xc[r] : 0.0f),
+             k = hn::Set(d, kDx ? k_const[r] : 0.0f);
+    auto compute = [&](size_t i, size_t count) HWY_ATTR BNORM_ALWAYS_INLINE {
+      if (ahead) {
+        PrefetchToL2(px + ahead + i);
+        PrefetchToL2(pg + ahead + i);
+      }
+      const VF gv = LoadSomeAsF32<kType>(d, pg + i, count, 0.0f);
+      const VF xc = hn::Sub(LoadSomeAsF32<kType>(d, px + i, count, 0.0f), vc);
+      if constexpr (kAcc > 0) {
+        StoreSomeF32(d, hn::MulAdd(gv, hn::Mul(xc, vis), LoadSomeF32(d, acc_gamma + i, count, 0.0f)),
+                     acc_gamma + i, count);
+      }
+      if constexpr (kAcc > 1) {
+        StoreSomeF32(d, hn::Add(LoadSomeF32(d, acc_beta + i, count, 0.0f), gv), acc_beta + i, count);
+      }
+      if constexpr (kGamma) {
+        return hn::MulAdd(a, hn::Mul(gv, LoadSomeF32(d, gamma + i, count, 0.0f)), hn::MulAdd(b, xc, k));
+      } else {
+        return hn::MulAdd(a, gv, hn::MulAdd(b, xc, k));
+      }
+    };
+    if constexpr (kDx) {
+      ForEachOutputVector<kType>(d, dx + off, n, stream, compute);
+    } else {
+      ForEachVector(d, n, [&](size_t i, size_t count) HWY_ATTR BNORM_ALWAYS_INLINE { (void)compute(i, count); });
+    }
+  }
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- per-target entry points
+
+void LnRowsShiftedSums(DType dt, const void* x, RowBlock block, Pivot mode, float* pivot, double* s1,
+                       double* s2) {
+  OnDType(dt, [&](auto t) {
+    constexpr DType kType = decltype(t)::value;
+    RowsShiftedSumsT<kType>(static_cast<const Storage<kType>*>(x), block, mode, pivot, s1, s2);
+  });
+}
+
+double LnRowSumSqCentered(DType dt, const void* x, std::int64_t len, float center) {
+  double out = 0.0;
+  OnDType(dt, [&](auto t) {
+    constexpr DType kType = decltype(t)::value;
+    out = RowSumSqCenteredT<kType>(static_cast<const Storage<kType>*>(x), static_cast<size_t>(len), center);
+  });
+  return out;
+}
+
+void LnRowsNormalize(DType dt, const void* x, void* y, RowBlock block, const float* center, const float* scale,
+                     const float* shift, const float* gamma, const float* beta, bool stream,
+                     std::int64_t prefetch_rows) {
+  OnDType(dt, [&](auto t) {
+    constexpr DType kType = decltype(t)::value;
+    using T = Storage<kType>;
+    const T* px = static_cast<const T*>(x);
+    T* py = static_cast<T*>(y);
+    if (gamma && beta) {
+      RowsNormalizeT<kType, true, true>(px, py, block, center, scale, shift, gamma, beta, stream, prefetch_rows);
+    } else if (gamma) {
+      RowsNormalizeT<kType, true, false>(px, py, block, center, scale, shift, gamma, beta, stream, prefetch_rows);
+    } else if (beta) {
+      RowsNormalizeT<kType, false, true>(px, py, block, center, scale, shift, gamma, beta, stream, prefetch_rows);
+    } else {
+      RowsNormalizeT<kType, false, false>(px, py, block, center, scale, shift, gamma, beta, stream, prefetch_rows);
+    }
+  });
+}
+
+void LnRowsBackwardReduce(DType dt, const void* x, const void* dy, RowBlock block, const float* center,
+                          const float* gamma, double* sum_g, double* sum_gxc) {
+  OnDType(dt, [&](auto t) {
+    constexpr DType kType = decltype(t)::value;
+    using T = Storage<kType>;
+    if (gamma) {
+      RowsBackwardReduceT<kType, true>(static_cast<const T*>(x), static_cast<const T*>(dy), block, center,
+                                         gamma, sum_g, sum_gxc);
+    } else {
+      RowsBackwardReduceT<kType, false>(static_cast<const T*>(x), static_cast<const T*>(dy), block, center,
+                                          gamma, sum_g, sum_gxc);
+    }
+  });
+}
+
+template <DType kType, bool kGamma, bool kDx>
+HWY_INLINE void ApplyWithAcc(const void* x, const void* dy, void* dx, RowBlock block, const float* center,
+                             const float* gamma, const float* k_g, const float* k_xc, const float* k_const,
+                             const float* invstd, float* acc_gamma, float* acc_beta, bool stream,
+                             std::int64_t prefetch_rows) {
+  using T = Storage<kType>;
+  const T* px = static_cast<const T*>(x);
+  const T* pg = static_cast<const T*>(dy);
+  T* pd = static_cast<T*>(dx);
+  if (acc_gamma && acc_beta) {
+    RowsBackwardApplyT<kType, kGamma, kDx, 2>(px, pg, pd, block, center, gamma, k_g, k_xc, k_const, invstd,
+                                              acc_gamma, acc_beta, stream, prefetch_rows);
+  } else if (acc_gamma) {
+    RowsBackwardApplyT<kType, kGamma, kDx, 1>(px, pg, pd, block, center, gamma, k_g, k_xc, k_const, invstd,
+                                              acc_gamma, acc_beta, stream, prefetch_rows);
+  } else if constexpr (kDx) {
+    RowsBackwardApplyT<kType, kGamma, kDx, 0>(px, pg, pd, block, center, gamma, k_g, k_xc, k_const, invstd,
+                                              acc_gamma, acc_beta, stream, prefetch_rows);
+  }
+}
+
+void LnRowsBackwardApply(DType dt, const void* x, const void* dy, void* dx, RowBlock block, const float* center,
+                         const float* gamma, const float* k_g, const float* k_xc, const float* k_const,
+                         const float* invstd, float* acc_gamma, float* acc_beta, bool stream,
+                         std::int64_t prefetch_rows) {
+  OnDType(dt, [&](auto t) {
+    constexpr DType kType = decltype(t)::value;
+    if (gamma && dx) {
+      ApplyWithAcc<kType, true, true>(x, dy, dx, block, center, gamma, k_g, k_xc, k_const, invstd, acc_gamma,
+                                      acc_beta, stream, prefetch_rows);
+    } else if (dx) {
+      ApplyWithAcc<kType, false, true>(x, dy, dx, block, center, gamma, k_g, k_xc, k_const, invstd, acc_gamma,
+                                       acc_beta, stream, prefetch_rows);
+    } else {
+      // Without dx, gamma plays no part (the parameter gradients use dy).
+      ApplyWithAcc<kType, false, false>(x, dy, dx, block, center, gamma, k_g, k_xc, k_const, invstd,
+                                        acc_gamma, acc_beta, stream, prefetch_rows);
+    }
+  });
+}
+
+}  // namespace bnorm::kernels::HWY_NAMESPACE
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace bnorm::kernels::layer_norm {
+
+HWY_EXPORT(LnRowsShiftedSums);
+HWY_EXPORT(LnRowSumSqCentered);
+HWY_EXPORT(LnRowsNormalize);
+HWY_EXPORT(LnRowsBackwardReduce);
+HWY_EXPORT(LnRowsBackwardApply);
+
+void rows_shifted_sums(DType dtype, const void* x, RowBlock block, Pivot mode, float* pivot, double* s1,
+                       double* s2) {
+  HWY_DYNAMIC_DISPATCH(LnRowsShiftedSums)(dtype, x, block, mode, pivot, s1, s2);
+}
+double row_sum_sq_centered(DType dtype, const void* x, std::int64_t len, float center) {
+  return HWY_DYNAMIC_DISPATCH(LnRowSumSqCentered)(dtype, x, len, center);
+}
+void rows_normalize(DType dtype, const void* x, void* y, RowBlock block, const float* center,
+                    const float* scale, const float* shift, const float* gamma, const float* beta, bool stream,
+                    std::int64_t prefetch_rows) {
+  HWY_DYNAMIC_DISPATCH(LnRowsNormalize)
+  (dtype, x, y, block, center, scale, shift, gamma, beta, stream, prefetch_rows);
+}
+void rows_backward_reduce(DType dtype, const void* x, const void* dy, RowBlock block, const float* center,
+                          const float* gamma, double* sum_g, double* sum_gxc) {
+  HWY_DYNAMIC_DISPATCH(LnRowsBackwardReduce)(dtype, x, dy, block, center, gamma, sum_g, sum_gxc);
+}
+void rows_backward_apply(DType dtype, const void* x, const void* dy, void* dx, RowBlock block,
+                         const float* center, const float* gamma, const float* k_g, const float* k_xc,
+                         const float* k_const, const float* invstd, float* acc_gamma, float* acc_beta,
+                         bool stream, std::int64_t prefetch_rows) {
+  HWY_DYNAMIC_DISPATCH(LnRowsBackwardApply)
+  (dtype, x, dy, dx, block, center, gamma, k_g, k_xc, k_const, invstd, acc_gamma, acc_beta, stream, prefetch_rows);
+}
+void stream_fence() { hwy::FlushStream(); }
+
+}  // namespace bnorm::kernels::layer_norm
+#endif  // HWY_ONCE

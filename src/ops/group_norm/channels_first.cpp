@@ -1,0 +1,308 @@
+// Group norm on channels-first data (N, C, S) with S > 1: (sample, group)
+// blocks of C/G * S contiguous values, consecutive in memory, owned whole by
+// a worker and pipelined (the elementwise pass of a block walks together with
+// the reduction of the next), or shared by all workers.
+
+#include <algorithm>
+#include <cmath>
+
+#include "kernels/common/scalar.hpp"
+#include "kernels/group_norm/kernels.hpp"
+#include "ops/group_norm/common.hpp"
+#include "ops/parallel.hpp"
+
+namespace bnorm::ops::group_norm {
+using kernels::element_ptr;
+
+namespace {
+
+// The share [lo, hi) of a block's values that worker w of `workers` takes.
+struct Share {
+  std::int64_t lo, hi;
+};
+Share share_of(std::int64_t m, int workers, int w) {
+  return {split_point(m, workers, w), split_point(m, workers, w + 1)};
+}
+
+// Calls f(j, from, to) for each channel j of a block that [lo, hi) meets,
+// with the part [from, to) of the block's values it has there.
+template <class F>
+void for_each_channel_piece(std::int64_t s, Share sh, F&& f) {
+  for (std::int64_t i = sh.lo; i < sh.hi;) {
+    const std::int64_t j = i / s, end = std::min(sh.hi, (j + 1) * s);
+    f(j, i, end);
+    i = end;
+  }
+}
+
+// Per-worker scratch: per-plane normalizers or coefficients of a block of
+// `planes` planes, per-channel sums, parameter-gradient partials.
+struct BlockScratch {
+  ScratchLayout layout;
+  std::size_t center, scale, shift, k_const, mean_rep, m2_rep, invstd_rep, ds, db, acc;
+  std::size_t bytes;
+  BlockScratch(std::int64_t planes, std::int64_t cg, std::int64_t channels) {
+    const auto P = static_cast<std::size_t>(planes);
+    center = layout.add<float>(P);
+    scale = layout.add<float>(P);
+    shift = layout.add<float>(P);
+    k_const = layout.add<float>(P);
+    mean_rep = layout.add<double>(P);
+    m2_rep = layout.add<double>(P);
+    invstd_rep = layout.add<double>(P);
+    ds = layout.add<double>(2 * static_cast<std::size_t>(cg));
+    db = layout.add<double>(static_cast<std::size_t>(cg));
+    acc = layout.add<double>(2 * static_cast<std::size_t>(channels));
+    bytes = (layout.bytes() + 63) / 64 * 64;
+  }
+};
+
+}  // namespace
+
+void forward_blocks(const Problem& p, const Plan& plan, const void* src, void* dst, const ForwardArgs& a) {
+  const int workers = plan.workers;
+  const DType dt = p.dtype;
+  const std::int64_t blocks = p.n * p.g, cg = p.group_channels(), m = p.group_count();
+  // Moments of every block, kept when running statistics need them.
+  ScratchLayout layout;
+  const std::size_t nb = a.running ? static_cast<std::size_t>(blocks) : 0;
+  const std::size_t o_mean = layout.add<double>(nb), o_m2 = layout.add<double>(nb);
+  const std::size_t o_partials = layout.add<Stats>(2 * static_cast<std::size_t>(workers));
+  const std::size_t o_workers = layout.add<std::byte>(0);
+
+  if (plan.strategy == Strategy::blocks) {
+    const BlockScratch cs(cg, cg, 0);
+    std::byte* base = thread_scratch(o_workers + cs.bytes * static_cast<std::size_t>(workers));
+    double* all_mean = scratch_at<double>(base, o_mean);
+    double* all_m2 = scratch_at<double>(base, o_m2);
+    run_team(workers, [&](const Team& team) {
+      team.for_each_worker([&](int w) {
+        std::byte* mine = base + o_workers + cs.bytes * static_cast<std::size_t>(w);
+        float* center = scratch_at<float>(mine, cs.center);
+        float* scale = scratch_at<float>(mine, cs.scale);
+        float* shift = scratch_at<float>(mine, cs.shift);
+        double* mean_rep = scratch_at<double>(mine, cs.mean_rep);
+        double* m2_rep = scratch_at<double>(mine, cs.m2_rep);
+        double* invstd_rep = scratch_at<double>(mine, cs.invstd_rep);
+        const std::int64_t b0 = split_point(blocks, workers, w), b_end = split_point(blocks, workers, w + 1);
+        if (b0 == b_end) return;
+        auto x_at = [&](std::int64_t b) { return element_ptr(src, dt, b * m); };
+        // The first block's sums alone; then each block's elementwise pass
+        // (from cache) walks with the next block's sums (from DRAM).
+        float pivot = block_pivot(dt, x_at(b0), cg, p.s);
+        double sums[2];
+        k::shifted_sums(dt, x_at(b0), k::Runs{1, m, m}, pivot, sums);
+        for (std::int64_t b = b0; b < b_end; ++b) {
+          const Stats st = stats_from_sums(dt, x_at(b), m, pivot, sums);
+          std::fill_n(mean_rep, cg, st.mean);
+          std::fill_n(m2_rep, cg, st.m2);
+          finish_planes(p, b * cg, cg, mean_rep, m2_rep, a, center, scale, shift, invstd_rep);
+          if (a.save_mean) a.save_mean[b] = static_cast<float>(st.mean);
+          if (a.save_invstd) a.save_invstd[b] = static_cast<float>(invstd_rep[0]);
+          if (a.running) {
+            all_mean[b] = st.mean;
+            all_m2[b] = st.m2;
+          }
+          const bool more = b + 1 < b_end;
+          if (more) pivot = block_pivot(dt, x_at(b + 1), cg, p.s);
+          kernels::group_norm::normalize_and_sum(dt, x_at(b), element_ptr(dst, dt, b * m), cg, p.s, center, scale,
+                                                 shift, plan.stream, more ? x_at(b + 1) : nullptr, pivot, sums);
+        }
+      });
+      if (plan.stream) k::stream_fence();
+      if (a.running) {
+        team.barrier();  // every block's moments are in place
+        team.for_each_worker([&](int w) {
+          update_running(p, split_point(p.g, workers, w), split_point(p.g, workers, w + 1), all_mean, all_m2,
+                         *a.running);
+        });
+      }
+    });
+    return;
+  }
+
+  // split_blocks: every worker's share of each block, one barrier per block.
+  // Two buffers of partials, alternating: a worker may publish block b + 1
+  // while others still merge b, but cannot get further ahead.
+  const BlockScratch cs(cg, cg, 0);
+  std::byte* base = thread_scratch(o_workers + cs.bytes * static_cast<std::size_t>(workers));
+  double* all_mean = scratch_at<double>(base, o_mean);
+  double* all_m2 = scratch_at<double>(base, o_m2);
+  Stats* partials = scratch_at<Stats>(base, o_partials);
+  run_team(workers, [&](const Team& team) {
+    for (std::int64_t b = 0; b < blocks; ++b) {
+      Stats* buf = partials + (b % 2) * workers;
+      const void* x = element_ptr(src, dt, b * m);
+      team.for_each_worker([&](int w) {
+        const Share sh = share_of(m, workers, w);
+        buf[w] = contiguous_stats(dt, element_ptr(x, dt, sh.lo), sh.hi - sh.lo);
+      });
+      team.barrier();  // every share's statistics of block b are in place
+      team.for_each_worker([&](int w) {
+        std::byte* mine = base + o_workers + cs.bytes * static_cast<std::size_t>(w);
+        float* center = scratch_at<float>(mine, cs.center);
+        float* scale = scratch_at<float>(mine, cs.scale);
+        float* shift = scratch_at<float>(mine, cs.shift);
+        double* mean_rep = scratch_at<double>(mine, cs.mean_rep);
+        double* m2_rep = scratch_at<double>(mine, cs.m2_rep);
+        double* invstd_rep = scratch_at<double>(mine, cs.invstd_rep);
+        Stats st;
+        for (int v = 0; v < workers; ++v) batch_norm::merge_into(st, buf[v]);
+        std::fill_n(mean_rep, cg, st.mean);
+        std::fill_n(m2_rep, cg, st.m2);
+        finish_planes(p, b * cg, cg, mean_rep, m2_rep, a, center, scale, shift, invstd_rep);
+        if (w == 0) {
+          if (a.save_mean) a.save_mean[b] = static_cast<float>(st.mean);
+          if (a.save_invstd) a.save_invstd[b] = static_cast<float>(invstd_rep[0]);
+          if (a.running) {
+            all_mean[b] = st.mean;
+            all_m2[b] = st.m2;
+          }
+        }
+        for_each_channel_piece(p.s, share_of(m, workers, w), [&](std::int64_t j, std::int64_t lo, std::int64_t hi) {
+          k::normalize(dt, element_ptr(x, dt, lo), element_ptr(dst, dt, b * m + lo), k::Runs{1, hi - lo, hi - lo},
+                       center[j], scale[j], shift[j], plan.stream);
+        });
+      });
+    }
+    if (plan.stream) k::stream_fence();
+    if (a.running) {
+      team.barrier();  // worker 0 has written every block's moments
+      team.for_each_worker([&](int w) {
+        update_running(p, split_point(p.g, workers, w), split_point(p.g, workers, w + 1), all_mean, all_m2,
+                       *a.running);
+      });
+    }
+  });
+}
+
+void backward_blocks(const Problem& p, const Plan& plan, const void* src, const void* diff_dst, void* diff_src,
+                     const BackwardArgs& a) {
+  const int workers = plan.workers;
+  const DType dt = p.dtype;
+  const std::int64_t blocks = p.n * p.g, cg = p.group_channels(), m = p.group_count(), C = p.c;
+  const bool grads = a.diff_gamma || a.diff_beta;
+  // Per-worker per-channel partial parameter gradients (dgamma then dbeta),
+  // merged after the last barrier.
+  if (plan.strategy == Strategy::blocks) {
+    const BlockScratch cs(cg, cg, C);
+    std::byte* base = thread_scratch(cs.bytes * static_cast<std::size_t>(workers));
+    run_team(workers, [&](const Team& team) {
+      team.for_each_worker([&](int w) {
+        std::byte* mine = base + cs.bytes * static_cast<std::size_t>(w);
+        float* center = scratch_at<float>(mine, cs.center);
+        float* k_dy = scratch_at<float>(mine, cs.scale);
+        float* k_xc = scratch_at<float>(mine, cs.shift);
+        float* k_const = scratch_at<float>(mine, cs.k_const);
+        double* sums = scratch_at<double>(mine, cs.ds);  // 2 per plane: dy, dy * (x - mean)
+        double* ds = scratch_at<double>(mine, cs.mean_rep);
+        double* db = scratch_at<double>(mine, cs.m2_rep);
+        double* acc = scratch_at<double>(mine, cs.acc);
+        std::fill_n(acc, 2 * C, 0.0);
+        const std::int64_t b0 = split_point(blocks, workers, w), b_end = split_point(blocks, workers, w + 1);
+        if (b0 == b_end) return;
+        auto at = [&](const void* base_ptr, std::int64_t b) { return element_ptr(base_ptr, dt, b * m); };
+        auto reduce_block = [&](std::int64_t b) {
+          for (std::int64_t j = 0; j < cg; ++j) {
+            sums[2 * j] = sums[2 * j + 1] = 0.0;
+            const std::int64_t off = b * m + j * p.s;
+            k::backward_reduce(dt, element_ptr(src, dt, off), element_ptr(diff_dst, dt, off), k::Runs{1, p.s, p.s},
+                               a.mean[b], sums + 2 * j);
+          }
+        };
+        // With diff_src, the first block's sums alone, then each block's dx
+        // (from cache) walks with the next block's sums (from DRAM).
+        if (diff_src) reduce_block(b0);
+        for (std::int64_t b = b0; b < b_end; ++b) {
+          if (!diff_src) reduce_block(b);
+          for (std::int64_t j = 0; j < cg; ++j) {
+            ds[j] = sums[2 * j];
+            db[j] = sums[2 * j + 1];
+          }
+          block_coefficients(p, b / p.g, b % p.g, ds, db, a, center, k_dy, k_xc, k_const, acc, acc + C);
+          if (!diff_src) continue;
+          const bool more = b + 1 < b_end;
+          kernels::group_norm::apply_and_reduce(dt, at(src, b), at(diff_dst, b), element_ptr(diff_src, dt, b * m), cg, p.s, center, k_dy,
+                                                k_xc, k_const, plan.stream, more ? at(src, b + 1) : nullptr,
+                                                more ? at(diff_dst, b + 1) : nullptr, more ? a.mean[b + 1] : 0.0f, sums);
+        }
+      });
+      if (plan.stream) k::stream_fence();
+      if (!grads) return;
+      team.barrier();  // every worker's partial gradients are in place
+      team.for_each_worker([&](int w) {
+        merge_parameter_grads(split_point(C, workers, w), split_point(C, workers, w + 1), workers,
+                              scratch_at<double>(base, cs.acc), static_cast<std::int64_t>(cs.bytes / 8), C,
+                              a.diff_gamma, a.diff_beta);
+      });
+    });
+    return;
+  }
+
+  // split_blocks: per-worker partial sums per channel of each block (two
+  // alternating buffers), a barrier, totals and coefficients, then each share.
+  const BlockScratch cs(cg, cg, C);
+  ScratchLayout layout;
+  const std::size_t o_partials = layout.add<double>(2 * 2 * static_cast<std::size_t>(workers * cg));
+  const std::size_t o_workers = layout.add<std::byte>(0);
+  std::byte* base = thread_scratch(o_workers + cs.bytes * static_cast<std::size_t>(workers));
+  double* partials = scratch_at<double>(base, o_partials);
+  std::byte* worker_base = base + o_workers;
+  run_team(workers, [&](const Team& team) {
+    team.for_each_worker([&](int w) {
+      std::fill_n(scratch_at<double>(worker_base + cs.bytes * static_cast<std::size_t>(w), cs.acc), 2 * C, 0.0);
+    });
+    for (std::int64_t b = 0; b < blocks; ++b) {
+      double* buf = partials + (b % 2) * 2 * workers * cg;
+      const std::int64_t off = b * m;
+      const float mean = a.mean[b];
+      team.for_each_worker([&](int w) {
+        double* mine = buf + 2 * w * cg;
+        std::fill_n(mine, 2 * cg, 0.0);
+        for_each_channel_piece(p.s, share_of(m, workers, w), [&](std::int64_t j, std::int64_t lo, std::int64_t hi) {
+          double sums[2] = {0.0, 0.0};
+          k::backward_reduce(dt, element_ptr(src, dt, off + lo), element_ptr(diff_dst, dt, off + lo),
+                             k::Runs{1, hi - lo, hi - lo}, mean, sums);
+          mine[j] = sums[0];
+          mine[cg + j] = sums[1];
+        });
+      });
+      team.barrier();  // every share's sums of block b are in place
+      team.for_each_worker([&](int w) {
+        std::byte* mine = worker_base + cs.bytes * static_cast<std::size_t>(w);
+        float* center = scratch_at<float>(mine, cs.center);
+        float* k_dy = scratch_at<float>(mine, cs.scale);
+        float* k_xc = scratch_at<float>(mine, cs.shift);
+        float* k_const = scratch_at<float>(mine, cs.k_const);
+        double* ds = scratch_at<double>(mine, cs.ds);
+        double* db = scratch_at<double>(mine, cs.db);
+        double* acc = scratch_at<double>(mine, cs.acc);
+        std::fill_n(ds, cg, 0.0);
+        std::fill_n(db, cg, 0.0);
+        for (int v = 0; v < workers; ++v)
+          for (std::int64_t j = 0; j < cg; ++j) {
+            ds[j] += buf[2 * v * cg + j];
+            db[j] += buf[2 * v * cg + cg + j];
+          }
+        // Worker 0 alone adds the block to its parameter-gradient partials.
+        block_coefficients(p, b / p.g, b % p.g, ds, db, a, center, k_dy, k_xc, k_const, w == 0 ? acc : nullptr,
+                           w == 0 ? acc + C : nullptr);
+        if (!diff_src) return;
+        for_each_channel_piece(p.s, share_of(m, workers, w), [&](std::int64_t j, std::int64_t lo, std::int64_t hi) {
+          k::backward_apply(dt, element_ptr(src, dt, off + lo), element_ptr(diff_dst, dt, off + lo),
+                            element_ptr(diff_src, dt, off + lo), k::Runs{1, hi - lo, hi - lo}, center[j], k_dy[j],
+                            k_xc[j], k_const[j], plan.stream);
+        });
+      });
+    }
+    if (plan.stream) k::stream_fence();
+    if (!grads) return;
+    team.barrier();  // worker 0's partial gradients are complete
+    team.for_each_worker([&](int w) {
+      merge_parameter_grads(split_point(C, workers, w), split_point(C, workers, w + 1), 1,
+                            scratch_at<double>(worker_base, cs.acc), 0, C, a.diff_gamma, a.diff_beta);
+    });
+  });
+}
+
+}  // namespace bnorm::ops::group_norm

@@ -1,0 +1,82 @@
+// bnorm::GroupNorm: torch.nn.GroupNorm semantics over the functions.
+
+#include <algorithm>
+#include <string>
+
+#include "bnorm/error.hpp"
+#include "bnorm/group_norm.hpp"
+#include "ops/validate.hpp"
+
+namespace bnorm {
+
+GroupNorm::GroupNorm(const Options& options) : options_(options) {
+  if (options.num_channels <= 0) {
+    throw Error(ErrorKind::invalid_argument, "argument 'options.num_channels' = " +
+                                                 std::to_string(options.num_channels) +
+                                                 ": the number of channels must be > 0");
+  }
+  if (options.num_groups <= 0 || options.num_channels % options.num_groups != 0) {
+    throw Error(ErrorKind::invalid_argument,
+                "argument 'options.num_groups' = " + std::to_string(options.num_groups) +
+                    ": must be > 0 and divide num_channels = " + std::to_string(options.num_channels));
+  }
+  ops::require_eps(options.eps, "options.eps");
+  if (options.affine) {
+    const auto c = static_cast<std::size_t>(options.num_channels);
+    weight_.assign(c, 1.0f);
+    bias_.assign(c, 0.0f);
+    weight_grad_.assign(c, 0.0f);
+    bias_grad_.assign(c, 0.0f);
+  }
+}
+
+void GroupNorm::reset_parameters() noexcept {
+  std::fill(weight_.begin(), weight_.end(), 1.0f);
+  std::fill(bias_.begin(), bias_.end(), 0.0f);
+}
+
+void GroupNorm::check_input(const TensorDesc& desc, const char* name) const {
+  ops::require_activation(desc, name, 2, kMaxRank);
+  if (desc.channels() != options_.num_channels) {
+    throw Error(ErrorKind::shape_mismatch,
+                std::string("argument '") + name + "' has C = " + std::to_string(desc.channels()) + " (dims " +
+                    desc.dims_str() + "): this layer has num_channels = " + std::to_string(options_.num_channels));
+  }
+}
+
+void GroupNorm::forward(const TensorDesc& src_desc, const void* src, const TensorDesc& dst_desc, void* dst) {
+  check_input(src_desc, "src_desc");
+  ops::require_same(src_desc, "src_desc", dst_desc, "dst_desc");
+  const auto count = static_cast<std::size_t>(src_desc.batch() * options_.num_groups);
+  // Grow only (no allocation when the batch size repeats or shrinks).
+  if (saved_mean_.size() < count) {
+    saved_mean_.resize(count);
+    saved_invstd_.resize(count);
+  }
+  group_norm_forward(src_desc, src, dst_desc, dst, options_.num_groups, options_.affine ? weight_.data() : nullptr,
+                     options_.affine ? bias_.data() : nullptr, saved_mean_.data(), saved_invstd_.data(),
+                     options_.eps);
+  saved_count_ = count;
+  saved_batch_ = src_desc.batch();
+}
+
+void GroupNorm::backward(const TensorDesc& src_desc, const void* src, const TensorDesc& diff_dst_desc,
+                         const void* diff_dst, const TensorDesc& diff_src_desc, void* diff_src) {
+  if (saved_batch_ < 0) {
+    throw Error(ErrorKind::invalid_argument,
+                "GroupNorm::backward called before any forward: the statistics to differentiate through do not "
+                "exist yet");
+  }
+  check_input(src_desc, "src_desc");
+  if (src_desc.batch() != saved_batch_) {
+    throw Error(ErrorKind::shape_mismatch, "argument 'src_desc' has N = " + std::to_string(src_desc.batch()) +
+                                               " (dims " + src_desc.dims_str() +
+                                               "): the last forward had N = " + std::to_string(saved_batch_));
+  }
+  group_norm_backward(src_desc, src, diff_dst_desc, diff_dst, diff_src_desc, diff_src, options_.num_groups,
+                      options_.affine ? weight_.data() : nullptr, saved_mean_.data(), saved_invstd_.data(),
+                      options_.affine ? weight_grad_.data() : nullptr,
+                      options_.affine ? bias_grad_.data() : nullptr);
+}
+
+}  // namespace bnorm

@@ -1,0 +1,75 @@
+// The thread plan of each group-norm call, and the entry points that run a
+// plan (DESIGN.md section 4).
+
+#include "ops/group_norm/plan.hpp"
+
+#include <algorithm>
+
+#include "ops/batch_norm/common.hpp"
+#include "ops/parallel.hpp"
+
+namespace bnorm::ops::group_norm {
+namespace {
+
+// Below this many elements per worker, waking another thread costs more
+// than it saves.
+constexpr std::int64_t kGrainElements = 32768;
+
+}  // namespace
+
+Plan plan_for(const Problem& p, int threads, Pass pass) {
+  Plan plan;
+  const std::int64_t elements = p.elements();
+  const std::int64_t by_size = std::max<std::int64_t>(1, (elements + kGrainElements - 1) / kGrainElements);
+  plan.workers = static_cast<int>(std::clamp<std::int64_t>(by_size, 1, std::max(1, threads)));
+  const int w = plan.workers;
+  const std::size_t esize = size_of(p.dtype);
+  plan.stream = static_cast<std::size_t>(elements) * esize > batch_norm::streaming_threshold_bytes();
+  // Row tiles (the second pass of the statistics, when the guard asks for
+  // it, and the reverse-order elementwise pass) are sized to stay in a
+  // core's L2; about half of it is dependable (batch norm's measurement).
+  // Backward keeps x and dy.
+  const std::size_t budget = l2_cache_bytes() / 2;
+  const std::size_t per_value = esize * (pass == Pass::backward ? 2 : 1);
+  if (p.rows_view()) {
+    const std::size_t row_bytes = static_cast<std::size_t>(p.c) * per_value;
+    plan.tile_rows = std::max<std::int64_t>(1, static_cast<std::int64_t>(budget / row_bytes));
+    // Owned samples need no barrier. Sharing every sample would let a
+    // sample too big for one L2 stay in two, but costs a barrier per sample,
+    // which a busy machine turns into a scheduler slice each (measured on
+    // 64x256x56x56: 2 threads sharing samples 9x the roofline, owning them
+    // 2x): share only when the samples do not spread over the workers.
+    const bool even = p.n % w == 0 || p.n >= 8 * w;
+    plan.strategy = w == 1 || even ? Strategy::samples : Strategy::split_samples;
+    return plan;
+  }
+  const std::int64_t blocks = p.n * p.g;
+  // As for samples: owned blocks unless they do not spread over the
+  // workers. (A block bigger than L2 is then read twice from memory.)
+  const bool even = blocks % w == 0 || blocks >= 8 * w;
+  plan.strategy = w == 1 || even ? Strategy::blocks : Strategy::split_blocks;
+  return plan;
+}
+
+void forward(const Problem& p, const Plan& plan, const void* src, void* dst, const float* gamma,
+             const float* beta, float* save_mean, float* save_invstd, double eps, const GroupRunning* running) {
+  const ForwardArgs a{gamma, beta, save_mean, save_invstd, eps, running};
+  if (plan.strategy == Strategy::samples || plan.strategy == Strategy::split_samples) {
+    forward_rows(p, plan, src, dst, a);
+  } else {
+    forward_blocks(p, plan, src, dst, a);
+  }
+}
+
+void backward(const Problem& p, const Plan& plan, const void* src, const void* diff_dst, void* diff_src,
+              const float* gamma, const float* mean, const float* invstd, float* diff_gamma, float* diff_beta) {
+  if (!diff_src && !diff_gamma && !diff_beta) return;
+  const BackwardArgs a{gamma, mean, invstd, diff_gamma, diff_beta};
+  if (plan.strategy == Strategy::samples || plan.strategy == Strategy::split_samples) {
+    backward_rows(p, plan, src, diff_dst, diff_src, a);
+  } else {
+    backward_blocks(p, plan, src, diff_dst, diff_src, a);
+  }
+}
+
+}  // namespace bnorm::ops::group_norm

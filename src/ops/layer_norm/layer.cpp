@@ -1,0 +1,67 @@
+// bnorm::LayerNorm: torch.nn.LayerNorm semantics over the functions.
+
+#include <algorithm>
+#include <string>
+
+#include "bnorm/error.hpp"
+#include "bnorm/layer_norm.hpp"
+#include "ops/layer_norm/shape.hpp"
+#include "ops/validate.hpp"
+
+namespace bnorm {
+
+LayerNorm::LayerNorm(const Options& options) : options_(options) {
+  const auto len = static_cast<std::size_t>(ops::layer_norm::check_normalized_shape(options.normalized_shape));
+  ops::require_eps(options.eps, "options.eps");
+  if (options.elementwise_affine) {
+    weight_.assign(len, 1.0f);
+    weight_grad_.assign(len, 0.0f);
+    if (options.bias) {
+      bias_.assign(len, 0.0f);
+      bias_grad_.assign(len, 0.0f);
+    }
+  }
+}
+
+void LayerNorm::reset_parameters() noexcept {
+  std::fill(weight_.begin(), weight_.end(), 1.0f);
+  std::fill(bias_.begin(), bias_.end(), 0.0f);
+}
+
+int LayerNorm::check_input(const TensorDesc& desc, const char* name) const {
+  ops::layer_norm::check_trailing_dims(desc, name, options_.normalized_shape);
+  return static_cast<int>(options_.normalized_shape.size());
+}
+
+void LayerNorm::forward(const TensorDesc& src_desc, const void* src, const TensorDesc& dst_desc, void* dst) {
+  const int dims = check_input(src_desc, "src_desc");
+  const std::size_t rows = ops::layer_norm::leading_rows(src_desc, dims);
+  // Grows only (a smaller batch reuses the storage); never empty, so the
+  // pointers handed to backward are valid even for zero rows.
+  if (saved_mean_.size() < std::max<std::size_t>(rows, 1)) {
+    saved_mean_.resize(std::max<std::size_t>(rows, 1));
+    saved_invstd_.resize(std::max<std::size_t>(rows, 1));
+  }
+  layer_norm_forward(src_desc, src, dst_desc, dst, dims, weight_.empty() ? nullptr : weight_.data(),
+                     bias_.empty() ? nullptr : bias_.data(), saved_mean_.data(), saved_invstd_.data(),
+                     options_.eps);
+  rows_ = rows;
+  has_forward_ = true;
+}
+
+void LayerNorm::backward(const TensorDesc& src_desc, const void* src, const TensorDesc& diff_dst_desc,
+                         const void* diff_dst, const TensorDesc& diff_src_desc, void* diff_src) {
+  if (!has_forward_) {
+    throw Error(ErrorKind::invalid_argument,
+                "LayerNorm::backward called before any forward: the row statistics to differentiate "
+                "through do not exist yet");
+  }
+  const int dims = check_input(src_desc, "src_desc");
+  ops::layer_norm::check_same_rows(src_desc, dims, rows_, "LayerNorm");
+  layer_norm_backward(src_desc, src, diff_dst_desc, diff_dst, diff_src_desc, diff_src, dims,
+                      weight_.empty() ? nullptr : weight_.data(), saved_mean_.data(), saved_invstd_.data(),
+                      weight_grad_.empty() ? nullptr : weight_grad_.data(),
+                      bias_grad_.empty() ? nullptr : bias_grad_.data());
+}
+
+}  // namespace bnorm
