@@ -1,6 +1,7 @@
 // bnorm-bench: the side-by-side benchmark. For each case it runs, in one
 // process and interleaved repetition by repetition, the roofline (streaming
-// y = a*x + b over the same bytes), bnorm, oneDNN and ATen, and reports
+// y = a*x + b over the same bytes), bnorm, oneDNN and ATen (and for the fused
+// BN ops bnorm's plain BN and BN + separate add / ReLU passes), and reports
 // medians and the ratios bnorm/roofline and peer/bnorm. Nothing asserts a
 // time; docs/PERFORMANCE.md records full runs.
 
@@ -15,6 +16,7 @@
 #include <cstring>
 #include <iostream>
 #include <map>
+#include <optional>
 #include <sstream>
 
 #include "peers.hpp"
@@ -31,6 +33,26 @@ const char* to_string(Direction d) {
       return "forward_inference";
     case Direction::backward:
       return "backward";
+  }
+  return "?";
+}
+
+const char* to_string(Op op) {
+  switch (op) {
+    case Op::batch_norm:
+      return "batch_norm";
+    case Op::bn_relu:
+      return "bn_relu";
+    case Op::bn_add_relu:
+      return "bn_add_relu";
+    case Op::layer_norm:
+      return "layer_norm";
+    case Op::rms_norm:
+      return "rms_norm";
+    case Op::group_norm:
+      return "group_norm";
+    case Op::instance_norm:
+      return "instance_norm";
   }
   return "?";
 }
@@ -95,8 +117,13 @@ struct Result {
   double median_ms = 0.0, min_ms = 0.0;
 };
 
+constexpr Op kOps[] = {Op::batch_norm, Op::bn_relu,    Op::bn_add_relu,  Op::layer_norm,
+                       Op::rms_norm,   Op::group_norm, Op::instance_norm};
+constexpr const char* kImpls[] = {"roofline", "bnorm", "onednn", "aten", "plain", "unfused"};
+
 struct Options {
-  std::vector<std::string> shapes, dtypes, layouts, directions, impls;
+  std::vector<std::string> ops, shapes, dtypes, layouts, directions, impls;
+  std::int64_t groups = 32;
   std::vector<int> threads;
   int reps = 0;
   bool quick = false, json = false, bandwidth = false;
@@ -105,26 +132,38 @@ struct Options {
 
 std::vector<Result> measure(const Case& c, const Options& o) {
   const std::size_t bytes = c.desc.bytes();
-  Aligned src(bytes), dst(bytes), diff_dst(bytes), diff_src(bytes);
+  const std::size_t residual_bytes = c.op == Op::bn_add_relu ? bytes : 0;
+  Aligned src(bytes), dst(bytes), diff_dst(bytes), diff_src(bytes), residual(residual_bytes),
+      diff_residual(residual_bytes);
   fill(src.p, c.desc, 1);
   fill(diff_dst.p, c.desc, 2);
   std::memset(dst.p, 0, bytes);
   std::memset(diff_src.p, 0, bytes);
+  if (residual_bytes) {
+    fill(residual.p, c.desc, 3);
+    std::memset(diff_residual.p, 0, bytes);
+  }
   Buffers b;
   b.src = src.p;
   b.dst = dst.p;
   b.diff_dst = diff_dst.p;
   b.diff_src = diff_src.p;
-  const auto C = static_cast<std::size_t>(c.desc.channels());
-  b.gamma.assign(C, 1.25f);
-  b.beta.assign(C, -0.5f);
-  b.mean.assign(C, 0.0f);
-  b.var.assign(C, 1.0f);
-  b.invstd.assign(C, 1.0f);
-  b.running_mean.assign(C, 0.5f);
-  b.running_var.assign(C, 1.0f);
-  b.diff_gamma.assign(C, 0.0f);
-  b.diff_beta.assign(C, 0.0f);
+  b.residual = residual.p;
+  b.diff_residual = diff_residual.p;
+  // Per-channel or per-row-element parameters; statistics per channel, per
+  // row, or per (sample, channel).
+  const std::int64_t C = c.desc.channels(), N = c.desc.batch(), rows = c.desc.elements() / std::max<std::int64_t>(c.row(), 1);
+  const auto P = static_cast<std::size_t>(std::max(C, c.row()));
+  const auto S = static_cast<std::size_t>(std::max({C, rows, N * C}));
+  b.gamma.assign(P, 1.25f);
+  b.beta.assign(P, -0.5f);
+  b.diff_gamma.assign(P, 0.0f);
+  b.diff_beta.assign(P, 0.0f);
+  b.mean.assign(S, 0.0f);
+  b.var.assign(S, 1.0f);
+  b.invstd.assign(S, 1.0f);
+  b.running_mean.assign(static_cast<std::size_t>(C), 0.5f);
+  b.running_var.assign(static_cast<std::size_t>(C), 1.0f);
 
   std::vector<std::unique_ptr<Impl>> impls;
   std::vector<Result> results;
@@ -132,7 +171,9 @@ std::vector<Result> measure(const Case& c, const Options& o) {
     std::unique_ptr<Impl> impl = name == "roofline" ? make_roofline()
                                  : name == "bnorm"  ? make_bnorm()
                                  : name == "onednn" ? make_onednn()
-                                                    : make_aten();
+                                 : name == "aten"   ? make_aten()
+                                 : name == "plain"  ? make_plain()
+                                                    : make_unfused();
     Result r;
     r.impl = name;
     std::string why;
@@ -200,9 +241,9 @@ std::string ms(const Result* r) {
 void print_json(const Case& c, const std::vector<Result>& rs) {
   for (const auto& r : rs) {
     std::printf(
-        "{\"op\":\"batch_norm\",\"direction\":\"%s\",\"dtype\":\"%s\",\"layout\":\"%s\",\"shape\":\"%s\","
+        "{\"op\":\"%s\",\"direction\":\"%s\",\"dtype\":\"%s\",\"layout\":\"%s\",\"shape\":\"%s\","
         "\"threads\":%d,\"impl\":\"%s\",",
-        to_string(c.direction), std::string(bnorm::to_string(c.desc.dtype())).c_str(),
+        to_string(c.op), to_string(c.direction), std::string(bnorm::to_string(c.desc.dtype())).c_str(),
         std::string(bnorm::to_string(c.desc.layout())).c_str(), c.desc.dims_str().c_str(), c.threads,
         r.impl.c_str());
     if (r.skipped.empty()) {
@@ -215,6 +256,48 @@ void print_json(const Case& c, const std::vector<Result>& rs) {
     std::printf("}\n");
   }
   std::fflush(stdout);
+}
+
+// Batch norm keeps its table (docs/PERFORMANCE.md's generator reads it);
+// the other ops get one with the op's name and the fused ops' baselines:
+// bn/plain = fused / plain BN, unf/bn = BN + separate passes / fused.
+void print_op_header() {
+  std::printf("%-13s %-17s %-5s %-14s %-15s %3s %9s %9s %9s %9s %9s %9s %8s %8s %8s %8s %8s\n", "op",
+              "direction", "dtype", "layout", "shape", "thr", "roof_ms", "bnorm_ms", "onednn_ms", "aten_ms",
+              "plain_ms", "unfus_ms", "bn/roof", "dnnl/bn", "aten/bn", "bn/plain", "unf/bn");
+}
+
+void print_op_row(const Case& c, const std::vector<Result>& rs) {
+  const Result *roof = find(rs, "roofline"), *bn = find(rs, "bnorm"), *dnnl = find(rs, "onednn"),
+               *aten = find(rs, "aten"), *plain = find(rs, "plain"), *unf = find(rs, "unfused");
+  std::printf("%-13s %-17s %-5s %-14s %-15s %3d %9s %9s %9s %9s %9s %9s %8s %8s %8s %8s %8s\n", to_string(c.op),
+              to_string(c.direction), std::string(bnorm::to_string(c.desc.dtype())).c_str(),
+              std::string(bnorm::to_string(c.desc.layout())).c_str(), c.desc.dims_str().c_str(), c.threads,
+              ms(roof).c_str(), ms(bn).c_str(), ms(dnnl).c_str(), ms(aten).c_str(), ms(plain).c_str(),
+              ms(unf).c_str(), ratio(bn, roof).c_str(), ratio(dnnl, bn).c_str(), ratio(aten, bn).c_str(),
+              ratio(bn, plain).c_str(), ratio(unf, bn).c_str());
+  std::fflush(stdout);
+}
+
+std::optional<Op> parse_op(const std::string& s) {
+  for (Op op : kOps)
+    if (s == to_string(op)) return op;
+  return std::nullopt;
+}
+
+// Default shapes per op: the issues' benchmark shapes.
+std::vector<std::string> default_shapes(Op op, bool quick) {
+  switch (op) {
+    case Op::batch_norm:
+      return quick ? std::vector<std::string>{"32x64x56x56", "2x64x7x7"}
+                   : std::vector<std::string>{"32x64x56x56", "64x256x56x56", "256x1024x14x14", "128x512x7x7",
+                                              "1x64x1x1",    "2x64x7x7",     "8x2048"};
+    case Op::layer_norm:
+    case Op::rms_norm:
+      return {quick ? "512x4096" : "8192x4096"};
+    default:
+      return {quick ? "8x64x28x28" : "64x256x56x56"};
+  }
 }
 
 void print_header() {
@@ -247,32 +330,49 @@ int main(int argc, char** argv) {
       "Also print read-only, write-only and read+write bandwidth over 205 MB (the large shapes' size)");
   app.add_option("--threads", o.threads, "Thread counts to run (default: the machine's)")->delimiter(',');
   app.add_option("--reps", o.reps, "Timed repetitions per implementation (default 11, quick 5)");
-  app.add_option("--shapes", o.shapes, "Shapes like 64x256x56x56 (logical N x C x spatial)")->delimiter(',');
+  app.add_option("--ops", o.ops,
+                 "batch_norm (default), bn_relu, bn_add_relu, layer_norm, rms_norm, group_norm, instance_norm, "
+                 "or all")
+      ->delimiter(',');
+  app.add_option("--groups", o.groups, "group_norm's number of groups (default 32)");
+  app.add_option("--shapes", o.shapes,
+                 "Shapes like 64x256x56x56 (logical N x C x spatial; default: per op, the issues' shapes)")
+      ->delimiter(',');
   app.add_option("--dtypes", o.dtypes, "f32, bf16, f16")->delimiter(',');
   app.add_option("--layouts", o.layouts, "channels_first, channels_last")->delimiter(',');
   app.add_option("--directions", o.directions, "forward_training, forward_inference, backward")
       ->delimiter(',');
-  app.add_option("--impls", o.impls, "roofline, bnorm, onednn, aten")->delimiter(',');
+  app.add_option("--impls", o.impls, "roofline, bnorm, onednn, aten, plain, unfused")->delimiter(',');
   app.add_option("--isa", o.isa, "Restrict bnorm to one instruction set (see `bnorm info`)");
   CLI11_PARSE(app, argc, argv);
 
-  if (o.shapes.empty()) {
-    o.shapes = o.quick
-                   ? std::vector<std::string>{"32x64x56x56", "2x64x7x7"}
-                   : std::vector<std::string>{"32x64x56x56", "64x256x56x56", "256x1024x14x14", "128x512x7x7",
-                                              "1x64x1x1",    "2x64x7x7",     "8x2048"};
+  if (o.ops.empty()) o.ops = {"batch_norm"};
+  if (o.ops == std::vector<std::string>{"all"}) {
+    o.ops.clear();
+    for (Op op : kOps) o.ops.push_back(to_string(op));
   }
   if (o.dtypes.empty()) o.dtypes = {"f32", "bf16"};
   if (o.layouts.empty()) o.layouts = {"channels_first", "channels_last"};
   if (o.directions.empty()) o.directions = {"forward_inference", "forward_training", "backward"};
-  if (o.impls.empty()) o.impls = {"roofline", "bnorm", "onednn", "aten"};
+  if (o.impls.empty()) o.impls.assign(std::begin(kImpls), std::end(kImpls));
   if (o.threads.empty()) o.threads = {omp_get_max_threads()};
   if (o.reps <= 0) o.reps = o.quick ? 5 : 11;
   for (const auto& name : o.impls) {
-    if (name != "roofline" && name != "bnorm" && name != "onednn" && name != "aten") {
+    if (std::find_if(std::begin(kImpls), std::end(kImpls), [&](const char* k) { return name == k; }) ==
+        std::end(kImpls)) {
       std::cerr << "bnorm-bench: --impls: unknown implementation '" << name << "'\n";
       return 2;
     }
+  }
+  std::vector<Op> ops;
+  for (const auto& name : o.ops) {
+    const auto op = parse_op(name);
+    if (!op) {
+      std::cerr << "bnorm-bench: --ops: unknown op '" << name << "' (batch_norm, bn_relu, bn_add_relu, layer_norm, "
+                << "rms_norm, group_norm, instance_norm or all)\n";
+      return 2;
+    }
+    ops.push_back(*op);
   }
   // ATen's results are freshly allocated each call; keep big blocks in the
   // heap instead of mmap/munmap so it is not charged a page fault per page.
@@ -284,34 +384,53 @@ int main(int argc, char** argv) {
     if (!o.json) {
       std::printf("bnorm-bench: bnorm %s, isa %s, medians of %d interleaved repetitions\n", bnorm::kVersion,
                   bnorm::isa().c_str(), o.reps);
-      print_header();
     }
-    for (int threads : o.threads) {
-      set_all_threads(threads);
-      for (const auto& shape : o.shapes)
-        for (const auto& dt : o.dtypes)
-          for (const auto& layout : o.layouts)
-            for (const auto& dir : o.directions) {
-              const bnorm::DType dtype = dt == "f32"    ? bnorm::DType::f32
-                                         : dt == "bf16" ? bnorm::DType::bf16
-                                                        : bnorm::DType::f16;
-              const bnorm::Layout lay = layout == "channels_last" || layout == "nhwc"
-                                            ? bnorm::Layout::channels_last
-                                            : bnorm::Layout::channels_first;
-              Case c;
-              c.direction = dir == "forward_training" ? Direction::forward_training
-                            : dir == "backward"       ? Direction::backward
-                                                      : Direction::forward_inference;
-              const auto dims = parse_dims(shape);
-              c.desc = bnorm::TensorDesc(dtype, lay, std::span<const std::int64_t>(dims));
-              c.threads = threads;
-              const auto results = measure(c, o);
-              if (o.json) {
-                print_json(c, results);
-              } else {
-                print_row(c, results);
+    // Batch norm's table first, then one for the other ops.
+    std::stable_partition(ops.begin(), ops.end(), [](Op op) { return op == Op::batch_norm; });
+    bool op_header = false;
+    for (Op op : ops) {
+      if (!o.json && op == Op::batch_norm) print_header();
+      if (!o.json && op != Op::batch_norm && !op_header) {
+        print_op_header();
+        op_header = true;
+      }
+      for (int threads : o.threads) {
+        set_all_threads(threads);
+        for (const auto& shape : o.shapes.empty() ? default_shapes(op, o.quick) : o.shapes)
+          for (const auto& dt : o.dtypes)
+            for (const auto& layout : o.layouts)
+              for (const auto& dir : o.directions) {
+                Case c;
+                c.op = op;
+                c.groups = o.groups;
+                const auto dims = parse_dims(shape);
+                const bnorm::DType dtype = dt == "f32"    ? bnorm::DType::f32
+                                           : dt == "bf16" ? bnorm::DType::bf16
+                                                          : bnorm::DType::f16;
+                const bnorm::Layout lay = layout == "channels_last" || layout == "nhwc"
+                                              ? bnorm::Layout::channels_last
+                                              : bnorm::Layout::channels_first;
+                c.direction = dir == "forward_training" ? Direction::forward_training
+                              : dir == "backward"       ? Direction::backward
+                                                        : Direction::forward_inference;
+                // Layer / RMS norm take rows in C order only and, as group
+                // norm, have one forward (no running statistics).
+                const bool rows = op == Op::layer_norm || op == Op::rms_norm;
+                if (rows && lay == bnorm::Layout::channels_last) continue;
+                if ((rows || op == Op::group_norm) && c.direction == Direction::forward_inference) continue;
+                if (op == Op::instance_norm && dims.size() < 3) continue;
+                c.desc = bnorm::TensorDesc(dtype, lay, std::span<const std::int64_t>(dims));
+                c.threads = threads;
+                const auto results = measure(c, o);
+                if (o.json) {
+                  print_json(c, results);
+                } else if (op == Op::batch_norm) {
+                  print_row(c, results);
+                } else {
+                  print_op_row(c, results);
+                }
               }
-            }
+      }
     }
   } catch (const std::exception& e) {
     std::cerr << "bnorm-bench: error: " << e.what() << "\n";
