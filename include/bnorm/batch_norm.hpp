@@ -215,6 +215,7 @@ class BatchNorm {
   bool is_frozen() const noexcept { return frozen_; }
 
  private:
+  friend class SyncBatchNorm;  // BatchNorm with statistics over processes
   void check_input(const TensorDesc& desc, const char* name) const;
 
   Options options_;

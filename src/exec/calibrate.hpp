@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "comm/communicator.hpp"
+#include "bnorm/communicator.hpp"
 #include "exec/input_data.hpp"
 #include "model/onnx_model.hpp"
 

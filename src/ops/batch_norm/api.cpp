@@ -22,7 +22,8 @@ void check_channel_array(const float* p, const char* name) {
 namespace ops::batch_norm {
 
 TrainingCall check_training(const TensorDesc& src_desc, const void* src, const TensorDesc& dst_desc,
-                            const void* dst, const RunningStats& running, const BatchNormConfig& config) {
+                            const void* dst, const RunningStats& running, const BatchNormConfig& config,
+                            bool shard) {
   ops::require_activation(src_desc, "src_desc", 2, kMaxRank);
   ops::require_same(src_desc, "src_desc", dst_desc, "dst_desc");
   ops::require_eps(config.eps, "config.eps");
@@ -43,14 +44,16 @@ TrainingCall check_training(const TensorDesc& src_desc, const void* src, const T
                 "std::nullopt (cumulative moving average)");
   }
   const Problem p = Problem::of(src_desc);
-  if (p.count() <= 1) {
+  if (p.count() <= 1 && !shard) {
     throw Error(ErrorKind::invalid_argument,
                 "argument 'src_desc' (dims " + src_desc.dims_str() +
                     "): expected more than 1 value per channel when training, got N * spatial = " +
                     std::to_string(p.count()));
   }
-  ops::require_pointer(src, "src", "the input data is required");
-  ops::require_pointer(dst, "dst", "the output buffer is required");
+  if (p.elements() > 0) {
+    ops::require_pointer(src, "src", "the input data is required");
+    ops::require_pointer(dst, "dst", "the output buffer is required");
+  }
   double factor = 0.0;
   if (running.mean) {
     factor = config.momentum ? *config.momentum : 1.0 / static_cast<double>(*running.num_batches_tracked + 1);

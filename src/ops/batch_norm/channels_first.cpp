@@ -171,6 +171,19 @@ void for_each_owned_block(const Problem& p, const Plan& plan, std::size_t floats
 
 }  // namespace
 
+void moments_channels_first(const Problem& p, int workers, const void* src, double* mean, double* m2) {
+  const Segments whole = segments_of(0, p.count(), p.s, p.c * p.s);
+  run_team(workers, [&](const Team& team) {
+    team.for_each_worker([&](int w) {
+      for (std::int64_t c = split_point(p.c, workers, w); c < split_point(p.c, workers, w + 1); ++c) {
+        const Stats st = share_stats(p.dtype, element_ptr(src, p.dtype, c * p.s), whole);
+        mean[c] = st.mean;
+        m2[c] = st.m2;
+      }
+    });
+  });
+}
+
 void training_channels_first(const Problem& p, const Plan& plan, const void* src, void* dst,
                              const TrainingOutputs& out) {
   const int workers = plan.workers;

@@ -34,14 +34,111 @@ void row_pivots(DType dt, const void* x, std::int64_t rows, std::int64_t C, floa
   wrap_cyclic(pivot, C, 0, C);
 }
 
+// Per-worker per-channel moments of the rows strategy. Each worker's rows
+// are cut into tiles that fit L2. A tile's statistics come from one pass of
+// shifted sums (a second pass about the tile's mean, from cache, for
+// channels whose pivot was too far off), and merge into the worker's
+// moments; merge() then combines the workers' moments per channel.
+class RowMoments {
+ public:
+  /// Reserves the arrays in `layout` (the caller's scratch).
+  RowMoments(const Problem& p, const Plan& plan, ScratchLayout& layout)
+      : p_(p), workers_(plan.workers), tile_rows_(plan.tile_rows) {
+    const std::size_t uC = static_cast<std::size_t>(p.c), L = static_cast<std::size_t>(k::cyclic_length(p.c));
+    o_mean_ = layout.add<double>(static_cast<std::size_t>(workers_) * uC);
+    o_m2_ = layout.add<double>(static_cast<std::size_t>(workers_) * uC);
+    // Per worker: pivot and tile center (cyclic), accumulators (2 cyclic),
+    // tile sums (C each).
+    ScratchLayout per_worker;
+    w_pivot_ = per_worker.add<float>(L);
+    w_tcenter_ = per_worker.add<float>(L);
+    w_acc_ = per_worker.add<float>(2 * L);
+    w_s1_ = per_worker.add<double>(uC);
+    w_s2_ = per_worker.add<double>(uC);
+    worker_bytes_ = (per_worker.bytes() + 63) / 64 * 64;
+    o_worker_ = layout.add<std::byte>(worker_bytes_ * static_cast<std::size_t>(workers_));
+  }
+  void bind(std::byte* base) { base_ = base; }
+
+  std::int64_t rows_of(int w) const {
+    return split_point(p_.count(), workers_, w + 1) - split_point(p_.count(), workers_, w);
+  }
+  double* mean(int w) const { return scratch_at<double>(base_, o_mean_) + static_cast<std::size_t>(w * p_.c); }
+  double* m2(int w) const { return scratch_at<double>(base_, o_m2_) + static_cast<std::size_t>(w * p_.c); }
+
+  /// Worker w's moments of its rows into mean(w), m2(w).
+  void compute(const void* src, int w) const {
+    const std::int64_t C = p_.c;
+    std::byte* mine = base_ + o_worker_ + worker_bytes_ * static_cast<std::size_t>(w);
+    float* pivot = scratch_at<float>(mine, w_pivot_);
+    float* tcenter = scratch_at<float>(mine, w_tcenter_);
+    float* acc = scratch_at<float>(mine, w_acc_);
+    double* s1 = scratch_at<double>(mine, w_s1_);
+    double* s2 = scratch_at<double>(mine, w_s2_);
+    double* mean = this->mean(w);
+    double* m2 = this->m2(w);
+    const std::int64_t r0 = split_point(p_.count(), workers_, w), r1 = r0 + rows_of(w);
+    if (r0 == r1) return;
+    row_pivots(p_.dtype, element_ptr(src, p_.dtype, r0 * C), r1 - r0, C, pivot, tcenter);
+    double count = 0.0;
+    for (std::int64_t t0 = r0; t0 < r1; t0 += tile_rows_) {
+      const std::int64_t t1 = std::min(r1, t0 + tile_rows_);
+      const k::Rows tile{(t1 - t0) * C, C};
+      const void* x = element_ptr(src, p_.dtype, t0 * C);
+      const double n = static_cast<double>(t1 - t0);
+      std::fill(s1, s1 + C, 0.0);
+      std::fill(s2, s2 + C, 0.0);
+      k::rows_shifted_sums(p_.dtype, x, tile, pivot, acc, s1, s2);
+      // The tile's mean and M2, in place of the sums.
+      if (!stats_from_shifted_sums(C, n, pivot, s1, s2, s1, s2)) {
+        // Some pivot was too far from its channel's mean: a second pass
+        // over the tile (still in cache) about the tile's means.
+        std::fill(s1, s1 + C, 0.0);
+        std::fill(s2, s2 + C, 0.0);
+        k::rows_shifted_sums(p_.dtype, x, tile, pivot, acc, s1, s2);
+        for (std::int64_t c = 0; c < C; ++c) {
+          s1[c] = pivot[c] + s1[c] / n;
+          tcenter[c] = static_cast<float>(s1[c]);
+        }
+        wrap_cyclic(tcenter, C, 0, C);
+        std::fill(s2, s2 + C, 0.0);
+        k::rows_sum_sq_centered(p_.dtype, x, tile, tcenter, acc, s2);
+        for (std::int64_t c = 0; c < C; ++c) {
+          const double dm = s1[c] - static_cast<double>(tcenter[c]);
+          s2[c] = std::max(s2[c] - n * dm * dm, 0.0);  // std::max keeps a NaN first argument
+        }
+      }
+      count = merge_moments(C, count, mean, m2, n, s1, s2);
+      if (t1 == r1) break;
+      for (std::int64_t c = 0; c < C; ++c) pivot[c] = finite_or_zero(static_cast<float>(mean[c]));
+      wrap_cyclic(pivot, C, 0, C);
+    }
+  }
+
+  /// Merges every worker's moments into worker 0's for channels [c0, c1)
+  /// (uniform counts: scalar weights); returns the total count.
+  double merge(std::int64_t c0, std::int64_t c1) const {
+    double count = static_cast<double>(rows_of(0));
+    for (int v = 1; v < workers_; ++v)
+      count = merge_moments(c1 - c0, count, mean(0) + c0, m2(0) + c0, static_cast<double>(rows_of(v)),
+                            mean(v) + c0, m2(v) + c0);
+    return count;
+  }
+
+ private:
+  Problem p_;
+  int workers_;
+  std::int64_t tile_rows_;
+  std::size_t o_mean_, o_m2_, o_worker_, worker_bytes_;
+  std::size_t w_pivot_, w_tcenter_, w_acc_, w_s1_, w_s2_;
+  std::byte* base_ = nullptr;
+};
+
 }  // namespace
 
-// Each worker's rows are cut into tiles that fit L2. A tile's statistics
-// come from one pass of shifted sums (a second pass about the tile's mean,
-// from cache, for channels whose pivot was too far off), and merge into the
-// worker's moments. After a barrier every worker merges all workers'
-// moments for a slice of the channels (uniform counts: scalar weights) and
-// finishes them; after another barrier it normalizes its rows.
+// Phase 1: per-worker moments (RowMoments); barrier; every worker merges
+// all workers' moments for a slice of the channels and finishes them;
+// barrier; each worker normalizes its rows.
 void training_rows(const Problem& p, const Plan& plan, const void* src, void* dst,
                    const TrainingOutputs& out) {
   const int workers = plan.workers;
@@ -49,96 +146,52 @@ void training_rows(const Problem& p, const Plan& plan, const void* src, void* ds
   const std::size_t L = static_cast<std::size_t>(k::cyclic_length(C));
   const std::size_t uC = static_cast<std::size_t>(C);
   ScratchLayout layout;
-  const std::size_t o_mean = layout.add<double>(static_cast<std::size_t>(workers) * uC);
-  const std::size_t o_m2 = layout.add<double>(static_cast<std::size_t>(workers) * uC);
+  RowMoments moments(p, plan, layout);
   const std::size_t o_center = layout.add<float>(L), o_scale = layout.add<float>(L),
                     o_shift = layout.add<float>(L);
   const std::size_t o_invstd = layout.add<double>(uC);
-  const std::size_t o_worker = layout.add<std::byte>(0);
-  // Per worker: pivot and tile center (cyclic), accumulators (2 cyclic),
-  // tile sums (C each).
-  ScratchLayout per_worker;
-  const std::size_t w_pivot = per_worker.add<float>(L), w_tcenter = per_worker.add<float>(L),
-                    w_acc = per_worker.add<float>(2 * L), w_s1 = per_worker.add<double>(uC),
-                    w_s2 = per_worker.add<double>(uC);
-  const std::size_t worker_bytes = (per_worker.bytes() + 63) / 64 * 64;
-  std::byte* base = thread_scratch(o_worker + worker_bytes * static_cast<std::size_t>(workers));
-  double* means = scratch_at<double>(base, o_mean);
-  double* m2s = scratch_at<double>(base, o_m2);
+  std::byte* base = thread_scratch(layout.bytes());
+  moments.bind(base);
   float* center = scratch_at<float>(base, o_center);
   float* scale = scratch_at<float>(base, o_scale);
   float* shift = scratch_at<float>(base, o_shift);
   double* invstd = scratch_at<double>(base, o_invstd);
-  auto rows_of = [&](int w) { return split_point(rows, workers, w + 1) - split_point(rows, workers, w); };
 
   run_team(workers, [&](const Team& team) {
-    team.for_each_worker([&](int w) {
-      std::byte* mine = base + o_worker + worker_bytes * static_cast<std::size_t>(w);
-      float* pivot = scratch_at<float>(mine, w_pivot);
-      float* tcenter = scratch_at<float>(mine, w_tcenter);
-      float* acc = scratch_at<float>(mine, w_acc);
-      double* s1 = scratch_at<double>(mine, w_s1);
-      double* s2 = scratch_at<double>(mine, w_s2);
-      double* mean = means + static_cast<std::size_t>(w) * uC;
-      double* m2 = m2s + static_cast<std::size_t>(w) * uC;
-      const std::int64_t r0 = split_point(rows, workers, w), r1 = r0 + rows_of(w);
-      if (r0 == r1) return;
-      row_pivots(p.dtype, element_ptr(src, p.dtype, r0 * C), r1 - r0, C, pivot, tcenter);
-      double count = 0.0;
-      for (std::int64_t t0 = r0; t0 < r1; t0 += plan.tile_rows) {
-        const std::int64_t t1 = std::min(r1, t0 + plan.tile_rows);
-        const k::Rows tile{(t1 - t0) * C, C};
-        const void* x = element_ptr(src, p.dtype, t0 * C);
-        const double n = static_cast<double>(t1 - t0);
-        std::fill(s1, s1 + C, 0.0);
-        std::fill(s2, s2 + C, 0.0);
-        k::rows_shifted_sums(p.dtype, x, tile, pivot, acc, s1, s2);
-        // The tile's mean and M2, in place of the sums.
-        if (!stats_from_shifted_sums(C, n, pivot, s1, s2, s1, s2)) {
-          // Some pivot was too far from its channel's mean: a second pass
-          // over the tile (still in cache) about the tile's means.
-          std::fill(s1, s1 + C, 0.0);
-          std::fill(s2, s2 + C, 0.0);
-          k::rows_shifted_sums(p.dtype, x, tile, pivot, acc, s1, s2);
-          for (std::int64_t c = 0; c < C; ++c) {
-            s1[c] = pivot[c] + s1[c] / n;
-            tcenter[c] = static_cast<float>(s1[c]);
-          }
-          wrap_cyclic(tcenter, C, 0, C);
-          std::fill(s2, s2 + C, 0.0);
-          k::rows_sum_sq_centered(p.dtype, x, tile, tcenter, acc, s2);
-          for (std::int64_t c = 0; c < C; ++c) {
-            const double dm = s1[c] - static_cast<double>(tcenter[c]);
-            s2[c] = std::max(s2[c] - n * dm * dm, 0.0);  // std::max keeps a NaN first argument
-          }
-        }
-        count = merge_moments(C, count, mean, m2, n, s1, s2);
-        if (t1 == r1) break;
-        for (std::int64_t c = 0; c < C; ++c) pivot[c] = finite_or_zero(static_cast<float>(mean[c]));
-        wrap_cyclic(pivot, C, 0, C);
-      }
-    });
+    team.for_each_worker([&](int w) { moments.compute(src, w); });
     team.barrier();  // every worker's moments are in place
     team.for_each_worker([&](int w) {
       const std::int64_t c0 = split_point(C, workers, w), c1 = split_point(C, workers, w + 1);
       if (c0 == c1) return;
-      // Merge the other workers' moments into worker 0's, for these channels.
-      double count = static_cast<double>(rows_of(0));
-      for (int v = 1; v < workers; ++v) {
-        count = merge_moments(c1 - c0, count, means + c0, m2s + c0, static_cast<double>(rows_of(v)),
-                              means + static_cast<std::size_t>(v) * uC + static_cast<std::size_t>(c0),
-                              m2s + static_cast<std::size_t>(v) * uC + static_cast<std::size_t>(c0));
-      }
-      out.finish(c0, c1, count, means + c0, m2s + c0, center + c0, scale + c0, shift + c0, invstd + c0, true);
+      const double count = moments.merge(c0, c1);
+      out.finish(c0, c1, count, moments.mean(0) + c0, moments.m2(0) + c0, center + c0, scale + c0, shift + c0,
+                 invstd + c0, true);
       for (float* cyclic : {center, scale, shift}) wrap_cyclic(cyclic, C, c0, c1);
     });
     team.barrier();  // every channel's normalizer is in place
     team.for_each_worker([&](int w) {
-      const std::int64_t r0 = split_point(rows, workers, w), r1 = r0 + rows_of(w);
+      const std::int64_t r0 = split_point(rows, workers, w), r1 = r0 + moments.rows_of(w);
       k::rows_normalize(p.dtype, element_ptr(src, p.dtype, r0 * C), element_ptr(dst, p.dtype, r0 * C),
                         k::Rows{(r1 - r0) * C, C}, center, scale, shift, plan.stream, out.post.at(p.dtype, r0 * C));
     });
     if (plan.stream) k::stream_fence();
+  });
+}
+
+void moments_rows(const Problem& p, const Plan& plan, const void* src, double* mean, double* m2) {
+  ScratchLayout layout;
+  RowMoments moments(p, plan, layout);
+  moments.bind(thread_scratch(layout.bytes()));
+  run_team(plan.workers, [&](const Team& team) {
+    team.for_each_worker([&](int w) { moments.compute(src, w); });
+    team.barrier();
+    team.for_each_worker([&](int w) {
+      const std::int64_t c0 = split_point(p.c, plan.workers, w), c1 = split_point(p.c, plan.workers, w + 1);
+      if (c0 == c1) return;
+      moments.merge(c0, c1);
+      std::copy(moments.mean(0) + c0, moments.mean(0) + c1, mean + c0);
+      std::copy(moments.m2(0) + c0, moments.m2(0) + c1, m2 + c0);
+    });
   });
 }
 

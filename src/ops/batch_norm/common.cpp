@@ -136,6 +136,18 @@ void BackwardOutputs::finish(std::int64_t c0, std::int64_t c1, double count, con
                              const double* sum_dy_xc, float* k_dy, float* k_xc, float* k_const,
                              bool write) const {
   const std::int64_t n = c1 - c0;
+  if (local_sum_dy) {
+    if (write) {
+      std::copy(sum_dy, sum_dy + n, local_sum_dy + c0);
+      std::copy(sum_dy_xc, sum_dy_xc + n, local_sum_dy_xc + c0);
+    }
+    return;
+  }
+  if (global_sum_dy) {
+    sum_dy = global_sum_dy + c0;
+    sum_dy_xc = global_sum_dy_xc + c0;
+    count = global_count;
+  }
   if (write && diff_gamma)
     for (std::int64_t i = 0; i < n; ++i) {
       const double dg = sum_dy_xc[i] * invstd[c0 + i];

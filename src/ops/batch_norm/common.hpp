@@ -109,6 +109,16 @@ struct BackwardOutputs {
   const float* renorm_d = nullptr;
   /// The fused ReLU's gate (forward output) and the residual's gradient.
   k::Gate gate{};
+  /// SyncBatchNorm, first pass: finish() only stores this process's sums
+  /// here (indexed by channel) and computes nothing else (run with no
+  /// diff_src).
+  double* local_sum_dy = nullptr;
+  double* local_sum_dy_xc = nullptr;
+  /// SyncBatchNorm, second pass: finish() takes these sums over every
+  /// process and their count in place of its own (run without reduce).
+  const double* global_sum_dy = nullptr;
+  const double* global_sum_dy_xc = nullptr;
+  double global_count = 0.0;
 
   /// Channels [c0, c1) with `count` values each; sums indexed from c0,
   /// coefficients written from index 0 of k_dy / k_xc / k_const. With

@@ -78,15 +78,25 @@ void inference_rows(const Problem& p, const Plan& plan, const void* src, void* d
 void backward_rows(const Problem& p, const Plan& plan, const void* src, const void* diff_dst, void* diff_src,
                    const float* mean, bool reduce, const BackwardOutputs& out);
 
+/// Per-channel mean and M2 (C doubles each) of a problem with values (N * S
+/// > 0), exact as the training plans compute them, without normalizing:
+/// SyncBatchNorm's local statistics. Channels-first data by channel on
+/// `workers` threads; rows (rows_view) with a rows plan.
+void moments_channels_first(const Problem& p, int workers, const void* src, double* mean, double* m2);
+void moments_rows(const Problem& p, const Plan& plan, const void* src, double* mean, double* m2);
+
 /// A validated training call: the problem and the running-average weight.
 struct TrainingCall {
   Problem problem;
   double factor = 0.0;
 };
 /// The argument checks of batch_norm_forward_training (api.cpp), shared by
-/// its variants; throws Error naming the argument.
+/// its variants; throws Error naming the argument. A shard (SyncBatchNorm)
+/// may hold any number of values, none included (then src / dst may be
+/// null): the global count is checked later.
 TrainingCall check_training(const TensorDesc& src_desc, const void* src, const TensorDesc& dst_desc,
-                            const void* dst, const RunningStats& running, const BatchNormConfig& config);
+                            const void* dst, const RunningStats& running, const BatchNormConfig& config,
+                            bool shard = false);
 
 /// forward training with an explicit plan; arguments already validated.
 /// `factor` is the running-average weight of this batch.

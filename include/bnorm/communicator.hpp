@@ -1,6 +1,8 @@
-// How cooperating processes exchange data: one process alone, or MPI (Open
-// MPI) when bnorm runs under mpirun. Calibration merges statistics through
-// it; SyncBatchNorm will reduce through it.
+// How cooperating processes exchange data, for SyncBatchNorm and for
+// calibration's merge of statistics: an abstract communicator (rank, size,
+// allgather), one process alone (single_process()), or MPI's world when the
+// program runs under mpirun (comm::world(), in the bnorm_comm library of a
+// build with MPI). Implement the interface to bring another transport.
 #pragma once
 
 #include <cstddef>
@@ -16,24 +18,22 @@ class Communicator {
   /// Number of processes.
   virtual int size() const noexcept = 0;
   /// Gathers `bytes` bytes from every process into recv (size() * bytes,
-  /// in rank order), on every process. Throws Error(runtime) on failure.
+  /// in rank order), on every process. A collective: every process must
+  /// call it with the same `bytes`. Throws Error(runtime) on failure, with
+  /// the rank in the message.
   virtual void allgather(const void* send, std::size_t bytes, void* recv) = 0;
   /// Stops every process at once with `code` (MPI_Abort); a single process
   /// just returns. For errors on one rank, which would leave the others
   /// waiting in a collective forever.
   virtual void abort(int code) noexcept = 0;
+
+  /// data[i] = the sum over processes of data[i], for n values: an
+  /// allgather, then sums in rank order, so every process gets the same
+  /// bits. A collective (same n everywhere).
+  void allreduce_sum(double* data, std::size_t n);
 };
 
 /// One process on its own: rank 0 of 1.
 std::unique_ptr<Communicator> single_process();
-
-/// MPI's world when this process was started by mpirun / mpiexec (Open MPI
-/// sets OMPI_COMM_WORLD_SIZE, PMI-based launchers PMI_SIZE) and bnorm was
-/// built with MPI; one process otherwise. MPI is initialized on the first
-/// call and finalized at exit.
-Communicator& world();
-
-/// Whether this build links MPI.
-bool built_with_mpi() noexcept;
 
 }  // namespace bnorm::comm
