@@ -3,10 +3,12 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <initializer_list>
 #include <random>
 #include <string>
 #include <vector>
@@ -76,6 +78,35 @@ inline double ulp(DType dtype, double v) {
 /// result may round to the neighbour of the correctly rounded value).
 inline double element_tolerance(DType dtype, double exact, double abs) {
   return abs + (dtype == DType::f32 ? 0.0 : ulp(dtype, exact));
+}
+
+/// Runs f and expects a bnorm::Error of `kind` whose message contains every
+/// fragment (an error names the argument, the value and the rule).
+template <class F>
+void expect_error(F&& f, ErrorKind kind, std::initializer_list<const char*> fragments) {
+  try {
+    f();
+    ADD_FAILURE() << "no error thrown";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), kind) << e.what();
+    for (const char* frag : fragments)
+      EXPECT_NE(std::string(e.what()).find(frag), std::string::npos) << "'" << frag << "' not in: " << e.what();
+  }
+}
+
+/// The numerics bar's data: N(mean, stddev) far from zero relative to its
+/// spread makes naive variance formulas cancel (DESIGN.md section 3).
+struct Distribution {
+  double mean, stddev;
+};
+inline constexpr Distribution kAdversarial[] = {{0.0, 1.0}, {1e4, 0.1}, {1e3, 1e-2}, {1e5, 1.0}};
+
+/// Largest |got[i] - want[i]|.
+inline double max_abs_error(const Buffer& got, const std::vector<double>& want) {
+  double worst = 0.0;
+  for (std::int64_t i = 0; i < got.size(); ++i)
+    worst = std::max(worst, std::fabs(static_cast<double>(got.get(i)) - want[static_cast<std::size_t>(i)]));
+  return worst;
 }
 
 /// Counts elements where |got - want| > tol(want); reports the worst one.

@@ -17,18 +17,6 @@ namespace {
 
 namespace obn = ops::batch_norm;
 
-struct Distribution {
-  double mean, stddev;
-};
-const Distribution kAdversarial[] = {{0.0, 1.0}, {1e4, 0.1}, {1e3, 1e-2}, {1e5, 1.0}};
-
-double max_abs_error(const Buffer& got, const std::vector<double>& want) {
-  double worst = 0.0;
-  for (std::int64_t i = 0; i < got.size(); ++i)
-    worst = std::max(worst, std::fabs(static_cast<double>(got.get(i)) - want[static_cast<std::size_t>(i)]));
-  return worst;
-}
-
 std::vector<obn::Plan> plans(const obn::Problem& p) {
   std::vector<obn::Plan> out = {obn::plan_for(p, num_threads(), obn::Pass::training)};
   if (p.layout == Layout::channels_first) {

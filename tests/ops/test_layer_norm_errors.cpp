@@ -13,18 +13,6 @@
 namespace bnorm::test {
 namespace {
 
-template <class F>
-void expect_error(F&& f, ErrorKind kind, std::initializer_list<const char*> fragments) {
-  try {
-    f();
-    ADD_FAILURE() << "no error thrown";
-  } catch (const Error& e) {
-    EXPECT_EQ(e.kind(), kind) << e.what();
-    for (const char* frag : fragments)
-      EXPECT_NE(std::string(e.what()).find(frag), std::string::npos) << "'" << frag << "' not in: " << e.what();
-  }
-}
-
 struct Fixture {
   TensorDesc desc{DType::f32, Layout::channels_first, {2, 3, 4}};
   Buffer src{desc}, dst{desc}, dy{desc}, dx{desc};

@@ -18,18 +18,6 @@ namespace {
 
 namespace oln = ops::layer_norm;
 
-struct Distribution {
-  double mean, stddev;
-};
-const Distribution kAdversarial[] = {{0.0, 1.0}, {1e4, 0.1}, {1e3, 1e-2}, {1e5, 1.0}};
-
-double max_abs_error(const Buffer& got, const std::vector<double>& want) {
-  double worst = 0.0;
-  for (std::int64_t i = 0; i < got.size(); ++i)
-    worst = std::max(worst, std::fabs(static_cast<double>(got.get(i)) - want[static_cast<std::size_t>(i)]));
-  return worst;
-}
-
 std::vector<oln::Plan> plans(const oln::Problem& p) {
   return {oln::plan_for(p, num_threads(), oln::Pass::forward), {2, 1, false}, {3, 5, true}};
 }
