@@ -1,20 +1,20 @@
-"""Writes docs/PERFORMANCE.md from a bnorm-bench run.
+"""Writes docs/PERFORMANCE.md from bnorm-bench runs.
 
 Usage: bnorm-bench --bandwidth --threads 1,2 > run.txt
-       python3 bench/performance_md.py run.txt "<command>" [EXEC_RUN.txt
-               [FAMILY_RUN.txt "<family command>"]] > docs/PERFORMANCE.md
+       python3 bench/performance_md.py run.txt "<command>" [--exec EXEC_RUN.txt]
+               [--family FAMILY_RUN.txt "<command>"] [--sync SYNC_RUN.txt "<command>"] > docs/PERFORMANCE.md
 
-EXEC_RUN.txt, optional, holds bnorm-exec-bench runs, each after a line
-"$ <command>" (bench/exec_speed.sh writes it); it becomes the executor
-section. FAMILY_RUN.txt, optional, is a bnorm-bench run of the other ops
-(--ops bn_relu,...); it becomes the normalization-family section with the
-targets of issue #6.
+--exec: bnorm-exec-bench runs, each after a line "$ <command>"
+(bench/exec_speed.sh writes it): the executor section. --family: a
+bnorm-bench run of the other ops (--ops bn_relu,...): the
+normalization-family section with the targets of issue #6. --sync: a
+bnorm-sync-bench run under mpirun: the SyncBatchNorm section.
 
-The tables and every figure in the text come from the run; the prose says
+The tables and every figure in the text come from the runs; the prose says
 what bounds the ratios.
 """
+import argparse
 import statistics
-import sys
 
 DRAM = ("64x256x56x56", "256x1024x14x14")
 CACHE = ("32x64x56x56", "128x512x7x7")
@@ -30,7 +30,14 @@ def num(v):
 
 
 def main():
-    path, command = sys.argv[1], sys.argv[2]
+    ap = argparse.ArgumentParser()
+    ap.add_argument("run")
+    ap.add_argument("command")
+    ap.add_argument("--exec", dest="exec_run")
+    ap.add_argument("--family", nargs=2)
+    ap.add_argument("--sync", nargs=2)
+    args = ap.parse_args()
+    path, command = args.run, args.command
     text = open(path).read().rstrip()
     lines = text.splitlines()
     bw = {}
@@ -132,10 +139,12 @@ def main():
     w(f"Against the peers on the four benchmark shapes: oneDNN/bnorm {min(dn):.2f}-{max(dn):.2f} "
       f"(median {statistics.median(dn):.2f}), ATen/bnorm {min(at):.2f}-{max(at):.2f} "
       f"(median {statistics.median(at):.2f}).")
-    if len(sys.argv) > 5:
-        family_section(w, open(sys.argv[4]).read(), sys.argv[5])
-    if len(sys.argv) > 3:
-        exec_section(w, open(sys.argv[3]).read())
+    if args.family:
+        family_section(w, open(args.family[0]).read(), args.family[1])
+    if args.sync:
+        sync_section(w, open(args.sync[0]).read(), args.sync[1])
+    if args.exec_run:
+        exec_section(w, open(args.exec_run).read())
     print("\n".join(out))
 
 
@@ -205,6 +214,33 @@ def family_section(w, text, command):
     w("  plain BN's backward (channels-last twice). Writing the gated gradient in the first pass and reading it")
     w("  in the second, or keeping a one-bit mask, would cut that; neither is done yet, and BN+Add+ReLU's")
     w("  backward is only on par with BN plus a separate threshold_backward pass.")
+    w("")
+
+
+def sync_section(w, text, command):
+    """SyncBatchNorm against local batch norm, from bnorm-sync-bench."""
+    rows = [line.split() for line in text.rstrip().splitlines()]
+    rows = [r for r in rows if len(r) == 8 and r[0] in ("forward_training", "backward")]
+    w("")
+    w("## SyncBatchNorm (2 processes)")
+    w("")
+    w("`bnorm-sync-bench` under `mpirun -np 2`, one thread per process, f32: per case, interleaved and each call")
+    w("started with the processes in step, local batch norm (`local_ms`) and SyncBatchNorm (`sync_ms`) on the same")
+    w("per-process shape, and the two bare allgathers one SyncBatchNorm call makes (`coll_ms`: the 32-byte call")
+    w("header, then 1 + 2C doubles). Both processes share this machine's two cores and its memory bandwidth.")
+    w("")
+    w("```\n" + command + "\n```\n")
+    w("```\n" + text.rstrip() + "\n```\n")
+    if rows:
+        big = [r for r in rows if r[2] not in ("8x2048", "2x64x7x7")]
+        small = [r for r in rows if r[2] in ("8x2048", "2x64x7x7")]
+        rng = lambda v: f"{min(v):.2f}-{max(v):.2f} (median {statistics.median(v):.2f})"
+        w(f"On the four large shapes SyncBatchNorm takes {rng([num(r[5]) for r in big])} x local batch norm; the "
+          f"collectives are {rng([num(r[7]) for r in big])} of its time. On the two small ones "
+          f"{rng([num(r[5]) for r in small])} x, collectives {rng([num(r[7]) for r in small])}. The rest of the "
+          "difference is structural: the global statistics exist only after every process has read its whole "
+          "shard, so the forward reads x twice (moments, then normalize) where local batch norm normalizes "
+          "blocks from cache, and the backward reads x and dy twice (sums, then dx).")
     w("")
 
 
