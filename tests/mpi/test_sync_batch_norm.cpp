@@ -256,6 +256,26 @@ TEST(SyncBatchNorm, MismatchesFailOnEveryRank) {
   EXPECT_NO_THROW(sync_batch_norm_forward_training(comm, d, x.data(), d, y.data(), g.data(), b.data(), m.data(), s.data()));
 }
 
+// Last (it leaves MPI's message stream in an unknown state): an MPI error
+// comes back as a bnorm runtime error naming the rank. Two processes whose
+// allgather sizes differ: rank 0's receive is truncated.
+TEST(SyncBatchNormZLast, MpiErrorsNameTheRank) {
+  comm::Communicator& comm = world();
+  if (comm.size() != 2) GTEST_SKIP() << "needs exactly 2 processes";
+  std::vector<char> send(16), recv(64);
+  if (comm.rank() == 0) {
+    try {
+      comm.allgather(send.data(), 8, recv.data());
+      ADD_FAILURE() << "no error on rank 0";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::runtime) << e.what();
+      EXPECT_NE(std::string(e.what()).find("MPI rank 0 of 2"), std::string::npos) << e.what();
+    }
+  } else {
+    EXPECT_NO_THROW(comm.allgather(send.data(), 16, recv.data()));  // more room than sent: no error here
+  }
+}
+
 }  // namespace
 }  // namespace bnorm::test
 
