@@ -109,13 +109,7 @@ void sync_batch_norm_forward_training(comm::Communicator& comm, const TensorDesc
   double count = 0.0;
   for (std::size_t r = 0; r < ranks; ++r) {
     const double* rec = &s.all[r * record];
-    for (std::size_t c = 0; c < C; ++c) {
-      obn::Stats acc{count, s.mean[c], s.m2[c]};
-      obn::merge_into(acc, obn::Stats{rec[0], rec[1 + c], rec[1 + C + c]});
-      s.mean[c] = acc.mean;
-      s.m2[c] = acc.m2;
-    }
-    count += rec[0];
+    count = obn::merge_moments(p.c, count, s.mean.data(), s.m2.data(), rec[0], rec + 1, rec + 1 + C);
   }
   if (count <= 1.0) {
     throw Error(ErrorKind::invalid_argument,
