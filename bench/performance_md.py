@@ -235,7 +235,7 @@ def sync_section(w, text, command):
         big = [r for r in rows if r[2] not in ("8x2048", "2x64x7x7")]
         small = [r for r in rows if r[2] in ("8x2048", "2x64x7x7")]
         rng = lambda v: f"{min(v):.2f}-{max(v):.2f} (median {statistics.median(v):.2f})"
-        w(f"On the four large shapes SyncBatchNorm takes {rng([num(r[5]) for r in big])} x local batch norm and "
+        w(f"On the three large shapes SyncBatchNorm takes {rng([num(r[5]) for r in big])} x local batch norm and "
           f"the collectives are {rng([num(r[7]) for r in big])} of its time: the difference is structural. The "
           "global statistics exist only after every process has read its whole shard, so the forward reads x twice "
           "(moments, then normalize) where local batch norm normalizes channels-first blocks from cache, and the "
