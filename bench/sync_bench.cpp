@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "bnorm/bnorm.hpp"
-#include "comm/world.hpp"
+#include "bnorm/comm_world.hpp"
 
 namespace {
 

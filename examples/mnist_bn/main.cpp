@@ -17,7 +17,7 @@
 #include <vector>
 
 #include "bnorm/runtime.hpp"
-#include "comm/world.hpp"
+#include "bnorm/comm_world.hpp"
 #include "idx.hpp"
 #include "mlp.hpp"
 #include "report.hpp"

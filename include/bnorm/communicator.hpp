@@ -1,8 +1,8 @@
 // How cooperating processes exchange data, for SyncBatchNorm and for
 // calibration's merge of statistics: an abstract communicator (rank, size,
 // allgather), one process alone (single_process()), or MPI's world when the
-// program runs under mpirun (comm::world(), in the bnorm_comm library of a
-// build with MPI). Implement the interface to bring another transport.
+// program runs under mpirun (comm::world() in bnorm/comm_world.hpp, library
+// bnorm::comm). Implement the interface to bring another transport.
 #pragma once
 
 #include <cstddef>

@@ -4,7 +4,7 @@
 #include <string>
 
 #include "bnorm/error.hpp"
-#include "comm/world.hpp"
+#include "bnorm/comm_world.hpp"
 
 #ifdef BNORM_WITH_MPI
 #include <mpi.h>

@@ -1,5 +1,8 @@
-// Consumes an installed bnorm through find_package(bnorm) and bnorm::core.
+// Consumes an installed bnorm through find_package(bnorm), bnorm::core and
+// bnorm::comm (SyncBatchNorm on the process's communicator: one process here).
 #include <bnorm/bnorm.hpp>
+#include <bnorm/comm_world.hpp>
+#include <cmath>
 #include <cstdio>
 #include <vector>
 int main() {
@@ -8,5 +11,11 @@ int main() {
   for (size_t i = 0; i < x.size(); ++i) x[i] = float(i % 7);
   bnorm::BatchNorm bn({.num_features = 3});
   bn.forward(d, x.data(), d, y.data());
+  bnorm::SyncBatchNorm sync({.num_features = 3}, bnorm::comm::world());
+  std::vector<float> z(d.elements());
+  sync.forward(d, x.data(), d, z.data());
+  if (bnorm::comm::world().size() != 1) return 1;
+  for (size_t i = 0; i < z.size(); ++i)
+    if (std::fabs(z[i] - y[i]) > 1e-5f) return 1;
   std::printf("bnorm %s ok, running_mean[0]=%g\n", bnorm::kVersion, bn.running_mean()[0]);
 }

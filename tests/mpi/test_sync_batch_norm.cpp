@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "bnorm/bnorm.hpp"
-#include "comm/world.hpp"
+#include "bnorm/comm_world.hpp"
 #include "common/test_util.hpp"
 
 namespace bnorm::test {

@@ -10,7 +10,7 @@
 #include "bnorm/error.hpp"
 #include "calibration_report.hpp"
 #include "command.hpp"
-#include "comm/world.hpp"
+#include "bnorm/comm_world.hpp"
 #include "exec/calibrate.hpp"
 #include "progress.hpp"
 

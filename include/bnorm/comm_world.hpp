@@ -1,5 +1,6 @@
-// The process's communicator: MPI's world under mpirun in a build with MPI
-// (bnorm_comm library), one process otherwise.
+// The process's communicator: MPI's world under mpirun in a build with MPI,
+// one process otherwise. In the library bnorm::comm (CMake target
+// bnorm_comm), which links MPI; bnorm::core and bnorm.hpp do not.
 #pragma once
 
 #include "bnorm/communicator.hpp"
