@@ -109,6 +109,20 @@ inline double max_abs_error(const Buffer& got, const std::vector<double>& want) 
   return worst;
 }
 
+/// Central difference of f() in the direction of coordinate k of v (f reads
+/// v), step 1e-5 relative; v is restored.
+template <class F>
+double central_difference(std::vector<double>& v, std::size_t k, F&& f) {
+  const double h = 1e-5 * std::max(1.0, std::fabs(v[k]));
+  const double keep = v[k];
+  v[k] = keep + h;
+  const double up = f();
+  v[k] = keep - h;
+  const double down = f();
+  v[k] = keep;
+  return (up - down) / (2 * h);
+}
+
 /// Counts elements where |got - want| > tol(want); reports the worst one.
 template <class Got, class Tol>
 ::testing::AssertionResult all_close(std::int64_t n, Got got, const double* want, Tol tol,

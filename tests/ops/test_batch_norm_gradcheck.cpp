@@ -54,19 +54,6 @@ double loss(const Problem& p, const std::vector<double>& x, const std::vector<do
   return total;
 }
 
-// Central difference of loss in direction of one coordinate of v.
-template <class F>
-double central_difference(std::vector<double>& v, std::size_t k, F&& f) {
-  const double h = 1e-5 * std::max(1.0, std::fabs(v[k]));
-  const double keep = v[k];
-  v[k] = keep + h;
-  const double up = f();
-  v[k] = keep - h;
-  const double down = f();
-  v[k] = keep;
-  return (up - down) / (2 * h);
-}
-
 void gradcheck(Layout layout, bool batch_stats) {
   SCOPED_TRACE(std::string(to_string(layout)) + (batch_stats ? " batch stats" : " fixed stats"));
   const TensorDesc d(DType::f32, layout, {3, 2, 2, 3});

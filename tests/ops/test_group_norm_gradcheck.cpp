@@ -43,18 +43,6 @@ double loss(const gref::Shape& s, const std::vector<double>& w, double eps, cons
   return total;
 }
 
-template <class F>
-double central_difference(std::vector<double>& v, std::size_t k, F&& f) {
-  const double h = 1e-5 * std::max(1.0, std::fabs(v[k]));
-  const double keep = v[k];
-  v[k] = keep + h;
-  const double up = f();
-  v[k] = keep - h;
-  const double down = f();
-  v[k] = keep;
-  return (up - down) / (2 * h);
-}
-
 void gradcheck(Layout layout, std::int64_t groups, bool instance) {
   SCOPED_TRACE(std::string(to_string(layout)) + " G=" + std::to_string(groups) + (instance ? " instance" : ""));
   const TensorDesc d(DType::f32, layout, {3, 4, 2, 3});

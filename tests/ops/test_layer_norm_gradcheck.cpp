@@ -47,18 +47,6 @@ double loss(const Problem& p, const std::vector<double>& x, const std::vector<do
   return total;
 }
 
-template <class F>
-double central_difference(std::vector<double>& v, std::size_t k, F&& f) {
-  const double h = 1e-5 * std::max(1.0, std::fabs(v[k]));
-  const double keep = v[k];
-  v[k] = keep + h;
-  const double up = f();
-  v[k] = keep - h;
-  const double down = f();
-  v[k] = keep;
-  return (up - down) / (2 * h);
-}
-
 void gradcheck(bool rms) {
   SCOPED_TRACE(rms ? "rms_norm" : "layer_norm");
   // Three rows of 2x3 normalized elements.
