@@ -53,4 +53,19 @@ void require_eps(double eps, const char* name) {
   }
 }
 
+void require_channels(std::int64_t channels, const char* name) {
+  if (channels <= 0) {
+    throw Error(ErrorKind::invalid_argument, std::string("argument '") + name + "' = " + std::to_string(channels) +
+                                                 ": the number of channels must be > 0");
+  }
+}
+
+void require_momentum(double momentum, const char* name, bool or_cumulative) {
+  if (!(momentum >= 0.0 && momentum <= 1.0)) {
+    throw Error(ErrorKind::invalid_argument,
+                std::string("argument '") + name + "' = " + format_value(momentum) + ": momentum must be in [0, 1]" +
+                    (or_cumulative ? ", or std::nullopt for a cumulative average" : ""));
+  }
+}
+
 }  // namespace bnorm::ops

@@ -2,6 +2,7 @@
 // with a message naming the argument, the value and the rule.
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 #include "bnorm/error.hpp"
@@ -20,6 +21,13 @@ void require_same(const TensorDesc& a, const char* a_name, const TensorDesc& b, 
 
 /// Throws unless eps is finite and >= 0.
 void require_eps(double eps, const char* name);
+
+/// Throws unless a layer's channel count is > 0.
+void require_channels(std::int64_t channels, const char* name);
+
+/// Throws unless momentum is in [0, 1] (the weight of a new batch in a
+/// running average). `or_cumulative`: the message also offers std::nullopt.
+void require_momentum(double momentum, const char* name, bool or_cumulative = false);
 
 /// Formats a double for messages (shortest round-trip form).
 std::string format_value(double value);

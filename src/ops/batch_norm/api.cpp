@@ -27,11 +27,7 @@ TrainingCall check_training(const TensorDesc& src_desc, const void* src, const T
   ops::require_activation(src_desc, "src_desc", 2, kMaxRank);
   ops::require_same(src_desc, "src_desc", dst_desc, "dst_desc");
   ops::require_eps(config.eps, "config.eps");
-  if (config.momentum && !(*config.momentum >= 0.0 && *config.momentum <= 1.0)) {
-    throw Error(ErrorKind::invalid_argument,
-                "argument 'config.momentum' = " + ops::format_value(*config.momentum) +
-                    ": momentum must be in [0, 1], or std::nullopt for a cumulative average");
-  }
+  if (config.momentum) ops::require_momentum(*config.momentum, "config.momentum", true);
   if ((running.mean == nullptr) != (running.var == nullptr)) {
     throw Error(ErrorKind::null_pointer,
                 std::string("argument '") + (running.mean ? "running.var" : "running.mean") +

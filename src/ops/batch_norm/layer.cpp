@@ -16,17 +16,9 @@ BatchNorm::BatchNorm(const Options& options) : options_(options) {
                 "argument 'options.virtual_batch_size' = " + std::to_string(options.virtual_batch_size) +
                     ": must be >= 0 (0 = the whole batch)");
   }
-  if (options.num_features <= 0) {
-    throw Error(ErrorKind::invalid_argument,
-                "argument 'options.num_features' = " + std::to_string(options.num_features) +
-                    ": the number of channels must be > 0");
-  }
+  ops::require_channels(options.num_features, "options.num_features");
   ops::require_eps(options.eps, "options.eps");
-  if (options.momentum && !(*options.momentum >= 0.0 && *options.momentum <= 1.0)) {
-    throw Error(ErrorKind::invalid_argument,
-                "argument 'options.momentum' = " + ops::format_value(*options.momentum) +
-                    ": momentum must be in [0, 1], or std::nullopt for a cumulative average");
-  }
+  if (options.momentum) ops::require_momentum(*options.momentum, "options.momentum", true);
   const auto c = static_cast<std::size_t>(options.num_features);
   if (options.affine) {
     weight_.assign(c, 1.0f);

@@ -97,14 +97,9 @@ BatchRenormLimits BatchRenormSchedule::at(std::int64_t step) const noexcept {
 }
 
 BatchRenorm::BatchRenorm(const Options& options) : options_(options) {
-  if (options.num_features <= 0)
-    throw Error(ErrorKind::invalid_argument, "argument 'options.num_features' = " +
-                                                 std::to_string(options.num_features) +
-                                                 ": the number of channels must be > 0");
+  ops::require_channels(options.num_features, "options.num_features");
   ops::require_eps(options.eps, "options.eps");
-  if (!(options.momentum >= 0.0 && options.momentum <= 1.0))
-    throw Error(ErrorKind::invalid_argument, "argument 'options.momentum' = " +
-                                                 ops::format_value(options.momentum) + ": momentum must be in [0, 1]");
+  ops::require_momentum(options.momentum, "options.momentum");
   const auto c = static_cast<std::size_t>(options.num_features);
   weight_.assign(c, 1.0f);
   bias_.assign(c, 0.0f);

@@ -10,11 +10,7 @@
 namespace bnorm {
 
 GroupNorm::GroupNorm(const Options& options) : options_(options) {
-  if (options.num_channels <= 0) {
-    throw Error(ErrorKind::invalid_argument, "argument 'options.num_channels' = " +
-                                                 std::to_string(options.num_channels) +
-                                                 ": the number of channels must be > 0");
-  }
+  ops::require_channels(options.num_channels, "options.num_channels");
   if (options.num_groups <= 0 || options.num_channels % options.num_groups != 0) {
     throw Error(ErrorKind::invalid_argument,
                 "argument 'options.num_groups' = " + std::to_string(options.num_groups) +

@@ -44,10 +44,7 @@ void instance_norm_forward_training(const TensorDesc& src_desc, const void* src,
   ops::require_activation(src_desc, "src_desc", 3, kMaxRank);
   ops::require_same(src_desc, "src_desc", dst_desc, "dst_desc");
   ops::require_eps(config.eps, "config.eps");
-  if (!(config.momentum >= 0.0 && config.momentum <= 1.0)) {
-    throw Error(ErrorKind::invalid_argument, "argument 'config.momentum' = " + ops::format_value(config.momentum) +
-                                                 ": momentum must be in [0, 1]");
-  }
+  ops::require_momentum(config.momentum, "config.momentum");
   if ((running_mean == nullptr) != (running_var == nullptr)) {
     throw Error(ErrorKind::null_pointer, std::string("argument '") + (running_mean ? "running_var" : "running_mean") +
                                              "' is null while the other running statistic is given: pass both "
