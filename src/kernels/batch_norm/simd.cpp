@@ -131,10 +131,12 @@ HWY_INLINE void WithGate(const batch_norm::Gate& g, F&& f) {
 // prefetcher starts cold on each; fetching the start of a run a little ahead
 // hides that ramp.
 constexpr std::int64_t kPrefetchRunsAhead = 2;
-template <DType kType>
-HWY_INLINE void PrefetchRunStart(const Storage<kType>* p, size_t len) {
+// Prefetches the cache lines of p[0, len), at most 1 KiB of them, into L1
+// (kLocality 3) or L2 only (2).
+template <DType kType, int kLocality = 3>
+HWY_INLINE void PrefetchSpan(const Storage<kType>* p, size_t len) {
   const size_t bytes = std::min<size_t>(len * sizeof(Storage<kType>), 1024);
-  for (size_t b = 0; b < bytes; b += 64) hwy::Prefetch(reinterpret_cast<const std::uint8_t*>(p) + b);
+  for (size_t b = 0; b < bytes; b += 64) __builtin_prefetch(reinterpret_cast<const std::uint8_t*>(p) + b, 0, kLocality);
 }
 
 // Sums of term_a(v) and term_b(v) over the runs, v the f32 values (padded
@@ -153,7 +155,7 @@ HWY_INLINE void TwoSumsOverRuns(const Storage<kType>* HWY_RESTRICT x, Runs runs,
     const Storage<kType>* HWY_RESTRICT p = x + r * runs.stride;
     const size_t n = static_cast<size_t>(runs.len);
     if (r + kPrefetchRunsAhead < runs.count)
-      PrefetchRunStart<kType>(x + (r + kPrefetchRunsAhead) * runs.stride, n);
+      PrefetchSpan<kType>(x + (r + kPrefetchRunsAhead) * runs.stride, n);
     size_t i = 0;
     for (; i + 2 * lanes <= n; i += 2 * lanes) {
       const VF v0 = LoadAsF32<kType>(d, p + i), v1 = LoadAsF32<kType>(d, p + i + lanes);
@@ -243,9 +245,9 @@ void BackwardReduceT(const Storage<kType>* x, const Storage<kType>* dy, const St
     if constexpr (kGate) py = y + r * runs.stride;
     const size_t len = static_cast<size_t>(runs.len);
     if (r + kPrefetchRunsAhead < runs.count) {
-      PrefetchRunStart<kType>(x + (r + kPrefetchRunsAhead) * runs.stride, len);
-      PrefetchRunStart<kType>(dy + (r + kPrefetchRunsAhead) * runs.stride, len);
-      if constexpr (kGate) PrefetchRunStart<kType>(y + (r + kPrefetchRunsAhead) * runs.stride, len);
+      PrefetchSpan<kType>(x + (r + kPrefetchRunsAhead) * runs.stride, len);
+      PrefetchSpan<kType>(dy + (r + kPrefetchRunsAhead) * runs.stride, len);
+      if constexpr (kGate) PrefetchSpan<kType>(y + (r + kPrefetchRunsAhead) * runs.stride, len);
     }
     size_t i = 0;
     for (; i + 2 * lanes <= len; i += 2 * lanes) {
@@ -500,17 +502,29 @@ HWY_INLINE bool TiledRows(DF d, Rows rows) {
   return static_cast<size_t>(rows.channels) % hn::Lanes(d) == 0 &&
          static_cast<size_t>(rows.channels) * sizeof(Storage<kType>) <= kTiledRowBytes;
 }
-template <DType kType, class Terms>
-HWY_INLINE void TiledRowSums(DF d, Rows rows, const Terms& terms,
-                             double* out_a, double* out_b) {
+//
+// The hardware prefetcher follows this walk down a tile's columns poorly, so
+// each step prefetches the same columns about kTiledPrefetchBytes further
+// on, through prefetch(i, count) (element offset, elements), into L2: that
+// far ahead, lines fetched into L1 were evicted before use (backward on
+// 32x64x56x56 f32 ran 2.5 -> 3.5 ms with L1 prefetches, 2.6 with L2 ones).
+// Measured on 64x256x56x56 channels-last, 2 threads: batch-norm statistics
+// f32 25.6 -> 22.6 ms, bf16 23.9 -> 18.7 ms; group norm forward f32 20.3 ->
+// 17.4 ms.
+constexpr size_t kTiledPrefetchBytes = 32768;
+template <DType kType, class Terms, class Prefetch>
+HWY_INLINE void TiledRowSums(DF d, Rows rows, const Terms& terms, const Prefetch& prefetch, double* out_a,
+                             double* out_b) {
   const size_t lanes = hn::Lanes(d), C = static_cast<size_t>(rows.channels);
   const size_t n_rows = static_cast<size_t>(rows.elements) / C;
+  const size_t ahead = std::max<size_t>(1, kTiledPrefetchBytes / (C * sizeof(Storage<kType>)));
   for (size_t r0 = 0; r0 < n_rows; r0 += kTileRows) {
     const size_t r1 = std::min(n_rows, r0 + kTileRows);
     size_t c = 0;
     for (; c + 2 * lanes <= C; c += 2 * lanes) {
       VF a0 = hn::Zero(d), a1 = hn::Zero(d), b0 = hn::Zero(d), b1 = hn::Zero(d);
       for (size_t r = r0; r < r1; ++r) {
+        if (r + ahead < n_rows) prefetch((r + ahead) * C + c, 2 * lanes);
         terms(r * C + c, c, a0, b0);
         terms(r * C + c + lanes, c + lanes, a1, b1);
       }
@@ -521,7 +535,10 @@ HWY_INLINE void TiledRowSums(DF d, Rows rows, const Terms& terms,
     }
     if (c < C) {
       VF a0 = hn::Zero(d), b0 = hn::Zero(d);
-      for (size_t r = r0; r < r1; ++r) terms(r * C + c, c, a0, b0);
+      for (size_t r = r0; r < r1; ++r) {
+        if (r + ahead < n_rows) prefetch((r + ahead) * C + c, lanes);
+        terms(r * C + c, c, a0, b0);
+      }
       AddToDoubles(d, a0, out_a + c);
       AddToDoubles(d, b0, out_b + c);
     }
@@ -540,16 +557,19 @@ void RowsShiftedSumsT(const Storage<kType>* x, Rows rows, const float* pivot, fl
           a = hn::Add(a, v);
           b = hn::MulAdd(v, v, b);
         },
+        [&](size_t i, size_t count) HWY_ATTR BNORM_ALWAYS_INLINE { PrefetchSpan<kType, 2>(x + i, count); },
         sum, sum_sq);
     return;
   }
   const size_t length = static_cast<size_t>(cyclic_period(rows.channels) + kCyclicPad);
+  const size_t n = static_cast<size_t>(rows.elements);
   float* HWY_RESTRICT acc = scratch;
   float* HWY_RESTRICT acc_sq = scratch + length;
   std::memset(scratch, 0, 2 * length * sizeof(float));
   WalkRows(
       d, rows,
       [&](size_t i, size_t count, size_t c) HWY_ATTR BNORM_ALWAYS_INLINE {
+        PrefetchAhead(x, i, n);
         const VF v = hn::Sub(LoadSomeAsF32<kType>(d, x + i, count, 0.0f), hn::LoadU(d, pivot + c));
         AddAt(d, acc, c, count, v);
         AddAt(d, acc_sq, c, count, hn::Mul(v, v));
@@ -580,8 +600,11 @@ void RowsNormalizeT(const Storage<kType>* x, Storage<kType>* y, const Storage<kT
   const DF d;
   if (WholeVectorRows<kType>(d, y, rows, stream)) {
     const size_t lanes = hn::Lanes(d), C = static_cast<size_t>(rows.channels);
-    for (size_t r = 0; r < static_cast<size_t>(rows.elements); r += C) {
+    const size_t n = static_cast<size_t>(rows.elements);
+    for (size_t r = 0; r < n; r += C) {
       for (size_t c = 0; c < C; c += lanes) {
+        PrefetchAhead(x, r + c, n);
+        if constexpr (kAdd) PrefetchAhead(z, r + c, n);
         const VF v = LoadAsF32<kType>(d, x + r + c);
         const VF out = Post<kType, kAdd, kRelu>(
             d, hn::MulAdd(hn::Sub(v, hn::LoadU(d, center + c)), hn::LoadU(d, scale + c), hn::LoadU(d, shift + c)),
@@ -597,8 +620,11 @@ void RowsNormalizeT(const Storage<kType>* x, Storage<kType>* y, const Storage<kT
   }
   const size_t period = static_cast<size_t>(cyclic_period(rows.channels));
   size_t c = 0;
-  ForEachOutputVector<kType>(d, y, static_cast<size_t>(rows.elements), stream,
+  const size_t n = static_cast<size_t>(rows.elements);
+  ForEachOutputVector<kType>(d, y, n, stream,
                              [&](size_t i, size_t count) HWY_ATTR BNORM_ALWAYS_INLINE {
+                               PrefetchAhead(x, i, n);
+                               if constexpr (kAdd) PrefetchAhead(z, i, n);
                                const VF v = LoadSomeAsF32<kType>(d, x + i, count, 0.0f);
                                const VF out = Post<kType, kAdd, kRelu>(
                                    d,
@@ -623,16 +649,25 @@ void RowsBackwardReduceT(const Storage<kType>* x, const Storage<kType>* dy, cons
           a = hn::Add(a, gv);
           b = hn::MulAdd(gv, hn::Sub(LoadAsF32<kType>(d, x + i), hn::LoadU(d, center + c)), b);
         },
+        [&](size_t i, size_t count) HWY_ATTR BNORM_ALWAYS_INLINE {
+          PrefetchSpan<kType, 2>(x + i, count);
+          PrefetchSpan<kType, 2>(dy + i, count);
+          if constexpr (kGate) PrefetchSpan<kType, 2>(y + i, count);
+        },
         sum_dy, sum_dy_xc);
     return;
   }
   const size_t length = static_cast<size_t>(cyclic_period(rows.channels) + kCyclicPad);
+  const size_t n = static_cast<size_t>(rows.elements);
   float* HWY_RESTRICT acc_dy = scratch;
   float* HWY_RESTRICT acc_dy_xc = scratch + length;
   std::memset(scratch, 0, 2 * length * sizeof(float));
   WalkRows(
       d, rows,
       [&](size_t i, size_t count, size_t c) HWY_ATTR BNORM_ALWAYS_INLINE {
+        PrefetchAhead(x, i, n);
+        PrefetchAhead(dy, i, n);
+        if constexpr (kGate) PrefetchAhead(y, i, n);
         // dy is padded with 0, so padded lanes add nothing.
         const VF gv = Gated<kType, kGate>(d, LoadSomeAsF32<kType>(d, dy + i, count, 0.0f), y, i, count);
         const VF xc = hn::Sub(LoadSomeAsF32<kType>(d, x + i, count, 0.0f), hn::LoadU(d, center + c));
@@ -652,8 +687,12 @@ void RowsBackwardApplyT(const Storage<kType>* x, const Storage<kType>* dy, Stora
   const DF d;
   if (WholeVectorRows<kType>(d, dx, rows, stream)) {
     const size_t lanes = hn::Lanes(d), C = static_cast<size_t>(rows.channels);
-    for (size_t r = 0; r < static_cast<size_t>(rows.elements); r += C) {
+    const size_t n = static_cast<size_t>(rows.elements);
+    for (size_t r = 0; r < n; r += C) {
       for (size_t c = 0; c < C; c += lanes) {
+        PrefetchAhead(x, r + c, n);
+        PrefetchAhead(dy, r + c, n);
+        if constexpr (kGate) PrefetchAhead(y, r + c, n);
         const VF xc = hn::Sub(LoadAsF32<kType>(d, x + r + c), hn::LoadU(d, center + c));
         const VF gv = Gated<kType, kGate>(d, LoadAsF32<kType>(d, dy + r + c), y, r + c, lanes);
         if constexpr (kDz) StoreFromF32<kType>(d, gv, dz + r + c);
@@ -670,8 +709,12 @@ void RowsBackwardApplyT(const Storage<kType>* x, const Storage<kType>* dy, Stora
   }
   const size_t period = static_cast<size_t>(cyclic_period(rows.channels));
   size_t c = 0;
-  ForEachOutputVector<kType>(d, dx, static_cast<size_t>(rows.elements), stream,
+  const size_t n = static_cast<size_t>(rows.elements);
+  ForEachOutputVector<kType>(d, dx, n, stream,
                              [&](size_t i, size_t count) HWY_ATTR BNORM_ALWAYS_INLINE {
+                               PrefetchAhead(x, i, n);
+                               PrefetchAhead(dy, i, n);
+                               if constexpr (kGate) PrefetchAhead(y, i, n);
                                const VF xv = LoadSomeAsF32<kType>(d, x + i, count, 0.0f);
                                const VF gv = Gated<kType, kGate>(d, LoadSomeAsF32<kType>(d, dy + i, count, 0.0f),
                                                                  y, i, count);

@@ -192,6 +192,19 @@ HWY_INLINE VF LoadSomeAsF32(DF d, const Storage<kType>* HWY_RESTRICT p, size_t c
   return count == hn::Lanes(d) ? LoadAsF32<kType>(d, p) : LoadPartialAsF32<kType>(d, p, count, fill);
 }
 
+/// Software prefetch for a stream read in order: the hardware prefetcher
+/// alone leaves such reads well short of DRAM bandwidth here, most for
+/// 16-bit data (measured with 2 threads on 64x256x56x56 bf16: y = a*x + b
+/// 10.5 -> 6.6 ms, batch-norm inference channels-last 10.5 -> 7.5 ms).
+inline constexpr size_t kPrefetchAheadBytes = 4096;
+
+/// Prefetches p[i + kPrefetchAheadBytes / sizeof(T)] when it lies before p[n].
+template <class T>
+HWY_INLINE void PrefetchAhead(const T* p, size_t i, size_t n) {
+  constexpr size_t ahead = kPrefetchAheadBytes / sizeof(T);
+  if (i + ahead < n) hwy::Prefetch(p + i + ahead);
+}
+
 /// Sum of the lanes of v, added in double.
 HWY_INLINE double SumLanesInDouble(DF d, VF v) {
   HWY_ALIGN float lanes[hn::MaxLanes(d)];
