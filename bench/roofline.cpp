@@ -19,6 +19,10 @@ void AxpbT(const kn::Storage<kType>* x, kn::Storage<kType>* y, size_t n, float a
   const kn::DF d;
   const kn::VF va = hn::Set(d, a), vb = hn::Set(d, b);
   kn::ForEachOutputVector<kType>(d, y, n, true, [&](size_t i, size_t count) {
+    // bnorm's in-order passes prefetch ahead; so does the roofline, for the
+    // dtypes where that makes it faster (16-bit: 10.5 -> 6.6 ms on
+    // 64x256x56x56, 2 threads; f32 measured 1-4% slower with it).
+    if constexpr (sizeof(kn::Storage<kType>) == 2) kn::PrefetchAhead(x, i, n);
     return hn::MulAdd(kn::LoadSomeAsF32<kType>(d, x + i, count, 0.0f), va, vb);
   });
   hwy::FlushStream();

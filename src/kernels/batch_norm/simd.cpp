@@ -287,8 +287,11 @@ void NormalizeT(const Storage<kType>* x, Storage<kType>* y, const Storage<kType>
     const Storage<kType>* HWY_RESTRICT p = x + r * runs.stride;
     const Storage<kType>* HWY_RESTRICT pz = nullptr;
     if constexpr (kAdd) pz = z + r * runs.stride;
-    ForEachOutputVector<kType>(d, y + r * runs.stride, static_cast<size_t>(runs.len), stream,
+    const size_t n = static_cast<size_t>(runs.len);
+    ForEachOutputVector<kType>(d, y + r * runs.stride, n, stream,
                                [&](size_t i, size_t count) HWY_ATTR BNORM_ALWAYS_INLINE {
+                                 PrefetchAhead(p, i, n);
+                                 if constexpr (kAdd) PrefetchAhead(pz, i, n);
                                  const VF v = LoadSomeAsF32<kType>(d, p + i, count, 0.0f);
                                  return Post<kType, kAdd, kRelu>(d, hn::MulAdd(hn::Sub(v, vc), vs, vb), pz, i,
                                                                  count);
@@ -309,8 +312,12 @@ void BackwardApplyT(const Storage<kType>* x, const Storage<kType>* dy, Storage<k
     Storage<kType>* HWY_RESTRICT pz = nullptr;
     if constexpr (kGate) py = y + r * runs.stride;
     if constexpr (kDz) pz = dz + r * runs.stride;
-    ForEachOutputVector<kType>(d, dx + r * runs.stride, static_cast<size_t>(runs.len), stream,
+    const size_t n = static_cast<size_t>(runs.len);
+    ForEachOutputVector<kType>(d, dx + r * runs.stride, n, stream,
                                [&](size_t i, size_t count) HWY_ATTR BNORM_ALWAYS_INLINE {
+                                 PrefetchAhead(px, i, n);
+                                 PrefetchAhead(pg, i, n);
+                                 if constexpr (kGate) PrefetchAhead(py, i, n);
                                  const VF xv = LoadSomeAsF32<kType>(d, px + i, count, 0.0f);
                                  const VF gv =
                                      Gated<kType, kGate>(d, LoadSomeAsF32<kType>(d, pg + i, count, 0.0f), py, i, count);
@@ -394,9 +401,12 @@ void NormalizePlanesT(const Storage<kType>* x, Storage<kType>* y, const Storage<
                       std::int64_t plane_len, std::int64_t first, std::int64_t period, const float* center,
                       const float* scale, const float* shift, bool stream) {
   const DF d;
+  const size_t n = static_cast<size_t>(planes * plane_len);
   WalkPlanes<kType, 3>(d, y, planes, plane_len, first, period, PlaneParams<3>{{center, scale, shift}, {}},
                        stream,
                        [&](const PlaneParams<3>& p, size_t i, size_t count) HWY_ATTR BNORM_ALWAYS_INLINE {
+                         PrefetchAhead(x, i, n);
+                         if constexpr (kAdd) PrefetchAhead(z, i, n);
                          const VF v = LoadSomeAsF32<kType>(d, x + i, count, 0.0f);
                          return Post<kType, kAdd, kRelu>(d, hn::MulAdd(hn::Sub(v, p.v[0]), p.v[1], p.v[2]), z, i,
                                                          count);
@@ -409,9 +419,13 @@ void ApplyPlanesT(const Storage<kType>* x, const Storage<kType>* dy, Storage<kTy
                   std::int64_t period, const float* center, const float* k_dy, const float* k_xc,
                   const float* k_const, bool stream) {
   const DF d;
+  const size_t n = static_cast<size_t>(planes * plane_len);
   WalkPlanes<kType, 4>(d, dx, planes, plane_len, first, period,
                        PlaneParams<4>{{center, k_dy, k_xc, k_const}, {}}, stream,
                        [&](const PlaneParams<4>& p, size_t i, size_t count) HWY_ATTR BNORM_ALWAYS_INLINE {
+                         PrefetchAhead(x, i, n);
+                         PrefetchAhead(dy, i, n);
+                         if constexpr (kGate) PrefetchAhead(y, i, n);
                          const VF xv = LoadSomeAsF32<kType>(d, x + i, count, 0.0f);
                          const VF gv =
                              Gated<kType, kGate>(d, LoadSomeAsF32<kType>(d, dy + i, count, 0.0f), y, i, count);
