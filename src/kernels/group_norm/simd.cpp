@@ -81,6 +81,7 @@ void NormalizeAndSumT(const Storage<kType>* x, Storage<kType>* y, std::int64_t p
                       const Storage<kType>* next, float pivot, double out[2]) {
   const DF d;
   const size_t S = static_cast<size_t>(plane_len);
+  const size_t total = static_cast<size_t>(planes) * S;
   const VF vp = hn::Set(d, pivot);
   GroupTwoSums sums(d);
   for (std::int64_t q = 0; q < planes; ++q) {
@@ -90,6 +91,7 @@ void NormalizeAndSumT(const Storage<kType>* x, Storage<kType>* y, std::int64_t p
     const VF vc = hn::Set(d, center[q]), vs = hn::Set(d, scale[q]), vb = hn::Set(d, shift[q]);
     ForEachOutputVector<kType>(d, y + off, S, stream, [&](size_t i, size_t count) HWY_ATTR BNORM_ALWAYS_INLINE {
       if constexpr (kNext) {
+        PrefetchAhead(next, off + i, total);
         // Padded lanes load as the pivot: they add nothing.
         const VF w = hn::Sub(LoadSomeAsF32<kType>(d, np + i, count, pivot), vp);
         sums.a = hn::Add(sums.a, w);
@@ -113,6 +115,7 @@ void ApplyAndReduceT(const Storage<kType>* x, const Storage<kType>* dy, Storage<
                      const Storage<kType>* next_dy, float next_center, double* out) {
   const DF d;
   const size_t S = static_cast<size_t>(plane_len);
+  const size_t total = static_cast<size_t>(planes) * S;
   const VF vnc = hn::Set(d, next_center);
   for (std::int64_t q = 0; q < planes; ++q) {
     const size_t off = static_cast<size_t>(q) * S;
@@ -125,6 +128,8 @@ void ApplyAndReduceT(const Storage<kType>* x, const Storage<kType>* dy, Storage<
     GroupTwoSums sums(d);
     ForEachOutputVector<kType>(d, dx + off, S, stream, [&](size_t i, size_t count) HWY_ATTR BNORM_ALWAYS_INLINE {
       if constexpr (kNext) {
+        PrefetchAhead(next_x, off + i, total);
+        PrefetchAhead(next_dy, off + i, total);
         // The next dy is padded with 0: padded lanes add nothing.
         const VF ng = LoadSomeAsF32<kType>(d, ngp + i, count, 0.0f);
         const VF nx = LoadSomeAsF32<kType>(d, nxp + i, count, next_center);
