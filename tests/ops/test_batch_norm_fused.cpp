@@ -25,10 +25,13 @@ std::vector<obn::Plan> plans_for(const obn::Problem& p) {
   for (bool stream : {false, true})
     for (int workers : {1, 3}) {
       if (p.rows_view()) {
-        for (std::int64_t tile : {2, 1 << 20}) plans.push_back({obn::Strategy::rows, workers, 1, tile, stream});
+        for (std::int64_t tile : {2, 1 << 20})
+          plans.push_back({obn::Strategy::rows, workers, 1, tile, stream});
       }
       if (p.layout == Layout::channels_first) {
-        for (std::int64_t block : {1, 3}) plans.push_back({obn::Strategy::channel_slabs, workers, block, 1, stream});
+        for (std::int64_t block : {1, 3})
+          for (bool pipeline : {false, true})
+            plans.push_back({obn::Strategy::channel_slabs, workers, block, 1, stream, pipeline});
         plans.push_back({obn::Strategy::split_channels, workers, 1, 1, stream});
       }
     }
@@ -56,7 +59,8 @@ Buffer add_relu(const Buffer& bn, const Buffer* z, bool relu) {
     if (got.bytes == want.bytes) return ::testing::AssertionSuccess();
     for (std::int64_t i = 0; i < got.size(); ++i)
       if (std::memcmp(got.bytes.data() + 4 * i, want.bytes.data() + 4 * i, 4) != 0)
-        return ::testing::AssertionFailure() << what << "[" << i << "]: " << got.get(i) << " vs " << want.get(i);
+        return ::testing::AssertionFailure()
+               << what << "[" << i << "]: " << got.get(i) << " vs " << want.get(i);
   }
   for (std::int64_t i = 0; i < got.size(); ++i) {
     const double g = got.get(i), w = want.get(i);
@@ -79,17 +83,19 @@ void check(const TensorDesc& desc) {
   fill_normal(dy, 5);
   for (const obn::Plan& plan : plans_for(p)) {
     SCOPED_TRACE("plan " + std::to_string(static_cast<int>(plan.strategy)) + " workers " +
-                 std::to_string(plan.workers) + (plan.stream ? " stream" : ""));
-    for (const auto& [residual, relu] : std::vector<std::pair<bool, bool>>{{false, true}, {true, true}, {true, false}}) {
+                 std::to_string(plan.workers) + (plan.stream ? " stream" : "") +
+                 (plan.pipeline ? " pipeline" : ""));
+    for (const auto& [residual, relu] :
+         std::vector<std::pair<bool, bool>>{{false, true}, {true, true}, {true, false}}) {
       SCOPED_TRACE(std::string(residual ? "add" : "") + (relu ? "+relu" : ""));
       const kernels::batch_norm::Epilogue post{residual ? z.data() : nullptr, relu};
       // Training forward.
       Buffer plain(desc), fused(desc);
       std::vector<float> m1(C), i1(C), m2(C), i2(C);
-      obn::forward_training(p, plan, src.data(), plain.data(), gamma.data(), beta.data(), m1.data(), i1.data(),
-                            nullptr, nullptr, 1e-5, 0.0);
-      obn::forward_training(p, plan, src.data(), fused.data(), gamma.data(), beta.data(), m2.data(), i2.data(),
-                            nullptr, nullptr, 1e-5, 0.0, true, nullptr, post);
+      obn::forward_training(p, plan, src.data(), plain.data(), gamma.data(), beta.data(), m1.data(),
+                            i1.data(), nullptr, nullptr, 1e-5, 0.0);
+      obn::forward_training(p, plan, src.data(), fused.data(), gamma.data(), beta.data(), m2.data(),
+                            i2.data(), nullptr, nullptr, 1e-5, 0.0, true, nullptr, post);
       ASSERT_TRUE(same(fused, add_relu(plain, residual ? &z : nullptr, relu), "training", &plain,
                        residual ? &z : nullptr));
       ASSERT_EQ(m1, m2);
@@ -97,10 +103,10 @@ void check(const TensorDesc& desc) {
       Buffer iplain(desc), ifused(desc);
       std::vector<float> var(C);
       for (std::size_t c = 0; c < C; ++c) var[c] = 1.0f / (i1[c] * i1[c]);
-      obn::forward_inference(p, plan, src.data(), iplain.data(), gamma.data(), beta.data(), m1.data(), var.data(),
-                             1e-5);
-      obn::forward_inference(p, plan, src.data(), ifused.data(), gamma.data(), beta.data(), m1.data(), var.data(),
-                             1e-5, post);
+      obn::forward_inference(p, plan, src.data(), iplain.data(), gamma.data(), beta.data(), m1.data(),
+                             var.data(), 1e-5);
+      obn::forward_inference(p, plan, src.data(), ifused.data(), gamma.data(), beta.data(), m1.data(),
+                             var.data(), 1e-5, post);
       ASSERT_TRUE(same(ifused, add_relu(iplain, residual ? &z : nullptr, relu), "inference", &iplain,
                        residual ? &z : nullptr));
       if (!relu) continue;
@@ -158,8 +164,8 @@ TEST(BatchNormFused, PublicFunctions) {
   // Without a ReLU the residual's gradient is dy itself.
   batch_norm_backward_fused(d, src.data(), nullptr, false, d, dy.data(), d, dx.data(), gamma.data(), m.data(),
                             is.data(), dg.data(), db.data(), dz.data());
-  batch_norm_backward(d, src.data(), d, dy.data(), d, dx_plain.data(), gamma.data(), m.data(), is.data(), nullptr,
-                      nullptr);
+  batch_norm_backward(d, src.data(), d, dy.data(), d, dx_plain.data(), gamma.data(), m.data(), is.data(),
+                      nullptr, nullptr);
   EXPECT_EQ(dz.bytes, dy.bytes);
   EXPECT_EQ(dx.bytes, dx_plain.bytes);
   // NaN passes through the ReLU (as torch.relu).
@@ -169,11 +175,11 @@ TEST(BatchNormFused, PublicFunctions) {
                                      rm.data(), rv.data());
   EXPECT_TRUE(std::isnan(inf.get(0)));
   // Errors.
-  EXPECT_THROW(batch_norm_backward_fused(d, src.data(), nullptr, true, d, dy.data(), d, dx.data(), gamma.data(),
-                                         m.data(), is.data(), nullptr, nullptr, nullptr),
+  EXPECT_THROW(batch_norm_backward_fused(d, src.data(), nullptr, true, d, dy.data(), d, dx.data(),
+                                         gamma.data(), m.data(), is.data(), nullptr, nullptr, nullptr),
                Error);
-  EXPECT_THROW(batch_norm_backward_fused(d, src.data(), y.data(), true, d, dy.data(), d, nullptr, gamma.data(),
-                                         m.data(), is.data(), nullptr, nullptr, dz.data()),
+  EXPECT_THROW(batch_norm_backward_fused(d, src.data(), y.data(), true, d, dy.data(), d, nullptr,
+                                         gamma.data(), m.data(), is.data(), nullptr, nullptr, dz.data()),
                Error);
 }
 

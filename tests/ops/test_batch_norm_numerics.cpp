@@ -22,6 +22,10 @@ std::vector<obn::Plan> plans(const obn::Problem& p) {
   if (p.layout == Layout::channels_first) {
     out.push_back({obn::Strategy::channel_slabs, 2, 3, 1, false});
     out.push_back({obn::Strategy::split_channels, 3, 1, 1, true});
+    // Pipelined blocks: every block after a worker's first takes its sums
+    // from the walk of the block before.
+    out.push_back({obn::Strategy::channel_slabs, 2, 1, 1, false, true});
+    out.push_back({obn::Strategy::channel_slabs, 1, 2, 1, true, true});
   } else {
     out.push_back({obn::Strategy::rows, 2, 1, 100, false});
     out.push_back({obn::Strategy::rows, 3, 1, 1 << 20, true});

@@ -26,7 +26,8 @@ std::vector<obn::Plan> plans_for(const obn::Problem& p) {
       }
       if (p.layout == Layout::channels_first) {
         for (std::int64_t block : {1, 2, 3})
-          plans.push_back({obn::Strategy::channel_slabs, workers, block, 1, stream});
+          for (bool pipeline : {false, true})
+            plans.push_back({obn::Strategy::channel_slabs, workers, block, 1, stream, pipeline});
         plans.push_back({obn::Strategy::split_channels, workers, 1, 1, stream});
       }
     }
@@ -38,7 +39,7 @@ std::string plan_name(const obn::Plan& plan) {
   const char* names[] = {"channel_slabs", "split_channels", "rows"};
   return std::string(names[static_cast<int>(plan.strategy)]) + " workers=" + std::to_string(plan.workers) +
          " block=" + std::to_string(plan.block_channels) + " tile=" + std::to_string(plan.tile_rows) +
-         (plan.stream ? " stream" : "");
+         (plan.stream ? " stream" : "") + (plan.pipeline ? " pipeline" : "");
 }
 
 void check_plans(const TensorDesc& desc) {
@@ -136,6 +137,15 @@ TEST(BatchNormPlans, PublicPlanChoice) {
   // Three channels on two workers: share every channel.
   const obn::Problem uneven{DType::f32, Layout::channels_first, 64, 3, 224 * 224};
   EXPECT_EQ(obn::plan_for(uneven, 2, Pass::training).strategy, Strategy::split_channels);
+  // Channels-first training pipelines its blocks when planes are big (12 KiB
+  // here), not for small planes (784 B) nor in the other passes.
+  const obn::Problem big{DType::f32, Layout::channels_first, 64, 256, 56 * 56};
+  EXPECT_TRUE(obn::plan_for(big, 2, Pass::training).pipeline);
+  EXPECT_FALSE(obn::plan_for(big, 2, Pass::backward).pipeline);
+  EXPECT_FALSE(obn::plan_for(big, 2, Pass::inference).pipeline);
+  EXPECT_FALSE(
+      obn::plan_for(obn::Problem{DType::f32, Layout::channels_first, 256, 1024, 14 * 14}, 2, Pass::training)
+          .pipeline);
   // Small slabs, many channels: own them.
   const obn::Problem small{DType::f32, Layout::channels_first, 256, 1024, 14 * 14};
   EXPECT_EQ(obn::plan_for(small, 2, Pass::training).strategy, Strategy::channel_slabs);

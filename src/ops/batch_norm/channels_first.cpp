@@ -5,6 +5,7 @@
 #include <cmath>
 #include <numeric>
 
+#include "kernels/batch_norm/pipeline.hpp"
 #include "kernels/common/scalar.hpp"
 #include "ops/batch_norm/plan.hpp"
 #include "ops/parallel.hpp"
@@ -72,6 +73,8 @@ float share_pivot(DType dt, const void* x, const Segments& segs) {
   return finite_or_zero(static_cast<float>(sum / static_cast<double>(runs * values)));
 }
 
+Stats stats_from_sums(DType dt, const void* x, const Segments& segs, float pivot, double s1, double s2);
+
 Stats share_stats(DType dt, const void* x, const Segments& segs) {
   if (segs.count == 0) return {};
   const float pivot = share_pivot(dt, x, segs);
@@ -82,6 +85,11 @@ Stats share_stats(DType dt, const void* x, const Segments& segs) {
     s1 += sums[0];
     s2 += sums[1];
   }
+  return stats_from_sums(dt, x, segs, pivot, s1, s2);
+}
+
+// The statistics of a share from its sums s1, s2 of values shifted by pivot.
+Stats stats_from_sums(DType dt, const void* x, const Segments& segs, float pivot, double s1, double s2) {
   const double count = static_cast<double>(segs.count);
   Stats st;
   if (stats_from_shifted_sums(count, pivot, s1, s2, &st)) return st;
@@ -144,9 +152,19 @@ Segments share_of(const Problem& p, int workers, int w) {
                      p.c * p.s);
 }
 
-// channel_slabs: each worker's channels in blocks of plan.block_channels.
-// Calls body(first channel, channels, floats, doubles) per block, with
-// per-worker scratch of `floats` and `doubles` values per block channel.
+// One block of a worker's channels in channel_slabs, with per-worker
+// scratch of the floats and doubles asked for per block channel.
+struct OwnedBlock {
+  std::int64_t first;     ///< first channel
+  std::int64_t channels;  ///< channels in the block
+  std::int64_t next;      ///< channels in the worker's next block (0: none)
+  bool leading;           ///< the worker's first block
+  float* f;
+  double* d;
+};
+
+// channel_slabs: each worker's channels in blocks of plan.block_channels,
+// body(OwnedBlock) per block, a worker's blocks in order.
 template <class Body>
 void for_each_owned_block(const Problem& p, const Plan& plan, std::size_t floats, std::size_t doubles,
                           const Body& body) {
@@ -161,9 +179,11 @@ void for_each_owned_block(const Problem& p, const Plan& plan, std::size_t floats
   run_team(workers, [&](const Team& team) {
     team.for_each_worker([&](int w) {
       std::byte* mine = base + per_worker * static_cast<std::size_t>(w);
+      const std::int64_t c0 = split_point(p.c / unit, workers, w) * unit;
       const std::int64_t c1 = split_point(p.c / unit, workers, w + 1) * unit;
-      for (std::int64_t b = split_point(p.c / unit, workers, w) * unit; b < c1; b += G)
-        body(b, std::min(G, c1 - b), scratch_at<float>(mine, o_f), scratch_at<double>(mine, o_d));
+      for (std::int64_t b = c0; b < c1; b += G)
+        body(OwnedBlock{b, std::min(G, c1 - b), std::clamp<std::int64_t>(c1 - b - G, 0, G), b == c0,
+                        scratch_at<float>(mine, o_f), scratch_at<double>(mine, o_d)});
     });
     if (plan.stream) k::stream_fence();
   });
@@ -192,22 +212,48 @@ void training_channels_first(const Problem& p, const Plan& plan, const void* src
     // Statistics per channel of a block, then the block normalized sample by
     // sample, each sample's planes being contiguous (aligned streaming
     // stores whatever S is).
+    //
+    // With plan.pipeline, a worker's blocks are pipelined as group norm's
+    // are: block b's normalization (x from cache) walks plane by plane with
+    // the shifted sums of block b + 1 (from DRAM), so the next block's reads
+    // overlap this block's writes. The worker's first block is summed alone.
     const Segments whole = segments_of(0, p.count(), p.s, p.c * p.s);
     const std::int64_t G = std::max<std::int64_t>(1, plan.block_channels);
-    for_each_owned_block(p, plan, 3, 3, [&](std::int64_t b, std::int64_t g_here, float* f, double* dd) {
-      float *center = f, *scale = f + G, *shift = f + 2 * G;
-      double *mean = dd, *m2 = dd + G, *invstd = dd + 2 * G;
+    const bool pipeline = plan.pipeline;
+    const DType dt = p.dtype;
+    for_each_owned_block(p, plan, 5, 7, [&](const OwnedBlock& blk) {
+      const std::int64_t b = blk.first, g_here = blk.channels, g_next = pipeline ? blk.next : 0;
+      float *center = blk.f, *scale = center + G, *shift = scale + G, *pivot = shift + G,
+            *next_pivot = pivot + G;
+      double *mean = blk.d, *m2 = mean + G, *invstd = m2 + G, *sums = invstd + G, *plane_sums = sums + 2 * G;
       for (std::int64_t g = 0; g < g_here; ++g) {
-        const Stats st = share_stats(p.dtype, x_at(b + g), whole);
+        const Stats st = pipeline && !blk.leading
+                             ? stats_from_sums(dt, x_at(b + g), whole, pivot[g], sums[2 * g], sums[2 * g + 1])
+                             : share_stats(dt, x_at(b + g), whole);
         mean[g] = st.mean;
         m2[g] = st.m2;
       }
       out.finish(b, b + g_here, static_cast<double>(p.count()), mean, m2, center, scale, shift, invstd, true);
+      for (std::int64_t g = 0; g < g_next; ++g) {
+        next_pivot[g] = share_pivot(dt, x_at(b + g_here + g), whole);
+        sums[2 * g] = sums[2 * g + 1] = 0.0;
+      }
       for (std::int64_t n = 0; n < p.n; ++n) {
         const std::int64_t off = (n * p.c + b) * p.s;
-        k::normalize_planes(p.dtype, element_ptr(src, p.dtype, off), element_ptr(dst, p.dtype, off), g_here,
-                            p.s, 0, g_here, center, scale, shift, plan.stream, out.post.at(p.dtype, off));
+        if (g_next > 0) {
+          const k::Epilogue post = out.post.at(dt, off);
+          k::normalize_and_sum(dt, element_ptr(src, dt, off), element_ptr(dst, dt, off), g_next, p.s, center,
+                               scale, shift, plan.stream, element_ptr(src, dt, off + g_here * p.s),
+                               next_pivot, plane_sums, post.residual, post.relu);
+          for (std::int64_t i = 0; i < 2 * g_next; ++i) sums[i] += plane_sums[i];
+        }
+        if (g_here > g_next) {
+          const std::int64_t rest = off + g_next * p.s;
+          k::normalize_planes(dt, element_ptr(src, dt, rest), element_ptr(dst, dt, rest), g_here - g_next,
+                              p.s, g_next, g_here, center, scale, shift, plan.stream, out.post.at(dt, rest));
+        }
       }
+      std::copy_n(next_pivot, g_next, pivot);
     });
     return;
   }
@@ -261,14 +307,14 @@ void backward_channels_first(const Problem& p, const Plan& plan, const void* src
     // sample by sample in memory order, from cache.
     const Segments whole = segments_of(0, p.count(), p.s, p.c * p.s);
     const std::int64_t G = std::max<std::int64_t>(1, plan.block_channels);
-    for_each_owned_block(p, plan, 4, 2, [&](std::int64_t b, std::int64_t g_here, float* f, double* dd) {
-      float *k_dy = f, *k_xc = f + G, *k_const = f + 2 * G, *center = f + 3 * G;
-      double *sum_dy = dd, *sum_dy_xc = dd + G;
+    for_each_owned_block(p, plan, 4, 2, [&](const OwnedBlock& blk) {
+      const std::int64_t b = blk.first, g_here = blk.channels;
+      float *k_dy = blk.f, *k_xc = k_dy + G, *k_const = k_xc + G, *center = k_const + G;
+      double *sum_dy = blk.d, *sum_dy_xc = sum_dy + G;
       for (std::int64_t g = 0; g < g_here; ++g) {
-        const ShareGrad s =
-            reduce ? share_reduce(p.dtype, at(src, b + g), at(diff_dst, b + g), whole, mean[b + g],
-                                  out.gate.at(p.dtype, (b + g) * p.s))
-                   : ShareGrad{};
+        const ShareGrad s = reduce ? share_reduce(p.dtype, at(src, b + g), at(diff_dst, b + g), whole,
+                                                  mean[b + g], out.gate.at(p.dtype, (b + g) * p.s))
+                                   : ShareGrad{};
         sum_dy[g] = s.sum_dy;
         sum_dy_xc[g] = s.sum_dy_xc;
         center[g] = mean[b + g];

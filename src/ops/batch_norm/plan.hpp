@@ -55,6 +55,10 @@ struct Plan {
   std::int64_t tile_rows = 1;
   /// Non-temporal stores for the output.
   bool stream = false;
+  /// channel_slabs training: each block's normalization walks with the next
+  /// block's statistics (group norm's pipeline), instead of the statistics
+  /// of a block and its normalization taking turns.
+  bool pipeline = false;
 };
 
 /// Which function a plan is for (they keep different amounts in cache).
@@ -108,8 +112,8 @@ void forward_training(const Problem& problem, const Plan& plan, const void* src,
 
 /// forward inference with an explicit plan; arguments already validated.
 void forward_inference(const Problem& problem, const Plan& plan, const void* src, void* dst,
-                       const float* gamma, const float* beta, const float* mean, const float* var,
-                       double eps, const k::Epilogue& post = {});
+                       const float* gamma, const float* beta, const float* mean, const float* var, double eps,
+                       const k::Epilogue& post = {});
 
 /// backward with an explicit plan; arguments already validated.
 void backward(const Problem& problem, const Plan& plan, const void* src, const void* diff_dst, void* diff_src,

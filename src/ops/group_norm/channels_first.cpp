@@ -6,8 +6,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "kernels/batch_norm/pipeline.hpp"
 #include "kernels/common/scalar.hpp"
-#include "kernels/group_norm/kernels.hpp"
 #include "ops/group_norm/common.hpp"
 #include "ops/parallel.hpp"
 
@@ -39,13 +39,14 @@ void for_each_channel_piece(std::int64_t s, Share sh, F&& f) {
 // `planes` planes, per-channel sums, parameter-gradient partials.
 struct BlockScratch {
   ScratchLayout layout;
-  std::size_t center, scale, shift, k_const, mean_rep, m2_rep, invstd_rep, ds, db, acc;
+  std::size_t center, scale, shift, pivots, k_const, mean_rep, m2_rep, invstd_rep, ds, db, acc;
   std::size_t bytes;
   BlockScratch(std::int64_t planes, std::int64_t cg, std::int64_t channels) {
     const auto P = static_cast<std::size_t>(planes);
     center = layout.add<float>(P);
     scale = layout.add<float>(P);
     shift = layout.add<float>(P);
+    pivots = layout.add<float>(P);
     k_const = layout.add<float>(P);
     mean_rep = layout.add<double>(P);
     m2_rep = layout.add<double>(P);
@@ -89,6 +90,8 @@ void forward_blocks(const Problem& p, const Plan& plan, const void* src, void* d
         auto x_at = [&](std::int64_t b) { return element_ptr(src, dt, b * m); };
         // The first block's sums alone; then each block's elementwise pass
         // (from cache) walks with the next block's sums (from DRAM).
+        float* pivots = scratch_at<float>(mine, cs.pivots);
+        double* plane_sums = scratch_at<double>(mine, cs.ds);
         float pivot = block_pivot(dt, x_at(b0), cg, p.s);
         double sums[2];
         k::shifted_sums(dt, x_at(b0), k::Runs{1, m, m}, pivot, sums);
@@ -104,9 +107,17 @@ void forward_blocks(const Problem& p, const Plan& plan, const void* src, void* d
             all_m2[b] = st.m2;
           }
           const bool more = b + 1 < b_end;
-          if (more) pivot = block_pivot(dt, x_at(b + 1), cg, p.s);
-          kernels::group_norm::normalize_and_sum(dt, x_at(b), element_ptr(dst, dt, b * m), cg, p.s, center, scale,
-                                                 shift, plan.stream, more ? x_at(b + 1) : nullptr, pivot, sums);
+          if (more) {
+            pivot = block_pivot(dt, x_at(b + 1), cg, p.s);
+            std::fill_n(pivots, cg, pivot);
+          }
+          k::normalize_and_sum(dt, x_at(b), element_ptr(dst, dt, b * m), cg, p.s, center, scale, shift,
+                               plan.stream, more ? x_at(b + 1) : nullptr, pivots, plane_sums);
+          sums[0] = sums[1] = 0.0;
+          for (std::int64_t q = 0; more && q < cg; ++q) {
+            sums[0] += plane_sums[2 * q];
+            sums[1] += plane_sums[2 * q + 1];
+          }
         }
       });
       if (plan.stream) k::stream_fence();
@@ -159,10 +170,11 @@ void forward_blocks(const Problem& p, const Plan& plan, const void* src, void* d
             all_m2[b] = st.m2;
           }
         }
-        for_each_channel_piece(p.s, share_of(m, workers, w), [&](std::int64_t j, std::int64_t lo, std::int64_t hi) {
-          k::normalize(dt, element_ptr(x, dt, lo), element_ptr(dst, dt, b * m + lo), k::Runs{1, hi - lo, hi - lo},
-                       center[j], scale[j], shift[j], plan.stream);
-        });
+        for_each_channel_piece(
+            p.s, share_of(m, workers, w), [&](std::int64_t j, std::int64_t lo, std::int64_t hi) {
+              k::normalize(dt, element_ptr(x, dt, lo), element_ptr(dst, dt, b * m + lo),
+                           k::Runs{1, hi - lo, hi - lo}, center[j], scale[j], shift[j], plan.stream);
+            });
       });
     }
     if (plan.stream) k::stream_fence();
@@ -176,8 +188,8 @@ void forward_blocks(const Problem& p, const Plan& plan, const void* src, void* d
   });
 }
 
-void backward_blocks(const Problem& p, const Plan& plan, const void* src, const void* diff_dst, void* diff_src,
-                     const BackwardArgs& a) {
+void backward_blocks(const Problem& p, const Plan& plan, const void* src, const void* diff_dst,
+                     void* diff_src, const BackwardArgs& a) {
   const int workers = plan.workers;
   const DType dt = p.dtype;
   const std::int64_t blocks = p.n * p.g, cg = p.group_channels(), m = p.group_count(), C = p.c;
@@ -206,8 +218,8 @@ void backward_blocks(const Problem& p, const Plan& plan, const void* src, const 
           for (std::int64_t j = 0; j < cg; ++j) {
             sums[2 * j] = sums[2 * j + 1] = 0.0;
             const std::int64_t off = b * m + j * p.s;
-            k::backward_reduce(dt, element_ptr(src, dt, off), element_ptr(diff_dst, dt, off), k::Runs{1, p.s, p.s},
-                               a.mean[b], sums + 2 * j);
+            k::backward_reduce(dt, element_ptr(src, dt, off), element_ptr(diff_dst, dt, off),
+                               k::Runs{1, p.s, p.s}, a.mean[b], sums + 2 * j);
           }
         };
         // With diff_src, the first block's sums alone, then each block's dx
@@ -222,9 +234,9 @@ void backward_blocks(const Problem& p, const Plan& plan, const void* src, const 
           block_coefficients(p, b / p.g, b % p.g, ds, db, a, center, k_dy, k_xc, k_const, acc, acc + C);
           if (!diff_src) continue;
           const bool more = b + 1 < b_end;
-          kernels::group_norm::apply_and_reduce(dt, at(src, b), at(diff_dst, b), element_ptr(diff_src, dt, b * m), cg, p.s, center, k_dy,
-                                                k_xc, k_const, plan.stream, more ? at(src, b + 1) : nullptr,
-                                                more ? at(diff_dst, b + 1) : nullptr, more ? a.mean[b + 1] : 0.0f, sums);
+          k::apply_and_reduce(dt, at(src, b), at(diff_dst, b), element_ptr(diff_src, dt, b * m), cg, p.s,
+                              center, k_dy, k_xc, k_const, plan.stream, more ? at(src, b + 1) : nullptr,
+                              more ? at(diff_dst, b + 1) : nullptr, more ? a.mean[b + 1] : 0.0f, sums);
         }
       });
       if (plan.stream) k::stream_fence();
@@ -250,7 +262,8 @@ void backward_blocks(const Problem& p, const Plan& plan, const void* src, const 
   std::byte* worker_base = base + o_workers;
   run_team(workers, [&](const Team& team) {
     team.for_each_worker([&](int w) {
-      std::fill_n(scratch_at<double>(worker_base + cs.bytes * static_cast<std::size_t>(w), cs.acc), 2 * C, 0.0);
+      std::fill_n(scratch_at<double>(worker_base + cs.bytes * static_cast<std::size_t>(w), cs.acc), 2 * C,
+                  0.0);
     });
     for (std::int64_t b = 0; b < blocks; ++b) {
       double* buf = partials + (b % 2) * 2 * workers * cg;
@@ -259,13 +272,14 @@ void backward_blocks(const Problem& p, const Plan& plan, const void* src, const 
       team.for_each_worker([&](int w) {
         double* mine = buf + 2 * w * cg;
         std::fill_n(mine, 2 * cg, 0.0);
-        for_each_channel_piece(p.s, share_of(m, workers, w), [&](std::int64_t j, std::int64_t lo, std::int64_t hi) {
-          double sums[2] = {0.0, 0.0};
-          k::backward_reduce(dt, element_ptr(src, dt, off + lo), element_ptr(diff_dst, dt, off + lo),
-                             k::Runs{1, hi - lo, hi - lo}, mean, sums);
-          mine[j] = sums[0];
-          mine[cg + j] = sums[1];
-        });
+        for_each_channel_piece(
+            p.s, share_of(m, workers, w), [&](std::int64_t j, std::int64_t lo, std::int64_t hi) {
+              double sums[2] = {0.0, 0.0};
+              k::backward_reduce(dt, element_ptr(src, dt, off + lo), element_ptr(diff_dst, dt, off + lo),
+                                 k::Runs{1, hi - lo, hi - lo}, mean, sums);
+              mine[j] = sums[0];
+              mine[cg + j] = sums[1];
+            });
       });
       team.barrier();  // every share's sums of block b are in place
       team.for_each_worker([&](int w) {
@@ -285,14 +299,15 @@ void backward_blocks(const Problem& p, const Plan& plan, const void* src, const 
             db[j] += buf[2 * v * cg + cg + j];
           }
         // Worker 0 alone adds the block to its parameter-gradient partials.
-        block_coefficients(p, b / p.g, b % p.g, ds, db, a, center, k_dy, k_xc, k_const, w == 0 ? acc : nullptr,
-                           w == 0 ? acc + C : nullptr);
+        block_coefficients(p, b / p.g, b % p.g, ds, db, a, center, k_dy, k_xc, k_const,
+                           w == 0 ? acc : nullptr, w == 0 ? acc + C : nullptr);
         if (!diff_src) return;
-        for_each_channel_piece(p.s, share_of(m, workers, w), [&](std::int64_t j, std::int64_t lo, std::int64_t hi) {
-          k::backward_apply(dt, element_ptr(src, dt, off + lo), element_ptr(diff_dst, dt, off + lo),
-                            element_ptr(diff_src, dt, off + lo), k::Runs{1, hi - lo, hi - lo}, center[j], k_dy[j],
-                            k_xc[j], k_const[j], plan.stream);
-        });
+        for_each_channel_piece(
+            p.s, share_of(m, workers, w), [&](std::int64_t j, std::int64_t lo, std::int64_t hi) {
+              k::backward_apply(dt, element_ptr(src, dt, off + lo), element_ptr(diff_dst, dt, off + lo),
+                                element_ptr(diff_src, dt, off + lo), k::Runs{1, hi - lo, hi - lo}, center[j],
+                                k_dy[j], k_xc[j], k_const[j], plan.stream);
+            });
       });
     }
     if (plan.stream) k::stream_fence();

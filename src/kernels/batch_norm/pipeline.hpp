@@ -1,29 +1,31 @@
-// Optimized group-norm building blocks (Highway, dispatched at run time),
-// for what batch norm's kernels (kernels/batch_norm/kernels.hpp, which the
-// group-norm ops use for everything else) cannot do: walk two (sample,
-// group) blocks of channels-first data in one loop, the elementwise pass of
-// one block together with the reduction of the next. The block itself was
-// read by its own reduction just before and comes from cache; the next one
+// Pipelined channels-first building blocks (Highway, dispatched at run
+// time): walk two blocks of planes in one loop, the elementwise pass of one
+// block together with the reduction of the next. The block itself was read
+// by its own reduction just before and comes from cache; the next one
 // streams from DRAM while this one's output streams out, so the reads and
 // the writes overlap as in a plain y = a*x + b pass instead of taking turns.
-// Single-threaded, raw pointers, sizes in elements; nothing allocates or
-// throws. Sums follow DESIGN.md section 3: f32 lanes of bounded length
-// folded into double.
+// Group norm's (sample, group) blocks and batch norm's channel blocks (one
+// sample's planes at a time) use them. Single-threaded, raw pointers, sizes
+// in elements; nothing allocates or throws. Sums follow DESIGN.md section 3:
+// f32 lanes of bounded length folded into double.
 #pragma once
 
 #include <cstdint>
 
 #include "bnorm/tensor.hpp"
 
-namespace bnorm::kernels::group_norm {
+namespace bnorm::kernels::batch_norm {
 
 /// y = (x - center[q]) * scale[q] + shift[q] over `planes` consecutive
 /// planes of plane_len elements (plane q with parameter index q), and, when
-/// next is not null, out = {sum of d, sum of d^2} with d = next - pivot over
-/// the same number of elements starting at next. y may be x.
+/// next is not null, for each plane q of the next block (same plane count
+/// and length): sums[2q] = sum of d and sums[2q + 1] = sum of d^2, d = next
+/// - pivots[q]. Batch norm's epilogue: residual (optional, at x's offsets)
+/// is added to y, then relu takes max(y, 0). y may be x.
 void normalize_and_sum(DType dtype, const void* x, void* y, std::int64_t planes, std::int64_t plane_len,
                        const float* center, const float* scale, const float* shift, bool stream,
-                       const void* next, float pivot, double out[2]);
+                       const void* next, const float* pivots, double* sums, const void* residual = nullptr,
+                       bool relu = false);
 
 /// dx = k_dy[q] * dy + k_xc[q] * (x - center[q]) + k_const[q] over `planes`
 /// consecutive planes, and, when next_x is not null, for each plane q of the
@@ -34,4 +36,4 @@ void apply_and_reduce(DType dtype, const void* x, const void* dy, void* dx, std:
                       const float* k_const, bool stream, const void* next_x, const void* next_dy,
                       float next_center, double* sums);
 
-}  // namespace bnorm::kernels::group_norm
+}  // namespace bnorm::kernels::batch_norm

@@ -1,0 +1,235 @@
+// The pipelined channels-first kernels, compiled once per instruction set by
+// Highway (foreach_target.h) and chosen at run time by HWY_DYNAMIC_DISPATCH,
+// as simd.cpp. Declarations and contracts: pipeline.hpp.
+
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "kernels/batch_norm/pipeline.cpp"
+#include "kernels/batch_norm/pipeline.hpp"
+
+#include <type_traits>
+
+#include "hwy/foreach_target.h"  // IWYU pragma: keep
+#include "hwy/highway.h"
+#include "kernels/common/simd_io-inl.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace bnorm::kernels::HWY_NAMESPACE {
+namespace {
+
+// f32 partial sums are folded into double after this many additions per
+// accumulator lane (the rule of batch norm's kernels).
+constexpr size_t kGroupAddsPerFlush = 32;
+
+template <class F>
+HWY_INLINE void WithPipelineDType(DType dtype, F&& f) {
+  switch (dtype) {
+    case DType::bf16:
+      return f(std::integral_constant<DType, DType::bf16>{});
+    case DType::f16:
+      return f(std::integral_constant<DType, DType::f16>{});
+    case DType::f32:
+      break;
+  }
+  f(std::integral_constant<DType, DType::f32>{});
+}
+
+// Double lanes that f32 partial sums are folded into, lane by lane.
+struct GroupDoubleSum {
+#if HWY_TARGET == HWY_SCALAR
+  double sum = 0.0;
+  explicit GroupDoubleSum(DF) {}
+  HWY_INLINE void Fold(DF, VF v) { sum += hn::GetLane(v); }
+  HWY_INLINE double Total(DF) const { return sum; }
+#else
+  using DD = hn::Repartition<double, DF>;
+  hn::Vec<DD> lo, hi;
+  explicit GroupDoubleSum(DF) : lo(hn::Zero(DD())), hi(hn::Zero(DD())) {}
+  HWY_INLINE void Fold(DF, VF v) {
+    const hn::Half<DF> dh;
+    lo = hn::Add(lo, hn::PromoteTo(DD(), hn::LowerHalf(dh, v)));
+    hi = hn::Add(hi, hn::PromoteTo(DD(), hn::UpperHalf(dh, v)));
+  }
+  HWY_INLINE double Total(DF) const {
+    HWY_ALIGN double lanes[hn::MaxLanes(DD())];
+    hn::Store(hn::Add(lo, hi), DD(), lanes);
+    double sum = 0.0;
+    for (size_t i = 0; i < hn::Lanes(DD()); ++i) sum += lanes[i];
+    return sum;
+  }
+#endif
+};
+
+// Two f32 vector sums of bounded length, folded into double.
+struct GroupTwoSums {
+  VF a, b;
+  size_t rounds = 0;
+  GroupDoubleSum total_a, total_b;
+  explicit GroupTwoSums(DF d) : a(hn::Zero(d)), b(hn::Zero(d)), total_a(d), total_b(d) {}
+  HWY_INLINE void Flush(DF d) {
+    total_a.Fold(d, a);
+    total_b.Fold(d, b);
+    a = b = hn::Zero(d);
+    rounds = 0;
+  }
+  HWY_INLINE void Count(DF d) {
+    if (HWY_UNLIKELY(++rounds == kGroupAddsPerFlush)) Flush(d);
+  }
+};
+
+template <DType kType, bool kNext, bool kAdd, bool kRelu>
+void NormalizeAndSumT(const Storage<kType>* x, Storage<kType>* y, std::int64_t planes, std::int64_t plane_len,
+                      const float* center, const float* scale, const float* shift, bool stream,
+                      const Storage<kType>* next, const float* pivots, double* out, const Storage<kType>* z) {
+  const DF d;
+  const size_t S = static_cast<size_t>(plane_len);
+  const size_t total = static_cast<size_t>(planes) * S;
+  for (std::int64_t q = 0; q < planes; ++q) {
+    const size_t off = static_cast<size_t>(q) * S;
+    const Storage<kType>* HWY_RESTRICT xp = x + off;
+    const Storage<kType>* HWY_RESTRICT np = kNext ? next + off : nullptr;
+    const float pivot = kNext ? pivots[q] : 0.0f;
+    const VF vp = hn::Set(d, pivot);
+    const VF vc = hn::Set(d, center[q]), vs = hn::Set(d, scale[q]), vb = hn::Set(d, shift[q]);
+    GroupTwoSums sums(d);
+    ForEachOutputVector<kType>(
+        d, y + off, S, stream, [&](size_t i, size_t count) HWY_ATTR BNORM_ALWAYS_INLINE {
+          if constexpr (kNext) {
+            PrefetchAhead(next, off + i, total);
+            // Padded lanes load as the pivot: they add nothing.
+            const VF w = hn::Sub(LoadSomeAsF32<kType>(d, np + i, count, pivot), vp);
+            sums.a = hn::Add(sums.a, w);
+            sums.b = hn::MulAdd(w, w, sums.b);
+            sums.Count(d);
+          }
+          VF v = hn::MulAdd(hn::Sub(LoadSomeAsF32<kType>(d, xp + i, count, 0.0f), vc), vs, vb);
+          if constexpr (kAdd) v = hn::Add(v, LoadSomeAsF32<kType>(d, z + off + i, count, 0.0f));
+          if constexpr (kRelu) v = hn::IfThenZeroElse(hn::Lt(v, hn::Zero(d)), v);  // NaN stays NaN
+          return v;
+        });
+    if constexpr (kNext) {
+      sums.Flush(d);
+      out[2 * q] = sums.total_a.Total(d);
+      out[2 * q + 1] = sums.total_b.Total(d);
+    }
+  }
+}
+
+template <DType kType, bool kNext>
+void ApplyAndReduceT(const Storage<kType>* x, const Storage<kType>* dy, Storage<kType>* dx,
+                     std::int64_t planes, std::int64_t plane_len, const float* center, const float* k_dy,
+                     const float* k_xc, const float* k_const, bool stream, const Storage<kType>* next_x,
+                     const Storage<kType>* next_dy, float next_center, double* out) {
+  const DF d;
+  const size_t S = static_cast<size_t>(plane_len);
+  const size_t total = static_cast<size_t>(planes) * S;
+  const VF vnc = hn::Set(d, next_center);
+  for (std::int64_t q = 0; q < planes; ++q) {
+    const size_t off = static_cast<size_t>(q) * S;
+    const Storage<kType>* HWY_RESTRICT xp = x + off;
+    const Storage<kType>* HWY_RESTRICT gp = dy + off;
+    const Storage<kType>* HWY_RESTRICT nxp = kNext ? next_x + off : nullptr;
+    const Storage<kType>* HWY_RESTRICT ngp = kNext ? next_dy + off : nullptr;
+    const VF vc = hn::Set(d, center[q]), a = hn::Set(d, k_dy[q]), b = hn::Set(d, k_xc[q]),
+             k = hn::Set(d, k_const[q]);
+    GroupTwoSums sums(d);
+    ForEachOutputVector<kType>(d, dx + off, S, stream,
+                               [&](size_t i, size_t count) HWY_ATTR BNORM_ALWAYS_INLINE {
+                                 if constexpr (kNext) {
+                                   PrefetchAhead(next_x, off + i, total);
+                                   PrefetchAhead(next_dy, off + i, total);
+                                   // The next dy is padded with 0: padded lanes add nothing.
+                                   const VF ng = LoadSomeAsF32<kType>(d, ngp + i, count, 0.0f);
+                                   const VF nx = LoadSomeAsF32<kType>(d, nxp + i, count, next_center);
+                                   sums.a = hn::Add(sums.a, ng);
+                                   sums.b = hn::MulAdd(ng, hn::Sub(nx, vnc), sums.b);
+                                   sums.Count(d);
+                                 }
+                                 const VF xv = LoadSomeAsF32<kType>(d, xp + i, count, 0.0f);
+                                 const VF gv = LoadSomeAsF32<kType>(d, gp + i, count, 0.0f);
+                                 return hn::MulAdd(a, gv, hn::MulAdd(b, hn::Sub(xv, vc), k));
+                               });
+    if constexpr (kNext) {
+      sums.Flush(d);
+      out[2 * q] = sums.total_a.Total(d);
+      out[2 * q + 1] = sums.total_b.Total(d);
+    }
+  }
+}
+
+}  // namespace
+
+void PipelineNormalizeAndSum(DType dt, const void* x, void* y, std::int64_t planes, std::int64_t plane_len,
+                             const float* center, const float* scale, const float* shift, bool stream,
+                             const void* next, const float* pivots, double* sums, const void* residual,
+                             bool relu) {
+  using T = std::true_type;
+  using F = std::false_type;
+  WithPipelineDType(dt, [&](auto t) {
+    using S = Storage<t()>;
+    auto run = [&](auto has_next, auto add, auto rel) {
+      NormalizeAndSumT<t(), decltype(has_next)::value, decltype(add)::value, decltype(rel)::value>(
+          static_cast<const S*>(x), static_cast<S*>(y), planes, plane_len, center, scale, shift, stream,
+          static_cast<const S*>(next), pivots, sums, static_cast<const S*>(residual));
+    };
+    auto with_post = [&](auto has_next) {
+      if (residual) {
+        if (relu) return run(has_next, T{}, T{});
+        return run(has_next, T{}, F{});
+      }
+      if (relu) return run(has_next, F{}, T{});
+      run(has_next, F{}, F{});
+    };
+    if (next) {
+      with_post(T{});
+    } else {
+      with_post(F{});
+    }
+  });
+}
+
+void PipelineApplyAndReduce(DType dt, const void* x, const void* dy, void* dx, std::int64_t planes,
+                            std::int64_t plane_len, const float* center, const float* k_dy, const float* k_xc,
+                            const float* k_const, bool stream, const void* next_x, const void* next_dy,
+                            float next_center, double* sums) {
+  WithPipelineDType(dt, [&](auto t) {
+    using T = Storage<t()>;
+    if (next_x) {
+      ApplyAndReduceT<t(), true>(static_cast<const T*>(x), static_cast<const T*>(dy), static_cast<T*>(dx),
+                                 planes, plane_len, center, k_dy, k_xc, k_const, stream,
+                                 static_cast<const T*>(next_x), static_cast<const T*>(next_dy), next_center,
+                                 sums);
+    } else {
+      ApplyAndReduceT<t(), false>(static_cast<const T*>(x), static_cast<const T*>(dy), static_cast<T*>(dx),
+                                  planes, plane_len, center, k_dy, k_xc, k_const, stream, nullptr, nullptr,
+                                  next_center, sums);
+    }
+  });
+}
+
+}  // namespace bnorm::kernels::HWY_NAMESPACE
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace bnorm::kernels::batch_norm {
+
+HWY_EXPORT(PipelineNormalizeAndSum);
+HWY_EXPORT(PipelineApplyAndReduce);
+
+void normalize_and_sum(DType dtype, const void* x, void* y, std::int64_t planes, std::int64_t plane_len,
+                       const float* center, const float* scale, const float* shift, bool stream,
+                       const void* next, const float* pivots, double* sums, const void* residual, bool relu) {
+  HWY_DYNAMIC_DISPATCH(PipelineNormalizeAndSum)
+  (dtype, x, y, planes, plane_len, center, scale, shift, stream, next, pivots, sums, residual, relu);
+}
+
+void apply_and_reduce(DType dtype, const void* x, const void* dy, void* dx, std::int64_t planes,
+                      std::int64_t plane_len, const float* center, const float* k_dy, const float* k_xc,
+                      const float* k_const, bool stream, const void* next_x, const void* next_dy,
+                      float next_center, double* sums) {
+  HWY_DYNAMIC_DISPATCH(PipelineApplyAndReduce)
+  (dtype, x, dy, dx, planes, plane_len, center, k_dy, k_xc, k_const, stream, next_x, next_dy, next_center,
+   sums);
+}
+
+}  // namespace bnorm::kernels::batch_norm
+#endif  // HWY_ONCE
