@@ -127,6 +127,42 @@ TEST(BatchNormPlans, EveryIsa) {
   });
 }
 
+// The pipelined walk takes the next block's sums in vectors from each plane's
+// start, not in the chunks of the output walk (which follow the output's
+// alignment): the statistics and gradients must not depend on where dst or
+// diff_src lie.
+TEST(BatchNormPlans, PipelineResultsIndependentOfOutputAddress) {
+  for (DType dt : {DType::f32, DType::bf16}) {
+    const TensorDesc desc(dt, Layout::channels_first, {3, 4, 45});
+    SCOPED_TRACE(desc.str());
+    const obn::Problem p = obn::Problem::of(desc);
+    const auto C = static_cast<std::size_t>(desc.channels());
+    const std::size_t esize = size_of(dt), bytes = static_cast<std::size_t>(desc.bytes());
+    Buffer src(desc), dy(desc);
+    fill_normal(src, 11, 1.0, 2.0);
+    fill_normal(dy, 12);
+    const obn::Plan plan{obn::Strategy::channel_slabs, 1, 1, 1, true, true};
+    std::vector<std::byte> out(bytes + 64 + esize);
+    std::vector<std::vector<float>> means, grads;
+    for (std::size_t shift : {std::size_t{0}, esize, 3 * esize}) {
+      // Start the output `shift` bytes past a 64-byte boundary.
+      const auto base = reinterpret_cast<std::uintptr_t>(out.data());
+      void* dst = out.data() + ((64 - base % 64) % 64) + shift;
+      std::vector<float> mean(C), invstd(C), dg(C), db(C);
+      obn::forward_training(p, plan, src.data(), dst, nullptr, nullptr, mean.data(), invstd.data(), nullptr,
+                            nullptr, 1e-5, 0.0);
+      obn::backward(p, plan, src.data(), dy.data(), dst, nullptr, mean.data(), invstd.data(), dg.data(),
+                    db.data(), BackwardStats::batch);
+      means.push_back(mean);
+      grads.push_back(dg);
+    }
+    EXPECT_EQ(means[0], means[1]);
+    EXPECT_EQ(means[0], means[2]);
+    EXPECT_EQ(grads[0], grads[1]);
+    EXPECT_EQ(grads[0], grads[2]);
+  }
+}
+
 TEST(BatchNormPlans, PublicPlanChoice) {
   using obn::Pass;
   using obn::Strategy;
@@ -137,11 +173,15 @@ TEST(BatchNormPlans, PublicPlanChoice) {
   // Three channels on two workers: share every channel.
   const obn::Problem uneven{DType::f32, Layout::channels_first, 64, 3, 224 * 224};
   EXPECT_EQ(obn::plan_for(uneven, 2, Pass::training).strategy, Strategy::split_channels);
-  // Channels-first training pipelines its blocks when planes are big (12 KiB
-  // here), not for small planes (784 B) nor in the other passes.
+  // Channels-first training and backward pipeline their blocks when planes
+  // are big (12 KiB here), not for small planes (784 B) nor in inference.
   const obn::Problem big{DType::f32, Layout::channels_first, 64, 256, 56 * 56};
   EXPECT_TRUE(obn::plan_for(big, 2, Pass::training).pipeline);
+  // (f32 backward shares each channel: x and dy of one are 1.6 MB.)
+  EXPECT_EQ(obn::plan_for(big, 2, Pass::backward).strategy, Strategy::split_channels);
   EXPECT_FALSE(obn::plan_for(big, 2, Pass::backward).pipeline);
+  const obn::Problem big16{DType::bf16, Layout::channels_first, 64, 256, 56 * 56};
+  EXPECT_TRUE(obn::plan_for(big16, 2, Pass::backward).pipeline);
   EXPECT_FALSE(obn::plan_for(big, 2, Pass::inference).pipeline);
   EXPECT_FALSE(
       obn::plan_for(obn::Problem{DType::f32, Layout::channels_first, 256, 1024, 14 * 14}, 2, Pass::training)

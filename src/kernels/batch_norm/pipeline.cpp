@@ -76,6 +76,25 @@ struct GroupTwoSums {
   }
 };
 
+// Walks the next block's plane in whole vectors from its start, one per
+// step of the output walk and the rest after it. The output walk's chunks
+// follow the output's alignment (streaming stores); the sums must not, or
+// they would depend on where the output lies.
+struct NextWalk {
+  size_t pos = 0, len = 0;
+  template <class Term>
+  HWY_INLINE void Step(DF d, const Term& term) {
+    if (pos < len) {
+      term(pos, std::min(hn::Lanes(d), len - pos));
+      pos += hn::Lanes(d);
+    }
+  }
+  template <class Term>
+  HWY_INLINE void Rest(DF d, const Term& term) {
+    while (pos < len) Step(d, term);
+  }
+};
+
 template <DType kType, bool kNext, bool kAdd, bool kRelu>
 void NormalizeAndSumT(const Storage<kType>* x, Storage<kType>* y, std::int64_t planes, std::int64_t plane_len,
                       const float* center, const float* scale, const float* shift, bool stream,
@@ -91,22 +110,25 @@ void NormalizeAndSumT(const Storage<kType>* x, Storage<kType>* y, std::int64_t p
     const VF vp = hn::Set(d, pivot);
     const VF vc = hn::Set(d, center[q]), vs = hn::Set(d, scale[q]), vb = hn::Set(d, shift[q]);
     GroupTwoSums sums(d);
+    NextWalk walk{0, kNext ? S : 0};
+    auto term = [&](size_t j, size_t count) HWY_ATTR BNORM_ALWAYS_INLINE {
+      PrefetchAhead(next, off + j, total);
+      // Padded lanes load as the pivot: they add nothing.
+      const VF w = hn::Sub(LoadSomeAsF32<kType>(d, np + j, count, pivot), vp);
+      sums.a = hn::Add(sums.a, w);
+      sums.b = hn::MulAdd(w, w, sums.b);
+      sums.Count(d);
+    };
     ForEachOutputVector<kType>(
         d, y + off, S, stream, [&](size_t i, size_t count) HWY_ATTR BNORM_ALWAYS_INLINE {
-          if constexpr (kNext) {
-            PrefetchAhead(next, off + i, total);
-            // Padded lanes load as the pivot: they add nothing.
-            const VF w = hn::Sub(LoadSomeAsF32<kType>(d, np + i, count, pivot), vp);
-            sums.a = hn::Add(sums.a, w);
-            sums.b = hn::MulAdd(w, w, sums.b);
-            sums.Count(d);
-          }
+          if constexpr (kNext) walk.Step(d, term);
           VF v = hn::MulAdd(hn::Sub(LoadSomeAsF32<kType>(d, xp + i, count, 0.0f), vc), vs, vb);
           if constexpr (kAdd) v = hn::Add(v, LoadSomeAsF32<kType>(d, z + off + i, count, 0.0f));
           if constexpr (kRelu) v = hn::IfThenZeroElse(hn::Lt(v, hn::Zero(d)), v);  // NaN stays NaN
           return v;
         });
     if constexpr (kNext) {
+      walk.Rest(d, term);
       sums.Flush(d);
       out[2 * q] = sums.total_a.Total(d);
       out[2 * q + 1] = sums.total_b.Total(d);
@@ -114,41 +136,65 @@ void NormalizeAndSumT(const Storage<kType>* x, Storage<kType>* y, std::int64_t p
   }
 }
 
-template <DType kType, bool kNext>
+// dy where the forward output y > 0, else 0 (batch norm's fused ReLU).
+template <DType kType, bool kGate>
+HWY_INLINE VF GatedDy(DF d, const Storage<kType>* HWY_RESTRICT dy, const Storage<kType>* HWY_RESTRICT y,
+                      size_t i, size_t count) {
+  const VF g = LoadSomeAsF32<kType>(d, dy + i, count, 0.0f);
+  if constexpr (kGate) {
+    return hn::IfThenElseZero(hn::Gt(LoadSomeAsF32<kType>(d, y + i, count, 0.0f), hn::Zero(d)), g);
+  } else {
+    return g;
+  }
+}
+
+template <DType kType, bool kNext, bool kGate, bool kDz>
 void ApplyAndReduceT(const Storage<kType>* x, const Storage<kType>* dy, Storage<kType>* dx,
                      std::int64_t planes, std::int64_t plane_len, const float* center, const float* k_dy,
                      const float* k_xc, const float* k_const, bool stream, const Storage<kType>* next_x,
-                     const Storage<kType>* next_dy, float next_center, double* out) {
+                     const Storage<kType>* next_dy, const float* next_centers, double* out,
+                     const Storage<kType>* y, Storage<kType>* dz, const Storage<kType>* next_y) {
   const DF d;
   const size_t S = static_cast<size_t>(plane_len);
   const size_t total = static_cast<size_t>(planes) * S;
-  const VF vnc = hn::Set(d, next_center);
   for (std::int64_t q = 0; q < planes; ++q) {
     const size_t off = static_cast<size_t>(q) * S;
-    const Storage<kType>* HWY_RESTRICT xp = x + off;
-    const Storage<kType>* HWY_RESTRICT gp = dy + off;
-    const Storage<kType>* HWY_RESTRICT nxp = kNext ? next_x + off : nullptr;
-    const Storage<kType>* HWY_RESTRICT ngp = kNext ? next_dy + off : nullptr;
+    const float next_center = kNext ? next_centers[q] : 0.0f;
+    const VF vnc = hn::Set(d, next_center);
     const VF vc = hn::Set(d, center[q]), a = hn::Set(d, k_dy[q]), b = hn::Set(d, k_xc[q]),
              k = hn::Set(d, k_const[q]);
     GroupTwoSums sums(d);
+    NextWalk walk{0, kNext ? S : 0};
+    auto term = [&](size_t j, size_t count) HWY_ATTR BNORM_ALWAYS_INLINE {
+      const size_t e = off + j;
+      PrefetchAhead(next_x, e, total);
+      PrefetchAhead(next_dy, e, total);
+      if constexpr (kGate) PrefetchAhead(next_y, e, total);
+      // The next dy is padded with 0 and x with its center: padded lanes
+      // add nothing.
+      const VF ng = GatedDy<kType, kGate>(d, next_dy, next_y, e, count);
+      const VF nx = LoadSomeAsF32<kType>(d, next_x + e, count, next_center);
+      sums.a = hn::Add(sums.a, ng);
+      sums.b = hn::MulAdd(ng, hn::Sub(nx, vnc), sums.b);
+      sums.Count(d);
+    };
     ForEachOutputVector<kType>(d, dx + off, S, stream,
                                [&](size_t i, size_t count) HWY_ATTR BNORM_ALWAYS_INLINE {
-                                 if constexpr (kNext) {
-                                   PrefetchAhead(next_x, off + i, total);
-                                   PrefetchAhead(next_dy, off + i, total);
-                                   // The next dy is padded with 0: padded lanes add nothing.
-                                   const VF ng = LoadSomeAsF32<kType>(d, ngp + i, count, 0.0f);
-                                   const VF nx = LoadSomeAsF32<kType>(d, nxp + i, count, next_center);
-                                   sums.a = hn::Add(sums.a, ng);
-                                   sums.b = hn::MulAdd(ng, hn::Sub(nx, vnc), sums.b);
-                                   sums.Count(d);
+                                 const size_t e = off + i;
+                                 if constexpr (kNext) walk.Step(d, term);
+                                 const VF xv = LoadSomeAsF32<kType>(d, x + e, count, 0.0f);
+                                 const VF gv = GatedDy<kType, kGate>(d, dy, y, e, count);
+                                 if constexpr (kDz) {
+                                   if (count == hn::Lanes(d)) {
+                                     StoreFromF32<kType>(d, gv, dz + e);
+                                   } else {
+                                     StorePartialFromF32<kType>(d, gv, dz + e, count);
+                                   }
                                  }
-                                 const VF xv = LoadSomeAsF32<kType>(d, xp + i, count, 0.0f);
-                                 const VF gv = LoadSomeAsF32<kType>(d, gp + i, count, 0.0f);
                                  return hn::MulAdd(a, gv, hn::MulAdd(b, hn::Sub(xv, vc), k));
                                });
     if constexpr (kNext) {
+      walk.Rest(d, term);
       sums.Flush(d);
       out[2 * q] = sums.total_a.Total(d);
       out[2 * q + 1] = sums.total_b.Total(d);
@@ -190,18 +236,27 @@ void PipelineNormalizeAndSum(DType dt, const void* x, void* y, std::int64_t plan
 void PipelineApplyAndReduce(DType dt, const void* x, const void* dy, void* dx, std::int64_t planes,
                             std::int64_t plane_len, const float* center, const float* k_dy, const float* k_xc,
                             const float* k_const, bool stream, const void* next_x, const void* next_dy,
-                            float next_center, double* sums) {
+                            const float* next_centers, double* sums, const void* y, void* dz,
+                            const void* next_y) {
+  using T = std::true_type;
+  using F = std::false_type;
   WithPipelineDType(dt, [&](auto t) {
-    using T = Storage<t()>;
+    using S = Storage<t()>;
+    auto run = [&](auto has_next, auto gate, auto has_dz) {
+      ApplyAndReduceT<t(), decltype(has_next)::value, decltype(gate)::value, decltype(has_dz)::value>(
+          static_cast<const S*>(x), static_cast<const S*>(dy), static_cast<S*>(dx), planes, plane_len, center,
+          k_dy, k_xc, k_const, stream, static_cast<const S*>(next_x), static_cast<const S*>(next_dy),
+          next_centers, sums, static_cast<const S*>(y), static_cast<S*>(dz), static_cast<const S*>(next_y));
+    };
+    auto with_gate = [&](auto has_next) {
+      if (!y) return run(has_next, F{}, F{});
+      if (dz) return run(has_next, T{}, T{});
+      run(has_next, T{}, F{});
+    };
     if (next_x) {
-      ApplyAndReduceT<t(), true>(static_cast<const T*>(x), static_cast<const T*>(dy), static_cast<T*>(dx),
-                                 planes, plane_len, center, k_dy, k_xc, k_const, stream,
-                                 static_cast<const T*>(next_x), static_cast<const T*>(next_dy), next_center,
-                                 sums);
+      with_gate(T{});
     } else {
-      ApplyAndReduceT<t(), false>(static_cast<const T*>(x), static_cast<const T*>(dy), static_cast<T*>(dx),
-                                  planes, plane_len, center, k_dy, k_xc, k_const, stream, nullptr, nullptr,
-                                  next_center, sums);
+      with_gate(F{});
     }
   });
 }
@@ -225,10 +280,10 @@ void normalize_and_sum(DType dtype, const void* x, void* y, std::int64_t planes,
 void apply_and_reduce(DType dtype, const void* x, const void* dy, void* dx, std::int64_t planes,
                       std::int64_t plane_len, const float* center, const float* k_dy, const float* k_xc,
                       const float* k_const, bool stream, const void* next_x, const void* next_dy,
-                      float next_center, double* sums) {
+                      const float* next_centers, double* sums, const void* y, void* dz, const void* next_y) {
   HWY_DYNAMIC_DISPATCH(PipelineApplyAndReduce)
-  (dtype, x, dy, dx, planes, plane_len, center, k_dy, k_xc, k_const, stream, next_x, next_dy, next_center,
-   sums);
+  (dtype, x, dy, dx, planes, plane_len, center, k_dy, k_xc, k_const, stream, next_x, next_dy, next_centers,
+   sums, y, dz, next_y);
 }
 
 }  // namespace bnorm::kernels::batch_norm

@@ -27,13 +27,17 @@ void normalize_and_sum(DType dtype, const void* x, void* y, std::int64_t planes,
                        const void* next, const float* pivots, double* sums, const void* residual = nullptr,
                        bool relu = false);
 
-/// dx = k_dy[q] * dy + k_xc[q] * (x - center[q]) + k_const[q] over `planes`
-/// consecutive planes, and, when next_x is not null, for each plane q of the
-/// next block (same plane count and length): sums[2q] = sum(next_dy) and
-/// sums[2q + 1] = sum(next_dy * (next_x - next_center)). dx may be x or dy.
+/// dx = k_dy[q] * g + k_xc[q] * (x - center[q]) + k_const[q] over `planes`
+/// consecutive planes, g = dy, or with the gate y (the forward output of a
+/// fused ReLU, optional) dy where y > 0 and 0 elsewhere, stored to dz when
+/// that is given; and, when next_x is not null, for each plane q of the next
+/// block (same plane count and length, gated by next_y likewise): sums[2q] =
+/// sum(g) and sums[2q + 1] = sum(g * (next_x - next_centers[q])). dx may be
+/// x or dy.
 void apply_and_reduce(DType dtype, const void* x, const void* dy, void* dx, std::int64_t planes,
                       std::int64_t plane_len, const float* center, const float* k_dy, const float* k_xc,
                       const float* k_const, bool stream, const void* next_x, const void* next_dy,
-                      float next_center, double* sums);
+                      const float* next_centers, double* sums, const void* y = nullptr, void* dz = nullptr,
+                      const void* next_y = nullptr);
 
 }  // namespace bnorm::kernels::batch_norm

@@ -307,25 +307,52 @@ void backward_channels_first(const Problem& p, const Plan& plan, const void* src
     // sample by sample in memory order, from cache.
     const Segments whole = segments_of(0, p.count(), p.s, p.c * p.s);
     const std::int64_t G = std::max<std::int64_t>(1, plan.block_channels);
-    for_each_owned_block(p, plan, 4, 2, [&](const OwnedBlock& blk) {
-      const std::int64_t b = blk.first, g_here = blk.channels;
-      float *k_dy = blk.f, *k_xc = k_dy + G, *k_const = k_xc + G, *center = k_const + G;
-      double *sum_dy = blk.d, *sum_dy_xc = sum_dy + G;
+    // With plan.pipeline (and both sums and dx wanted), as in training: a
+    // block's dx (x and dy from cache) walks with the next block's sums
+    // (from DRAM); the worker's first block is summed alone.
+    const bool pipeline = plan.pipeline && reduce && diff_src;
+    const DType dt = p.dtype;
+    for_each_owned_block(p, plan, 5, 6, [&](const OwnedBlock& blk) {
+      const std::int64_t b = blk.first, g_here = blk.channels, g_next = pipeline ? blk.next : 0;
+      float *k_dy = blk.f, *k_xc = k_dy + G, *k_const = k_xc + G, *center = k_const + G,
+            *next_center = center + G;
+      double *sum_dy = blk.d, *sum_dy_xc = sum_dy + G, *sums = sum_dy_xc + G, *plane_sums = sums + 2 * G;
       for (std::int64_t g = 0; g < g_here; ++g) {
-        const ShareGrad s = reduce ? share_reduce(p.dtype, at(src, b + g), at(diff_dst, b + g), whole,
-                                                  mean[b + g], out.gate.at(p.dtype, (b + g) * p.s))
-                                   : ShareGrad{};
-        sum_dy[g] = s.sum_dy;
-        sum_dy_xc[g] = s.sum_dy_xc;
+        if (pipeline && !blk.leading) {
+          sum_dy[g] = sums[2 * g];
+          sum_dy_xc[g] = sums[2 * g + 1];
+        } else {
+          const ShareGrad s = reduce ? share_reduce(dt, at(src, b + g), at(diff_dst, b + g), whole,
+                                                    mean[b + g], out.gate.at(dt, (b + g) * p.s))
+                                     : ShareGrad{};
+          sum_dy[g] = s.sum_dy;
+          sum_dy_xc[g] = s.sum_dy_xc;
+        }
         center[g] = mean[b + g];
       }
       out.finish(b, b + g_here, count, sum_dy, sum_dy_xc, k_dy, k_xc, k_const, true);
       if (!diff_src) return;
+      for (std::int64_t g = 0; g < g_next; ++g) {
+        next_center[g] = mean[b + g_here + g];
+        sums[2 * g] = sums[2 * g + 1] = 0.0;
+      }
       for (std::int64_t n = 0; n < p.n; ++n) {
         const std::int64_t off = (n * p.c + b) * p.s;
-        k::apply_planes(p.dtype, element_ptr(src, p.dtype, off), element_ptr(diff_dst, p.dtype, off),
-                        element_ptr(diff_src, p.dtype, off), g_here, p.s, 0, g_here, center, k_dy, k_xc,
-                        k_const, plan.stream, out.gate.at(p.dtype, off));
+        if (g_next > 0) {
+          const std::int64_t next = off + g_here * p.s;
+          const k::Gate gate = out.gate.at(dt, off);
+          k::apply_and_reduce(dt, element_ptr(src, dt, off), element_ptr(diff_dst, dt, off),
+                              element_ptr(diff_src, dt, off), g_next, p.s, center, k_dy, k_xc, k_const,
+                              plan.stream, element_ptr(src, dt, next), element_ptr(diff_dst, dt, next),
+                              next_center, plane_sums, gate.y, gate.dz, out.gate.at(dt, next).y);
+          for (std::int64_t i = 0; i < 2 * g_next; ++i) sums[i] += plane_sums[i];
+        }
+        if (g_here > g_next) {
+          const std::int64_t rest = off + g_next * p.s;
+          k::apply_planes(dt, element_ptr(src, dt, rest), element_ptr(diff_dst, dt, rest),
+                          element_ptr(diff_src, dt, rest), g_here - g_next, p.s, g_next, g_here, center, k_dy,
+                          k_xc, k_const, plan.stream, out.gate.at(dt, rest));
+        }
       }
     });
     return;

@@ -58,7 +58,7 @@ Plan plan_for(const Problem& problem, int threads, Pass pass) {
   // Pipelined training blocks walk plane by plane, which costs per plane:
   // measured on 64x256x56x56 (planes of 12 KiB f32) 20.7 -> 15.6 ms, on
   // 256x1024x14x14 (784 B) 17.2 -> 23.7 ms.
-  plan.pipeline = pass == Pass::training && plan.strategy == Strategy::channel_slabs &&
+  plan.pipeline = pass != Pass::inference && plan.strategy == Strategy::channel_slabs &&
                   static_cast<std::size_t>(problem.s) * esize >= kPipelinePlaneBytes;
   return plan;
 }

@@ -55,9 +55,9 @@ struct Plan {
   std::int64_t tile_rows = 1;
   /// Non-temporal stores for the output.
   bool stream = false;
-  /// channel_slabs training: each block's normalization walks with the next
-  /// block's statistics (group norm's pipeline), instead of the statistics
-  /// of a block and its normalization taking turns.
+  /// channel_slabs training and backward: each block's elementwise pass
+  /// walks with the next block's sums (group norm's pipeline), instead of a
+  /// block's sums and its elementwise pass taking turns.
   bool pipeline = false;
 };
 

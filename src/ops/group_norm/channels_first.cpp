@@ -207,6 +207,7 @@ void backward_blocks(const Problem& p, const Plan& plan, const void* src, const 
         float* k_xc = scratch_at<float>(mine, cs.shift);
         float* k_const = scratch_at<float>(mine, cs.k_const);
         double* sums = scratch_at<double>(mine, cs.ds);  // 2 per plane: dy, dy * (x - mean)
+        float* next_centers = scratch_at<float>(mine, cs.pivots);
         double* ds = scratch_at<double>(mine, cs.mean_rep);
         double* db = scratch_at<double>(mine, cs.m2_rep);
         double* acc = scratch_at<double>(mine, cs.acc);
@@ -234,9 +235,10 @@ void backward_blocks(const Problem& p, const Plan& plan, const void* src, const 
           block_coefficients(p, b / p.g, b % p.g, ds, db, a, center, k_dy, k_xc, k_const, acc, acc + C);
           if (!diff_src) continue;
           const bool more = b + 1 < b_end;
+          if (more) std::fill_n(next_centers, cg, a.mean[b + 1]);
           k::apply_and_reduce(dt, at(src, b), at(diff_dst, b), element_ptr(diff_src, dt, b * m), cg, p.s,
                               center, k_dy, k_xc, k_const, plan.stream, more ? at(src, b + 1) : nullptr,
-                              more ? at(diff_dst, b + 1) : nullptr, more ? a.mean[b + 1] : 0.0f, sums);
+                              more ? at(diff_dst, b + 1) : nullptr, next_centers, sums);
         }
       });
       if (plan.stream) k::stream_fence();
