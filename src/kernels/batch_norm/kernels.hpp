@@ -38,8 +38,8 @@ struct Epilogue {
 struct Gate {
   /// The forward output, at the same element offsets as x. Null: no gate.
   const void* y = nullptr;
-  /// Receives the gated dy (the residual's gradient); only the apply
-  /// kernels write it. Null: not wanted.
+  /// Receives the gated dy (the residual's gradient); the apply kernels
+  /// and rows_backward_reduce write it. Null: not wanted.
   void* dz = nullptr;
   /// The same gate `offset` elements further into the tensor.
   Gate at(DType dtype, std::int64_t offset) const noexcept {
@@ -118,8 +118,9 @@ void rows_sum_sq_centered(DType dtype, const void* x, Rows rows, const float* ce
 /// y = (x - center[c]) * scale[c] + shift[c].
 void rows_normalize(DType dtype, const void* x, void* y, Rows rows, const float* center_cyclic,
                     const float* scale_cyclic, const float* shift_cyclic, bool stream, const Epilogue& post = {});
-/// sum_dy[c] += sum(dy), sum_dy_xc[c] += sum(dy * (x - center[c])).
-/// scratch: 2 * cyclic_length(C) floats.
+/// sum_dy[c] += sum(dy), sum_dy_xc[c] += sum(dy * (x - center[c])), dy
+/// gated by gate.y when given; with gate.dz the gated dy is also stored
+/// there. scratch: 2 * cyclic_length(C) floats.
 void rows_backward_reduce(DType dtype, const void* x, const void* dy, Rows rows, const float* center_cyclic,
                           float* scratch, double* sum_dy, double* sum_dy_xc, const Gate& gate = {});
 /// dx = k_dy[c] * dy + k_xc[c] * (x - center[c]) + k_const[c].

@@ -651,15 +651,17 @@ void RowsNormalizeT(const Storage<kType>* x, Storage<kType>* y, const Storage<kT
                              });
 }
 
-template <DType kType, bool kGate>
-void RowsBackwardReduceT(const Storage<kType>* x, const Storage<kType>* dy, const Storage<kType>* y, Rows rows,
-                         const float* center, float* scratch, double* sum_dy, double* sum_dy_xc) {
+template <DType kType, bool kGate, bool kDz>
+void RowsBackwardReduceT(const Storage<kType>* x, const Storage<kType>* dy, const Storage<kType>* y,
+                         Storage<kType>* dz, Rows rows, const float* center, float* scratch, double* sum_dy,
+                         double* sum_dy_xc) {
   const DF d;
   if (TiledRows<kType>(d, rows)) {
     TiledRowSums<kType>(
         d, rows,
         [&](size_t i, size_t c, VF& a, VF& b) HWY_ATTR BNORM_ALWAYS_INLINE {
           const VF gv = Gated<kType, kGate>(d, LoadAsF32<kType>(d, dy + i), y, i, hn::Lanes(d));
+          if constexpr (kDz) StoreFromF32<kType>(d, gv, dz + i);
           a = hn::Add(a, gv);
           b = hn::MulAdd(gv, hn::Sub(LoadAsF32<kType>(d, x + i), hn::LoadU(d, center + c)), b);
         },
@@ -684,6 +686,7 @@ void RowsBackwardReduceT(const Storage<kType>* x, const Storage<kType>* dy, cons
         if constexpr (kGate) PrefetchAhead(y, i, n);
         // dy is padded with 0, so padded lanes add nothing.
         const VF gv = Gated<kType, kGate>(d, LoadSomeAsF32<kType>(d, dy + i, count, 0.0f), y, i, count);
+        if constexpr (kDz) StoreSomeFromF32<kType>(d, gv, dz + i, count);
         const VF xc = hn::Sub(LoadSomeAsF32<kType>(d, x + i, count, 0.0f), hn::LoadU(d, center + c));
         hn::StoreU(hn::Add(hn::LoadU(d, acc_dy + c), gv), d, acc_dy + c);
         hn::StoreU(hn::MulAdd(gv, xc, hn::LoadU(d, acc_dy_xc + c)), d, acc_dy_xc + c);
@@ -924,9 +927,10 @@ void RowsBackwardReduce(DType dt, const void* x, const void* dy, Rows rows, cons
                         float* scratch, double* sum_dy, double* sum_dy_xc, const batch_norm::Gate& gate) {
   WithDType(dt, [&](auto t) {
     using T = Storage<t()>;
-    WithGate(gate, [&](auto g, auto) {
-      RowsBackwardReduceT<t(), g()>(static_cast<const T*>(x), static_cast<const T*>(dy),
-                                    static_cast<const T*>(gate.y), rows, center, scratch, sum_dy, sum_dy_xc);
+    WithGate(gate, [&](auto g, auto z) {
+      RowsBackwardReduceT<t(), g(), z()>(static_cast<const T*>(x), static_cast<const T*>(dy),
+                                         static_cast<const T*>(gate.y), static_cast<T*>(gate.dz), rows, center,
+                                         scratch, sum_dy, sum_dy_xc);
     });
   });
 }

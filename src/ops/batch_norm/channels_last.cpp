@@ -265,12 +265,17 @@ void backward_rows(const Problem& p, const Plan& plan, const void* src, const vo
     });
     if (!diff_src) return;
     team.barrier();  // every channel's coefficients are in place
+    // When the first pass stored the gated dy (the residual's gradient),
+    // dx reads it in place of dy and the gate: one tensor less than reading
+    // dy and y again.
+    const bool gated_stored = reduce && out.gate.y && out.gate.dz;
+    const void* dy = gated_stored ? out.gate.dz : diff_dst;
+    const k::Gate gate = gated_stored ? k::Gate{} : out.gate;
     team.for_each_worker([&](int w) {
       const std::int64_t r0 = split_point(rows, workers, w), r1 = split_point(rows, workers, w + 1);
-      k::rows_backward_apply(p.dtype, element_ptr(src, p.dtype, r0 * C),
-                             element_ptr(diff_dst, p.dtype, r0 * C), element_ptr(diff_src, p.dtype, r0 * C),
-                             k::Rows{(r1 - r0) * C, C}, center, k_dy, k_xc, k_const, plan.stream,
-                             out.gate.at(p.dtype, r0 * C));
+      k::rows_backward_apply(p.dtype, element_ptr(src, p.dtype, r0 * C), element_ptr(dy, p.dtype, r0 * C),
+                             element_ptr(diff_src, p.dtype, r0 * C), k::Rows{(r1 - r0) * C, C}, center, k_dy,
+                             k_xc, k_const, plan.stream, gate.at(p.dtype, r0 * C));
     });
     if (plan.stream) k::stream_fence();
   });
