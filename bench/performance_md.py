@@ -239,9 +239,10 @@ def family_section(w, text, command):
     w("  channels-first training reads x about once, move three streams where plain BN moves two, so a")
     w("  bandwidth-bound pass costs up to 1.5x plain BN; the 1.15x target cannot hold in DRAM.")
     w("- Fused backward recomputes the ReLU's mask from the forward's output, so it reads one tensor more than")
-    w("  plain BN's backward (channels-last twice). Writing the gated gradient in the first pass and reading it")
-    w("  in the second, or keeping a one-bit mask, would cut that; neither is done yet, and BN+Add+ReLU's")
-    w("  backward is only on par with BN plus a separate threshold_backward pass.")
+    w("  plain BN's backward. Channels-last, when the residual's gradient is wanted (BN+Add+ReLU), the first")
+    w("  pass stores the gated gradient there and the second reads it instead of dy and the output (measured")
+    w("  before/after, 2 threads: f32 51.2 -> 48.8 ms, bf16 37.4 -> 30.8 ms); BN+ReLU has no such output to")
+    w("  reuse and still reads the output twice. A one-bit mask would cut the rest; not done.")
     w("")
 
 
