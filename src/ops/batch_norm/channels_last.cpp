@@ -213,6 +213,13 @@ void inference_rows(const Problem& p, const Plan& plan, const void* src, void* d
 
 // Phase 1: per-worker sums over its rows; barrier; each worker totals a
 // slice of the channels and finishes them; barrier; phase 3: dx.
+//
+// Whether phase 1 stores the gated dy (the residual's gradient, gate.dz)
+// for phase 3 to read: not when dz is src itself, which phase 3 still reads.
+bool stores_gated(bool reduce, const k::Gate& gate, const void* src) {
+  return reduce && gate.y && gate.dz && gate.dz != src;
+}
+
 void backward_rows(const Problem& p, const Plan& plan, const void* src, const void* diff_dst, void* diff_src,
                    const float* mean, bool reduce, const BackwardOutputs& out) {
   const int workers = plan.workers;
@@ -241,10 +248,11 @@ void backward_rows(const Problem& p, const Plan& plan, const void* src, const vo
       std::fill(sum_dy, sum_dy + 2 * uC, 0.0);
       const std::int64_t r0 = split_point(rows, workers, w), r1 = split_point(rows, workers, w + 1);
       if (!reduce || r0 == r1) return;
+      const k::Gate gate = stores_gated(reduce, out.gate, src) ? out.gate : k::Gate{out.gate.y, nullptr};
       k::rows_backward_reduce(p.dtype, element_ptr(src, p.dtype, r0 * C),
                               element_ptr(diff_dst, p.dtype, r0 * C), k::Rows{(r1 - r0) * C, C}, center,
                               accs + 2 * L * static_cast<std::size_t>(w), sum_dy, sum_dy_xc,
-                              out.gate.at(p.dtype, r0 * C));
+                              gate.at(p.dtype, r0 * C));
     });
     team.barrier();  // all partial sums are in place
     team.for_each_worker([&](int w) {
@@ -268,7 +276,7 @@ void backward_rows(const Problem& p, const Plan& plan, const void* src, const vo
     // When the first pass stored the gated dy (the residual's gradient),
     // dx reads it in place of dy and the gate: one tensor less than reading
     // dy and y again.
-    const bool gated_stored = reduce && out.gate.y && out.gate.dz;
+    const bool gated_stored = stores_gated(reduce, out.gate, src);
     const void* dy = gated_stored ? out.gate.dz : diff_dst;
     const k::Gate gate = gated_stored ? k::Gate{} : out.gate;
     team.for_each_worker([&](int w) {
