@@ -143,8 +143,8 @@ def main():
       f"{min(small_at):.3f}-{max(small_at):.3f} ms; slower than ATen in {len(slow)} case(s)" +
       (": " + "; ".join(" ".join(r[:5]) for r in slow) if slow else "") + ".\n")
     if slow:
-        w("Per-call times of a few microseconds move from run to run (ATen's 8x2048 backward: 0.029 ms in the")
-        w("previous full run, 0.015 ms in this one; bnorm's 0.016 ms in both). These shapes alone, with more")
+        w("Per-call times of a few microseconds move from run to run (ATen's 8x2048 backward took 0.029 ms in")
+        w("one full run and 0.015 ms in the next, bnorm's 0.016 ms in both). These shapes alone, with more")
         w("repetitions (`./build/bench/bnorm-bench --shapes 8x2048 2x64x7x7 1x64x1x1 --threads 1 2 --reps 201")
         w("--impls bnorm aten`), had bnorm faster in all 64 cases, ATen/bnorm 1.32-11.68.\n")
     t1 = {key(r): (num(r[5]), num(r[6])) for r in rows if r[4] == "1"}
