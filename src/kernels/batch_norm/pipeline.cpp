@@ -10,60 +10,18 @@
 
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
 #include "hwy/highway.h"
+#include "kernels/batch_norm/simd-inl.h"
 #include "kernels/common/simd_io-inl.h"
 
 HWY_BEFORE_NAMESPACE();
 namespace bnorm::kernels::HWY_NAMESPACE {
 namespace {
 
-// f32 partial sums are folded into double after this many additions per
-// accumulator lane (the rule of batch norm's kernels).
-constexpr size_t kGroupAddsPerFlush = 32;
-
-template <class F>
-HWY_INLINE void WithPipelineDType(DType dtype, F&& f) {
-  switch (dtype) {
-    case DType::bf16:
-      return f(std::integral_constant<DType, DType::bf16>{});
-    case DType::f16:
-      return f(std::integral_constant<DType, DType::f16>{});
-    case DType::f32:
-      break;
-  }
-  f(std::integral_constant<DType, DType::f32>{});
-}
-
-// Double lanes that f32 partial sums are folded into, lane by lane.
-struct GroupDoubleSum {
-#if HWY_TARGET == HWY_SCALAR
-  double sum = 0.0;
-  explicit GroupDoubleSum(DF) {}
-  HWY_INLINE void Fold(DF, VF v) { sum += hn::GetLane(v); }
-  HWY_INLINE double Total(DF) const { return sum; }
-#else
-  using DD = hn::Repartition<double, DF>;
-  hn::Vec<DD> lo, hi;
-  explicit GroupDoubleSum(DF) : lo(hn::Zero(DD())), hi(hn::Zero(DD())) {}
-  HWY_INLINE void Fold(DF, VF v) {
-    const hn::Half<DF> dh;
-    lo = hn::Add(lo, hn::PromoteTo(DD(), hn::LowerHalf(dh, v)));
-    hi = hn::Add(hi, hn::PromoteTo(DD(), hn::UpperHalf(dh, v)));
-  }
-  HWY_INLINE double Total(DF) const {
-    HWY_ALIGN double lanes[hn::MaxLanes(DD())];
-    hn::Store(hn::Add(lo, hi), DD(), lanes);
-    double sum = 0.0;
-    for (size_t i = 0; i < hn::Lanes(DD()); ++i) sum += lanes[i];
-    return sum;
-  }
-#endif
-};
-
 // Two f32 vector sums of bounded length, folded into double.
 struct GroupTwoSums {
   VF a, b;
   size_t rounds = 0;
-  GroupDoubleSum total_a, total_b;
+  DoubleLanes total_a, total_b;
   explicit GroupTwoSums(DF d) : a(hn::Zero(d)), b(hn::Zero(d)), total_a(d), total_b(d) {}
   HWY_INLINE void Flush(DF d) {
     total_a.Fold(d, a);
@@ -72,7 +30,7 @@ struct GroupTwoSums {
     rounds = 0;
   }
   HWY_INLINE void Count(DF d) {
-    if (HWY_UNLIKELY(++rounds == kGroupAddsPerFlush)) Flush(d);
+    if (HWY_UNLIKELY(++rounds == kAddsPerFlush)) Flush(d);
   }
 };
 
@@ -122,10 +80,9 @@ void NormalizeAndSumT(const Storage<kType>* x, Storage<kType>* y, std::int64_t p
     ForEachOutputVector<kType>(
         d, y + off, S, stream, [&](size_t i, size_t count) HWY_ATTR BNORM_ALWAYS_INLINE {
           if constexpr (kNext) walk.Step(d, term);
-          VF v = hn::MulAdd(hn::Sub(LoadSomeAsF32<kType>(d, xp + i, count, 0.0f), vc), vs, vb);
-          if constexpr (kAdd) v = hn::Add(v, LoadSomeAsF32<kType>(d, z + off + i, count, 0.0f));
-          if constexpr (kRelu) v = hn::IfThenZeroElse(hn::Lt(v, hn::Zero(d)), v);  // NaN stays NaN
-          return v;
+          return Post<kType, kAdd, kRelu>(
+              d, hn::MulAdd(hn::Sub(LoadSomeAsF32<kType>(d, xp + i, count, 0.0f), vc), vs, vb), z, off + i,
+              count);
         });
     if constexpr (kNext) {
       walk.Rest(d, term);
@@ -133,18 +90,6 @@ void NormalizeAndSumT(const Storage<kType>* x, Storage<kType>* y, std::int64_t p
       out[2 * q] = sums.total_a.Total(d);
       out[2 * q + 1] = sums.total_b.Total(d);
     }
-  }
-}
-
-// dy where the forward output y > 0, else 0 (batch norm's fused ReLU).
-template <DType kType, bool kGate>
-HWY_INLINE VF GatedDy(DF d, const Storage<kType>* HWY_RESTRICT dy, const Storage<kType>* HWY_RESTRICT y,
-                      size_t i, size_t count) {
-  const VF g = LoadSomeAsF32<kType>(d, dy + i, count, 0.0f);
-  if constexpr (kGate) {
-    return hn::IfThenElseZero(hn::Gt(LoadSomeAsF32<kType>(d, y + i, count, 0.0f), hn::Zero(d)), g);
-  } else {
-    return g;
   }
 }
 
@@ -172,27 +117,28 @@ void ApplyAndReduceT(const Storage<kType>* x, const Storage<kType>* dy, Storage<
       if constexpr (kGate) PrefetchAhead(next_y, e, total);
       // The next dy is padded with 0 and x with its center: padded lanes
       // add nothing.
-      const VF ng = GatedDy<kType, kGate>(d, next_dy, next_y, e, count);
+      const VF ng =
+          Gated<kType, kGate>(d, LoadSomeAsF32<kType>(d, next_dy + e, count, 0.0f), next_y, e, count);
       const VF nx = LoadSomeAsF32<kType>(d, next_x + e, count, next_center);
       sums.a = hn::Add(sums.a, ng);
       sums.b = hn::MulAdd(ng, hn::Sub(nx, vnc), sums.b);
       sums.Count(d);
     };
-    ForEachOutputVector<kType>(d, dx + off, S, stream,
-                               [&](size_t i, size_t count) HWY_ATTR BNORM_ALWAYS_INLINE {
-                                 const size_t e = off + i;
-                                 if constexpr (kNext) walk.Step(d, term);
-                                 const VF xv = LoadSomeAsF32<kType>(d, x + e, count, 0.0f);
-                                 const VF gv = GatedDy<kType, kGate>(d, dy, y, e, count);
-                                 if constexpr (kDz) {
-                                   if (count == hn::Lanes(d)) {
-                                     StoreFromF32<kType>(d, gv, dz + e);
-                                   } else {
-                                     StorePartialFromF32<kType>(d, gv, dz + e, count);
-                                   }
-                                 }
-                                 return hn::MulAdd(a, gv, hn::MulAdd(b, hn::Sub(xv, vc), k));
-                               });
+    ForEachOutputVector<kType>(
+        d, dx + off, S, stream, [&](size_t i, size_t count) HWY_ATTR BNORM_ALWAYS_INLINE {
+          const size_t e = off + i;
+          if constexpr (kNext) walk.Step(d, term);
+          const VF xv = LoadSomeAsF32<kType>(d, x + e, count, 0.0f);
+          const VF gv = Gated<kType, kGate>(d, LoadSomeAsF32<kType>(d, dy + e, count, 0.0f), y, e, count);
+          if constexpr (kDz) {
+            if (count == hn::Lanes(d)) {
+              StoreFromF32<kType>(d, gv, dz + e);
+            } else {
+              StorePartialFromF32<kType>(d, gv, dz + e, count);
+            }
+          }
+          return hn::MulAdd(a, gv, hn::MulAdd(b, hn::Sub(xv, vc), k));
+        });
     if constexpr (kNext) {
       walk.Rest(d, term);
       sums.Flush(d);
@@ -208,28 +154,21 @@ void PipelineNormalizeAndSum(DType dt, const void* x, void* y, std::int64_t plan
                              const float* center, const float* scale, const float* shift, bool stream,
                              const void* next, const float* pivots, double* sums, const void* residual,
                              bool relu) {
-  using T = std::true_type;
-  using F = std::false_type;
-  WithPipelineDType(dt, [&](auto t) {
+  WithDType(dt, [&](auto t) {
     using S = Storage<t()>;
-    auto run = [&](auto has_next, auto add, auto rel) {
-      NormalizeAndSumT<t(), decltype(has_next)::value, decltype(add)::value, decltype(rel)::value>(
-          static_cast<const S*>(x), static_cast<S*>(y), planes, plane_len, center, scale, shift, stream,
-          static_cast<const S*>(next), pivots, sums, static_cast<const S*>(residual));
-    };
-    auto with_post = [&](auto has_next) {
-      if (residual) {
-        if (relu) return run(has_next, T{}, T{});
-        return run(has_next, T{}, F{});
+    const bool has_next = next != nullptr;
+    WithPost({residual, relu}, [&](auto add, auto rel) {
+      auto run = [&](auto with_next) {
+        NormalizeAndSumT<t(), decltype(with_next)::value, add(), rel()>(
+            static_cast<const S*>(x), static_cast<S*>(y), planes, plane_len, center, scale, shift, stream,
+            static_cast<const S*>(next), pivots, sums, static_cast<const S*>(residual));
+      };
+      if (has_next) {
+        run(std::true_type{});
+      } else {
+        run(std::false_type{});
       }
-      if (relu) return run(has_next, F{}, T{});
-      run(has_next, F{}, F{});
-    };
-    if (next) {
-      with_post(T{});
-    } else {
-      with_post(F{});
-    }
+    });
   });
 }
 
@@ -238,26 +177,23 @@ void PipelineApplyAndReduce(DType dt, const void* x, const void* dy, void* dx, s
                             const float* k_const, bool stream, const void* next_x, const void* next_dy,
                             const float* next_centers, double* sums, const void* y, void* dz,
                             const void* next_y) {
-  using T = std::true_type;
-  using F = std::false_type;
-  WithPipelineDType(dt, [&](auto t) {
+  WithDType(dt, [&](auto t) {
     using S = Storage<t()>;
-    auto run = [&](auto has_next, auto gate, auto has_dz) {
-      ApplyAndReduceT<t(), decltype(has_next)::value, decltype(gate)::value, decltype(has_dz)::value>(
-          static_cast<const S*>(x), static_cast<const S*>(dy), static_cast<S*>(dx), planes, plane_len, center,
-          k_dy, k_xc, k_const, stream, static_cast<const S*>(next_x), static_cast<const S*>(next_dy),
-          next_centers, sums, static_cast<const S*>(y), static_cast<S*>(dz), static_cast<const S*>(next_y));
-    };
-    auto with_gate = [&](auto has_next) {
-      if (!y) return run(has_next, F{}, F{});
-      if (dz) return run(has_next, T{}, T{});
-      run(has_next, T{}, F{});
-    };
-    if (next_x) {
-      with_gate(T{});
-    } else {
-      with_gate(F{});
-    }
+    const bool has_next = next_x != nullptr;
+    WithGate({y, dz}, [&](auto gate, auto with_dz) {
+      auto run = [&](auto with_next) {
+        ApplyAndReduceT<t(), decltype(with_next)::value, gate(), with_dz()>(
+            static_cast<const S*>(x), static_cast<const S*>(dy), static_cast<S*>(dx), planes, plane_len,
+            center, k_dy, k_xc, k_const, stream, static_cast<const S*>(next_x),
+            static_cast<const S*>(next_dy), next_centers, sums, static_cast<const S*>(y), static_cast<S*>(dz),
+            static_cast<const S*>(next_y));
+      };
+      if (has_next) {
+        run(std::true_type{});
+      } else {
+        run(std::false_type{});
+      }
+    });
   });
 }
 
