@@ -124,6 +124,15 @@ void check(const TensorDesc& desc) {
       ASSERT_EQ(dz.bytes, gated.bytes);
       ASSERT_EQ(dg, dg_w);
       ASSERT_EQ(db, db_w);
+      // Constant statistics and dx alone (nothing to sum: one stream over
+      // all planes): the same bits too.
+      Buffer fx_want(desc), fx(desc), fz(desc);
+      obn::backward(p, plan, src.data(), gated.data(), fx_want.data(), gamma.data(), m1.data(), i1.data(),
+                    nullptr, nullptr, BackwardStats::fixed);
+      obn::backward(p, plan, src.data(), dy.data(), fx.data(), gamma.data(), m1.data(), i1.data(), nullptr,
+                    nullptr, BackwardStats::fixed, nullptr, nullptr, {fused.data(), fz.data()});
+      ASSERT_EQ(fx.bytes, fx_want.bytes);
+      ASSERT_EQ(fz.bytes, gated.bytes);
     }
   }
 }
