@@ -236,8 +236,8 @@ void BackwardApplyT(const Storage<kType>* x, const Storage<kType>* dy, Storage<k
 // ---------------------------------------------------------------- channels-first planes
 //
 // `planes` consecutive planes of S elements; plane i uses parameter index
-// (first + i) % period. A vector that straddles two planes computes both
-// and blends them, so the walk is one aligned (streamable) pass.
+// (first + i) % period. A vector that straddles two planes takes each
+// lane's parameters, so the walk is one aligned (streamable) pass.
 
 // Where a planes walk is: elements left in the current plane and the
 // parameter index of the current plane.
@@ -270,8 +270,8 @@ struct PlaneParams {
 };
 
 // Walks planes: `compute(params, i, count)` gives the result for lanes
-// [i, i + count) with one plane's parameters; a vector that reaches the next
-// plane is computed with both and blended.
+// [i, i + count), once per vector; a vector across two planes gets each
+// lane's plane's parameters.
 template <DType kType, size_t K, class Compute>
 HWY_INLINE void WalkPlanes(DF d, Storage<kType>* HWY_RESTRICT y, std::int64_t planes, std::int64_t plane_len,
                            std::int64_t first, std::int64_t period, PlaneParams<K> params, bool stream,
@@ -291,14 +291,24 @@ HWY_INLINE void WalkPlanes(DF d, Storage<kType>* HWY_RESTRICT y, std::int64_t pl
   }
   ForEachOutputVector<kType>(d, y, static_cast<size_t>(planes) * S, stream,
                              [&](size_t i, size_t count) HWY_ATTR BNORM_ALWAYS_INLINE {
-                               VF out = compute(params, i, count);
                                const size_t split = cur.Advance(count);
-                               if (HWY_UNLIKELY(split != count || cur.left == S)) {
+                               if (HWY_LIKELY(split == count && cur.left != S))
+                                 return compute(params, i, count);
+                               if (split == count) {  // the vector ends the plane
+                                 const VF out = compute(params, i, count);
                                  params.Load(d, cur.index);
-                                 if (split != count)
-                                   out = hn::IfThenElse(hn::FirstN(d, split), out, compute(params, i, count));
+                                 return out;
                                }
-                               return out;
+                               // Lanes from two planes: one compute with each lane's
+                               // parameters (compute may store, e.g. dz, and its
+                               // target may be one of its inputs: computing twice
+                               // would read a stored lane back).
+                               PlaneParams<K> mixed = params;
+                               params.Load(d, cur.index);
+                               const auto head = hn::FirstN(d, split);
+                               for (size_t k = 0; k < K; ++k)
+                                 mixed.v[k] = hn::IfThenElse(head, mixed.v[k], params.v[k]);
+                               return compute(mixed, i, count);
                              });
 }
 
@@ -333,9 +343,8 @@ void ApplyPlanesT(const Storage<kType>* x, const Storage<kType>* dy, Storage<kTy
                          PrefetchAhead(dy, i, n);
                          if constexpr (kGate) PrefetchAhead(y, i, n);
                          const VF xv = LoadSomeAsF32<kType>(d, x + i, count, 0.0f);
-                         const VF gv =
-                             Gated<kType, kGate>(d, LoadSomeAsF32<kType>(d, dy + i, count, 0.0f), y, i, count);
-                         // (A vector across two planes computes twice: the same dz both times.)
+                         const VF gv = Gated<kType, kGate>(d, LoadSomeAsF32<kType>(d, dy + i, count, 0.0f), y,
+                                                           i, count);
                          if constexpr (kDz) StoreSomeFromF32<kType>(d, gv, dz + i, count);
                          return hn::MulAdd(p.v[1], gv, hn::MulAdd(p.v[2], hn::Sub(xv, p.v[0]), p.v[3]));
                        });
