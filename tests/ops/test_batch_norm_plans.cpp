@@ -29,6 +29,7 @@ std::vector<obn::Plan> plans_for(const obn::Problem& p) {
           for (bool pipeline : {false, true})
             plans.push_back({obn::Strategy::channel_slabs, workers, block, 1, stream, pipeline});
         plans.push_back({obn::Strategy::split_channels, workers, 1, 1, stream});
+        plans.push_back({obn::Strategy::planes, workers, 1, 1, stream});
       }
     }
   }
@@ -36,7 +37,7 @@ std::vector<obn::Plan> plans_for(const obn::Problem& p) {
 }
 
 std::string plan_name(const obn::Plan& plan) {
-  const char* names[] = {"channel_slabs", "split_channels", "rows"};
+  const char* names[] = {"channel_slabs", "split_channels", "planes", "rows"};
   return std::string(names[static_cast<int>(plan.strategy)]) + " workers=" + std::to_string(plan.workers) +
          " block=" + std::to_string(plan.block_channels) + " tile=" + std::to_string(plan.tile_rows) +
          (plan.stream ? " stream" : "") + (plan.pipeline ? " pipeline" : "");
@@ -189,7 +190,12 @@ TEST(BatchNormPlans, PublicPlanChoice) {
   // Small slabs, many channels: own them.
   const obn::Problem small{DType::f32, Layout::channels_first, 256, 1024, 14 * 14};
   EXPECT_EQ(obn::plan_for(small, 2, Pass::training).strategy, Strategy::channel_slabs);
-  EXPECT_EQ(obn::plan_for(small, 2, Pass::backward).strategy, Strategy::channel_slabs);
+  // Backward with planes under 1 KiB sums them in memory order; 3 KiB
+  // planes stay in channel blocks.
+  EXPECT_EQ(obn::plan_for(small, 2, Pass::backward).strategy, Strategy::planes);
+  EXPECT_EQ(obn::plan_for(small, 1, Pass::backward).strategy, Strategy::planes);
+  const obn::Problem mid_planes{DType::f32, Layout::channels_first, 32, 64, 28 * 28};
+  EXPECT_EQ(obn::plan_for(mid_planes, 2, Pass::backward).strategy, Strategy::channel_slabs);
   // A channel that fits half of L2 for training (x) but not for backward (x and dy).
   const std::int64_t count = static_cast<std::int64_t>(3 * ops::l2_cache_bytes() / 8 / 4);
   const obn::Problem mid{DType::f32, Layout::channels_first, 1, 64, count};

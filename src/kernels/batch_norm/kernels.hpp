@@ -82,6 +82,13 @@ void backward_apply(DType dtype, const void* x, const void* dy, void* dx, Runs r
 void normalize_planes(DType dtype, const void* x, void* y, std::int64_t planes, std::int64_t plane_len,
                       std::int64_t first, std::int64_t period, const float* center, const float* scale,
                       const float* shift, bool stream, const Epilogue& post = {});
+/// The sums of backward over the same walk: for plane i, of channel k =
+/// (first + i) % period, sums[2k] += sum(g) and sums[2k + 1] += sum(g * (x
+/// - center[k])), g = dy, or with a gate dy where y > 0 and 0 elsewhere.
+/// Each plane is summed in vectors from its start.
+void planes_backward_reduce(DType dtype, const void* x, const void* dy, std::int64_t planes,
+                            std::int64_t plane_len, std::int64_t first, std::int64_t period,
+                            const float* center, double* sums, const Gate& gate = {});
 /// The same walk for backward: dx = k_dy[k] * dy + k_xc[k] * (x - center[k])
 /// + k_const[k].
 void apply_planes(DType dtype, const void* x, const void* dy, void* dx, std::int64_t planes,

@@ -44,6 +44,7 @@ struct DoubleLanes {
   explicit DoubleLanes(DF) {}
   HWY_INLINE void Fold(DF d, VF v) { sum += SumLanesInDouble(d, v); }
   HWY_INLINE double Total(DF) const { return sum; }
+  HWY_INLINE double Reduced(DF) const { return sum; }
 };
 #else
 struct DoubleLanes {
@@ -63,6 +64,9 @@ struct DoubleLanes {
     for (size_t i = 0; i < hn::Lanes(DD()); ++i) sum += lanes[i];
     return sum;
   }
+  /// The total by a shuffle tree: a few instructions, where Total's lane
+  /// loop is a chain of dependent additions (for sums taken often).
+  HWY_INLINE double Reduced(DF) const { return hn::GetLane(hn::SumOfLanes(DD(), hn::Add(lo, hi))); }
 };
 #endif
 

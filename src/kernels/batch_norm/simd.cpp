@@ -312,6 +312,63 @@ HWY_INLINE void WalkPlanes(DF d, Storage<kType>* HWY_RESTRICT y, std::int64_t pl
                              });
 }
 
+// Channel sums of consecutive planes in memory order: each plane in vectors
+// from its start, its two sums added in double to its channel's.
+template <DType kType, bool kGate>
+void PlanesBackwardReduceT(const Storage<kType>* x, const Storage<kType>* dy, const Storage<kType>* y,
+                           std::int64_t planes, std::int64_t plane_len, std::int64_t first,
+                           std::int64_t period, const float* center, double* sums) {
+  const DF d;
+  const size_t lanes = hn::Lanes(d), S = static_cast<size_t>(plane_len);
+  const size_t n = static_cast<size_t>(planes) * S;
+  std::int64_t k = first;
+  for (size_t off = 0; off < n; off += S, k = k + 1 == period ? 0 : k + 1) {
+    const Storage<kType>* HWY_RESTRICT px = x + off;
+    const Storage<kType>* HWY_RESTRICT pg = dy + off;
+    const Storage<kType>* HWY_RESTRICT py = nullptr;
+    if constexpr (kGate) py = y + off;
+    const VF vc = hn::Set(d, center[k]);
+    VF g0 = hn::Zero(d), g1 = hn::Zero(d), h0 = hn::Zero(d), h1 = hn::Zero(d);
+    DoubleLanes total_g(d), total_h(d);
+    auto fold = [&]() HWY_ATTR {
+      total_g.Fold(d, hn::Add(g0, g1));
+      total_h.Fold(d, hn::Add(h0, h1));
+      g0 = g1 = h0 = h1 = hn::Zero(d);
+    };
+    auto prefetch = [&](size_t i) HWY_ATTR BNORM_ALWAYS_INLINE {
+      PrefetchAhead(x, off + i, n);
+      PrefetchAhead(dy, off + i, n);
+      if constexpr (kGate) PrefetchAhead(y, off + i, n);
+    };
+    size_t i = 0, rounds = 0;
+    for (; i + 2 * lanes <= S; i += 2 * lanes) {
+      prefetch(i);
+      prefetch(i + lanes);
+      const VF gv0 = Gated<kType, kGate>(d, LoadAsF32<kType>(d, pg + i), py, i, lanes);
+      const VF gv1 = Gated<kType, kGate>(d, LoadAsF32<kType>(d, pg + i + lanes), py, i + lanes, lanes);
+      g0 = hn::Add(g0, gv0);
+      g1 = hn::Add(g1, gv1);
+      h0 = hn::MulAdd(gv0, hn::Sub(LoadAsF32<kType>(d, px + i), vc), h0);
+      h1 = hn::MulAdd(gv1, hn::Sub(LoadAsF32<kType>(d, px + i + lanes), vc), h1);
+      if (HWY_UNLIKELY(++rounds == kAddsPerFlush)) {
+        fold();
+        rounds = 0;
+      }
+    }
+    for (; i < S; i += lanes) {
+      // dy is padded with 0, so padded lanes add nothing to either sum.
+      const size_t count = std::min(lanes, S - i);
+      prefetch(i);
+      const VF gv = Gated<kType, kGate>(d, LoadSomeAsF32<kType>(d, pg + i, count, 0.0f), py, i, count);
+      g0 = hn::Add(g0, gv);
+      h0 = hn::MulAdd(gv, hn::Sub(LoadSomeAsF32<kType>(d, px + i, count, 0.0f), vc), h0);
+    }
+    fold();
+    sums[2 * k] += total_g.Reduced(d);
+    sums[2 * k + 1] += total_h.Reduced(d);
+  }
+}
+
 template <DType kType, bool kAdd, bool kRelu>
 void NormalizePlanesT(const Storage<kType>* x, Storage<kType>* y, const Storage<kType>* z, std::int64_t planes,
                       std::int64_t plane_len, std::int64_t first, std::int64_t period, const float* center,
@@ -804,6 +861,18 @@ void NormalizePlanes(DType dt, const void* x, void* y, std::int64_t planes, std:
     });
   });
 }
+void PlanesBackwardReduce(DType dt, const void* x, const void* dy, std::int64_t planes,
+                          std::int64_t plane_len, std::int64_t first, std::int64_t period,
+                          const float* center, double* sums, const batch_norm::Gate& gate) {
+  WithDType(dt, [&](auto t) {
+    using T = Storage<t()>;
+    WithGate(gate, [&](auto g, auto) {
+      PlanesBackwardReduceT<t(), g()>(static_cast<const T*>(x), static_cast<const T*>(dy),
+                                      static_cast<const T*>(gate.y), planes, plane_len, first, period, center,
+                                      sums);
+    });
+  });
+}
 void ApplyPlanes(DType dt, const void* x, const void* dy, void* dx, std::int64_t planes,
                  std::int64_t plane_len, std::int64_t first, std::int64_t period, const float* center,
                  const float* k_dy, const float* k_xc, const float* k_const, bool stream,
@@ -874,6 +943,7 @@ HWY_EXPORT(Normalize);
 HWY_EXPORT(BackwardReduce);
 HWY_EXPORT(BackwardApply);
 HWY_EXPORT(NormalizePlanes);
+HWY_EXPORT(PlanesBackwardReduce);
 HWY_EXPORT(ApplyPlanes);
 HWY_EXPORT(RowsShiftedSums);
 HWY_EXPORT(RowsSumSqCentered);
@@ -906,6 +976,12 @@ void normalize_planes(DType dtype, const void* x, void* y, std::int64_t planes, 
                       const float* shift, bool stream, const Epilogue& post) {
   HWY_DYNAMIC_DISPATCH(NormalizePlanes)
   (dtype, x, y, planes, plane_len, first, period, center, scale, shift, stream, post);
+}
+void planes_backward_reduce(DType dtype, const void* x, const void* dy, std::int64_t planes,
+                            std::int64_t plane_len, std::int64_t first, std::int64_t period,
+                            const float* center, double* sums, const Gate& gate) {
+  HWY_DYNAMIC_DISPATCH(PlanesBackwardReduce)
+  (dtype, x, dy, planes, plane_len, first, period, center, sums, gate);
 }
 void apply_planes(DType dtype, const void* x, const void* dy, void* dx, std::int64_t planes,
                   std::int64_t plane_len, std::int64_t first, std::int64_t period, const float* center,

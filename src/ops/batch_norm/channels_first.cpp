@@ -302,27 +302,50 @@ void backward_channels_first(const Problem& p, const Plan& plan, const void* src
   const int workers = plan.workers;
   const double count = static_cast<double>(p.count());
   auto at = [&](const void* base, std::int64_t c) { return element_ptr(base, p.dtype, c * p.s); };
-  if (!reduce) {
-    // Nothing to sum (constant statistics, or SyncBatchNorm's global sums):
-    // dx walks the N*C planes as one stream split over the workers, as
-    // inference does. Per-sample segments of channel blocks stream far
-    // worse (256x1024x14x14 bf16, 2 threads: 18.5 ms in blocks of 8
-    // channels, 10.3 ms in one stream).
-    const std::size_t uC = static_cast<std::size_t>(p.c);
+  if (plan.strategy == Strategy::planes || !reduce) {
+    // Each worker's range of the N*C planes, in memory order: its partial
+    // sums; after the barrier every worker adds them up in worker order (the
+    // same bits on each) for its own coefficients, worker 0 writes the
+    // parameter gradients, and dx walks the same range as one stream.
+    //
+    // Also with nothing to sum (constant statistics with dx alone,
+    // SyncBatchNorm's second pass), whatever the plan: per-sample segments
+    // of channel blocks stream far worse than one stream (256x1024x14x14
+    // bf16, 2 threads: 18.5 ms in blocks of 8 channels, 10.3 ms).
+    const std::size_t uC = static_cast<std::size_t>(p.c), uW = static_cast<std::size_t>(workers);
     ScratchLayout layout;
-    const std::size_t o_k = layout.add<float>(3 * uC), o_zero = layout.add<double>(uC);
+    const std::size_t o_part = layout.add<double>(2 * uC * uW), o_total = layout.add<double>(2 * uC * uW),
+                      o_k = layout.add<float>(3 * uC * uW);
     std::byte* base = thread_scratch(layout.bytes());
-    float* k_dy = scratch_at<float>(base, o_k);
-    float *k_xc = k_dy + uC, *k_const = k_xc + uC;
-    double* zero = scratch_at<double>(base, o_zero);
-    std::fill_n(zero, uC, 0.0);
-    out.finish(0, p.c, count, zero, zero, k_dy, k_xc, k_const, true);
-    if (!diff_src) return;
+    double* partials = scratch_at<double>(base, o_part);
     const std::int64_t planes = p.n * p.c;
+    const DType dt = p.dtype;
     run_team(workers, [&](const Team& team) {
       team.for_each_worker([&](int w) {
         const std::int64_t r0 = split_point(planes, workers, w), r1 = split_point(planes, workers, w + 1);
-        const DType dt = p.dtype;
+        double* mine = partials + 2 * uC * static_cast<std::size_t>(w);
+        std::fill_n(mine, 2 * uC, 0.0);
+        if (reduce)
+          k::planes_backward_reduce(dt, element_ptr(src, dt, r0 * p.s), element_ptr(diff_dst, dt, r0 * p.s),
+                                    r1 - r0, p.s, r0 % p.c, p.c, mean, mine, out.gate.at(dt, r0 * p.s));
+      });
+      team.barrier();  // every worker's partials are in place
+      team.for_each_worker([&](int w) {
+        const std::size_t uw = static_cast<std::size_t>(w);
+        double* sum_dy = scratch_at<double>(base, o_total) + 2 * uC * uw;
+        double* sum_dy_xc = sum_dy + uC;
+        for (std::size_t c = 0; c < uC; ++c) {
+          sum_dy[c] = sum_dy_xc[c] = 0.0;
+          for (std::size_t v = 0; v < uW; ++v) {
+            sum_dy[c] += partials[2 * uC * v + 2 * c];
+            sum_dy_xc[c] += partials[2 * uC * v + 2 * c + 1];
+          }
+        }
+        float* k_dy = scratch_at<float>(base, o_k) + 3 * uC * uw;
+        float *k_xc = k_dy + uC, *k_const = k_xc + uC;
+        out.finish(0, p.c, count, sum_dy, sum_dy_xc, k_dy, k_xc, k_const, w == 0);
+        if (!diff_src) return;
+        const std::int64_t r0 = split_point(planes, workers, w), r1 = split_point(planes, workers, w + 1);
         k::apply_planes(dt, element_ptr(src, dt, r0 * p.s), element_ptr(diff_dst, dt, r0 * p.s),
                         element_ptr(diff_src, dt, r0 * p.s), r1 - r0, p.s, r0 % p.c, p.c, mean, k_dy, k_xc,
                         k_const, plan.stream, out.gate.at(dt, r0 * p.s));

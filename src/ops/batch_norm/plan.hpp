@@ -40,6 +40,13 @@ enum class Strategy {
   /// spread evenly); the shares' statistics are merged after one barrier per
   /// channel, then each share is normalized from cache.
   split_channels,
+  /// Channels-first backward with small planes: each worker sums a
+  /// contiguous range of the N*C planes in memory order into per-channel
+  /// partials; a barrier, a merge, then dx over the same range as one
+  /// stream. Reads x and dy twice from DRAM, but in long sequential runs,
+  /// where channel blocks read and write a sample's few planes at a time.
+  /// (Backward only: training runs such a plan as split_channels.)
+  planes,
   /// Channels-last (or no spatial dims): each worker owns a block of rows;
   /// per-worker per-channel partials, a barrier, a merge, then the
   /// elementwise pass.
