@@ -171,7 +171,17 @@ FoldReport fold_batch_norms(OnnxModel& model, const FoldOptions& options) {
   FoldReport report;
   // Indexes shift as nodes go; walk by output name.
   std::vector<std::string> outputs;
-  for (int i : batch_norm_nodes(model)) outputs.push_back(model.graph().node(i).output(0));
+  for (int i : batch_norm_nodes(model)) {
+    const auto& n = model.graph().node(i);
+    if (n.output_size() > 0 && !n.output(0).empty()) {
+      outputs.push_back(n.output(0));
+    } else {
+      FoldOutcome outcome;
+      outcome.batch_norm = read_batch_norm(model, i).name;
+      outcome.reason = "it has no output";
+      report.outcomes.push_back(std::move(outcome));
+    }
+  }
   for (const std::string& out : outputs) {
     const auto index = model.producer(out);
     if (!index) continue;

@@ -294,6 +294,14 @@ TEST(FoldRefuses, EveryMustNotFoldCase) {
                 g.output("running_mean", TP::FLOAT, {3});
               }),
               "running-statistics outputs");
+  // A BN with no output (found by the fuzzer: the fold walked off the end
+  // of the node's outputs).
+  expect_left(conv_bn([](GraphBuilder& g) {
+                g.proto().mutable_graph()->mutable_node(1)->clear_output();
+                g.proto().mutable_graph()->mutable_output()->Clear();
+                g.output("c", TP::FLOAT, {});
+              }),
+              "no output");
   // Weights that are a graph input (not a constant).
   expect_left(conv_bn([](GraphBuilder& g) {
                 g.proto().mutable_graph()->mutable_initializer()->DeleteSubrange(0, 1);
