@@ -205,13 +205,20 @@ HWY_INLINE void PrefetchAhead(const T* p, size_t i, size_t n) {
   if (i + ahead < n) hwy::Prefetch(p + i + ahead);
 }
 
-/// Sum of the lanes of v, added in double.
+/// Sum of the lanes of v, added in double (by a shuffle tree: a loop over
+/// the lanes is a chain of dependent additions, which made per-plane and
+/// per-row sums compute-bound).
 HWY_INLINE double SumLanesInDouble(DF d, VF v) {
-  HWY_ALIGN float lanes[hn::MaxLanes(d)];
-  hn::Store(v, d, lanes);
-  double sum = 0.0;
-  for (size_t i = 0; i < hn::Lanes(d); ++i) sum += lanes[i];
-  return sum;
+#if HWY_TARGET == HWY_SCALAR
+  (void)d;
+  return static_cast<double>(hn::GetLane(v));
+#else
+  const hn::Repartition<double, DF> dd;
+  const hn::Half<DF> dh;
+  const auto lo = hn::PromoteTo(dd, hn::LowerHalf(dh, v));
+  const auto hi = hn::PromoteTo(dd, hn::UpperHalf(dh, v));
+  return hn::GetLane(hn::SumOfLanes(dd, hn::Add(lo, hi)));
+#endif
 }
 
 /// Runs `compute(i, count)` -> VF over elements [0, n) of the output y in
