@@ -88,10 +88,6 @@ Plan plan_for(const Problem& problem, int threads, Pass pass) {
   }
   plan.block_channels =
       std::clamp<std::int64_t>(plan.block_channels, 1, std::max<std::int64_t>(1, problem.c / w));
-  if (const char* e = std::getenv("XB")) plan.block_channels = std::atoi(e);
-  if (const char* e = std::getenv("XS")) plan.stream = std::atoi(e);
-  if (const char* e = std::getenv("XP")) plan.pipeline = std::atoi(e);
-  if (const char* e = std::getenv("XT")) plan.strategy = static_cast<Strategy>(std::atoi(e));
   return plan;
 }
 
