@@ -356,12 +356,13 @@ void PlanesBackwardReduceT(const Storage<kType>* x, const Storage<kType>* dy, co
       }
     }
     for (; i < S; i += lanes) {
-      // dy is padded with 0, so padded lanes add nothing to either sum.
+      // dy is padded with 0 and x with the center, so padded lanes add
+      // nothing to either sum.
       const size_t count = std::min(lanes, S - i);
       prefetch(i);
       const VF gv = Gated<kType, kGate>(d, LoadSomeAsF32<kType>(d, pg + i, count, 0.0f), py, i, count);
       g0 = hn::Add(g0, gv);
-      h0 = hn::MulAdd(gv, hn::Sub(LoadSomeAsF32<kType>(d, px + i, count, 0.0f), vc), h0);
+      h0 = hn::MulAdd(gv, hn::Sub(LoadSomeAsF32<kType>(d, px + i, count, center[k]), vc), h0);
     }
     fold();
     sums[2 * k] += total_g.Reduced(d);
