@@ -76,8 +76,9 @@ Plan plan_for(const Problem& problem, int threads, Pass pass) {
   // Blocks whose per-sample segments are whole cache lines, so that
   // streaming stores never write part of a line: a line written partly by
   // streaming and partly by ordinary stores is slow. Worth exceeding half
-  // the L2 for (256x1024x14x14 backward, 2 threads: bf16 5 -> 8 channels
-  // 31.7 -> 24.3 ms, f32 2 -> 4 channels 40.8 -> 36.6).
+  // the L2 for (measured on 256x1024x14x14 backward, 2 threads, before such
+  // planes went to Strategy::planes: bf16 5 -> 8 channels 31.7 -> 24.3 ms,
+  // f32 2 -> 4 channels 40.8 -> 36.6).
   const std::int64_t line_elements = 64 / static_cast<std::int64_t>(esize);
   const std::int64_t align = line_elements / std::gcd(problem.s, line_elements);
   if (most >= align) {
