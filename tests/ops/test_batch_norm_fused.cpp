@@ -35,6 +35,7 @@ std::vector<obn::Plan> plans_for(const obn::Problem& p) {
           for (bool pipeline : {false, true})
             plans.push_back({obn::Strategy::channel_slabs, workers, block, 1, stream, pipeline});
         plans.push_back({obn::Strategy::split_channels, workers, 1, 1, stream});
+        plans.push_back({obn::Strategy::planes, workers, 1, 1, stream});
       }
     }
   return plans;
