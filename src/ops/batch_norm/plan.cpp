@@ -65,14 +65,11 @@ Plan plan_for(const Problem& problem, int threads, Pass pass) {
   // ms, on 256x1024x14x14 (784 B) 17.2 -> 23.7 ms.
   plan.pipeline = pass != Pass::inference && plan.strategy == Strategy::channel_slabs &&
                   static_cast<std::size_t>(problem.s) * esize >= kPipelinePlaneBytes;
-  // A pipelined block is re-read while the next one streams in, and longer
-  // per-sample segments stream better: blocks of up to a whole L2 (not half)
-  // measured on 64x256x56x56, 2 threads, in one process: backward bf16
-  // (1 -> 2 channels) 6-9% faster in three runs, training bf16 (2 -> 5)
-  // 2-4% faster, training f32 (1 -> 2) within 4% either way.
-  const std::size_t block_budget = plan.pipeline ? l2_cache_bytes() : budget;
+  // (Pipelined blocks of up to a whole L2 instead of half measured 6-9%
+  // faster on 64x256x56x56 bf16 backward but 8-24% slower on 32x64x56x56,
+  // f32 and bf16, training and backward: not taken.)
   const std::int64_t most =
-      std::max<std::int64_t>(1, static_cast<std::int64_t>(block_budget / std::max<std::size_t>(1, slab)));
+      std::max<std::int64_t>(1, static_cast<std::int64_t>(budget / std::max<std::size_t>(1, slab)));
   // Blocks whose per-sample segments are whole cache lines, so that
   // streaming stores never write part of a line: a line written partly by
   // streaming and partly by ordinary stores is slow. Worth exceeding half

@@ -56,9 +56,8 @@ enum class Strategy {
 struct Plan {
   Strategy strategy = Strategy::channel_slabs;
   int workers = 1;
-  /// channel_slabs: channels per block (about half an L2 of data; a
-  /// pipelined block up to a whole L2; more when that makes a sample's
-  /// segment of the block whole cache lines).
+  /// channel_slabs: channels per block (about half an L2 of data; more when
+  /// that makes a sample's segment of the block whole cache lines).
   std::int64_t block_channels = 1;
   /// rows: rows per statistics tile (two passes over a tile while it is in L2).
   std::int64_t tile_rows = 1;
