@@ -128,6 +128,21 @@ double SumSqCenteredT(const Storage<kType>* x, Runs runs, float center) {
   return out[0];
 }
 
+// Backward's terms of elements [i, i + 2 * Lanes) of a run: the (gated) dy
+// into g0 / g1, dy * (x - center) into h0 / h1.
+template <DType kType, bool kGate>
+HWY_INLINE void AddGradPair(DF d, const Storage<kType>* HWY_RESTRICT px,
+                            const Storage<kType>* HWY_RESTRICT pg, const Storage<kType>* HWY_RESTRICT py,
+                            size_t i, VF vc, VF& g0, VF& g1, VF& h0, VF& h1) {
+  const size_t lanes = hn::Lanes(d);
+  const VF gv0 = Gated<kType, kGate>(d, LoadAsF32<kType>(d, pg + i), py, i, lanes);
+  const VF gv1 = Gated<kType, kGate>(d, LoadAsF32<kType>(d, pg + i + lanes), py, i + lanes, lanes);
+  g0 = hn::Add(g0, gv0);
+  g1 = hn::Add(g1, gv1);
+  h0 = hn::MulAdd(gv0, hn::Sub(LoadAsF32<kType>(d, px + i), vc), h0);
+  h1 = hn::MulAdd(gv1, hn::Sub(LoadAsF32<kType>(d, px + i + lanes), vc), h1);
+}
+
 template <DType kType, bool kGate>
 void BackwardReduceT(const Storage<kType>* x, const Storage<kType>* dy, const Storage<kType>* y, Runs runs,
                      float center, double sums[2]) {
@@ -157,12 +172,7 @@ void BackwardReduceT(const Storage<kType>* x, const Storage<kType>* dy, const St
     }
     size_t i = 0;
     for (; i + 2 * lanes <= len; i += 2 * lanes) {
-      const VF gv0 = Gated<kType, kGate>(d, LoadAsF32<kType>(d, pg + i), py, i, lanes);
-      const VF gv1 = Gated<kType, kGate>(d, LoadAsF32<kType>(d, pg + i + lanes), py, i + lanes, lanes);
-      g0 = hn::Add(g0, gv0);
-      g1 = hn::Add(g1, gv1);
-      h0 = hn::MulAdd(gv0, hn::Sub(LoadAsF32<kType>(d, px + i), vc), h0);
-      h1 = hn::MulAdd(gv1, hn::Sub(LoadAsF32<kType>(d, px + i + lanes), vc), h1);
+      AddGradPair<kType, kGate>(d, px, pg, py, i, vc, g0, g1, h0, h1);
       if (HWY_UNLIKELY(++rounds == kAddsPerFlush)) fold();
     }
     if (i + lanes <= len) {
@@ -344,12 +354,7 @@ void PlanesBackwardReduceT(const Storage<kType>* x, const Storage<kType>* dy, co
     for (; i + 2 * lanes <= S; i += 2 * lanes) {
       prefetch(i);
       prefetch(i + lanes);
-      const VF gv0 = Gated<kType, kGate>(d, LoadAsF32<kType>(d, pg + i), py, i, lanes);
-      const VF gv1 = Gated<kType, kGate>(d, LoadAsF32<kType>(d, pg + i + lanes), py, i + lanes, lanes);
-      g0 = hn::Add(g0, gv0);
-      g1 = hn::Add(g1, gv1);
-      h0 = hn::MulAdd(gv0, hn::Sub(LoadAsF32<kType>(d, px + i), vc), h0);
-      h1 = hn::MulAdd(gv1, hn::Sub(LoadAsF32<kType>(d, px + i + lanes), vc), h1);
+      AddGradPair<kType, kGate>(d, px, pg, py, i, vc, g0, g1, h0, h1);
       if (HWY_UNLIKELY(++rounds == kAddsPerFlush)) {
         fold();
         rounds = 0;
