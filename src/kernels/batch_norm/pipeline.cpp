@@ -6,6 +6,7 @@
 #define HWY_TARGET_INCLUDE "kernels/batch_norm/pipeline.cpp"
 #include "kernels/batch_norm/pipeline.hpp"
 
+#include <algorithm>
 #include <type_traits>
 
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
@@ -56,10 +57,10 @@ struct NextWalk {
 template <DType kType, bool kNext, bool kAdd, bool kRelu>
 void NormalizeAndSumT(const Storage<kType>* x, Storage<kType>* y, std::int64_t planes, std::int64_t plane_len,
                       const float* center, const float* scale, const float* shift, bool stream,
-                      const Storage<kType>* next, const float* pivots, double* out, const Storage<kType>* z) {
+                      const Storage<kType>* next, const float* pivots, double* out, const Storage<kType>* z,
+                      size_t read_on) {
   const DF d;
   const size_t S = static_cast<size_t>(plane_len);
-  const size_t total = static_cast<size_t>(planes) * S;
   for (std::int64_t q = 0; q < planes; ++q) {
     const size_t off = static_cast<size_t>(q) * S;
     const Storage<kType>* HWY_RESTRICT xp = x + off;
@@ -70,7 +71,7 @@ void NormalizeAndSumT(const Storage<kType>* x, Storage<kType>* y, std::int64_t p
     GroupTwoSums sums(d);
     NextWalk walk{0, kNext ? S : 0};
     auto term = [&](size_t j, size_t count) HWY_ATTR BNORM_ALWAYS_INLINE {
-      PrefetchAhead(next, off + j, total);
+      PrefetchAhead(next, off + j, read_on);
       // Padded lanes load as the pivot: they add nothing.
       const VF w = hn::Sub(LoadSomeAsF32<kType>(d, np + j, count, pivot), vp);
       sums.a = hn::Add(sums.a, w);
@@ -98,10 +99,10 @@ void ApplyAndReduceT(const Storage<kType>* x, const Storage<kType>* dy, Storage<
                      std::int64_t planes, std::int64_t plane_len, const float* center, const float* k_dy,
                      const float* k_xc, const float* k_const, bool stream, const Storage<kType>* next_x,
                      const Storage<kType>* next_dy, const float* next_centers, double* out,
-                     const Storage<kType>* y, Storage<kType>* dz, const Storage<kType>* next_y) {
+                     const Storage<kType>* y, Storage<kType>* dz, const Storage<kType>* next_y,
+                     size_t read_on) {
   const DF d;
   const size_t S = static_cast<size_t>(plane_len);
-  const size_t total = static_cast<size_t>(planes) * S;
   for (std::int64_t q = 0; q < planes; ++q) {
     const size_t off = static_cast<size_t>(q) * S;
     const float next_center = kNext ? next_centers[q] : 0.0f;
@@ -112,9 +113,9 @@ void ApplyAndReduceT(const Storage<kType>* x, const Storage<kType>* dy, Storage<
     NextWalk walk{0, kNext ? S : 0};
     auto term = [&](size_t j, size_t count) HWY_ATTR BNORM_ALWAYS_INLINE {
       const size_t e = off + j;
-      PrefetchAhead(next_x, e, total);
-      PrefetchAhead(next_dy, e, total);
-      if constexpr (kGate) PrefetchAhead(next_y, e, total);
+      PrefetchAhead(next_x, e, read_on);
+      PrefetchAhead(next_dy, e, read_on);
+      if constexpr (kGate) PrefetchAhead(next_y, e, read_on);
       // The next dy is padded with 0 and x with its center: padded lanes
       // add nothing.
       const VF ng =
@@ -148,12 +149,18 @@ void ApplyAndReduceT(const Storage<kType>* x, const Storage<kType>* dy, Storage<
   }
 }
 
+// How far past the next block's start its walk may prefetch.
+size_t ReadOn(std::int64_t planes, std::int64_t plane_len, std::int64_t next_extent) {
+  return static_cast<size_t>(std::max(next_extent, planes * plane_len));
+}
+
 }  // namespace
 
 void PipelineNormalizeAndSum(DType dt, const void* x, void* y, std::int64_t planes, std::int64_t plane_len,
                              const float* center, const float* scale, const float* shift, bool stream,
                              const void* next, const float* pivots, double* sums, const void* residual,
-                             bool relu) {
+                             bool relu, std::int64_t next_extent) {
+  const size_t read_on = ReadOn(planes, plane_len, next_extent);
   WithDType(dt, [&](auto t) {
     using S = Storage<t()>;
     const bool has_next = next != nullptr;
@@ -161,7 +168,7 @@ void PipelineNormalizeAndSum(DType dt, const void* x, void* y, std::int64_t plan
       auto run = [&](auto with_next) {
         NormalizeAndSumT<t(), decltype(with_next)::value, add(), rel()>(
             static_cast<const S*>(x), static_cast<S*>(y), planes, plane_len, center, scale, shift, stream,
-            static_cast<const S*>(next), pivots, sums, static_cast<const S*>(residual));
+            static_cast<const S*>(next), pivots, sums, static_cast<const S*>(residual), read_on);
       };
       if (has_next) {
         run(std::true_type{});
@@ -176,7 +183,8 @@ void PipelineApplyAndReduce(DType dt, const void* x, const void* dy, void* dx, s
                             std::int64_t plane_len, const float* center, const float* k_dy, const float* k_xc,
                             const float* k_const, bool stream, const void* next_x, const void* next_dy,
                             const float* next_centers, double* sums, const void* y, void* dz,
-                            const void* next_y) {
+                            const void* next_y, std::int64_t next_extent) {
+  const size_t read_on = ReadOn(planes, plane_len, next_extent);
   WithDType(dt, [&](auto t) {
     using S = Storage<t()>;
     const bool has_next = next_x != nullptr;
@@ -186,7 +194,7 @@ void PipelineApplyAndReduce(DType dt, const void* x, const void* dy, void* dx, s
             static_cast<const S*>(x), static_cast<const S*>(dy), static_cast<S*>(dx), planes, plane_len,
             center, k_dy, k_xc, k_const, stream, static_cast<const S*>(next_x),
             static_cast<const S*>(next_dy), next_centers, sums, static_cast<const S*>(y), static_cast<S*>(dz),
-            static_cast<const S*>(next_y));
+            static_cast<const S*>(next_y), read_on);
       };
       if (has_next) {
         run(std::true_type{});
@@ -208,18 +216,21 @@ HWY_EXPORT(PipelineApplyAndReduce);
 
 void normalize_and_sum(DType dtype, const void* x, void* y, std::int64_t planes, std::int64_t plane_len,
                        const float* center, const float* scale, const float* shift, bool stream,
-                       const void* next, const float* pivots, double* sums, const void* residual, bool relu) {
+                       const void* next, const float* pivots, double* sums, const void* residual, bool relu,
+                       std::int64_t next_extent) {
   HWY_DYNAMIC_DISPATCH(PipelineNormalizeAndSum)
-  (dtype, x, y, planes, plane_len, center, scale, shift, stream, next, pivots, sums, residual, relu);
+  (dtype, x, y, planes, plane_len, center, scale, shift, stream, next, pivots, sums, residual, relu,
+   next_extent);
 }
 
 void apply_and_reduce(DType dtype, const void* x, const void* dy, void* dx, std::int64_t planes,
                       std::int64_t plane_len, const float* center, const float* k_dy, const float* k_xc,
                       const float* k_const, bool stream, const void* next_x, const void* next_dy,
-                      const float* next_centers, double* sums, const void* y, void* dz, const void* next_y) {
+                      const float* next_centers, double* sums, const void* y, void* dz, const void* next_y,
+                      std::int64_t next_extent) {
   HWY_DYNAMIC_DISPATCH(PipelineApplyAndReduce)
   (dtype, x, dy, dx, planes, plane_len, center, k_dy, k_xc, k_const, stream, next_x, next_dy, next_centers,
-   sums, y, dz, next_y);
+   sums, y, dz, next_y, next_extent);
 }
 
 }  // namespace bnorm::kernels::batch_norm

@@ -111,8 +111,10 @@ void forward_blocks(const Problem& p, const Plan& plan, const void* src, void* d
             pivot = block_pivot(dt, x_at(b + 1), cg, p.s);
             std::fill_n(pivots, cg, pivot);
           }
+          // The worker's later blocks follow the next one in memory.
           k::normalize_and_sum(dt, x_at(b), element_ptr(dst, dt, b * m), cg, p.s, center, scale, shift,
-                               plan.stream, more ? x_at(b + 1) : nullptr, pivots, plane_sums);
+                               plan.stream, more ? x_at(b + 1) : nullptr, pivots, plane_sums, nullptr, false,
+                               (b_end - b - 1) * m);
           sums[0] = sums[1] = 0.0;
           for (std::int64_t q = 0; more && q < cg; ++q) {
             sums[0] += plane_sums[2 * q];
@@ -238,7 +240,8 @@ void backward_blocks(const Problem& p, const Plan& plan, const void* src, const 
           if (more) std::fill_n(next_centers, cg, a.mean[b + 1]);
           k::apply_and_reduce(dt, at(src, b), at(diff_dst, b), element_ptr(diff_src, dt, b * m), cg, p.s,
                               center, k_dy, k_xc, k_const, plan.stream, more ? at(src, b + 1) : nullptr,
-                              more ? at(diff_dst, b + 1) : nullptr, next_centers, sums);
+                              more ? at(diff_dst, b + 1) : nullptr, next_centers, sums, nullptr, nullptr,
+                              nullptr, (b_end - b - 1) * m);
         }
       });
       if (plan.stream) k::stream_fence();
