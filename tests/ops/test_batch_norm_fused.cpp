@@ -112,15 +112,18 @@ void check(const TensorDesc& desc) {
                              var.data(), 1e-5, post);
       ASSERT_TRUE(same(ifused, add_relu(iplain, residual ? &z : nullptr, relu), "inference", &iplain,
                        residual ? &z : nullptr));
-      if (!relu) continue;
-      // Backward: BN's backward of dy gated by fused > 0.
+      if (!residual && !relu) continue;
+      // Backward: BN's backward of dy gated by fused > 0 (without a ReLU,
+      // of dy, which is then also the residual's gradient).
       Buffer gated(desc), dx_want(desc), dx(desc), dz(desc);
-      for (std::int64_t i = 0; i < dy.size(); ++i) gated.set(i, fused.get(i) > 0.0f ? dy.get(i) : 0.0f);
+      for (std::int64_t i = 0; i < dy.size(); ++i)
+        gated.set(i, !relu || fused.get(i) > 0.0f ? dy.get(i) : 0.0f);
+      const void* gate_y = relu ? fused.data() : nullptr;
       std::vector<float> dg_w(C), db_w(C), dg(C), db(C);
       obn::backward(p, plan, src.data(), gated.data(), dx_want.data(), gamma.data(), m1.data(), i1.data(),
                     dg_w.data(), db_w.data(), BackwardStats::batch);
       obn::backward(p, plan, src.data(), dy.data(), dx.data(), gamma.data(), m1.data(), i1.data(), dg.data(),
-                    db.data(), BackwardStats::batch, nullptr, nullptr, {fused.data(), dz.data()});
+                    db.data(), BackwardStats::batch, nullptr, nullptr, {gate_y, dz.data()});
       ASSERT_EQ(dx.bytes, dx_want.bytes);
       ASSERT_EQ(dz.bytes, gated.bytes);
       ASSERT_EQ(dg, dg_w);
@@ -131,7 +134,7 @@ void check(const TensorDesc& desc) {
       obn::backward(p, plan, src.data(), gated.data(), fx_want.data(), gamma.data(), m1.data(), i1.data(),
                     nullptr, nullptr, BackwardStats::fixed);
       obn::backward(p, plan, src.data(), dy.data(), fx.data(), gamma.data(), m1.data(), i1.data(), nullptr,
-                    nullptr, BackwardStats::fixed, nullptr, nullptr, {fused.data(), fz.data()});
+                    nullptr, BackwardStats::fixed, nullptr, nullptr, {gate_y, fz.data()});
       ASSERT_EQ(fx.bytes, fx_want.bytes);
       ASSERT_EQ(fz.bytes, gated.bytes);
     }
@@ -193,6 +196,19 @@ TEST(BatchNormFused, PublicFunctions) {
   EXPECT_THROW(batch_norm_backward_fused(d, src.data(), y.data(), true, d, dy.data(), d, nullptr,
                                          gamma.data(), m.data(), is.data(), nullptr, nullptr, dz.data()),
                Error);
+  // diff_residual and diff_src in one buffer: refused, nothing written.
+  for (bool relu : {true, false}) {
+    const Buffer before = dx;
+    try {
+      batch_norm_backward_fused(d, src.data(), y.data(), relu, d, dy.data(), d, dx.data(), gamma.data(),
+                                m.data(), is.data(), dg.data(), db.data(), dx.data());
+      ADD_FAILURE() << "diff_residual == diff_src was accepted";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::invalid_argument) << e.what();
+      EXPECT_NE(std::string(e.what()).find("'diff_residual' and 'diff_src'"), std::string::npos) << e.what();
+    }
+    EXPECT_EQ(dx.bytes, before.bytes);
+  }
 }
 
 // diff_residual written in place of diff_dst, src or dst gives what a
@@ -202,31 +218,39 @@ TEST(BatchNormFused, ResidualGradientInPlace) {
   for (Layout layout : {Layout::channels_first, Layout::channels_last}) {
     for (DType dt : {DType::f32, DType::bf16}) {
       for (std::int64_t S : {9, 37}) {  // shorter than a vector; vectors across two planes
-        const TensorDesc d(dt, layout, {4, 16, S});
-        SCOPED_TRACE(d.str());
-        const std::size_t C = 16;
-        Buffer src(d), z(d), y(d), dy(d), dx_want(d), dz_want(d);
-        fill_normal(src, 21);
-        fill_normal(z, 22);
-        fill_normal(dy, 23);
-        const auto gamma = uniform(C, 1, 0.5f, 2.0f), beta = uniform(C, 2, -1.0f, 1.0f);
-        std::vector<float> m(C), is(C), dg_want(C), db_want(C);
-        batch_norm_forward_training_fused(d, src.data(), d, y.data(), {z.data(), true}, gamma.data(),
-                                          beta.data(), m.data(), is.data());
-        batch_norm_backward_fused(d, src.data(), y.data(), true, d, dy.data(), d, dx_want.data(),
-                                  gamma.data(), m.data(), is.data(), dg_want.data(), db_want.data(),
-                                  dz_want.data());
-        for (const std::string target : {"diff_dst", "src", "dst"}) {
-          SCOPED_TRACE(target);
-          Buffer s2 = src, y2 = y, dy2 = dy, dx(d);
-          void* dz = target == "diff_dst" ? dy2.data() : target == "src" ? s2.data() : y2.data();
-          std::vector<float> dg(C), db(C);
-          batch_norm_backward_fused(d, s2.data(), y2.data(), true, d, dy2.data(), d, dx.data(), gamma.data(),
-                                    m.data(), is.data(), dg.data(), db.data(), dz);
-          EXPECT_EQ(dx.bytes, dx_want.bytes);
-          EXPECT_EQ(std::memcmp(dz, dz_want.data(), dz_want.bytes.size()), 0);
-          EXPECT_EQ(dg, dg_want);
-          EXPECT_EQ(db, db_want);
+        for (bool relu : {true, false}) {  // BN+Add+ReLU, BN+Add
+          const TensorDesc d(dt, layout, {4, 16, S});
+          SCOPED_TRACE(d.str() + (relu ? " relu" : " no relu"));
+          const std::size_t C = 16;
+          Buffer src(d), z(d), y(d), dy(d), dx_want(d), dz_want(d);
+          fill_normal(src, 21);
+          fill_normal(z, 22);
+          fill_normal(dy, 23);
+          const auto gamma = uniform(C, 1, 0.5f, 2.0f), beta = uniform(C, 2, -1.0f, 1.0f);
+          std::vector<float> m(C), is(C), dg_want(C), db_want(C);
+          batch_norm_forward_training_fused(d, src.data(), d, y.data(), {z.data(), relu}, gamma.data(),
+                                            beta.data(), m.data(), is.data());
+          batch_norm_backward_fused(d, src.data(), y.data(), relu, d, dy.data(), d, dx_want.data(),
+                                    gamma.data(), m.data(), is.data(), dg_want.data(), db_want.data(),
+                                    dz_want.data());
+          for (const std::string target : {"diff_dst", "src", "dst"}) {
+            // dx in its own buffer, over dy, or not wanted (no ReLU only:
+            // with one, diff_src is required beside diff_residual).
+            for (const std::string dx_at : {"own", "diff_dst", "none"}) {
+              if ((dx_at == "diff_dst" && target == "diff_dst") || (dx_at == "none" && relu)) continue;
+              SCOPED_TRACE("dz at " + target + ", dx " + dx_at);
+              Buffer s2 = src, y2 = y, dy2 = dy, dx(d);
+              void* dz = target == "diff_dst" ? dy2.data() : target == "src" ? s2.data() : y2.data();
+              void* dxp = dx_at == "own" ? dx.data() : dx_at == "diff_dst" ? dy2.data() : nullptr;
+              std::vector<float> dg(C), db(C);
+              batch_norm_backward_fused(d, s2.data(), y2.data(), relu, d, dy2.data(), d, dxp, gamma.data(),
+                                        m.data(), is.data(), dg.data(), db.data(), dz);
+              if (dxp) EXPECT_EQ(std::memcmp(dxp, dx_want.data(), dx_want.bytes.size()), 0);
+              EXPECT_EQ(std::memcmp(dz, dz_want.data(), dz_want.bytes.size()), 0);
+              EXPECT_EQ(dg, dg_want);
+              EXPECT_EQ(db, db_want);
+            }
+          }
         }
       }
     }

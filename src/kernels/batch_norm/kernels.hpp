@@ -38,8 +38,8 @@ struct Epilogue {
 struct Gate {
   /// The forward output, at the same element offsets as x. Null: no gate.
   const void* y = nullptr;
-  /// Receives the gated dy (the residual's gradient); the apply kernels
-  /// and rows_backward_reduce write it. Null: not wanted.
+  /// Receives the gated dy (the residual's gradient; dy itself without y);
+  /// the apply kernels and rows_backward_reduce write it. Null: not wanted.
   void* dz = nullptr;
   /// The same gate `offset` elements further into the tensor.
   Gate at(DType dtype, std::int64_t offset) const noexcept {

@@ -124,6 +124,7 @@ HWY_INLINE void WithGate(const batch_norm::Gate& g, F&& f) {
     if (g.dz) return f(T{}, T{});
     return f(T{}, N{});
   }
+  if (g.dz) return f(N{}, T{});
   f(N{}, N{});
 }
 

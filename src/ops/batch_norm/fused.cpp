@@ -56,6 +56,10 @@ void batch_norm_backward_fused(const TensorDesc& src_desc, const void* src, cons
   ops::require_pointer(mean, "mean", "C values are required");
   ops::require_pointer(invstd, "invstd", "C values are required");
   if (relu) ops::require_pointer(dst, "dst", "the forward output is required to recompute the ReLU's mask");
+  if (diff_residual && diff_residual == diff_src)
+    throw Error(ErrorKind::invalid_argument,
+                "arguments 'diff_residual' and 'diff_src' are the same buffer: the residual's gradient and "
+                "diff_src are different tensors, so they need different buffers");
   if (relu && diff_residual && !diff_src)
     throw Error(ErrorKind::null_pointer,
                 "argument 'diff_src' is null while 'diff_residual' is requested: the residual's gradient is "
@@ -68,12 +72,17 @@ void batch_norm_backward_fused(const TensorDesc& src_desc, const void* src, cons
   }
   ops::require_pointer(src, "src", "the forward input is required");
   ops::require_pointer(diff_dst, "diff_dst", "the output gradient is required");
-  // Without a ReLU the residual's gradient is diff_dst itself.
-  if (!relu && diff_residual) std::memcpy(diff_residual, diff_dst, src_desc.bytes());
-  const kernels::batch_norm::Gate gate{relu ? dst : nullptr, relu ? diff_residual : nullptr};
+  // Without a ReLU the residual's gradient is diff_dst itself: the pass
+  // that writes diff_src stores it as it reads diff_dst, or, with no
+  // diff_src, it is copied once the backward has read src and diff_dst
+  // (diff_residual may be src; copying first would overwrite it).
+  const bool copy_after = !relu && diff_residual && !diff_src && diff_residual != diff_dst;
+  void* dz = diff_residual == diff_dst && !relu ? nullptr : diff_residual;
+  const kernels::batch_norm::Gate gate{relu ? dst : nullptr, copy_after ? nullptr : dz};
   ops::batch_norm::backward(p, ops::batch_norm::plan_for(p, num_threads(), ops::batch_norm::Pass::backward), src,
                             diff_dst, diff_src, gamma, mean, invstd, diff_gamma, diff_beta, stats, nullptr, nullptr,
                             gate);
+  if (copy_after) std::memcpy(diff_residual, diff_dst, src_desc.bytes());
 }
 
 }  // namespace bnorm
