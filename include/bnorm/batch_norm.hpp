@@ -109,7 +109,7 @@ void batch_norm_forward_inference_fused(const TensorDesc& src_desc, const void* 
 /// diff_residual (optional) receives the residual's gradient, the gated
 /// diff_dst. Other arguments as batch_norm_backward; diff_src is required
 /// when diff_residual is given with a ReLU. diff_residual may be diff_dst,
-/// src or dst itself (in place); it must not be diff_src.
+/// src or dst itself (in place); it must not be diff_src (an error).
 void batch_norm_backward_fused(const TensorDesc& src_desc, const void* src, const void* dst, bool relu,
                                const TensorDesc& diff_dst_desc, const void* diff_dst,
                                const TensorDesc& diff_src_desc, void* diff_src, const float* gamma,
