@@ -126,7 +126,7 @@ struct Options {
   std::int64_t groups = 32;
   std::vector<int> threads;
   int reps = 0;
-  bool quick = false, json = false, bandwidth = false;
+  bool quick = false, json = false, bandwidth = false, patterns = false;
   std::string isa;
 };
 
@@ -328,6 +328,10 @@ int main(int argc, char** argv) {
   app.add_flag(
       "--bandwidth", o.bandwidth,
       "Also print read-only, write-only and read+write bandwidth over 205 MB (the large shapes' size)");
+  app.add_flag(
+      "--patterns", o.patterns,
+      "Only time bare loops of batch norm's channels-first access patterns beside the roofline (f32; "
+      "--shapes with S a multiple of 16, default 64x256x56x56)");
   app.add_option("--threads", o.threads, "Thread counts to run (default: the machine's)")->delimiter(',');
   app.add_option("--reps", o.reps, "Timed repetitions per implementation (default 11, quick 5)");
   app.add_option("--ops", o.ops,
@@ -380,6 +384,11 @@ int main(int argc, char** argv) {
   mallopt(M_TRIM_THRESHOLD, 1 << 30);
   try {
     if (!o.isa.empty()) bnorm::set_isa(o.isa);
+    if (o.patterns) {
+      print_patterns(o.shapes.empty() ? std::vector<std::string>{"64x256x56x56"} : o.shapes, o.threads,
+                     o.reps);
+      return 0;
+    }
     if (o.bandwidth && !o.json) print_bandwidth(std::size_t{64} * 256 * 56 * 56 * 4, o.threads, o.reps);
     if (!o.json) {
       std::printf("bnorm-bench: bnorm %s, isa %s, medians of %d interleaved repetitions\n", bnorm::kVersion,

@@ -80,4 +80,8 @@ void set_all_threads(int threads);
 /// `bytes`, for each thread count.
 void print_bandwidth(std::size_t bytes, const std::vector<int>& thread_counts, int reps);
 
+/// Prints the time of bare loops of batch norm's channels-first access
+/// patterns (f32) beside the roofline's, per shape and thread count.
+void print_patterns(const std::vector<std::string>& shapes, const std::vector<int>& thread_counts, int reps);
+
 }  // namespace bnorm::bench
