@@ -1,9 +1,10 @@
 // Bare loops of the memory-access patterns batch norm's channels-first
-// passes can take, timed beside the roofline: what each pattern costs on
-// this machine before any normalization arithmetic. They say which target a
-// pattern can reach at all: a direction cannot beat the bare loop of the
-// pattern it walks. f32, one FMA (and for sums, an add and an FMA) per
-// element, the same 4 KiB software prefetch as bnorm's in-order passes.
+// passes can take, timed beside the roofline and bnorm itself: what each
+// pattern costs on this machine before any normalization arithmetic. They
+// say which target a pattern can reach at all: a direction cannot beat the
+// bare loop of the pattern it walks. f32, one FMA (and for sums, an add and
+// an FMA) per element, the same 4 KiB software prefetch as bnorm's in-order
+// passes.
 
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "patterns.cpp"
@@ -81,7 +82,7 @@ struct Pattern {
 };
 
 const Pattern kPatterns[] = {
-    {"roofline", "y = a*x + b, one stream (x -> y)", false},
+    {"roofline", "the main table's roofline: y = a*x + b, one stream (x -> y)", false},
     {"train-pipelined", "per channel N runs: y of channel c from cache + sums of c+1 from DRAM", false},
     {"train-turns", "per channel N runs: sums, then y (x again, from cache)", false},
     {"bwd-one-stream", "dx = a*x + b*dy, one stream: backward's traffic with no sums", true},
@@ -89,6 +90,8 @@ const Pattern kPatterns[] = {
     {"bwd-pipelined", "per channel N runs: dx of c from cache + sums of c+1 from DRAM", true},
     {"bwd-turns", "per channel N runs: sums, then dx (x, dy again, from cache)", true},
     {"bwd-two-reads", "sums over the thread's range in memory order, barrier, dx over it", true},
+    {"bnorm-training", "bnorm's batch norm, forward training, on the same data", false},
+    {"bnorm-backward", "bnorm's batch norm, backward, on the same data", true},
 };
 
 double median(std::vector<double> v) {
@@ -137,12 +140,48 @@ void print_patterns(const std::vector<std::string>& shapes, const std::vector<in
       y[i] = 0.0f;
     }
     for (int threads : thread_counts) {
+      auto roofline = make_roofline();
+      Buffers buffers;
+      buffers.src = x;
+      buffers.diff_src = y;
+      Case c;
+      c.desc = TensorDesc(DType::f32, Layout::channels_first, {N, C, S});
+      c.threads = threads;
+      std::string why;
+      roofline->setup(c, buffers, &why);
+      // bnorm itself beside the bare loops.
+      set_all_threads(threads);
+      const auto uC = static_cast<std::size_t>(C);
+      buffers.dst = y;
+      buffers.diff_dst = g;
+      buffers.gamma.assign(uC, 1.25f);
+      buffers.beta.assign(uC, -0.5f);
+      buffers.diff_gamma.assign(uC, 0.0f);
+      buffers.diff_beta.assign(uC, 0.0f);
+      buffers.mean.assign(uC, 0.0f);
+      buffers.var.assign(uC, 1.0f);
+      buffers.invstd.assign(uC, 1.0f);
+      buffers.running_mean.assign(uC, 0.5f);
+      buffers.running_var.assign(uC, 1.0f);
+      std::unique_ptr<Impl> training = make_bnorm(), backward = make_bnorm();
+      c.direction = Direction::forward_training;
+      const bool training_ok = training->setup(c, buffers, &why);
+      c.direction = Direction::backward;
+      const bool backward_ok = backward->setup(c, buffers, &why);
       std::vector<std::vector<double>> times(std::size(kPatterns));
       double sink = 0.0;
       for (int rep = 0; rep < reps; ++rep) {
         for (std::size_t k2 = 0; k2 < std::size(kPatterns); ++k2) {
           const std::string name = kPatterns[k2].name;
           const auto t0 = std::chrono::steady_clock::now();
+          if (name == "roofline" || name == "bnorm-training" || name == "bnorm-backward") {
+            if (name == "roofline") roofline->run();
+            if (name == "bnorm-training" && training_ok) training->run();
+            if (name == "bnorm-backward" && backward_ok) backward->run();
+            times[k2].push_back(
+                std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+            continue;
+          }
 #pragma omp parallel num_threads(threads) reduction(+ : sink)
           {
             const int t = omp_get_thread_num(), nt = omp_get_num_threads();
@@ -156,7 +195,7 @@ void print_patterns(const std::vector<std::string>& shapes, const std::vector<in
             const bool bwd = kPatterns[k2].backward;
             const float* gb = bwd ? g : nullptr;
             auto run = [&](std::int64_t c, std::int64_t nn) { return (nn * C + c) * S; };
-            if (name == "roofline" || name == "bwd-one-stream") {
+            if (name == "bwd-one-stream") {
               walk(x + p0 * S, gb ? gb + p0 * S : nullptr, y + p0 * S, (p1 - p0) * S, nullptr, nullptr);
             } else if (name == "bwd-runs") {
               for (std::int64_t c = c0; c < c1; ++c)
@@ -193,6 +232,11 @@ void print_patterns(const std::vector<std::string>& shapes, const std::vector<in
       }
       const double roof = median(times[0]);
       for (std::size_t k2 = 0; k2 < std::size(kPatterns); ++k2) {
+        const std::string name = kPatterns[k2].name;
+        if ((name == "bnorm-training" && !training_ok) || (name == "bnorm-backward" && !backward_ok)) {
+          std::printf("%-16s %-16s %4d %10s %8s\n", kPatterns[k2].name, shape.c_str(), threads, "n/a", "-");
+          continue;
+        }
         const double ms = median(times[k2]);
         std::printf("%-16s %-16s %4d %10.3f %8.2f\n", kPatterns[k2].name, shape.c_str(), threads, ms,
                     ms / roof);
