@@ -181,7 +181,9 @@ class BatchNorm {
 
   /// Backward of the last forward: writes diff_src (optional) and the
   /// gradients of gamma and beta (weight_grad / bias_grad, when affine).
-  /// Throws Error(invalid_argument) before any forward.
+  /// Throws Error(invalid_argument) before any forward, and
+  /// Error(shape_mismatch) after a ghost forward (virtual_batch_size) when
+  /// src's batch size differs from that forward's.
   void backward(const TensorDesc& src_desc, const void* src, const TensorDesc& diff_dst_desc,
                 const void* diff_dst, const TensorDesc& diff_src_desc, void* diff_src);
 

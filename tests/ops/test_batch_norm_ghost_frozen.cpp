@@ -130,6 +130,22 @@ TEST(BatchNormLayer, VirtualBatchSizeRunsGhostBatchNorm) {
   ghost_batch_norm_backward(d, src.data(), d, dy.data(), d, dx_want.data(), 2, layer.weight().data(), m.data(),
                             is.data(), dg.data(), db.data());
   EXPECT_EQ(dx_after.bytes, dx_want.bytes);
+  // Backward on another batch size than the ghost forward's: refused (its
+  // statistics are per ghost batch of that forward), nothing written.
+  for (std::int64_t n : {2, 8}) {
+    const TensorDesc other(DType::f32, Layout::channels_first, {n, 3, 5});
+    Buffer s2(other), dy2(other), dx2(other);
+    const Buffer before = dx2;
+    try {
+      layer.backward(other, s2.data(), other, dy2.data(), other, dx2.data());
+      ADD_FAILURE() << "backward with N = " << n << " after a ghost forward with N = 6 was accepted";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::shape_mismatch) << e.what();
+      EXPECT_NE(std::string(e.what()).find("N = " + std::to_string(n)), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("N = 6"), std::string::npos) << e.what();
+    }
+    EXPECT_EQ(dx2.bytes, before.bytes);
+  }
 
   // Eval after a ghost forward saves C values (the running statistics).
   layer.eval();

@@ -313,6 +313,17 @@ TEST(GroupNormErrors, EdgeCases) {
   const TensorDesc n0(DType::bf16, Layout::channels_last, {0, 4, 3});
   group_norm_forward(n0, nullptr, n0, nullptr, 4, nullptr, nullptr, nullptr, nullptr);
   instance_norm_forward_training(n0, nullptr, n0, nullptr, nullptr, nullptr, nullptr, nullptr);
+  // The layers on an empty batch, before any non-empty one: forward and
+  // backward run, and the parameter gradients are 0.
+  const TensorDesc e0(DType::f32, Layout::channels_first, {0, 4, 5});
+  GroupNorm gn(GroupNorm::Options{.num_groups = 2, .num_channels = 4});
+  InstanceNorm in(InstanceNorm::Options{.num_features = 4, .affine = true});
+  gn.forward(e0, nullptr, e0, nullptr);
+  EXPECT_NO_THROW(gn.backward(e0, nullptr, e0, nullptr, e0, nullptr));
+  in.forward(e0, nullptr, e0, nullptr);
+  EXPECT_NO_THROW(in.backward(e0, nullptr, e0, nullptr, e0, nullptr));
+  for (float v : gn.weight_grad()) EXPECT_EQ(v, 0.0f);
+  for (float v : in.bias_grad()) EXPECT_EQ(v, 0.0f);
   // One value per group: the output is beta, the gradient 0.
   const TensorDesc one(DType::f32, Layout::channels_first, {3, 4});
   std::vector<float> x = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}, y(12), beta = {1, 2, 3, 4}, m(12), is(12);

@@ -121,6 +121,14 @@ void BatchNorm::backward(const TensorDesc& src_desc, const void* src, const Tens
   }
   check_input(src_desc, "src_desc");
   if (ghost_groups_ > 0) {
+    // The saved statistics are per ghost group of the last forward's batch.
+    if (src_desc.batch() != ghost_groups_ * options_.virtual_batch_size) {
+      throw Error(ErrorKind::shape_mismatch,
+                  "argument 'src_desc' has N = " + std::to_string(src_desc.batch()) + " (dims " +
+                      src_desc.dims_str() + "): the last forward had N = " +
+                      std::to_string(ghost_groups_ * options_.virtual_batch_size) + " in " +
+                      std::to_string(ghost_groups_) + " ghost batches, whose statistics backward uses");
+    }
     ghost_batch_norm_backward(src_desc, src, diff_dst_desc, diff_dst, diff_src_desc, diff_src,
                               options_.virtual_batch_size, options_.affine ? weight_.data() : nullptr,
                               saved_mean_.data(), saved_invstd_.data(),

@@ -64,9 +64,11 @@ void InstanceNorm::forward(const TensorDesc& src_desc, const void* src, const Te
                                                  "): expected more than 1 spatial element when training, got " +
                                                  std::to_string(src_desc.spatial()));
   }
-  if (saved_mean_.size() < count) {  // grow only: no allocation when shapes repeat
-    saved_mean_.resize(count);
-    saved_invstd_.resize(count);
+  // Grow only: no allocation when shapes repeat; at least one value, so an
+  // empty batch still has statistics to pass on.
+  if (saved_mean_.size() < std::max<std::size_t>(count, 1)) {
+    saved_mean_.resize(std::max<std::size_t>(count, 1));
+    saved_invstd_.resize(std::max<std::size_t>(count, 1));
   }
   if (use_input_stats) {
     const bool update = training_ && options_.track_running_stats;
