@@ -289,36 +289,43 @@ def patterns_section(w, text, command):
     """Bare loops of channels-first access patterns beside bnorm (bnorm-bench --patterns)."""
     rows = [line.split() for line in text.rstrip().splitlines()]
     rows = [r for r in rows if len(r) == 5 and r[2].isdigit()]
-    two = {r[0]: num(r[4]) for r in rows if r[2] == "2"}
-    one = {r[0]: num(r[4]) for r in rows if r[2] == "1"}
+    x = {(r[1], r[2], r[0]): num(r[4]) for r in rows}
+    shapes = list(dict.fromkeys(r[1] for r in rows))
     w("## Bare access patterns\n")
     w("`bnorm-bench --patterns` times bare loops of the access patterns channels-first batch norm can walk (f32,")
     w("one FMA per element and an add and an FMA per summed element, the same software prefetch as bnorm's")
     w("passes), interleaved repetition by repetition with the main table's roofline and with bnorm's own")
     w("training and backward on the same data. A direction cannot beat the bare loop of the pattern it walks,")
-    w("so these say which target a pattern can reach at all.\n")
+    w("so these say which target a pattern can reach at all. 256x1024x12x16 stands in for 256x1024x14x14: its")
+    w("planes are 768 bytes against 784 (the bare loops take whole aligned vectors, so S must be a multiple")
+    w("of 16).\n")
     w("```\n" + command + "\n```\n")
     w("```\n" + text.rstrip() + "\n```\n")
-    if not two:
+    if not rows:
         return
-    pair = lambda k: f"{one.get(k, 0):.2f} / {two[k]:.2f}"
+    pair = lambda shape, k: " / ".join(f"{x[(shape, t, k)]:.2f}" for t in ("1", "2") if (shape, t, k) in x)
     w("Read at 1 / 2 threads:\n")
-    w(f"- Training. Channels-first training with planes of 4 KiB or more walks `train-pipelined` (the next")
-    w(f"  channel block's statistics from DRAM while this block is normalized from cache): {pair('train-pipelined')}")
-    w(f"  of the roofline as a bare loop, and bnorm's training ran {pair('bnorm-training')} beside it. The 1.25")
-    w(f"  target is within that pattern's reach and bnorm is near its bare loop; the main table's figure for the")
-    w(f"  same case (above, from another run) moves by up to a fifth between runs.")
-    w(f"- Backward. The patterns that read x and dy from DRAM once cost {pair('bwd-pipelined')} (pipelined) and")
-    w(f"  {pair('bwd-turns')} (turns: sums, then dx) as bare loops; bnorm's backward ran {pair('bnorm-backward')}.")
-    w(f"  The 1.70 target is below both. Only walks that never come back to a value get under it")
-    w(f"  (`bwd-one-stream` {pair('bwd-one-stream')}, `bwd-runs` {pair('bwd-runs')}), and backward with batch")
-    w(f"  statistics needs the sums over a whole channel before any of its dx. The step from `bwd-runs` to")
-    w(f"  `bwd-pipelined` is the current block read again from cache while the next block streams in: a block")
-    w(f"  read once by a streaming pass is only partly kept in L2 here (above). Reading twice in memory order")
-    w(f"  (`bwd-two-reads`, the planes strategy's walk) costs {pair('bwd-two-reads')}.")
-    w("- Shapes whose plane length is not a multiple of 16 floats (256x1024x14x14: 196) are not timed: the bare")
-    w("  loops take whole aligned vectors. That shape walks `bwd-two-reads` in backward (the planes strategy) and")
-    w("  turns in training.\n")
+    for shape in shapes:
+        tp = [x[(shape, t, "train-pipelined")] for t in ("1", "2") if (shape, t, "train-pipelined") in x]
+        reach = ("within the 1.25 target" if max(tp) <= 1.25 else
+                 "above the 1.25 target" if min(tp) > 1.25 else "around the 1.25 target")
+        one_read = [x[(shape, t, k)] for t in ("1", "2") for k in ("bwd-pipelined", "bwd-turns")
+                    if (shape, t, k) in x]
+        w(f"- {shape}. Training: the bare pipelined pattern (the next channel block's statistics from DRAM while")
+        w(f"  this block is normalized from cache) costs {pair(shape, 'train-pipelined')}, {reach} in this run;")
+        w(f"  sums then normalize in turns {pair(shape, 'train-turns')}; bnorm's training")
+        w(f"  {pair(shape, 'bnorm-training')}. Backward: the bare patterns that read x and dy from DRAM once cost")
+        w(f"  {min(one_read):.2f} or more (pipelined {pair(shape, 'bwd-pipelined')}, turns")
+        w(f"  {pair(shape, 'bwd-turns')}), reading twice in memory order {pair(shape, 'bwd-two-reads')};")
+        w(f"  bnorm's backward {pair(shape, 'bnorm-backward')}. Only walks that never come back to a value")
+        w(f"  are cheaper (one stream {pair(shape, 'bwd-one-stream')}, channel runs {pair(shape, 'bwd-runs')}),")
+        w(f"  and backward with batch statistics needs a whole channel's sums before any of its dx.")
+    w("")
+    w("The bare loops' own ratios move between runs as bnorm's do (the pipelined training loop on")
+    w("64x256x56x56 read 1.12-1.19 in two runs of this session and 1.33-1.35 in a third), so a target is read")
+    w("against the pattern measured beside it. The step from `bwd-runs` to `bwd-pipelined` is the current")
+    w("block read again from cache while the next block streams in: a block read once by a streaming pass is")
+    w("only partly kept in L2 here (above).\n")
 
 
 def sync_section(w, text, command):
