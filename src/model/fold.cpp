@@ -75,7 +75,7 @@ void write_weight(OnnxModel& model, int node, int slot, const std::vector<double
   copy.set_name(model.unique_name(name + "_folded"));
   set_values(copy, values);
   model.graph().mutable_node(node)->set_input(slot, copy.name());
-  *model.graph().add_initializer() = std::move(copy);
+  model.add_initializer(std::move(copy));
 }
 
 void add_weight_input(OnnxModel& model, int node, int slot, const std::string& base_name,
@@ -89,12 +89,9 @@ void add_weight_input(OnnxModel& model, int node, int slot, const std::string& b
   auto* n = model.graph().mutable_node(node);
   while (n->input_size() <= slot) n->add_input("");
   n->set_input(slot, t.name());
-  *model.graph().add_initializer() = std::move(t);
+  model.add_initializer(std::move(t));
 }
 
-namespace {
-
-// Removes node `index` and the initializers only it read.
 void remove_node(OnnxModel& model, int index) {
   auto& g = model.graph();
   std::set<std::string> inputs(g.node(index).input().begin(), g.node(index).input().end());
@@ -103,15 +100,11 @@ void remove_node(OnnxModel& model, int index) {
   std::set<std::string> unused;
   for (const auto& name : inputs)
     if (!name.empty() && model.consumers(name).empty() && !model.is_graph_output(name)) unused.insert(name);
-  auto* inits = g.mutable_initializer();
-  for (int i = inits->size() - 1; i >= 0; --i)
-    if (unused.count(inits->Get(i).name())) inits->DeleteSubrange(i, 1);
-  // Graph inputs that only declared those initializers (IR < 4 style).
-  auto* ins = g.mutable_input();
-  for (int i = ins->size() - 1; i >= 0; --i)
-    if (unused.count(ins->Get(i).name())) ins->DeleteSubrange(i, 1);
+  model.remove_initializers(unused);
   model.refresh();
 }
+
+namespace {
 
 // Why the producer of a BN may not take over its work, before looking at
 // the producer's own op.

@@ -62,11 +62,11 @@ std::optional<std::string> fold_into_matmul(OnnxModel& model, int node, const Ch
   write_weight(model, node, 1, w->values);
   add_weight_input(model, node, 2, weight_name + "_bias", type, {static_cast<std::int64_t>(N)}, f.b);
   model.refresh();
+  // The Transpose left without readers goes, with its weight when nothing
+  // else reads that (the Gemm has its own scaled copy).
   if (transpose && model.consumers(model.graph().node(*transpose).output(0)).empty() &&
-      !model.is_graph_output(model.graph().node(*transpose).output(0))) {
-    model.graph().mutable_node()->DeleteSubrange(*transpose, 1);
-    model.refresh();
-  }
+      !model.is_graph_output(model.graph().node(*transpose).output(0)))
+    remove_node(model, *transpose);
   return std::nullopt;
 }
 

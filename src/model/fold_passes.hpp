@@ -40,6 +40,10 @@ std::optional<Weight> constant_weight(const OnnxModel& model, int node, int slot
 /// also read elsewhere, the node gets a copy of its own instead.
 void write_weight(OnnxModel& model, int node, int slot, const std::vector<double>& values);
 
+/// Removes node `index` and the initializers (with their IR < 4 graph-input
+/// declarations) that only it read.
+void remove_node(OnnxModel& model, int index);
+
 /// Adds an initializer of `dims` with the element type `data_type` and
 /// makes it input `slot` of `node` (appending empty inputs as needed).
 void add_weight_input(OnnxModel& model, int node, int slot, const std::string& base_name,

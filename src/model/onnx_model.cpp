@@ -390,6 +390,29 @@ std::string OnnxModel::unique_name(const std::string& base) {
   return name;
 }
 
+std::string OnnxModel::add_initializer(onnx::TensorProto t) {
+  const std::string name = t.name();
+  if (proto_.ir_version() < 4) {
+    onnx::ValueInfoProto* in = graph().add_input();
+    in->set_name(name);
+    auto* type = in->mutable_type()->mutable_tensor_type();
+    type->set_elem_type(t.data_type());
+    auto* shape = type->mutable_shape();
+    for (std::int64_t d : t.dims()) shape->add_dim()->set_dim_value(d);
+  }
+  *graph().add_initializer() = std::move(t);
+  return name;
+}
+
+void OnnxModel::remove_initializers(const std::set<std::string>& names) {
+  auto* inits = graph().mutable_initializer();
+  for (int i = inits->size() - 1; i >= 0; --i)
+    if (names.count(inits->Get(i).name())) inits->DeleteSubrange(i, 1);
+  auto* ins = graph().mutable_input();
+  for (int i = ins->size() - 1; i >= 0; --i)
+    if (names.count(ins->Get(i).name())) ins->DeleteSubrange(i, 1);
+}
+
 const onnx::AttributeProto* find_attribute(const onnx::NodeProto& node, const std::string& name) {
   for (const auto& a : node.attribute())
     if (a.name() == name) return &a;

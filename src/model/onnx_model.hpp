@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -75,6 +76,14 @@ class OnnxModel {
 
   /// A tensor name not yet used in the graph, made from `base`.
   std::string unique_name(const std::string& base);
+
+  /// Adds `t` to the graph's initializers, and in a model of IR version
+  /// below 4 (where every initializer must also be a graph input) declares
+  /// it among the graph inputs. Returns its name. Call refresh() after.
+  std::string add_initializer(onnx::TensorProto t);
+  /// Removes the initializers named in `names`, and the graph inputs that
+  /// declared them (IR version below 4). Call refresh() after.
+  void remove_initializers(const std::set<std::string>& names);
 
  private:
   void infer_types() const;

@@ -29,8 +29,7 @@ std::optional<std::string> replace_with_scale_shift(OnnxModel& model, const Batc
     t.set_data_type(type);
     for (std::int64_t d : dims) t.add_dims(d);
     set_values(t, values);
-    *model.graph().add_initializer() = t;
-    return t.name();
+    return model.add_initializer(std::move(t));
   };
   mul.add_input(bn.input);
   mul.add_input(constant(bn.name + "_a", f.a));
@@ -46,14 +45,10 @@ std::optional<std::string> replace_with_scale_shift(OnnxModel& model, const Batc
   *nodes = "Mul '" + list->Get(bn.index).name() + "' + Add '" + list->Get(bn.index + 1).name() + "'";
   // The BN's parameters go when nothing else reads them.
   model.refresh();
-  auto* inits = model.graph().mutable_initializer();
-  for (int i = inits->size() - 1; i >= 0; --i) {
-    const std::string& name = inits->Get(i).name();
-    bool was_param = false;
-    for (const auto& p : bn.param) was_param |= p == name;
-    if (was_param && model.consumers(name).empty() && !model.is_graph_output(name))
-      inits->DeleteSubrange(i, 1);
-  }
+  std::set<std::string> unused;
+  for (const auto& p : bn.param)
+    if (model.consumers(p).empty() && !model.is_graph_output(p) && model.constant(p)) unused.insert(p);
+  model.remove_initializers(unused);
   model.refresh();
   return std::nullopt;
 }

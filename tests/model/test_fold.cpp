@@ -6,6 +6,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <filesystem>
+#include <set>
 
 #include "model/batch_norm_node.hpp"
 #include "model/fold.hpp"
@@ -249,6 +251,9 @@ TEST(FoldMatMul, ConstantAndTransposedConstantBecomeGemm) {
     EXPECT_EQ(p->op_type(), "Gemm");
     EXPECT_EQ(model::int_attribute(*p, "transB", 0), transposed ? 1 : 0);
     EXPECT_EQ(m.graph().node_size(), 1);  // the Transpose went with the MatMul's old input
+    // Only the Gemm's weight and bias are left: the Transpose's weight,
+    // now read by nothing, went with it.
+    EXPECT_EQ(m.graph().initializer_size(), 2);
     std::vector<double> w_want(w0);
     for (std::int64_t r = 0; r < (transposed ? N : K); ++r)
       for (std::int64_t c = 0; c < (transposed ? K : N); ++c)
@@ -413,6 +418,45 @@ TEST(FoldConv, ParametersFromConstantNodes) {
   const auto* c = producer_of(m, "y");
   // a = s / sqrt(v) = {1, 1, 1}; b = bb - mu * a.
   expect_near_all(tensor(m, c->input(2)), {-0.5, 0.75, -1.0}, 1e-7, "bias");
+}
+
+// IR version 3 models list every initializer among the graph inputs: the
+// initializers a fold adds (a bias for a Conv without one, a copy of a
+// shared weight, scale-shift's constants) must be declared there too, and
+// the ones it removes undeclared, or the model fails onnx::checker.
+TEST(FoldIrVersion3, AddedAndRemovedInitializersAreGraphInputs) {
+  for (bool scale_shift : {false, true}) {
+    SCOPED_TRACE(scale_shift ? "scale-shift" : "fold into Conv");
+    GraphBuilder g(9);
+    g.proto().set_ir_version(3);
+    g.input("x", TP::FLOAT, {1, 2, 4, 4});
+    g.initializer("w", {3, 2, 1, 1}, GraphBuilder::random(6, 31));
+    g.node("Conv", {"x", "w"}, {"c"}, "conv");
+    std::string bn_in = "c";
+    if (scale_shift) {
+      g.node("Relu", {"c"}, {"r"}, "relu");
+      bn_in = "r";
+    }
+    g.batch_norm("bn", bn_in, "y", 3, 32);
+    g.output("y", TP::FLOAT, {1, 3, 4, 4});
+    for (const auto& t : g.proto().graph().initializer())
+      g.input(t.name(), t.data_type(), {t.dims().begin(), t.dims().end()});
+    model::OnnxModel m = g.model();
+    const auto report = model::fold_batch_norms(m, {scale_shift});
+    ASSERT_EQ(report.outcomes[0].action,
+              scale_shift ? FoldOutcome::Action::scale_shift : FoldOutcome::Action::folded)
+        << report.outcomes[0].reason;
+    std::set<std::string> inits, inputs;
+    for (const auto& t : m.graph().initializer()) inits.insert(t.name());
+    for (const auto& v : m.graph().input())
+      if (v.name() != "x") inputs.insert(v.name());
+    EXPECT_EQ(inputs, inits);
+    EXPECT_EQ(inits.count("bn_mean"), 0u);
+    const auto path =
+        std::filesystem::temp_directory_path() / ("bnorm_ir3_fold_" + std::to_string(scale_shift) + ".onnx");
+    EXPECT_NO_THROW(m.save(path));  // runs onnx::checker
+    std::filesystem::remove(path);
+  }
 }
 
 TEST(FoldScaleShift, ReplacesWhatCannotFold) {
