@@ -47,6 +47,12 @@ std::vector<OutputComparison> compare_models(const model::OnnxModel& a, const mo
     if (ea.inputs()[i].name != eb.inputs()[i].name)
       throw Error(ErrorKind::invalid_argument,
                   "the models' inputs differ ('" + ea.inputs()[i].name + "' and '" + eb.inputs()[i].name + "')");
+  // Outputs are compared position by position: they must be the same ones.
+  for (std::size_t i = 0; i < ea.outputs().size(); ++i)
+    if (ea.outputs()[i].name != eb.outputs()[i].name)
+      throw Error(ErrorKind::invalid_argument,
+                  "the models' outputs differ (output " + std::to_string(i) + ": '" + ea.outputs()[i].name +
+                      "' and '" + eb.outputs()[i].name + "'): outputs are compared by name, in order");
   const InputData data = InputData::open(data_path, ea.inputs());
   std::vector<OutputComparison> results;
   for (const auto& o : ea.outputs()) results.emplace_back(o.name, tol);

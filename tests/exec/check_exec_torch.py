@@ -249,6 +249,20 @@ def check_verify(work):
     r = bnorm("verify", src, perturbed, "--data", data)
     check(r.returncode == 1 and "FAIL" in r.stdout and "the models differ" in r.stdout,
           "verify fails (exit 1) on a perturbed model", r.stdout + r.stderr)
+    # Outputs are paired by position: a model whose output has another name
+    # is refused rather than compared against the wrong tensor.
+    m = onnx.load(folded)
+    old_name = m.graph.output[0].name
+    for node in m.graph.node:
+        for i, o in enumerate(node.output):
+            if o == old_name:
+                node.output[i] = "renamed"
+    m.graph.output[0].name = "renamed"
+    renamed = os.path.join(work, "block_renamed.onnx")
+    onnx.save(m, renamed)
+    r = bnorm("verify", src, renamed, "--data", data)
+    check(r.returncode == 3 and "outputs differ" in r.stderr and "renamed" in r.stderr,
+          "verify refuses models whose outputs are not the same ones", r.stdout + r.stderr)
 
 
 def check_bad_data(work):
