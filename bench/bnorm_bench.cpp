@@ -155,15 +155,7 @@ std::vector<Result> measure(const Case& c, const Options& o) {
   const std::int64_t C = c.desc.channels(), N = c.desc.batch(), rows = c.desc.elements() / std::max<std::int64_t>(c.row(), 1);
   const auto P = static_cast<std::size_t>(std::max(C, c.row()));
   const auto S = static_cast<std::size_t>(std::max({C, rows, N * C}));
-  b.gamma.assign(P, 1.25f);
-  b.beta.assign(P, -0.5f);
-  b.diff_gamma.assign(P, 0.0f);
-  b.diff_beta.assign(P, 0.0f);
-  b.mean.assign(S, 0.0f);
-  b.var.assign(S, 1.0f);
-  b.invstd.assign(S, 1.0f);
-  b.running_mean.assign(static_cast<std::size_t>(C), 0.5f);
-  b.running_var.assign(static_cast<std::size_t>(C), 1.0f);
+  fill_parameters(b, P, S, static_cast<std::size_t>(C));
 
   std::vector<std::unique_ptr<Impl>> impls;
   std::vector<Result> results;

@@ -154,15 +154,7 @@ void print_patterns(const std::vector<std::string>& shapes, const std::vector<in
       const auto uC = static_cast<std::size_t>(C);
       buffers.dst = y;
       buffers.diff_dst = g;
-      buffers.gamma.assign(uC, 1.25f);
-      buffers.beta.assign(uC, -0.5f);
-      buffers.diff_gamma.assign(uC, 0.0f);
-      buffers.diff_beta.assign(uC, 0.0f);
-      buffers.mean.assign(uC, 0.0f);
-      buffers.var.assign(uC, 1.0f);
-      buffers.invstd.assign(uC, 1.0f);
-      buffers.running_mean.assign(uC, 0.5f);
-      buffers.running_var.assign(uC, 1.0f);
+      fill_parameters(buffers, uC, uC, uC);
       std::unique_ptr<Impl> training = make_bnorm(), backward = make_bnorm();
       c.direction = Direction::forward_training;
       const bool training_ok = training->setup(c, buffers, &why);

@@ -49,6 +49,21 @@ struct Buffers {
   std::vector<float> gamma, beta, mean, var, invstd, running_mean, running_var, diff_gamma, diff_beta;
 };
 
+/// The benchmark's parameter values in `b`: gamma, beta and their gradients
+/// (`params` values), saved or running statistics (`stats`), running
+/// statistics (`channels`).
+inline void fill_parameters(Buffers& b, std::size_t params, std::size_t stats, std::size_t channels) {
+  b.gamma.assign(params, 1.25f);
+  b.beta.assign(params, -0.5f);
+  b.diff_gamma.assign(params, 0.0f);
+  b.diff_beta.assign(params, 0.0f);
+  b.mean.assign(stats, 0.0f);
+  b.var.assign(stats, 1.0f);
+  b.invstd.assign(stats, 1.0f);
+  b.running_mean.assign(channels, 0.5f);
+  b.running_var.assign(channels, 1.0f);
+}
+
 class Impl {
  public:
   virtual ~Impl() = default;
