@@ -56,6 +56,7 @@ class NodeInfo {
   int input_count() const noexcept { return node_.input_size(); }
   bool has_input(int i) const noexcept { return i < node_.input_size() && !node_.input(i).empty(); }
   int output_count() const noexcept { return node_.output_size(); }
+  bool has_output(int i) const noexcept { return i < node_.output_size() && !node_.output(i).empty(); }
   /// The value of input i when it is a constant (initializer or Constant
   /// node) of the model, else null.
   const Tensor* constant_input(int i) const;

@@ -148,6 +148,34 @@ TEST(Executor, BatchStatisticsModeNormalizesWithTheBatch) {
   }
 }
 
+// Opset 14 on, running_mean and running_var are outputs of training_mode = 1
+// only: a model listing them in inference is refused when compiled, not run
+// with outputs no one fills. Omitted ones (empty names) are fine.
+TEST(Executor, InferenceBatchNormWithStatisticsOutputsIsRefused) {
+  for (bool named : {true, false}) {
+    GraphBuilder g(15);
+    g.input("x", TP::FLOAT, {-1, 2, 3});
+    auto& n = g.batch_norm("bn", "x", "y", 2, 7);
+    n.add_output(named ? "running_mean" : "");
+    n.add_output(named ? "running_var" : "");
+    g.output("y", TP::FLOAT, {-1, 2, 3});
+    if (named) g.output("running_mean", TP::FLOAT, {2});
+    if (!named) {
+      exec::Executor ex(g.model());
+      EXPECT_EQ(ex.run({filled(ElementType::f32, {4, 2, 3}, {1, 5, -2})}).size(), 1u);
+      continue;
+    }
+    try {
+      exec::Executor ex(g.model());
+      FAIL() << "compiled an inference BatchNormalization with statistics outputs";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::invalid_model);
+      EXPECT_NE(std::string(e.what()).find("'running_mean'"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("training_mode = 1"), std::string::npos) << e.what();
+    }
+  }
+}
+
 // Conv followed by its only reader, an activation: one fused step that
 // computes what the two nodes do.
 TEST(Executor, ConvActivationFusion) {

@@ -107,6 +107,13 @@ std::unique_ptr<Op> make_batch_norm(NodeInfo& info) {
     if (info.output_count() > 3) info.unsupported("the saved_mean / saved_var outputs (opset < 14)");
   }
   if (training && info.output_count() > 3) info.unsupported("more than 3 outputs");
+  // Opset 14 on: running_mean and running_var are outputs of training only;
+  // left unfilled, their readers would get no value.
+  for (int o = 1; !training && o < info.output_count(); ++o)
+    if (info.has_output(o))
+      info.invalid("output " + std::to_string(o) + " '" + info.node().output(o) +
+                   "' with training_mode = 0: running_mean and running_var are outputs only with "
+                   "training_mode = 1");
   return std::make_unique<BatchNormalization>(epsilon, momentum, training, info.index(), info.describe());
 }
 
