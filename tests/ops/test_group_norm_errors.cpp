@@ -313,6 +313,15 @@ TEST(GroupNormErrors, EdgeCases) {
   const TensorDesc n0(DType::bf16, Layout::channels_last, {0, 4, 3});
   group_norm_forward(n0, nullptr, n0, nullptr, 4, nullptr, nullptr, nullptr, nullptr);
   instance_norm_forward_training(n0, nullptr, n0, nullptr, nullptr, nullptr, nullptr, nullptr);
+  // ... and backward with no statistics (an empty vector's data() may be null).
+  std::fill(dg.begin(), dg.end(), 7.0f);
+  EXPECT_NO_THROW(group_norm_backward(n0, nullptr, n0, nullptr, n0, nullptr, 4, nullptr, nullptr, nullptr,
+                                      dg.data(), nullptr));
+  for (float v : dg) EXPECT_EQ(v, 0.0f);
+  std::fill(dg.begin(), dg.end(), 7.0f);
+  EXPECT_NO_THROW(instance_norm_backward(n0, nullptr, n0, nullptr, n0, nullptr, nullptr, nullptr, nullptr,
+                                         dg.data(), nullptr));
+  for (float v : dg) EXPECT_EQ(v, 0.0f);
   // The layers on an empty batch, before any non-empty one: forward and
   // backward run, and the parameter gradients are 0.
   const TensorDesc e0(DType::f32, Layout::channels_first, {0, 4, 5});

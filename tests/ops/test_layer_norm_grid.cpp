@@ -124,6 +124,11 @@ TEST(LayerNormGrid, EmptyTensors) {
                       invstd.data(), dg.data(), db.data());
   EXPECT_EQ(dg, std::vector<float>(5, 0.0f));
   EXPECT_EQ(db, std::vector<float>(5, 0.0f));
+  // No rows, no statistics: an empty vector's data() may be null.
+  std::fill(dg.begin(), dg.end(), 1.0f);
+  EXPECT_NO_THROW(layer_norm_backward(no_rows, nullptr, no_rows, nullptr, no_rows, nullptr, 1, nullptr,
+                                      nullptr, nullptr, dg.data(), nullptr));
+  EXPECT_EQ(dg, std::vector<float>(5, 0.0f));
   const TensorDesc empty_rows(DType::f32, Layout::channels_first, {3, 0});
   std::vector<float> m3(3, 5.0f), i3(3, 5.0f);
   layer_norm_forward(empty_rows, nullptr, empty_rows, nullptr, 1, nullptr, nullptr, m3.data(), i3.data());

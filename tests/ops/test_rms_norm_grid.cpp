@@ -122,6 +122,11 @@ TEST(RmsNormGrid, EmptyTensors) {
   EXPECT_EQ(invrms[0], 3.0f);
   rms_norm_backward(no_rows, nullptr, no_rows, nullptr, no_rows, nullptr, 1, nullptr, invrms.data(), dg.data());
   EXPECT_EQ(dg, std::vector<float>(5, 0.0f));
+  // No rows, no statistics: an empty vector's data() may be null.
+  std::fill(dg.begin(), dg.end(), 1.0f);
+  EXPECT_NO_THROW(rms_norm_backward(no_rows, nullptr, no_rows, nullptr, no_rows, nullptr, 1, nullptr, nullptr,
+                                    dg.data()));
+  EXPECT_EQ(dg, std::vector<float>(5, 0.0f));
   const TensorDesc empty_rows(DType::f32, Layout::channels_first, {2, 0});
   std::vector<float> i2(2, 5.0f);
   rms_norm_forward(empty_rows, nullptr, empty_rows, nullptr, 1, nullptr, i2.data());

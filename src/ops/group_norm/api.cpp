@@ -65,8 +65,6 @@ void group_norm_backward(const TensorDesc& src_desc, const void* src, const Tens
   ops::require_same(src_desc, "src_desc", diff_dst_desc, "diff_dst_desc");
   ops::require_same(src_desc, "src_desc", diff_src_desc, "diff_src_desc");
   check_groups(src_desc, num_groups, "num_groups");
-  ops::require_pointer(mean, "mean", "the N x G means of the forward are required");
-  ops::require_pointer(invstd, "invstd", "the N x G invstd of the forward are required");
   const Problem p = Problem::of(src_desc, num_groups);
   if (p.elements() == 0) {
     // The parameter gradients are sums over nothing.
@@ -75,6 +73,8 @@ void group_norm_backward(const TensorDesc& src_desc, const void* src, const Tens
     return;
   }
   if (!diff_src && !diff_gamma && !diff_beta) return;
+  ops::require_pointer(mean, "mean", "the N x G means of the forward are required");
+  ops::require_pointer(invstd, "invstd", "the N x G invstd of the forward are required");
   ops::require_pointer(src, "src", "the forward input is required");
   ops::require_pointer(diff_dst, "diff_dst", "the output gradient is required");
   ops::group_norm::backward(p, ops::group_norm::plan_for(p, num_threads(), ops::group_norm::Pass::backward),

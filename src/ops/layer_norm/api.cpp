@@ -47,14 +47,14 @@ void layer_norm_backward(const TensorDesc& src_desc, const void* src, const Tens
   const oln::Problem p = oln::check_rows(src_desc, "src_desc", normalized_dims);
   ops::require_same(src_desc, "src_desc", diff_dst_desc, "diff_dst_desc");
   ops::require_same(src_desc, "src_desc", diff_src_desc, "diff_src_desc");
-  ops::require_pointer(mean, "mean", "the forward's row means are required");
-  ops::require_pointer(invstd, "invstd", "the forward's row invstd are required");
   if (p.elements() == 0) {
     // No rows: the parameter gradients are sums over nothing.
     if (diff_gamma) std::fill(diff_gamma, diff_gamma + p.len, 0.0f);
     if (diff_beta) std::fill(diff_beta, diff_beta + p.len, 0.0f);
     return;
   }
+  ops::require_pointer(mean, "mean", "the forward's row means are required");
+  ops::require_pointer(invstd, "invstd", "the forward's row invstd are required");
   ops::require_pointer(src, "src", "the forward input is required");
   ops::require_pointer(diff_dst, "diff_dst", "the output gradient is required");
   oln::backward(p, oln::plan_for(p, num_threads(), oln::Pass::backward), oln::Kind::layer, src, diff_dst,

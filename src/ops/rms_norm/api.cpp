@@ -50,11 +50,11 @@ void rms_norm_backward(const TensorDesc& src_desc, const void* src, const Tensor
   const oln::Problem p = oln::check_rows(src_desc, "src_desc", normalized_dims);
   ops::require_same(src_desc, "src_desc", diff_dst_desc, "diff_dst_desc");
   ops::require_same(src_desc, "src_desc", diff_src_desc, "diff_src_desc");
-  ops::require_pointer(invrms, "invrms", "the forward's 1/rms per row is required");
   if (p.elements() == 0) {
     if (diff_gamma) std::fill(diff_gamma, diff_gamma + p.len, 0.0f);
     return;
   }
+  ops::require_pointer(invrms, "invrms", "the forward's 1/rms per row is required");
   ops::require_pointer(src, "src", "the forward input is required");
   ops::require_pointer(diff_dst, "diff_dst", "the output gradient is required");
   oln::backward(p, oln::plan_for(p, num_threads(), oln::Pass::backward), oln::Kind::rms, src, diff_dst,
