@@ -10,7 +10,9 @@
 #include <limits>
 #include <random>
 
+#include "bnorm/batch_norm.hpp"
 #include "bnorm/tensor.hpp"
+#include "common/test_util.hpp"
 #include "kernels/common/scalar.hpp"
 
 namespace bnorm {
@@ -114,7 +116,9 @@ TEST(Conversions, PortableF16MatchesIeee) {
     const float f = f16_bits_to_float_portable(bits);
     ASSERT_EQ(std::bit_cast<std::uint32_t>(f), std::bit_cast<std::uint32_t>(f16_to_float(bits)))
         << "pattern 0x" << std::hex << b;
-    if (!std::isnan(f)) ASSERT_EQ(float_to_f16_bits_portable(f), bits) << "pattern 0x" << std::hex << b;
+    if (!std::isnan(f)) {
+      ASSERT_EQ(float_to_f16_bits_portable(f), bits) << "pattern 0x" << std::hex << b;
+    }
   }
   // Every f32 exponent and f16-kept mantissa, with the dropped bits at each
   // rounding boundary; then random patterns (covering the subnormal range,
@@ -139,6 +143,35 @@ TEST(Conversions, PortableF16MatchesIeee) {
     const std::uint32_t p = any_bits(rng);
     ASSERT_TRUE(check(p));
     ASSERT_TRUE(check((p & 0x807FFFFFu) | ((102u + p % 12u) << 23)));  // |x| near 2^-14 and below
+  }
+}
+
+// The kernels' vector bf16 stores (AVX3_BF16: AVX512-BF16's instruction,
+// which flushes subnormals and keeps NaN payloads, so those lanes take the
+// emulation) round exactly as the scalar routine: every bf16 input pattern,
+// scaled by inference batch norm (mean 0, var 1, eps 0: y = x * gamma + 0,
+// as the instruction set multiplies and adds) so that results fall on ties, subnormals, overflow to inf
+// and NaN, in both layouts, on every instruction set.
+TEST(Conversions, KernelStoresRoundAsTheScalarRoutine) {
+  std::vector<std::uint16_t> x(65536), y(65536);
+  for (std::uint32_t b = 0; b < 65536; ++b) x[b] = static_cast<std::uint16_t>(b);
+  const float zero = 0.0f, one = 1.0f, beta = 0.0f;
+  for (const float gamma :
+       {1.0f, 3.0f, 1.0f + std::ldexp(1.0f, -9), -1.5f, std::ldexp(1.0f, -100), std::ldexp(1.5f, 100)}) {
+    SCOPED_TRACE("gamma " + std::to_string(gamma));
+    test::for_each_isa([&](const std::string& isa) {
+      for (const Layout layout : {Layout::channels_first, Layout::channels_last}) {
+        const TensorDesc d(DType::bf16, layout, {1, 1, 65536});
+        std::fill(y.begin(), y.end(), std::uint16_t{0x1234});
+        batch_norm_forward_inference(d, x.data(), d, y.data(), &gamma, &beta, &zero, &one, 0.0);
+        for (std::uint32_t b = 0; b < 65536; ++b) {
+          const float want =
+              test::multiply_add(test::isa_fuses_multiply_add(isa), bf16_to_float(x[b]), gamma, 0.0f);
+          ASSERT_EQ(y[b], bf16_from_float(want))
+              << "x pattern 0x" << std::hex << b << ", x * gamma = " << want;
+        }
+      }
+    });
   }
 }
 

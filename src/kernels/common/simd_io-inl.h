@@ -24,6 +24,7 @@
 #include "bnorm/tensor.hpp"
 #include "hwy/cache_control.h"
 #include "hwy/highway.h"
+#include "kernels/common/native_bf16.hpp"
 #include "kernels/common/scalar.hpp"
 
 HWY_BEFORE_NAMESPACE();
@@ -74,6 +75,16 @@ template <DType kType>
 HWY_INLINE hn::Vec<DU16> DemoteBits(DF /*d*/, VF v) {
   const DU16 du16;
   if constexpr (kType == DType::bf16) {
+#if HWY_TARGET == HWY_AVX3 && HWY_ARCH_X86_64
+    // AVX512-BF16 rounds to nearest even in one instruction, but treats
+    // subnormal inputs as 0 and keeps a NaN's sign and payload: lanes that
+    // are NaN or subnormal (rare) take the emulation below.
+    if (native_bf16 && HWY_LIKELY(_mm512_fpclass_ps_mask(v.raw, 0x01 | 0x20 | 0x80) == 0)) {
+      __m256i r;
+      asm("vcvtneps2bf16 %1, %0" : "=v"(r) : "v"(v.raw));
+      return hn::Vec<DU16>{r};
+    }
+#endif
     // Round to nearest even by adding 0x7FFF plus the lowest kept bit; NaN
     // would carry into the exponent, so it is replaced by the canonical quiet
     // NaN, as c10::BFloat16 does.
