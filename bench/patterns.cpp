@@ -90,8 +90,12 @@ const Pattern kPatterns[] = {
     {"bwd-pipelined", "per channel N runs: dx of c from cache + sums of c+1 from DRAM", true},
     {"bwd-turns", "per channel N runs: sums, then dx (x, dy again, from cache)", true},
     {"bwd-two-reads", "sums over the thread's range in memory order, barrier, dx over it", true},
+    {"planes-pipelined", "per plane in memory order: y of plane p from cache + sums of p+1 from DRAM", false},
+    {"planes-bwd-pipe", "the same with dy: dx of plane p from cache + sums of p+1 from DRAM", true},
     {"bnorm-training", "bnorm's batch norm, forward training, on the same data", false},
     {"bnorm-backward", "bnorm's batch norm, backward, on the same data", true},
+    {"bnorm-in-training", "bnorm's instance norm (one plane per instance), forward training", false},
+    {"bnorm-in-backward", "bnorm's instance norm, backward", true},
 };
 
 double median(std::vector<double> v) {
@@ -106,8 +110,8 @@ void print_patterns(const std::vector<std::string>& shapes, const std::vector<in
       "bare access patterns, f32 channels-first (medians of %d interleaved repetitions; x roof = time / "
       "roofline time):\n",
       reps);
-  for (const Pattern& p : kPatterns) std::printf("  %-16s %s\n", p.name, p.what);
-  std::printf("%-16s %-16s %4s %10s %8s\n", "pattern", "shape", "thr", "ms", "x roof");
+  for (const Pattern& p : kPatterns) std::printf("  %-18s %s\n", p.name, p.what);
+  std::printf("%-18s %-16s %4s %10s %8s\n", "pattern", "shape", "thr", "ms", "x roof");
   for (const std::string& shape : shapes) {
     std::int64_t dims[3] = {0, 0, 1};
     int k = 0;
@@ -154,22 +158,31 @@ void print_patterns(const std::vector<std::string>& shapes, const std::vector<in
       const auto uC = static_cast<std::size_t>(C);
       buffers.dst = y;
       buffers.diff_dst = g;
-      fill_parameters(buffers, uC, uC, uC);
-      std::unique_ptr<Impl> training = make_bnorm(), backward = make_bnorm();
-      c.direction = Direction::forward_training;
-      const bool training_ok = training->setup(c, buffers, &why);
-      c.direction = Direction::backward;
-      const bool backward_ok = backward->setup(c, buffers, &why);
+      fill_parameters(buffers, uC, static_cast<std::size_t>(N) * uC, uC);
+      // bnorm's batch and instance norm, training and backward.
+      std::unique_ptr<Impl> own[4];
+      bool own_ok[4];
+      for (int i = 0; i < 4; ++i) {
+        own[i] = make_bnorm();
+        c.op = i < 2 ? Op::batch_norm : Op::instance_norm;
+        c.direction = i % 2 == 0 ? Direction::forward_training : Direction::backward;
+        own_ok[i] = own[i]->setup(c, buffers, &why);
+      }
+      auto own_index = [](const std::string& name) {
+        const char* names[] = {"bnorm-training", "bnorm-backward", "bnorm-in-training", "bnorm-in-backward"};
+        for (int i = 0; i < 4; ++i)
+          if (name == names[i]) return i;
+        return -1;
+      };
       std::vector<std::vector<double>> times(std::size(kPatterns));
       double sink = 0.0;
       for (int rep = 0; rep < reps; ++rep) {
         for (std::size_t k2 = 0; k2 < std::size(kPatterns); ++k2) {
           const std::string name = kPatterns[k2].name;
           const auto t0 = std::chrono::steady_clock::now();
-          if (name == "roofline" || name == "bnorm-training" || name == "bnorm-backward") {
+          if (name == "roofline" || own_index(name) >= 0) {
             if (name == "roofline") roofline->run();
-            if (name == "bnorm-training" && training_ok) training->run();
-            if (name == "bnorm-backward" && backward_ok) backward->run();
+            if (const int i = own_index(name); i >= 0 && own_ok[i]) own[i]->run();
             times[k2].push_back(
                 std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
             continue;
@@ -210,6 +223,15 @@ void print_patterns(const std::vector<std::string>& shapes, const std::vector<in
                   walk(x + o, gb ? gb + o : nullptr, y + o, S, more ? x + o + S : nullptr,
                        more && gb ? gb + o + S : nullptr);
                 }
+            } else if (name == "planes-pipelined" || name == "planes-bwd-pipe") {
+              const float* gp = gb ? gb + p0 * S : nullptr;
+              if (p1 > p0) walk(nullptr, nullptr, nullptr, S, x + p0 * S, gp);
+              for (std::int64_t q = p0; q < p1; ++q) {
+                const std::int64_t o = q * S;
+                const bool more = q + 1 < p1;
+                walk(x + o, gb ? gb + o : nullptr, y + o, S, more ? x + o + S : nullptr,
+                     more && gb ? gb + o + S : nullptr);
+              }
             } else {  // bwd-two-reads
               walk(nullptr, nullptr, nullptr, (p1 - p0) * S, x + p0 * S, g + p0 * S);
 #pragma omp barrier
@@ -225,12 +247,12 @@ void print_patterns(const std::vector<std::string>& shapes, const std::vector<in
       const double roof = median(times[0]);
       for (std::size_t k2 = 0; k2 < std::size(kPatterns); ++k2) {
         const std::string name = kPatterns[k2].name;
-        if ((name == "bnorm-training" && !training_ok) || (name == "bnorm-backward" && !backward_ok)) {
-          std::printf("%-16s %-16s %4d %10s %8s\n", kPatterns[k2].name, shape.c_str(), threads, "n/a", "-");
+        if (const int i = own_index(name); i >= 0 && !own_ok[i]) {
+          std::printf("%-18s %-16s %4d %10s %8s\n", kPatterns[k2].name, shape.c_str(), threads, "n/a", "-");
           continue;
         }
         const double ms = median(times[k2]);
-        std::printf("%-16s %-16s %4d %10.3f %8.2f\n", kPatterns[k2].name, shape.c_str(), threads, ms,
+        std::printf("%-18s %-16s %4d %10.3f %8.2f\n", kPatterns[k2].name, shape.c_str(), threads, ms,
                     ms / roof);
       }
       if (sink == 1234.5) std::printf(" ");  // keeps the sums

@@ -320,6 +320,11 @@ def patterns_section(w, text, command):
         w(f"  bnorm's backward {pair(shape, 'bnorm-backward')}. Only walks that never come back to a value")
         w(f"  are cheaper (one stream {pair(shape, 'bwd-one-stream')}, channel runs {pair(shape, 'bwd-runs')}),")
         w(f"  and backward with batch statistics needs a whole channel's sums before any of its dx.")
+        if (shape, "2", "planes-pipelined") in x:
+            w(f"  Instance norm walks whole planes in memory order: the bare pipelined walk (this plane's y")
+            w(f"  from cache, the next plane's sums from DRAM) costs {pair(shape, 'planes-pipelined')}, with dy")
+            w(f"  {pair(shape, 'planes-bwd-pipe')}; bnorm's instance norm training {pair(shape, 'bnorm-in-training')},")
+            w(f"  backward {pair(shape, 'bnorm-in-backward')}.")
     w("")
     w("The bare loops' own ratios move between runs as bnorm's do (the pipelined training loop on")
     w("64x256x56x56 read 1.12-1.19 in two runs of this session and 1.33-1.35 in a third), so a target is read")
