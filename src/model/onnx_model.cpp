@@ -12,9 +12,9 @@
 #include <cstring>
 #include <fstream>
 #include <functional>
-#include <random>
 
 #include "bnorm/error.hpp"
+#include "model/output_file.hpp"
 #include "model/tensor_data.hpp"
 
 namespace bnorm::model {
@@ -171,28 +171,18 @@ void OnnxModel::save(const fs::path& path) const {
     throw Error(ErrorKind::invalid_model,
                 "the model to write to " + quoted(path) + " fails onnx::checker: " + e.what());
   }
-  const fs::path dir = path.has_parent_path() ? path.parent_path() : fs::path(".");
-  std::random_device rd;
-  const fs::path temp = dir / ("." + path.filename().string() + ".tmp-" + std::to_string(rd()));
-  {
-    std::ofstream out(temp, std::ios::binary | std::ios::trunc);
-    if (!out) throw Error(ErrorKind::io, "cannot write " + quoted(temp) + ": " + std::strerror(errno));
-    const bool ok = proto_.SerializeToOstream(&out);
-    out.close();
-    if (!ok || !out) {
-      std::error_code ec;
-      fs::remove(temp, ec);
-      throw Error(ErrorKind::io,
-                  "cannot write " + quoted(path) + " (serialization failed or the disk is full)");
-    }
-  }
-  std::error_code ec;
-  fs::rename(temp, path, ec);
-  if (ec) {
-    fs::remove(temp, ec);
+  OutputFile file(path);
+  google::protobuf::io::FileOutputStream out(file.fd());
+  const bool serialized = proto_.SerializeToZeroCopyStream(&out);
+  if (!out.Flush() || !serialized) {
+    const int err = out.GetErrno();
+    // Without an errno the serializer itself refused: protobuf cannot write
+    // a message of 2 GiB or more.
     throw Error(ErrorKind::io,
-                "cannot move the written model into place at " + quoted(path) + ": " + ec.message());
+                "cannot write " + file.describe() + ": " +
+                    (err ? std::strerror(err) : "protobuf cannot serialize a model of 2 GiB or more"));
   }
+  file.commit();
 }
 
 std::int64_t OnnxModel::opset() const {

@@ -33,11 +33,13 @@ class OnnxModel {
   /// Wraps a model built in memory.
   explicit OnnxModel(onnx::ModelProto proto);
 
-  /// Writes the model to `path` through a temporary file in the same
-  /// directory, renamed over it only once complete; the model must pass
-  /// onnx::checker. All tensor data is stored inline. Throws Error(io) or
-  /// Error(invalid_model); on error no file is left at `path` that was not
-  /// there before.
+  /// Writes the model to `path` through a temporary file in the destination's
+  /// directory, fsync'ed and renamed over it only once complete
+  /// (model::OutputFile: a symbolic link is written through, an existing
+  /// file keeps its permission bits); the model must pass onnx::checker.
+  /// All tensor data is stored inline. Throws Error(io) or
+  /// Error(invalid_model); on error `path` is left as it was and no
+  /// temporary file remains.
   void save(const std::filesystem::path& path) const;
 
   onnx::ModelProto& proto() noexcept { return proto_; }

@@ -175,6 +175,24 @@ def main():
     check(not any(n.op_type == "BatchNormalization" for n in onnx.load(in_place).graph.node),
           "--in-place result has no BN left")
 
+    # --in-place on a link (model.onnx -> versions/v3.onnx) rewrites the file
+    # it points to and keeps the link; a private model stays private.
+    versions = os.path.join(work, "versions")
+    os.makedirs(versions, exist_ok=True)
+    target = os.path.join(versions, "v3.onnx")
+    shutil.copy(block, target)
+    os.chmod(target, 0o600)
+    link = os.path.join(work, "linked.onnx")
+    os.symlink("versions/v3.onnx", link)
+    listing = files(work)
+    r = bnorm("fold", link, "--in-place")
+    check(r.returncode == 0 and os.path.islink(link) and os.readlink(link) == "versions/v3.onnx",
+          "--in-place on a symbolic link keeps the link", r.stderr)
+    check(digest(target) != block_digest and files(work) == listing and files(versions) == ["v3.onnx"],
+          "--in-place on a symbolic link rewrites the file it points to, no temporary left")
+    check(os.stat(target).st_mode & 0o777 == 0o600, "--in-place keeps the model's permission bits",
+          oct(os.stat(target).st_mode & 0o777))
+
     unfoldable = os.path.join(model_dir, "unfoldable.onnx")
     r = bnorm("fold", unfoldable, "-o", os.path.join(work, "u.onnx"))
     check(r.returncode == 0 and r.stdout.count("left BatchNormalization") == 3, "unfoldable BNs are left, each with a reason",

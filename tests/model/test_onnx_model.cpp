@@ -1,23 +1,37 @@
 // Loading and saving ONNX models: a round trip keeps opset and metadata,
 // bad files give an Error of the right kind (never a crash), external data
-// may not leave the model's directory, and a failed save leaves nothing.
+// may not leave the model's directory, a failed save leaves nothing, and a
+// save writes through links and keeps the permissions of the file it
+// replaces (model::OutputFile, also tested here).
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <string>
+#include <vector>
 
 #include "bnorm/error.hpp"
 #include "model/graph_builder.hpp"
+#include "model/output_file.hpp"
 
 namespace bnorm::test {
 namespace {
 
 namespace fs = std::filesystem;
 using TP = onnx::TensorProto;
+
+// A file's permission bits in octal, as ls and chmod spell them ("600").
+std::string mode_of(const fs::path& p) {
+  char text[8];
+  std::snprintf(text, sizeof text, "%o", static_cast<unsigned>(fs::status(p).permissions()) & 0777u);
+  return text;
+}
 
 // A fresh directory per test, removed afterwards.
 class ModelFiles : public ::testing::Test {
@@ -72,6 +86,19 @@ class ModelFiles : public ::testing::Test {
     } catch (const Error& e) {
       EXPECT_EQ(e.kind(), kind) << e.what();
       EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  }
+
+  // Opening an OutputFile at `p` must throw Error of `kind` naming every word.
+  static void expect_output_refused(const fs::path& p, ErrorKind kind,
+                                    const std::vector<std::string>& words) {
+    try {
+      model::OutputFile f(p);
+      ADD_FAILURE() << "opened " << p;
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), kind) << e.what();
+      for (const auto& w : words)
+        EXPECT_NE(std::string(e.what()).find(w), std::string::npos) << "'" << w << "' not in: " << e.what();
     }
   }
 
@@ -142,6 +169,141 @@ TEST_F(ModelFiles, SaveIntoAMissingDirectoryIsAnIoError) {
     EXPECT_EQ(e.kind(), ErrorKind::io) << e.what();
   }
   EXPECT_FALSE(fs::exists(dir_ / "no_such_dir"));
+}
+
+// `bnorm fold model.onnx --in-place` where model.onnx -> current.onnx ->
+// versions/v3.onnx: the links stay, v3.onnx is replaced in its own directory.
+TEST_F(ModelFiles, SaveWritesThroughSymlinksAndKeepsThem) {
+  fs::create_directory(path("versions"));
+  write(path("versions/v3.onnx"), "old bytes");
+  fs::create_symlink("versions/v3.onnx", path("current.onnx"));
+  fs::create_symlink(path("current.onnx"), path("m.onnx"));  // absolute
+  conv_bn().model().save(path("m.onnx"));
+  ASSERT_TRUE(fs::is_symlink(path("m.onnx"))) << "the link was replaced by a file";
+  ASSERT_TRUE(fs::is_symlink(path("current.onnx")));
+  EXPECT_EQ(fs::read_symlink(path("m.onnx")), path("current.onnx"));
+  EXPECT_EQ(fs::read_symlink(path("current.onnx")), "versions/v3.onnx");
+  EXPECT_NO_THROW(model::OnnxModel::load(path("versions/v3.onnx")));
+  EXPECT_EQ(listing(), (std::vector<std::string>{"current.onnx", "m.onnx", "versions"}));
+  EXPECT_EQ(std::distance(fs::directory_iterator(path("versions")), fs::directory_iterator()), 1);
+}
+
+// A dangling link is written through when the file it names can be created
+// (the link stays and now resolves); otherwise it is an io error naming the
+// link and its target, and the link stays as it was.
+TEST_F(ModelFiles, SaveThroughADanglingLink) {
+  fs::create_directory(path("versions"));
+  fs::create_symlink("versions/v4.onnx", path("m.onnx"));
+  conv_bn().model().save(path("m.onnx"));
+  ASSERT_TRUE(fs::is_symlink(path("m.onnx"))) << "the link was replaced by a file";
+  EXPECT_NO_THROW(model::OnnxModel::load(path("versions/v4.onnx")));
+
+  fs::create_symlink("no_such_dir/m.onnx", path("lost.onnx"));
+  try {
+    conv_bn().model().save(path("lost.onnx"));
+    FAIL() << "wrote through a link into a missing directory";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::io) << e.what();
+    for (const char* word : {"lost.onnx", "no_such_dir", "No such file or directory"})
+      EXPECT_NE(std::string(e.what()).find(word), std::string::npos) << e.what();
+  }
+  ASSERT_TRUE(fs::is_symlink(path("lost.onnx")));
+  EXPECT_EQ(fs::read_symlink(path("lost.onnx")), "no_such_dir/m.onnx");
+  EXPECT_EQ(listing(), (std::vector<std::string>{"lost.onnx", "m.onnx", "versions"}));
+}
+
+// Overwriting (e.g. --in-place) keeps the existing file's permission bits;
+// a new file gets 0666 & ~umask.
+TEST_F(ModelFiles, SaveKeepsPermissionBits) {
+  struct RestoreUmask {
+    mode_t saved = ::umask(022);
+    ~RestoreUmask() { ::umask(saved); }
+  } restore;
+  for (const char* mode : {"600", "640", "444"}) {
+    conv_bn().model().save(path("m.onnx"));
+    fs::permissions(path("m.onnx"), fs::perms(std::stoi(mode, nullptr, 8)));
+    conv_bn().model().save(path("m.onnx"));
+    EXPECT_EQ(mode_of(path("m.onnx")), mode);
+    fs::remove(path("m.onnx"));
+  }
+  ::umask(027);
+  conv_bn().model().save(path("new.onnx"));
+  EXPECT_EQ(mode_of(path("new.onnx")), "640");
+  EXPECT_EQ(listing(), std::vector<std::string>{"new.onnx"});
+}
+
+// model::OutputFile, which save() and NpyWriter write through: what their
+// own tests do not reach.
+
+TEST_F(ModelFiles, OutputFileCommitReplacesAndAbandonLeavesTheDestination) {
+  write(path("out"), "old");
+  {
+    model::OutputFile f(path("out"));
+    f.write("new", 3);
+    EXPECT_EQ(listing().size(), 2u);  // out and the temporary
+  }
+  EXPECT_EQ(listing(), std::vector<std::string>{"out"});
+  EXPECT_EQ(read(path("out")), "old");
+  model::OutputFile f(path("out"));
+  f.write("new", 3);
+  f.commit();
+  EXPECT_TRUE(f.committed());
+  EXPECT_EQ(read(path("out")), "new");
+  EXPECT_EQ(listing(), std::vector<std::string>{"out"});
+  EXPECT_THROW(f.write("x", 1), Error);
+  EXPECT_THROW(f.commit(), Error);
+}
+
+TEST_F(ModelFiles, OutputFileMovedOwnsTheTemporary) {
+  model::OutputFile a(path("a"));
+  model::OutputFile b(std::move(a));
+  // The moved-from state is part of the contract.
+  EXPECT_FALSE(a.is_open());  // NOLINT(bugprone-use-after-move,clang-analyzer-cplusplus.Move)
+  model::OutputFile c(path("c"));
+  c = std::move(b);  // drops c's temporary
+  EXPECT_EQ(listing().size(), 1u);
+  c.write("a", 1);
+  c.commit();
+  EXPECT_EQ(listing(), std::vector<std::string>{"a"});
+}
+
+// The temporary takes the destination's mode before any data is written,
+// so a private file's new contents are never readable by others.
+TEST_F(ModelFiles, OutputFileTemporaryIsAsPrivateAsTheDestination) {
+  write(path("secret"), "old");
+  fs::permissions(path("secret"), fs::perms(0600));
+  model::OutputFile f(path("secret"));
+  EXPECT_EQ(mode_of("/proc/self/fd/" + std::to_string(f.fd())), "600");
+}
+
+TEST_F(ModelFiles, OutputFileFollowsLinkChainsAndRefusesLoops) {
+  fs::create_directory(path("d"));
+  fs::create_symlink("d/target", path("l1"));
+  fs::create_symlink("l1", path("l2"));
+  model::OutputFile f(path("l2"));
+  EXPECT_EQ(f.destination(), fs::canonical(path("d")) / "target");
+  EXPECT_NE(f.describe().find("a link to"), std::string::npos) << f.describe();
+  f.write("x", 1);
+  f.commit();
+  EXPECT_EQ(read(path("d/target")), "x");
+  EXPECT_TRUE(fs::is_symlink(path("l2")));
+
+  fs::create_symlink("loop_b", path("loop_a"));
+  fs::create_symlink("loop_a", path("loop_b"));
+  expect_output_refused(path("loop_a"), ErrorKind::io, {"loop_a", "Too many levels of symbolic links"});
+  EXPECT_TRUE(fs::is_symlink(path("loop_a")));
+  EXPECT_EQ(listing(), (std::vector<std::string>{"d", "l1", "l2", "loop_a", "loop_b"}));
+}
+
+// Renaming over a FIFO or device would replace the node itself.
+TEST_F(ModelFiles, OutputFileReplacesOnlyRegularFiles) {
+  ASSERT_EQ(::mkfifo(path("fifo").c_str(), 0644), 0);
+  expect_output_refused(path("fifo"), ErrorKind::io, {"fifo", "not a regular file"});
+  EXPECT_TRUE(fs::is_fifo(path("fifo")));
+  fs::create_directory(path("sub"));
+  expect_output_refused(path("sub"), ErrorKind::io, {"sub", "is a directory"});
+  expect_output_refused(path("sub/"), ErrorKind::invalid_argument, {"names no file"});
+  EXPECT_EQ(listing(), (std::vector<std::string>{"fifo", "sub"}));
 }
 
 TEST_F(ModelFiles, MissingFileIsAnIoError) {
