@@ -10,9 +10,7 @@
 #include <cctype>
 #include <cerrno>
 #include <climits>
-#include <cstdio>
 #include <cstring>
-#include <random>
 #include <utility>
 
 #include "bnorm/error.hpp"
@@ -833,21 +831,6 @@ NpyArray NpzArchive::array(const std::string& name) const {
 
 namespace {
 
-// Writes all of [p, p + n); returns 0 or the errno of the failure.
-int write_all(int fd, const std::byte* p, std::size_t n) {
-  while (n > 0) {
-    const ssize_t w = ::write(fd, p, std::min<std::size_t>(n, std::size_t{1} << 30));
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      return errno;
-    }
-    if (w == 0) return EIO;
-    p += w;
-    n -= static_cast<std::size_t>(w);
-  }
-  return 0;
-}
-
 // The preamble and header dict of a C-order little-endian array. numpy pads
 // the header with spaces so that the data starts at a multiple of 64 bytes:
 // a reader that maps the file then finds every element naturally aligned,
@@ -876,9 +859,8 @@ std::string npy_header(NpyType type, const std::vector<std::int64_t>& shape) {
 
 }  // namespace
 
-NpyWriter::NpyWriter(const fs::path& path, NpyType type, std::vector<std::int64_t> shape) : path_(path) {
+NpyWriter::NpyWriter(const fs::path& path, NpyType type, std::vector<std::int64_t> shape) {
   const std::string where = path.string();
-  if (!path.has_filename()) refuse(where, "the output path names no file");
   for (std::int64_t d : shape)
     if (d < 0)
       refuse(where, "shape " + shape_text(shape) + " has a negative dimension; dimensions must be >= 0");
@@ -893,129 +875,46 @@ NpyWriter::NpyWriter(const fs::path& path, NpyType type, std::vector<std::int64_
   row_bytes_ = static_cast<std::size_t>(row);
 
   const std::string header = npy_header(type, shape);
-  const fs::path dir = path.has_parent_path() ? path.parent_path() : fs::path(".");
-  std::random_device rd;
-  std::mt19937_64 rng((std::uint64_t{rd()} << 32) ^ rd() ^ static_cast<std::uint64_t>(::getpid()));
-  for (int attempt = 0; fd_ < 0; ++attempt) {
-    char suffix[17];
-    std::snprintf(suffix, sizeof suffix, "%016llx", static_cast<unsigned long long>(rng()));
-    // Built with appends: GCC 12 flags "const char* + std::string" with a
-    // false -Wrestrict (GCC bug 105329).
-    std::string name(1, '.');
-    name += path.filename().string();
-    name += ".tmp-";
-    name += suffix;
-    temp_ = dir / name;
-    // O_EXCL: never truncate a file that is not ours. 0666 & ~umask gives the
-    // output the permissions of any file the user creates (mkstemp's 0600
-    // would make it private).
-    fd_ = ::open(temp_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-    const int err = errno;
-    if (fd_ < 0 && (err != EEXIST || attempt == 16))
-      throw Error(ErrorKind::io, "cannot write " + where + ": cannot create a temporary file in " +
-                                     dir.string() + ": " + errno_text(err));
-  }
-  state_ = State::open;
-  if (const int err = write_all(fd_, reinterpret_cast<const std::byte*>(header.data()), header.size())) {
-    abandon();
-    throw Error(ErrorKind::io, "cannot write " + where + ": " + errno_text(err));
-  }
-}
-
-NpyWriter::NpyWriter(NpyWriter&& other) noexcept
-    : path_(std::move(other.path_)),
-      temp_(std::move(other.temp_)),
-      fd_(std::exchange(other.fd_, -1)),
-      rows_expected_(other.rows_expected_),
-      rows_written_(other.rows_written_),
-      row_bytes_(other.row_bytes_),
-      state_(std::exchange(other.state_, State::abandoned)) {}
-
-NpyWriter& NpyWriter::operator=(NpyWriter&& other) noexcept {
-  if (this != &other) {
-    abandon();
-    path_ = std::move(other.path_);
-    temp_ = std::move(other.temp_);
-    fd_ = std::exchange(other.fd_, -1);
-    rows_expected_ = other.rows_expected_;
-    rows_written_ = other.rows_written_;
-    row_bytes_ = other.row_bytes_;
-    state_ = std::exchange(other.state_, State::abandoned);
-  }
-  return *this;
-}
-
-NpyWriter::~NpyWriter() { abandon(); }
-
-void NpyWriter::abandon() noexcept {
-  if (fd_ >= 0) ::close(fd_);
-  fd_ = -1;
-  if (state_ == State::open) ::unlink(temp_.c_str());
-  if (state_ != State::committed) state_ = State::abandoned;
+  file_ = model::OutputFile(path);
+  file_.write(header.data(), header.size());
 }
 
 void NpyWriter::append(const void* rows, std::int64_t count) {
-  const std::string where = path_.string();
-  if (state_ != State::open)
+  const std::string where = file_.path().string();
+  if (!file_.is_open())
     throw Error(ErrorKind::invalid_argument,
                 where + ": append after " +
-                    (state_ == State::committed ? "commit()" : "an earlier error abandoned the writer"));
+                    (file_.committed() ? "commit()" : "an earlier error abandoned the writer"));
   if (count < 0) {
-    abandon();
+    file_.abandon();
     refuse(where, "append of " + std::to_string(count) + " rows; the count must be >= 0");
   }
   if (count > rows_expected_ - rows_written_) {
-    abandon();
+    file_.abandon();
     refuse(where, "appending " + std::to_string(count) + " rows after " + std::to_string(rows_written_) +
                       " would exceed shape[0] = " + std::to_string(rows_expected_) + " rows");
   }
   const std::size_t bytes = static_cast<std::size_t>(count) * row_bytes_;  // <= the checked total
-  if (bytes == 0) {
-    rows_written_ += count;
-    return;
-  }
-  if (!rows) {
-    abandon();
+  if (bytes > 0 && !rows) {
+    file_.abandon();
     refuse(where, "append of " + std::to_string(count) + " rows from a null pointer");
   }
-  if (const int err = write_all(fd_, static_cast<const std::byte*>(rows), bytes)) {
-    abandon();
-    throw Error(ErrorKind::io, "cannot write " + where + ": " + errno_text(err));
-  }
+  file_.write(rows, bytes);
   rows_written_ += count;
 }
 
 void NpyWriter::commit() {
-  const std::string where = path_.string();
-  if (state_ != State::open)
+  const std::string where = file_.path().string();
+  if (!file_.is_open())
     throw Error(ErrorKind::invalid_argument,
                 where + ": commit after " +
-                    (state_ == State::committed ? "commit()" : "an earlier error abandoned the writer"));
+                    (file_.committed() ? "commit()" : "an earlier error abandoned the writer"));
   if (rows_written_ != rows_expected_) {
-    abandon();
+    file_.abandon();
     refuse(where, "commit after " + std::to_string(rows_written_) + " of shape[0] = " +
                       std::to_string(rows_expected_) + " rows; every row must be appended first");
   }
-  // fsync before the rename, so that a crash cannot leave a complete-looking
-  // name over incomplete data.
-  if (::fsync(fd_) != 0) {
-    const int err = errno;
-    abandon();
-    throw Error(ErrorKind::io, "cannot write " + where + ": " + errno_text(err));
-  }
-  const int fd = std::exchange(fd_, -1);
-  if (::close(fd) != 0) {
-    const int err = errno;
-    abandon();
-    throw Error(ErrorKind::io, "cannot write " + where + ": " + errno_text(err));
-  }
-  if (::rename(temp_.c_str(), path_.c_str()) != 0) {
-    const int err = errno;
-    abandon();
-    throw Error(ErrorKind::io,
-                "cannot move the written array into place at " + where + ": " + errno_text(err));
-  }
-  state_ = State::committed;
+  file_.commit();
 }
 
 void save_npy(const fs::path& path, NpyType type, const std::vector<std::int64_t>& shape, const void* data) {

@@ -16,6 +16,8 @@
 #include <string_view>
 #include <vector>
 
+#include "model/output_file.hpp"
+
 namespace bnorm::exec {
 
 /// The element types read and written ('<f4' '<f8' '<f2' '<i8' '<i4' '|u1'
@@ -156,12 +158,14 @@ class NpzArchive {
 
 /// Writes a .npy (version 1.0, little-endian, C order) row by row.
 ///
-/// The data goes to a temporary file in the destination's directory that
-/// commit() renames over `path`, so readers never see a partial file and a
-/// failure leaves `path` as it was. Any error (too many rows, a failed write,
-/// commit with too few rows) abandons the writer: the temporary file is
-/// removed at once and later calls throw. Destroying a writer that was not
-/// committed removes the temporary file too. Movable, not copyable.
+/// The data goes to a model::OutputFile: a temporary file in the
+/// destination's directory that commit() renames over `path` (through
+/// symbolic links, keeping an existing file's permission bits), so readers
+/// never see a partial file and a failure leaves `path` as it was. Any error
+/// (too many rows, a failed write, commit with too few rows) abandons the
+/// writer: the temporary file is removed at once and later calls throw.
+/// Destroying a writer that was not committed removes the temporary file
+/// too. Movable, not copyable.
 class NpyWriter {
  public:
   /// Starts writing an array of `type` and `shape` to `path`; shape[0] (1
@@ -169,12 +173,6 @@ class NpyWriter {
   /// commit(). Throws Error(invalid_argument) for a negative or overflowing
   /// shape, Error(io) when the temporary file cannot be created.
   NpyWriter(const std::filesystem::path& path, NpyType type, std::vector<std::int64_t> shape);
-  NpyWriter(NpyWriter&& other) noexcept;
-  NpyWriter& operator=(NpyWriter&& other) noexcept;
-  NpyWriter(const NpyWriter&) = delete;
-  NpyWriter& operator=(const NpyWriter&) = delete;
-  /// Removes the temporary file unless commit() succeeded.
-  ~NpyWriter();
 
   /// Appends `count` rows of row_bytes() each from `rows`. Throws
   /// Error(invalid_argument) when count is negative, rows is null with
@@ -195,15 +193,10 @@ class NpyWriter {
   std::int64_t rows_expected() const noexcept { return rows_expected_; }
 
  private:
-  void abandon() noexcept;
-
-  std::filesystem::path path_;
-  std::filesystem::path temp_;
-  int fd_ = -1;
+  model::OutputFile file_;
   std::int64_t rows_expected_ = 0;
   std::int64_t rows_written_ = 0;
   std::size_t row_bytes_ = 0;
-  enum class State { open, committed, abandoned } state_ = State::abandoned;
 };
 
 /// Writes a whole array to `path` in one go (an NpyWriter that appends all

@@ -5,11 +5,13 @@
 
 #include <gtest/gtest.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -193,6 +195,13 @@ std::uint32_t peek32(const Bytes& b, std::size_t at) {
   return v;
 }
 
+// A file's permission bits in octal, as ls and chmod spell them ("600").
+std::string mode_of(const fs::path& p) {
+  char text[8];
+  std::snprintf(text, sizeof text, "%o", static_cast<unsigned>(fs::status(p).permissions()) & 0777u);
+  return text;
+}
+
 // A fresh directory per test, removed afterwards.
 class Npy : public ::testing::Test {
  protected:
@@ -353,6 +362,43 @@ TEST_F(Npy, MovedWriterOwnsTheFile) {
   c.commit();
   EXPECT_EQ(listing(), std::vector<std::string>{"m.npy"});
   expect_array(NpyArray::open(dir_ / "m.npy"), NpyType::i8, {4});
+}
+
+// An output that is a symbolic link (e.g. current.npy -> runs/3.npy) keeps
+// the link: the file it points to is replaced, in its own directory.
+TEST_F(Npy, WritesThroughASymlinkAndKeepsIt) {
+  fs::create_directory(dir_ / "runs");
+  const Bytes old = values(NpyType::f32, 4);
+  exec::save_npy(dir_ / "runs" / "3.npy", NpyType::f32, {4}, old.data());
+  fs::create_symlink("runs/3.npy", dir_ / "current.npy");
+  const Bytes next = values(NpyType::i64, 6);
+  exec::save_npy(dir_ / "current.npy", NpyType::i64, {2, 3}, next.data());
+  ASSERT_TRUE(fs::is_symlink(dir_ / "current.npy")) << "the link was replaced by a file";
+  EXPECT_EQ(fs::read_symlink(dir_ / "current.npy"), "runs/3.npy");
+  expect_array(NpyArray::open(dir_ / "runs" / "3.npy"), NpyType::i64, {2, 3});
+  EXPECT_EQ(listing(), (std::vector<std::string>{"current.npy", "runs"}));
+  EXPECT_EQ(std::distance(fs::directory_iterator(dir_ / "runs"), fs::directory_iterator()), 1);
+}
+
+// Overwriting keeps the existing file's permission bits; a new file gets
+// 0666 & ~umask, as any file the user creates.
+TEST_F(Npy, OverwriteKeepsPermissionBits) {
+  const Bytes data = values(NpyType::f32, 4);
+  struct RestoreUmask {
+    mode_t saved = ::umask(022);
+    ~RestoreUmask() { ::umask(saved); }
+  } restore;
+  for (const char* mode : {"600", "640", "444"}) {
+    const fs::path p = dir_ / "out.npy";
+    exec::save_npy(p, NpyType::f32, {4}, data.data());
+    fs::permissions(p, fs::perms(std::stoi(mode, nullptr, 8)));
+    exec::save_npy(p, NpyType::f32, {4}, data.data());
+    EXPECT_EQ(mode_of(p), mode);
+    fs::remove(p);
+  }
+  ::umask(027);
+  exec::save_npy(dir_ / "new.npy", NpyType::f32, {4}, data.data());
+  EXPECT_EQ(mode_of(dir_ / "new.npy"), "640");
 }
 
 TEST_F(Npy, WriterRefusesBadArguments) {
