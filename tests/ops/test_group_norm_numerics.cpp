@@ -24,6 +24,7 @@ std::vector<ogn::Plan> plans(const ogn::Problem& p) {
     out.push_back({ogn::Strategy::split_samples, 3, 1 << 20, true});
   } else {
     out.push_back({ogn::Strategy::blocks, 3, 1, true});
+    out.push_back({ogn::Strategy::blocks, 2, 1, false, 3});
     out.push_back({ogn::Strategy::split_blocks, 2, 1, false});
   }
   return out;

@@ -29,7 +29,8 @@ std::vector<ogn::Plan> plans_for(const ogn::Problem& p) {
           plans.push_back({ogn::Strategy::split_samples, workers, tile, stream});
         }
       } else {
-        plans.push_back({ogn::Strategy::blocks, workers, 1, stream});
+        for (std::int64_t unit : {1, 2, 3, 1 << 20})
+          plans.push_back({ogn::Strategy::blocks, workers, 1, stream, unit});
         plans.push_back({ogn::Strategy::split_blocks, workers, 1, stream});
       }
     }
@@ -40,7 +41,7 @@ std::vector<ogn::Plan> plans_for(const ogn::Problem& p) {
 std::string plan_name(const ogn::Plan& plan) {
   const char* names[] = {"blocks", "split_blocks", "samples", "split_samples"};
   return std::string(names[static_cast<int>(plan.strategy)]) + " workers=" + std::to_string(plan.workers) +
-         " tile=" + std::to_string(plan.tile_rows) +
+         " tile=" + std::to_string(plan.tile_rows) + " unit=" + std::to_string(plan.unit_blocks) +
          (plan.stream ? " stream" : "");
 }
 
@@ -133,6 +134,10 @@ TEST(GroupNormPlans, Choices) {
   EXPECT_EQ(plan(Layout::channels_first, {1, 256, 56, 56}, 1, f).strategy, ogn::Strategy::split_blocks);
   EXPECT_EQ(plan(Layout::channels_first, {3, 4, 64, 64}, 1, f).strategy, ogn::Strategy::split_blocks);
   EXPECT_TRUE(plan(Layout::channels_first, {64, 256, 56, 56}, 32, f).stream);
+  // Forward steps of about 8 KiB: single blocks of 56x56 planes, several of 12x16 ones.
+  EXPECT_EQ(plan(Layout::channels_first, {64, 256, 56, 56}, 256, f).unit_blocks, 1);
+  EXPECT_EQ(plan(Layout::channels_first, {256, 1024, 12, 16}, 1024, f).unit_blocks, 10);
+  EXPECT_EQ(plan(Layout::channels_first, {256, 1024, 12, 16}, 1024, ogn::Pass::backward).unit_blocks, 1);
   EXPECT_EQ(plan(Layout::channels_first, {1, 4, 8}, 2, f).workers, 1);
   const ogn::Strategy rows = plan(Layout::channels_last, {64, 256, 56, 56}, 32, f).strategy;
   EXPECT_TRUE(rows == ogn::Strategy::samples || rows == ogn::Strategy::split_samples);

@@ -72,54 +72,83 @@ void forward_blocks(const Problem& p, const Plan& plan, const void* src, void* d
   const std::size_t o_workers = layout.add<std::byte>(0);
 
   if (plan.strategy == Strategy::blocks) {
-    const BlockScratch cs(cg, cg, 0);
-    std::byte* base = thread_scratch(o_workers + cs.bytes * static_cast<std::size_t>(workers));
+    // Steps of `unit` consecutive blocks: a step's statistics are finished
+    // together, and its elementwise pass walks with the next step's sums.
+    const std::int64_t unit = plan.unit_blocks, up = unit * cg;
+    const BlockScratch cs(up, up, 0);
+    ScratchLayout extra;  // per block of a step: pivot and sums, this step's and the next's
+    const std::size_t o_pivot = extra.add<float>(2 * static_cast<std::size_t>(unit));
+    const std::size_t o_sums = extra.add<double>(4 * static_cast<std::size_t>(unit));
+    const std::size_t per_worker = cs.bytes + (extra.bytes() + 63) / 64 * 64;
+    std::byte* base = thread_scratch(o_workers + per_worker * static_cast<std::size_t>(workers));
     double* all_mean = scratch_at<double>(base, o_mean);
     double* all_m2 = scratch_at<double>(base, o_m2);
     run_team(workers, [&](const Team& team) {
       team.for_each_worker([&](int w) {
-        std::byte* mine = base + o_workers + cs.bytes * static_cast<std::size_t>(w);
+        std::byte* mine = base + o_workers + per_worker * static_cast<std::size_t>(w);
         float* center = scratch_at<float>(mine, cs.center);
         float* scale = scratch_at<float>(mine, cs.scale);
         float* shift = scratch_at<float>(mine, cs.shift);
         double* mean_rep = scratch_at<double>(mine, cs.mean_rep);
         double* m2_rep = scratch_at<double>(mine, cs.m2_rep);
         double* invstd_rep = scratch_at<double>(mine, cs.invstd_rep);
+        float* pivots = scratch_at<float>(mine, cs.pivots);
+        double* plane_sums = scratch_at<double>(mine, cs.ds);
+        float* block_pivots = scratch_at<float>(mine + cs.bytes, o_pivot);  // [this step | next step]
+        double* block_sums = scratch_at<double>(mine + cs.bytes, o_sums);
         const std::int64_t b0 = split_point(blocks, workers, w), b_end = split_point(blocks, workers, w + 1);
         if (b0 == b_end) return;
         auto x_at = [&](std::int64_t b) { return element_ptr(src, dt, b * m); };
-        // The first block's sums alone; then each block's elementwise pass
-        // (from cache) walks with the next block's sums (from DRAM).
-        float* pivots = scratch_at<float>(mine, cs.pivots);
-        double* plane_sums = scratch_at<double>(mine, cs.ds);
-        float pivot = block_pivot(dt, x_at(b0), cg, p.s);
-        double sums[2];
-        k::shifted_sums(dt, x_at(b0), k::Runs{1, m, m}, pivot, sums);
-        for (std::int64_t b = b0; b < b_end; ++b) {
-          const Stats st = stats_from_sums(dt, x_at(b), m, pivot, sums);
-          std::fill_n(mean_rep, cg, st.mean);
-          std::fill_n(m2_rep, cg, st.m2);
-          finish_planes(p, b * cg, cg, mean_rep, m2_rep, a, center, scale, shift, invstd_rep);
-          if (a.save_mean) a.save_mean[b] = static_cast<float>(st.mean);
-          if (a.save_invstd) a.save_invstd[b] = static_cast<float>(invstd_rep[0]);
-          if (a.running) {
-            all_mean[b] = st.mean;
-            all_m2[b] = st.m2;
+        auto step_end = [&](std::int64_t b) { return std::min(b + unit, b_end); };
+        // The first step's sums alone.
+        for (std::int64_t b = b0; b < step_end(b0); ++b) {
+          const auto j = static_cast<std::size_t>(b - b0);
+          block_pivots[j] = block_pivot(dt, x_at(b), cg, p.s);
+          k::shifted_sums(dt, x_at(b), k::Runs{1, m, m}, block_pivots[j], block_sums + 2 * j);
+        }
+        for (std::int64_t u0 = b0, u1 = step_end(b0); u0 < b_end; u0 = u1, u1 = step_end(u1)) {
+          const std::int64_t nb = u1 - u0, next_end = step_end(u1), nn = next_end - u1;
+          for (std::int64_t j = 0; j < nb; ++j) {
+            const auto uj = static_cast<std::size_t>(j);
+            const Stats st = stats_from_sums(dt, x_at(u0 + j), m, block_pivots[uj], block_sums + 2 * uj);
+            std::fill_n(mean_rep + j * cg, cg, st.mean);
+            std::fill_n(m2_rep + j * cg, cg, st.m2);
+            if (a.running) {
+              all_mean[u0 + j] = st.mean;
+              all_m2[u0 + j] = st.m2;
+            }
           }
-          const bool more = b + 1 < b_end;
-          if (more) {
-            pivot = block_pivot(dt, x_at(b + 1), cg, p.s);
-            std::fill_n(pivots, cg, pivot);
+          finish_planes(p, u0 * cg, nb * cg, mean_rep, m2_rep, a, center, scale, shift, invstd_rep);
+          for (std::int64_t j = 0; j < nb; ++j) {
+            if (a.save_mean) a.save_mean[u0 + j] = static_cast<float>(mean_rep[j * cg]);
+            if (a.save_invstd) a.save_invstd[u0 + j] = static_cast<float>(invstd_rep[j * cg]);
           }
-          // The worker's later blocks follow the next one in memory.
-          k::normalize_and_sum(dt, x_at(b), element_ptr(dst, dt, b * m), cg, p.s, center, scale, shift,
-                               plan.stream, more ? x_at(b + 1) : nullptr, pivots, plane_sums, nullptr, false,
-                               (b_end - b - 1) * m);
-          sums[0] = sums[1] = 0.0;
-          for (std::int64_t q = 0; more && q < cg; ++q) {
-            sums[0] += plane_sums[2 * q];
-            sums[1] += plane_sums[2 * q + 1];
+          float* next_pivots = block_pivots + unit;
+          for (std::int64_t j = 0; j < nn; ++j) {
+            next_pivots[j] = block_pivot(dt, x_at(u1 + j), cg, p.s);
+            std::fill_n(pivots + j * cg, cg, next_pivots[j]);
           }
+          // The first nn blocks walk with the next step's blocks (the
+          // worker's later blocks follow them in memory); the rest alone.
+          const std::int64_t paired = nn * cg;
+          if (paired > 0)
+            k::normalize_and_sum(dt, x_at(u0), element_ptr(dst, dt, u0 * m), paired, p.s, center, scale,
+                                 shift, plan.stream, x_at(u1), pivots, plane_sums, nullptr, false,
+                                 (b_end - u1) * m);
+          if (nb * cg > paired)
+            k::normalize_and_sum(dt, element_ptr(src, dt, u0 * m + paired * p.s),
+                                 element_ptr(dst, dt, u0 * m + paired * p.s), nb * cg - paired, p.s,
+                                 center + paired, scale + paired, shift + paired, plan.stream, nullptr,
+                                 nullptr, nullptr, nullptr, false, 0);
+          for (std::int64_t j = 0; j < nn; ++j) {
+            double* sums = block_sums + 2 * j;
+            sums[0] = sums[1] = 0.0;
+            for (std::int64_t q = j * cg; q < (j + 1) * cg; ++q) {
+              sums[0] += plane_sums[2 * q];
+              sums[1] += plane_sums[2 * q + 1];
+            }
+          }
+          std::copy_n(next_pivots, nn, block_pivots);
         }
       });
       if (plan.stream) k::stream_fence();

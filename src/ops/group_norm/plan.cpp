@@ -15,6 +15,9 @@ namespace {
 // than it saves.
 constexpr std::int64_t kGrainElements = 32768;
 
+// Forward pipelines blocks in steps of about this many bytes.
+constexpr std::size_t kUnitBytes = 8192;
+
 }  // namespace
 
 Plan plan_for(const Problem& p, int threads, Pass pass) {
@@ -48,6 +51,10 @@ Plan plan_for(const Problem& p, int threads, Pass pass) {
   // workers. (A block bigger than L2 is then read twice from memory.)
   const bool even = blocks % w == 0 || blocks >= 8 * w;
   plan.strategy = w == 1 || even ? Strategy::blocks : Strategy::split_blocks;
+  const std::size_t block_bytes = static_cast<std::size_t>(p.group_count()) * esize;
+  if (pass == Pass::forward && plan.strategy == Strategy::blocks)
+    plan.unit_blocks = std::clamp<std::int64_t>(static_cast<std::int64_t>(kUnitBytes / block_bytes), 1,
+                                                std::max<std::int64_t>(1, blocks / w));
   return plan;
 }
 
