@@ -14,6 +14,7 @@ The tables and every figure in the text come from the runs; the prose says
 what bounds the ratios.
 """
 import argparse
+import re
 import statistics
 
 DRAM = ("64x256x56x56", "256x1024x14x14")
@@ -67,7 +68,9 @@ def main():
     w("- `n/a` for training on 1x64x1x1: bnorm refuses one value per channel in training, as")
     w("  `torch.nn.functional.batch_norm` does.\n")
     w("## Latest full run\n")
-    w("Debian 12 VM, 2 cores of an Intel Xeon with AVX-512 (bnorm dispatches to AVX3), 2 MiB L2 per core.\n")
+    isa = re.search(r"isa (\S+),", text)
+    w("Debian 12 VM, 2 cores of an Intel Xeon with AVX-512 and AVX512-BF16 (bnorm dispatches to "
+      f"{isa.group(1) if isa else 'AVX3'}), 2 MiB L2 per core.\n")
     w("```\n" + command + "\n```\n")
     w("```\n" + text + "\n```\n")
     if 1 in bw:
@@ -109,6 +112,20 @@ def main():
         w("Channels-first reductions fetch the starts of about 4 KiB of runs ahead (2 to 8 runs over the streams")
         w("read): two runs of 392 bytes (bf16 14x14) left DRAM latency uncovered (256x1024x14x14, 2 threads:")
         w("training bf16 19.3 -> 12.7 ms, backward bf16 35.6 -> 30.9 ms).\n")
+        w("bf16 rounding. bf16 passes move half of f32's bytes for the same arithmetic, and rounding f32 to bf16")
+        w("took ten integer instructions per vector, so with two threads the bf16 kernels ran close to their")
+        w("compute limit: in L2 (1 thread) even the roofline's loop moved only 35.5 GB/s in and out, where DRAM")
+        w("gives two threads up to 43 GB/s in the machine's fast state. On CPUs with AVX512-BF16 (this one) the")
+        w("kernels round with its instruction (`isa` AVX3_BF16; the roofline's stores are the same code); results")
+        w("that are NaN or subnormal, which the instruction would keep the payload of or flush, keep the")
+        w("emulation, so the bits do not change. In one process, alternating AVX3 and AVX3_BF16, 64x256x56x56")
+        w("bf16, 2 threads, medians of 21 paired ratios: batch norm inference 0.95 (channels-first) / 0.87")
+        w("(channels-last), training 0.90 / 0.91, backward 0.97; instance norm 0.91 / 0.93 (forward /")
+        w("backward), group norm 0.90 / 0.94, layer norm 0.91 / 0.95. bf16 inference at 2 threads on")
+        w("64x256x56x56 read 1.24-1.31x the roofline in three of five full runs before this change; over 160")
+        w("short runs since (bf16 inference alone, 2 threads, roofline 4.0-9 ms) it read a median of 1.03 and")
+        w("at most 1.15, as did the emulation run the same way, so the earlier figures came from the full runs'")
+        w("conditions rather than the kernel alone.\n")
         w("Pipelined channel blocks. Channels-first training and backward used to take a block's statistics")
         w("(reads only) and then normalize it (writes only) in turns. With planes of 4 KiB or more they now walk")
         w("as group norm's blocks do: block b's elementwise pass (from cache) goes plane by plane together with")
@@ -282,6 +299,18 @@ def family_section(w, text, command):
     w("  56x56), so that was a large share: prefetching on into the block after it took instance norm's bf16")
     w("  forward from 1.51 to 1.32x the roofline (median of three alternating bench runs each; one process, A/B")
     w("  median: forward 0.82x the time, backward 0.88x). Group norm's 100 KB blocks gained little.")
+    w("- Blocks much shorter than that (instance norm on 12x16 planes: 768 bytes) paid the per-block work")
+    w("  (statistics, normalizers, pivots, a kernel call) per plane: 2.0x the roofline where the bare walk costs")
+    w("  1.17 (pattern run below). Forward now pipelines steps of about 8 KiB of blocks; blocks of 8 KiB or")
+    w("  more keep steps of one. One process, before/after medians, 2 threads: 256x1024x12x16 bf16 0.69-0.78x")
+    w("  the time, f32 0.83-1.00x; 512x512x7x7 f32 0.63x, bf16 0.83x; 64x256x56x56 unchanged.")
+    w("- Short 16-bit planes and rows whose length is not a whole number of vectors (7x7, 14x14; layer norm")
+    w("  rows of 49 or 196) ran far slower in bf16 than in f32: a bf16 vector is half a cache line, and the")
+    w("  streaming stores left lines written half by streaming and half by plain stores, which is slow. Only")
+    w("  whole lines are streamed now, the partial lines at a run's ends stored plainly. One process, 2 threads,")
+    w("  before/after: group norm 128x512x7x7 bf16 8.0 -> 1.3 ms; instance norm 256x1024x14x14 bf16 forward")
+    w("  39.8 -> 24.9 ms, backward 43.7 -> 19.8 ms; layer norm 1048576x49 bf16 134.6 -> 29.1 ms forward,")
+    w("  141.9 -> 30.6 ms backward.")
     w("")
 
 
