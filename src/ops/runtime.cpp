@@ -13,6 +13,7 @@ namespace bnorm::kernels {
 
 bool cpu_has_avx512_bf16() noexcept {
 #if defined(__x86_64__) && defined(__GNUC__)
+  __builtin_cpu_init();  // this runs from a static initializer, maybe before libgcc's own
   return __builtin_cpu_supports("avx512bf16");
 #else
   return false;
