@@ -23,8 +23,9 @@ std::vector<std::string> supported_isas();
 
 /// Restricts dispatch to the named instruction set (one of supported_isas())
 /// or, for an empty name, restores automatic selection. Throws
-/// Error(invalid_argument) for an unknown or unsupported name. Meant for
-/// testing and benchmarking; affects the whole process.
+/// Error(invalid_argument) for an unknown or unsupported name, after
+/// restoring automatic selection. Meant for testing and benchmarking; affects
+/// the whole process (not to be called while kernels run).
 void set_isa(const std::string& name);
 
 }  // namespace bnorm

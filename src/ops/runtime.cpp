@@ -78,6 +78,7 @@ void set_isa(const std::string& name) {
     known += known.empty() ? "" : ", ";
     known += candidate;
   }
+  kernels::native_bf16 = kernels::cpu_has_avx512_bf16();
   hwy::GetChosenTarget().Update(hwy::SupportedTargets());
   throw Error(ErrorKind::invalid_argument,
               "isa '" + name + "': not an instruction set this build and CPU support (" + known + ")");

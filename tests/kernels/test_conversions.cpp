@@ -11,8 +11,11 @@
 #include <random>
 
 #include "bnorm/batch_norm.hpp"
+#include "bnorm/error.hpp"
+#include "bnorm/runtime.hpp"
 #include "bnorm/tensor.hpp"
 #include "common/test_util.hpp"
+#include "kernels/common/native_bf16.hpp"
 #include "kernels/common/scalar.hpp"
 
 namespace bnorm {
@@ -173,6 +176,34 @@ TEST(Conversions, KernelStoresRoundAsTheScalarRoutine) {
       }
     });
   }
+}
+
+// The instruction-set names: each one set_isa() takes is what isa() then
+// reports, AVX3_BF16 exactly when the CPU has AVX512-BF16 (listed before
+// AVX3), "" restores the first, and an unknown name is refused with the list.
+TEST(Conversions, IsaNames) {
+  const std::vector<std::string> names = supported_isas();
+  ASSERT_FALSE(names.empty());
+  const auto avx3 = std::find(names.begin(), names.end(), "AVX3");
+  const auto bf16 = std::find(names.begin(), names.end(), "AVX3_BF16");
+  EXPECT_EQ(bf16 != names.end(), avx3 != names.end() && kernels::cpu_has_avx512_bf16());
+  if (bf16 != names.end()) {
+    EXPECT_EQ(bf16 + 1, avx3);
+  }
+  for (const std::string& name : names) {
+    set_isa(name);
+    EXPECT_EQ(isa(), name);
+    EXPECT_EQ(kernels::native_bf16, name == "AVX3_BF16");
+  }
+  set_isa(names.back());
+  try {
+    set_isa("AVX9");
+    FAIL() << "accepted an unknown isa";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::invalid_argument);
+    EXPECT_NE(std::string(e.what()).find(names.front()), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(isa(), names.front());
 }
 
 }  // namespace
