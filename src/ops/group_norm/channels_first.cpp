@@ -228,7 +228,9 @@ void backward_blocks(const Problem& p, const Plan& plan, const void* src, const 
   // Per-worker per-channel partial parameter gradients (dgamma then dbeta),
   // merged after the last barrier.
   if (plan.strategy == Strategy::blocks) {
-    const BlockScratch cs(cg, cg, C);
+    // Steps of `unit` consecutive blocks, as forward.
+    const std::int64_t unit = plan.unit_blocks, up = unit * cg;
+    const BlockScratch cs(up, up, C);
     std::byte* base = thread_scratch(cs.bytes * static_cast<std::size_t>(workers));
     run_team(workers, [&](const Team& team) {
       team.for_each_worker([&](int w) {
@@ -246,31 +248,46 @@ void backward_blocks(const Problem& p, const Plan& plan, const void* src, const 
         const std::int64_t b0 = split_point(blocks, workers, w), b_end = split_point(blocks, workers, w + 1);
         if (b0 == b_end) return;
         auto at = [&](const void* base_ptr, std::int64_t b) { return element_ptr(base_ptr, dt, b * m); };
-        auto reduce_block = [&](std::int64_t b) {
-          for (std::int64_t j = 0; j < cg; ++j) {
-            sums[2 * j] = sums[2 * j + 1] = 0.0;
-            const std::int64_t off = b * m + j * p.s;
+        auto step_end = [&](std::int64_t b) { return std::min(b + unit, b_end); };
+        // The sums of blocks [u0, u1), plane by plane.
+        auto reduce_step = [&](std::int64_t u0, std::int64_t u1) {
+          for (std::int64_t q = 0; q < (u1 - u0) * cg; ++q) {
+            sums[2 * q] = sums[2 * q + 1] = 0.0;
+            const std::int64_t off = u0 * m + q * p.s;
             k::backward_reduce(dt, element_ptr(src, dt, off), element_ptr(diff_dst, dt, off),
-                               k::Runs{1, p.s, p.s}, a.mean[b], sums + 2 * j);
+                               k::Runs{1, p.s, p.s}, a.mean[u0 + q / cg], sums + 2 * q);
           }
         };
-        // With diff_src, the first block's sums alone, then each block's dx
-        // (from cache) walks with the next block's sums (from DRAM).
-        if (diff_src) reduce_block(b0);
-        for (std::int64_t b = b0; b < b_end; ++b) {
-          if (!diff_src) reduce_block(b);
-          for (std::int64_t j = 0; j < cg; ++j) {
-            ds[j] = sums[2 * j];
-            db[j] = sums[2 * j + 1];
+        // With diff_src, the first step's sums alone, then each step's dx
+        // (from cache) walks with the next step's sums (from DRAM).
+        if (diff_src) reduce_step(b0, step_end(b0));
+        for (std::int64_t u0 = b0, u1 = step_end(b0); u0 < b_end; u0 = u1, u1 = step_end(u1)) {
+          if (!diff_src) reduce_step(u0, u1);
+          const std::int64_t nb = u1 - u0, nn = diff_src ? step_end(u1) - u1 : 0;
+          for (std::int64_t j = 0; j < nb; ++j) {
+            for (std::int64_t q = 0; q < cg; ++q) {
+              ds[q] = sums[2 * (j * cg + q)];
+              db[q] = sums[2 * (j * cg + q) + 1];
+            }
+            const std::int64_t b = u0 + j, o = j * cg;
+            block_coefficients(p, b / p.g, b % p.g, ds, db, a, center + o, k_dy + o, k_xc + o, k_const + o,
+                               acc, acc + C);
           }
-          block_coefficients(p, b / p.g, b % p.g, ds, db, a, center, k_dy, k_xc, k_const, acc, acc + C);
           if (!diff_src) continue;
-          const bool more = b + 1 < b_end;
-          if (more) std::fill_n(next_centers, cg, a.mean[b + 1]);
-          k::apply_and_reduce(dt, at(src, b), at(diff_dst, b), element_ptr(diff_src, dt, b * m), cg, p.s,
-                              center, k_dy, k_xc, k_const, plan.stream, more ? at(src, b + 1) : nullptr,
-                              more ? at(diff_dst, b + 1) : nullptr, next_centers, sums, nullptr, nullptr,
-                              nullptr, (b_end - b - 1) * m);
+          for (std::int64_t j = 0; j < nn; ++j) std::fill_n(next_centers + j * cg, cg, a.mean[u1 + j]);
+          // The first nn blocks walk with the next step's; the rest alone.
+          const std::int64_t paired = nn * cg, planes = nb * cg;
+          if (paired > 0)
+            k::apply_and_reduce(dt, at(src, u0), at(diff_dst, u0), element_ptr(diff_src, dt, u0 * m), paired,
+                                p.s, center, k_dy, k_xc, k_const, plan.stream, at(src, u1), at(diff_dst, u1),
+                                next_centers, sums, nullptr, nullptr, nullptr, (b_end - u1) * m);
+          if (planes > paired) {
+            const std::int64_t off = u0 * m + paired * p.s;
+            k::apply_and_reduce(dt, element_ptr(src, dt, off), element_ptr(diff_dst, dt, off),
+                                element_ptr(diff_src, dt, off), planes - paired, p.s, center + paired,
+                                k_dy + paired, k_xc + paired, k_const + paired, plan.stream, nullptr, nullptr,
+                                nullptr, nullptr, nullptr, nullptr, nullptr, 0);
+          }
         }
       });
       if (plan.stream) k::stream_fence();

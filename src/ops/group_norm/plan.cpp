@@ -15,7 +15,7 @@ namespace {
 // than it saves.
 constexpr std::int64_t kGrainElements = 32768;
 
-// Forward pipelines blocks in steps of about this many bytes.
+// Owned blocks are pipelined in steps of about this many bytes (of x).
 constexpr std::size_t kUnitBytes = 8192;
 
 }  // namespace
@@ -52,7 +52,7 @@ Plan plan_for(const Problem& p, int threads, Pass pass) {
   const bool even = blocks % w == 0 || blocks >= 8 * w;
   plan.strategy = w == 1 || even ? Strategy::blocks : Strategy::split_blocks;
   const std::size_t block_bytes = static_cast<std::size_t>(p.group_count()) * esize;
-  if (pass == Pass::forward && plan.strategy == Strategy::blocks)
+  if (plan.strategy == Strategy::blocks)
     plan.unit_blocks = std::clamp<std::int64_t>(static_cast<std::int64_t>(kUnitBytes / block_bytes), 1,
                                                 std::max<std::int64_t>(1, blocks / w));
   return plan;

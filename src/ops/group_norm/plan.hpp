@@ -59,7 +59,7 @@ struct Plan {
   std::int64_t tile_rows = 1;
   /// Non-temporal stores for the output.
   bool stream = false;
-  /// blocks, forward: consecutive blocks per pipelined step, so that short
+  /// blocks: consecutive blocks per pipelined step, so that short
   /// blocks (instance norm on small planes) do not pay the per-step costs
   /// each.
   std::int64_t unit_blocks = 1;
