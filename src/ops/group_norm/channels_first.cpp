@@ -76,9 +76,9 @@ void forward_blocks(const Problem& p, const Plan& plan, const void* src, void* d
     // together, and its elementwise pass walks with the next step's sums.
     const std::int64_t unit = plan.unit_blocks, up = unit * cg;
     const BlockScratch cs(up, up, 0);
-    ScratchLayout extra;  // per block of a step: pivot and sums, this step's and the next's
-    const std::size_t o_pivot = extra.add<float>(2 * static_cast<std::size_t>(unit));
-    const std::size_t o_sums = extra.add<double>(4 * static_cast<std::size_t>(unit));
+    ScratchLayout extra;  // per block of a step: its pivot and shifted sums
+    const std::size_t o_pivot = extra.add<float>(static_cast<std::size_t>(unit));
+    const std::size_t o_sums = extra.add<double>(2 * static_cast<std::size_t>(unit));
     const std::size_t per_worker = cs.bytes + (extra.bytes() + 63) / 64 * 64;
     std::byte* base = thread_scratch(o_workers + per_worker * static_cast<std::size_t>(workers));
     double* all_mean = scratch_at<double>(base, o_mean);
@@ -94,7 +94,7 @@ void forward_blocks(const Problem& p, const Plan& plan, const void* src, void* d
         double* invstd_rep = scratch_at<double>(mine, cs.invstd_rep);
         float* pivots = scratch_at<float>(mine, cs.pivots);
         double* plane_sums = scratch_at<double>(mine, cs.ds);
-        float* block_pivots = scratch_at<float>(mine + cs.bytes, o_pivot);  // [this step | next step]
+        float* block_pivots = scratch_at<float>(mine + cs.bytes, o_pivot);
         double* block_sums = scratch_at<double>(mine + cs.bytes, o_sums);
         const std::int64_t b0 = split_point(blocks, workers, w), b_end = split_point(blocks, workers, w + 1);
         if (b0 == b_end) return;
@@ -123,10 +123,11 @@ void forward_blocks(const Problem& p, const Plan& plan, const void* src, void* d
             if (a.save_mean) a.save_mean[u0 + j] = static_cast<float>(mean_rep[j * cg]);
             if (a.save_invstd) a.save_invstd[u0 + j] = static_cast<float>(invstd_rep[j * cg]);
           }
-          float* next_pivots = block_pivots + unit;
+          // This step's statistics are done: its pivots and sums make way
+          // for the next step's.
           for (std::int64_t j = 0; j < nn; ++j) {
-            next_pivots[j] = block_pivot(dt, x_at(u1 + j), cg, p.s);
-            std::fill_n(pivots + j * cg, cg, next_pivots[j]);
+            block_pivots[j] = block_pivot(dt, x_at(u1 + j), cg, p.s);
+            std::fill_n(pivots + j * cg, cg, block_pivots[j]);
           }
           // The first nn blocks walk with the next step's blocks (the
           // worker's later blocks follow them in memory); the rest alone.
@@ -148,7 +149,6 @@ void forward_blocks(const Problem& p, const Plan& plan, const void* src, void* d
               sums[1] += plane_sums[2 * q + 1];
             }
           }
-          std::copy_n(next_pivots, nn, block_pivots);
         }
       });
       if (plan.stream) k::stream_fence();
