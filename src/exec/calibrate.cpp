@@ -140,9 +140,6 @@ class Calibrator final : public BatchStatisticsSource {
 
 std::vector<CalibratedNode> calibrate(model::OnnxModel& model, const std::filesystem::path& data_path,
                                       const CalibrationOptions& options) {
-  if (options.batch_size < 1)
-    throw Error(ErrorKind::invalid_argument,
-                "--batch-size " + std::to_string(options.batch_size) + " must be at least 1");
   // Every BN's statistics must be constants we can rewrite.
   const auto bn_nodes = model::batch_norm_nodes(model);
   for (int index : bn_nodes) {
@@ -171,6 +168,7 @@ std::vector<CalibratedNode> calibrate(model::OnnxModel& model, const std::filesy
   // processes, every BN normalizes with the same statistics as in one
   // process, and each process reads only its share of the rows.
   const std::int64_t rows = data.rows(), size = comm->size(), rank = comm->rank();
+  check_batch_size(executor.inputs(), options.batch_size, rows, size);
   std::int64_t done = 0, mine = 0;
   for (std::int64_t step = 0; step < rows; step += options.batch_size) {
     const std::int64_t batch = std::min(options.batch_size, rows - step);

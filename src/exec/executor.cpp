@@ -4,6 +4,7 @@
 #include <limits>
 #include <set>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "bnorm/error.hpp"
 #include "exec/ops/ops.hpp"
@@ -73,6 +74,17 @@ std::map<int, std::pair<int, FusedActivation>> find_fusions(const model::OnnxMod
 
 }  // namespace
 
+std::vector<ValueInfo> graph_inputs(const model::OnnxModel& model) {
+  const auto& g = model.graph();
+  // An initializer listed as an input is a default value, not an input.
+  std::unordered_set<std::string> seen;
+  for (const auto& t : g.initializer()) seen.insert(t.name());
+  std::vector<ValueInfo> out;
+  for (const auto& in : g.input())
+    if (seen.insert(in.name()).second) out.push_back(value_info(in));
+  return out;
+}
+
 void check_input(const ValueInfo& info, const Tensor& t) {
   auto fail = [&](const std::string& why) {
     throw Error(ErrorKind::shape_mismatch, "input '" + info.name + "': " + why);
@@ -106,11 +118,8 @@ Executor::Executor(const model::OnnxModel& model)
     const int s = new_slot(t.name());
     constants_[static_cast<std::size_t>(s)] = from_onnx(t, "initializer '" + t.name() + "'");
   }
-  for (const auto& in : g.input()) {
-    if (slot.count(in.name())) continue;  // an initializer with a default value
-    inputs_.push_back(value_info(in));
-    input_slots_.push_back(new_slot(in.name()));
-  }
+  inputs_ = graph_inputs(model);
+  for (const auto& in : inputs_) input_slots_.push_back(new_slot(in.name));
   auto lookup_constant = [&](const std::string& name) -> const Tensor* {
     const auto it = slot.find(name);
     if (it == slot.end()) return nullptr;

@@ -27,6 +27,10 @@ struct ValueInfo {
   bool known_rank = false;
 };
 
+/// The inputs a model takes, as Executor::inputs() lists them: its graph
+/// inputs that are not initializers, in graph order.
+std::vector<ValueInfo> graph_inputs(const model::OnnxModel& model);
+
 /// Time spent per step over the runs since the last reset.
 struct StepProfile {
   std::string op_type;  // "Conv", or "Conv+Relu" for a fused step

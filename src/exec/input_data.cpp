@@ -141,10 +141,45 @@ const NpyArray* InputData::extra(const std::string& name) const {
   return nullptr;
 }
 
-void run_batches(Executor& executor, const InputData& data, std::int64_t batch_size, std::int64_t first,
-                 std::int64_t last, const std::function<void(std::int64_t, std::vector<Tensor>&)>& sink) {
+namespace {
+
+const ValueInfo* fixed_batch_input(const std::vector<ValueInfo>& inputs) {
+  for (const auto& in : inputs)
+    if (in.known_rank && !in.shape.empty() && in.shape[0] >= 0) return &in;
+  return nullptr;
+}
+
+}  // namespace
+
+std::int64_t default_batch_size(const std::vector<ValueInfo>& inputs, std::int64_t processes) {
+  const ValueInfo* in = fixed_batch_input(inputs);
+  return in && in->shape[0] > 0 ? in->shape[0] * std::max<std::int64_t>(processes, 1) : 64;
+}
+
+void check_batch_size(const std::vector<ValueInfo>& inputs, std::int64_t batch_size, std::int64_t rows,
+                      std::int64_t processes) {
   if (batch_size < 1)
     throw Error(ErrorKind::invalid_argument, "--batch-size " + std::to_string(batch_size) + " must be at least 1");
+  const ValueInfo* in = fixed_batch_input(inputs);
+  if (!in) return;
+  const std::int64_t fixed = in->shape[0], want = fixed * processes;
+  const std::string what = "input '" + in->name + "' has a fixed batch of " + std::to_string(fixed) +
+                           " (declared shape " + to_string(in->shape) + ", -1 = any)";
+  const std::string per = processes > 1 ? " over " + std::to_string(processes) + " processes" : "";
+  if (fixed == 0) throw Error(ErrorKind::invalid_argument, what + ": no rows can run");
+  if (batch_size != want)
+    throw Error(ErrorKind::invalid_argument, what + ": --batch-size " + std::to_string(batch_size) + per +
+                                                 " cannot run it; use --batch-size " + std::to_string(want) +
+                                                 " (the default), or export the model with a dynamic batch");
+  if (rows % want != 0)
+    throw Error(ErrorKind::invalid_argument, what + ": the data's " + std::to_string(rows) +
+                                                 " rows are not a whole number of batches of " +
+                                                 std::to_string(want) + per);
+}
+
+void run_batches(Executor& executor, const InputData& data, std::int64_t batch_size, std::int64_t first,
+                 std::int64_t last, const std::function<void(std::int64_t, std::vector<Tensor>&)>& sink) {
+  check_batch_size(executor.inputs(), batch_size, last - first);
   for (std::int64_t row = first; row < last; row += batch_size) {
     const std::int64_t count = std::min(batch_size, last - row);
     auto outputs = executor.run(data.batch(row, count));

@@ -49,9 +49,25 @@ class InputData {
   std::string source_;
 };
 
+/// The batch size bnorm's commands use when none is given: the batch the
+/// model fixes (dim 0 of its first input whose declared dim 0 is a number,
+/// as torch.onnx.export writes without dynamic_axes) times the processes
+/// that share each batch, else 64.
+std::int64_t default_batch_size(const std::vector<ValueInfo>& inputs, std::int64_t processes = 1);
+
+/// Throws Error(invalid_argument) unless batch_size >= 1 and, when the
+/// model fixes a batch B (as for default_batch_size), every process gets
+/// exactly B rows of every batch of `rows` rows: batch_size = B * processes
+/// and rows a multiple of it. The message names the input, its declared
+/// shape and the batch size to use. Checked before any batch runs, so a
+/// mismatch leaves no partial output.
+void check_batch_size(const std::vector<ValueInfo>& inputs, std::int64_t batch_size, std::int64_t rows,
+                      std::int64_t processes = 1);
+
 /// Runs `executor` over rows [first, last) of `data` in batches of at most
 /// `batch_size` rows and calls sink(first row of the batch, outputs) after
-/// each. Throws Error(invalid_argument) for batch_size < 1.
+/// each. Throws Error(invalid_argument) as check_batch_size does, before
+/// the first batch.
 void run_batches(Executor& executor, const InputData& data, std::int64_t batch_size, std::int64_t first,
                  std::int64_t last, const std::function<void(std::int64_t, std::vector<Tensor>&)>& sink);
 

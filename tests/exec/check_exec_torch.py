@@ -297,6 +297,42 @@ def check_bad_data(work):
     check(r.returncode == 3 and "never overwritten" in r.stderr, "run -o DATA is refused", r.stderr)
 
 
+def check_fixed_batch(work):
+    # torch.onnx.export without dynamic_axes fixes the batch dim (here at 2):
+    # the commands default to that batch and refuse another before running.
+    model = randomize(Block())
+    x = torch.randn(6, 3, 9, 9)
+    path = os.path.join(work, "fixed.onnx")
+    torch.onnx.export(model, x[:2], path, training=torch.onnx.TrainingMode.PRESERVE, do_constant_folding=False,
+                      opset_version=13, input_names=["x"], output_names=["y"])
+    check(onnx.load(path).graph.input[0].type.tensor_type.shape.dim[0].dim_value == 2,
+          "the export without dynamic_axes fixes the batch at 2")
+    data = os.path.join(work, "fixed_x.npy")
+    np.save(data, x.numpy())
+    with torch.no_grad():
+        want = model(x).numpy()
+    out = os.path.join(work, "fixed_y.npy")
+    r = bnorm("run", path, "--data", data, "-o", out)
+    ok = r.returncode == 0 and np.max(np.abs(np.load(out) - want)) <= 1e-4 * np.max(np.abs(want))
+    check(ok, "run on a fixed-batch model uses its batch by default and matches PyTorch", r.stderr)
+    r = bnorm("verify", path, path, "--data", data)
+    check(r.returncode == 0, "verify uses the fixed batch by default", r.stdout + r.stderr)
+    r = bnorm("calibrate", path, "--data", data, "-o", os.path.join(work, "fixed_calibrated.onnx"))
+    check(r.returncode == 0, "calibrate uses the fixed batch by default", r.stderr)
+    bad = os.path.join(work, "fixed_bad.npy")
+    r = bnorm("run", path, "--data", data, "-o", bad, "--batch-size", 4)
+    check(r.returncode == 3 and "fixed batch of 2" in r.stderr and "--batch-size 2" in r.stderr
+          and not os.path.exists(bad), "run --batch-size 4 on it is refused, naming the batch to use", r.stderr)
+    odd = os.path.join(work, "fixed_x5.npy")
+    np.save(odd, x.numpy()[:5])
+    for cmd in (["run", path, "--data", odd, "-o", bad],
+                ["calibrate", path, "--data", odd, "-o", os.path.join(work, "fixed_bad.onnx")]):
+        r = bnorm(*cmd)
+        check(r.returncode == 3 and "5 rows" in r.stderr and "batches of 2" in r.stderr
+              and not os.path.exists(cmd[-1]), f"{cmd[0]} on 5 rows (not whole batches of 2) is refused",
+              r.stderr)
+
+
 def main():
     global BNORM
     BNORM, work = sys.argv[1:3]
@@ -306,6 +342,7 @@ def main():
     check_calibrate(work)
     check_verify(work)
     check_bad_data(work)
+    check_fixed_batch(work)
     return 1 if failures else 0
 
 

@@ -9,7 +9,9 @@
 #include <functional>
 
 #include "bnorm/error.hpp"
+#include "common/test_util.hpp"
 #include "exec/executor.hpp"
+#include "exec/input_data.hpp"
 #include "model/graph_builder.hpp"
 
 namespace bnorm::test {
@@ -91,6 +93,37 @@ TEST(Executor, InputsAreChecked) {
   expect(filled(ElementType::f32, {5, 3}, {1}), "rank");
   expect(filled(ElementType::f64, {5, 3, 4}, {1}), "float64");
   EXPECT_THROW(ex.run({}), Error);
+}
+
+// A model exported with a fixed batch dim runs in batches of exactly that
+// size: it is the default, and another size, or rows that do not fill whole
+// batches, are refused before anything runs.
+TEST(Executor, FixedBatchDim) {
+  GraphBuilder g;
+  g.input("w", TP::FLOAT, {3});  // an initializer listed as an input is not an input
+  g.initializer("w", {3}, {1, 2, 3});
+  g.input("x", TP::FLOAT, {2, 3});
+  g.node("Mul", {"x", "w"}, {"y"});
+  g.output("y", TP::FLOAT, {2, 3});
+  const auto inputs = exec::graph_inputs(g.model());
+  ASSERT_EQ(inputs.size(), 1u);
+  EXPECT_EQ(inputs[0].name, "x");
+  EXPECT_EQ(exec::default_batch_size(inputs), 2);
+  EXPECT_EQ(exec::default_batch_size(inputs, 3), 6);  // 2 rows for each of 3 processes
+  const exec::ValueInfo any{"x", ElementType::f32, {-1, 3}, true}, unknown{"x", ElementType::f32, {}, false};
+  EXPECT_EQ(exec::default_batch_size({any}), 64);
+  EXPECT_EQ(exec::default_batch_size({unknown}), 64);
+  EXPECT_NO_THROW(exec::check_batch_size(inputs, 2, 6));
+  EXPECT_NO_THROW(exec::check_batch_size(inputs, 4, 8, 2));
+  EXPECT_NO_THROW(exec::check_batch_size({any}, 5, 7));
+  expect_error([&] { exec::check_batch_size(inputs, 4, 8); }, ErrorKind::invalid_argument,
+               {"'x'", "fixed batch of 2", "--batch-size 4", "use --batch-size 2"});
+  expect_error([&] { exec::check_batch_size(inputs, 2, 5); }, ErrorKind::invalid_argument,
+               {"'x'", "5 rows", "batches of 2"});
+  expect_error([&] { exec::check_batch_size(inputs, 2, 6, 2); }, ErrorKind::invalid_argument,
+               {"use --batch-size 4", "over 2 processes"});
+  expect_error([&] { exec::check_batch_size({any}, 0, 5); }, ErrorKind::invalid_argument,
+               {"--batch-size 0", "at least 1"});
 }
 
 TEST(Executor, SharedValuesAndConstantsSurviveTheirFirstReader) {

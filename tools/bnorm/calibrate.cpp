@@ -3,15 +3,17 @@
 // (docs/CLI.md). Under mpirun each process reads its shard of the rows and
 // the statistics are merged over all of them; rank 0 writes the model.
 
+#include "exec/calibrate.hpp"
+
 #include <filesystem>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "bnorm/comm_world.hpp"
 #include "bnorm/error.hpp"
 #include "calibration_report.hpp"
 #include "command.hpp"
-#include "bnorm/comm_world.hpp"
-#include "exec/calibrate.hpp"
+#include "exec/input_data.hpp"
 #include "progress.hpp"
 
 namespace bnorm::cli {
@@ -29,20 +31,23 @@ void add_calibrate_command(CLI::App& app, Action& action) {
   cmd->add_option("--data", args->data, "Calibration inputs: .npy or .npz, as for bnorm run")->required();
   cmd->add_option("-o,--output", args->output, "Where to write the recalibrated model")->required();
   cmd->add_option("--batch-size", args->batch_size,
-                  "Rows per batch; each BN normalizes a batch with its own statistics, as in training")
-      ->capture_default_str();
+                  "Rows per batch; each BN normalizes a batch with its own statistics, as in training "
+                  "(default: the batch the model fixes times the processes, else 64)");
   cmd->add_flag("--json", args->json, "Print the report as JSON on stdout (schema: docs/CLI.md)");
-  cmd->callback([&action, args] {
-    action = [args] {
+  cmd->callback([&action, args, cmd] {
+    const bool batch_given = cmd->count("--batch-size") > 0;
+    action = [args, batch_given] {
       comm::Communicator& world = comm::world();
       try {
         refuse_overwrite(args->output, {args->model, args->data});
         model::OnnxModel m = model::OnnxModel::load(args->model);
+        if (!batch_given) args->batch_size = exec::default_batch_size(exec::graph_inputs(m), world.size());
         Progress progress(world.size() > 1 ? "calibrate (rank 0)" : "calibrate");
         exec::CalibrationOptions options;
         options.batch_size = args->batch_size;
         options.comm = &world;
-        if (world.rank() == 0) options.progress = [&](std::int64_t d, std::int64_t t) { progress.update(d, t); };
+        if (world.rank() == 0)
+          options.progress = [&](std::int64_t d, std::int64_t t) { progress.update(d, t); };
         const auto report = exec::calibrate(m, args->data, options);
         progress.done();
         if (world.rank() != 0) return 0;

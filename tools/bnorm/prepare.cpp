@@ -106,17 +106,20 @@ void add_prepare_command(CLI::App& app, Action& action) {
   cmd->add_option("-o,--output", args->output, "Where to write the calibrated, folded model")->required();
   cmd->add_option("--eval", args->eval,
                   "Evaluation set (.npz with the inputs and, for accuracy, 'labels'); default: the calibration set");
-  cmd->add_option("--batch-size", args->batch_size, "Rows per batch")->capture_default_str();
+  cmd->add_option("--batch-size", args->batch_size,
+                  "Rows per batch (default: the batch the model fixes, else 64)");
   cmd->add_option("--atol", args->atol, "Parity tolerance of the folded model, absolute")->capture_default_str();
   cmd->add_option("--rtol", args->rtol, "Parity tolerance of the folded model, relative")->capture_default_str();
   cmd->add_flag("--json", args->json, "Print the report as JSON on stdout (schema: docs/CLI.md)");
-  cmd->callback([&action, args] {
-    action = [args] {
+  cmd->callback([&action, args, cmd] {
+    const bool batch_given = cmd->count("--batch-size") > 0;
+    action = [args, batch_given] {
       std::vector<std::string> inputs = {args->model, args->calib};
       if (!args->eval.empty()) inputs.push_back(args->eval);
       refuse_overwrite(args->output, inputs);
       const std::string eval_path = args->eval.empty() ? args->calib : args->eval;
       const model::OnnxModel original = model::OnnxModel::load(args->model);
+      if (!batch_given) args->batch_size = exec::default_batch_size(exec::graph_inputs(original));
       // 1. inspect
       const model::InspectReport inspection = model::inspect(original);
       // 2. recalibrate
@@ -195,7 +198,8 @@ void add_prepare_command(CLI::App& app, Action& action) {
         std::printf("\n3. fold: %d folded, %d left; %d nodes -> %d\n", fold.count(model::FoldOutcome::Action::folded),
                     fold.count(model::FoldOutcome::Action::left), nodes_before, nodes_after);
         for (const auto& o : fold.outcomes)
-          if (o.action == model::FoldOutcome::Action::left) std::printf("   %s\n", model::to_string(o).c_str());
+          if (o.action == model::FoldOutcome::Action::left)
+            std::printf("   %s\n", model::to_string(o).c_str());
         std::printf("\n4. verify folded vs calibrated on %s (atol %g, rtol %g):\n", eval_path.c_str(), args->atol,
                     args->rtol);
         for (const auto& p : parity)

@@ -43,16 +43,15 @@ void add_run_command(CLI::App& app, Action& action) {
   cmd->add_option("-o,--output", args->output_path, "Where to write the output (.npy)")->required();
   cmd->add_option("--output-name", args->output_name,
                   "Which graph output to write (needed when there are several)");
-  cmd->add_option("--batch-size", args->batch_size, "Rows per batch (memory use grows with it)")
-      ->capture_default_str();
+  cmd->add_option("--batch-size", args->batch_size,
+                  "Rows per batch (memory use grows with it; default: the batch the model fixes, else 64)");
   cmd->add_flag("--profile", args->profile, "Print the time spent per op type on stderr");
-  cmd->callback([&action, args] {
-    action = [args] {
-      if (args->batch_size < 1)
-        throw Error(ErrorKind::invalid_argument,
-                    "--batch-size " + std::to_string(args->batch_size) + " must be at least 1");
+  cmd->callback([&action, args, cmd] {
+    const bool batch_given = cmd->count("--batch-size") > 0;
+    action = [args, batch_given] {
       refuse_overwrite(args->output_path, {args->data, args->model});
       const auto model = model::OnnxModel::load(args->model);
+      if (!batch_given) args->batch_size = exec::default_batch_size(exec::graph_inputs(model));
       exec::Executor executor(model);
       const int out = output_index(executor, args->output_name);
       const exec::InputData data = exec::InputData::open(args->data, executor.inputs());

@@ -8,6 +8,7 @@
 #include "bnorm/error.hpp"
 #include "command.hpp"
 #include "exec/compare.hpp"
+#include "exec/input_data.hpp"
 #include "progress.hpp"
 
 namespace bnorm::cli {
@@ -27,14 +28,16 @@ void add_verify_command(CLI::App& app, Action& action) {
   cmd->add_option("--data", args->data, "Inputs: .npy or .npz, as for bnorm run")->required();
   cmd->add_option("--atol", args->atol, "Absolute tolerance")->capture_default_str();
   cmd->add_option("--rtol", args->rtol, "Relative tolerance: |b - a| <= atol + rtol * |a|")->capture_default_str();
-  cmd->add_option("--batch-size", args->batch_size, "Rows per batch")->capture_default_str();
+  cmd->add_option("--batch-size", args->batch_size, "Rows per batch (default: the batch A fixes, else 64)");
   cmd->add_flag("--json", args->json, "Print the comparison as JSON on stdout (schema: docs/CLI.md)");
-  cmd->callback([&action, args] {
-    action = [args] {
+  cmd->callback([&action, args, cmd] {
+    const bool batch_given = cmd->count("--batch-size") > 0;
+    action = [args, batch_given] {
       if (!(args->atol >= 0) || !(args->rtol >= 0))
         throw Error(ErrorKind::invalid_argument, "--atol and --rtol must be >= 0");
       const auto a = model::OnnxModel::load(args->a);
       const auto b = model::OnnxModel::load(args->b);
+      if (!batch_given) args->batch_size = exec::default_batch_size(exec::graph_inputs(a));
       Progress progress("verify");
       const auto results = exec::compare_models(a, b, args->data, args->batch_size, {args->atol, args->rtol},
                                                 [&](std::int64_t done, std::int64_t total) { progress.update(done, total); });
