@@ -6,11 +6,13 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <numeric>
 #include <vector>
 
 #include "common/test_util.hpp"
 #include "kernels/batch_norm/kernels.hpp"
+#include "kernels/batch_norm/pipeline.hpp"
 #include "kernels/common/scalar.hpp"
 
 namespace bnorm::test {
@@ -262,6 +264,72 @@ TEST(BatchNormKernels, RowsReductionsMatchDoubleSums) {
         }
       }
     }
+  });
+}
+
+// The pipelined kernels walk the next block beside the output: in one loop
+// when the output starts a cache line, with a position of their own when it
+// does not. The sums (and the outputs) must be the same bits either way,
+// and the sums those of the next block.
+TEST(BatchNormKernels, PipelinedSumsDoNotDependOnTheOutputAlignment) {
+  for_each_isa([](const std::string&) {
+    for (DType dt : kTypes)
+      for (std::int64_t len : {1, 15, 16, 17, 31, 33, 49, 64, 100, 196, 333})
+        for (bool stream : {false, true}) {
+          const std::int64_t planes = 3, n = planes * len;
+          const std::size_t es = size_of(dt), bytes = static_cast<std::size_t>(n) * es;
+          Raw x(dt, 2 * n), dy(dt, 2 * n);
+          fill(x, 2 * n, static_cast<std::uint64_t>(len), 2.0f, 1.5f);
+          fill(dy, 2 * n, 7, 0.0f, 1.0f);
+          // Outputs starting a cache line, and 1 or 3 elements past one.
+          std::vector<std::byte> out(3 * (bytes + 128));
+          auto line = [&](int k) {
+            auto at =
+                reinterpret_cast<std::uintptr_t>(out.data()) + static_cast<std::uintptr_t>(k) * (bytes + 128);
+            return reinterpret_cast<std::byte*>((at + 63) / 64 * 64);
+          };
+          std::byte* y[3] = {line(0), line(1) + es, line(2) + 3 * es};
+          const float c[3] = {2.0f, 1.5f, 2.5f}, sc[3] = {0.5f, 1.0f, 2.0f}, sh[3] = {0.0f, 0.25f, -1.0f};
+          const float pivots[3] = {2.0f, 2.25f, 1.75f};
+          double f_sums[3][6], b_sums[3][6];
+          std::vector<std::byte> f_out[3], b_out[3];
+          for (int k = 0; k < 3; ++k) {
+            kb::normalize_and_sum(dt, x.at(0), y[k], planes, len, c, sc, sh, stream, x.at(n), pivots,
+                                  f_sums[k]);
+            kb::stream_fence();
+            f_out[k].assign(y[k], y[k] + bytes);
+            kb::apply_and_reduce(dt, x.at(0), dy.at(0), y[k], planes, len, c, sc, sh, c, stream, x.at(n),
+                                 dy.at(n), pivots, b_sums[k]);
+            kb::stream_fence();
+            b_out[k].assign(y[k], y[k] + bytes);
+          }
+          const std::string what = std::string(to_string(dt)) + " len " + std::to_string(len) + " stream " +
+                                   std::to_string(stream);
+          for (int k = 1; k < 3; ++k) {
+            EXPECT_EQ(std::memcmp(f_sums[k], f_sums[0], sizeof f_sums[0]), 0) << what << " output +" << k;
+            EXPECT_EQ(std::memcmp(b_sums[k], b_sums[0], sizeof b_sums[0]), 0) << what << " output +" << k;
+            EXPECT_EQ(f_out[k], f_out[0]) << what << " output +" << k;
+            EXPECT_EQ(b_out[k], b_out[0]) << what << " output +" << k;
+          }
+          for (std::int64_t q = 0; q < planes; ++q) {
+            double a = 0, abs_a = 0, sq = 0, g = 0, abs_g = 0, gx = 0, abs_gx = 0;
+            for (std::int64_t j = 0; j < len; ++j) {
+              const std::int64_t i = n + q * len + j;
+              const double e = load_float(dt, x.at(0), i) - pivots[q], t = load_float(dt, dy.at(0), i);
+              a += e;
+              abs_a += std::fabs(e);
+              sq += e * e;
+              g += t;
+              abs_g += std::fabs(t);
+              gx += t * e;
+              abs_gx += std::fabs(t * e);
+            }
+            EXPECT_NEAR(f_sums[0][2 * q], a, 1e-6 * abs_a + 1e-9) << what;
+            EXPECT_NEAR(f_sums[0][2 * q + 1], sq, 1e-6 * sq + 1e-9) << what;
+            EXPECT_NEAR(b_sums[0][2 * q], g, 1e-6 * abs_g + 1e-9) << what;
+            EXPECT_NEAR(b_sums[0][2 * q + 1], gx, 1e-6 * abs_gx + 1e-9) << what;
+          }
+        }
   });
 }
 

@@ -54,6 +54,34 @@ struct NextWalk {
   }
 };
 
+// Runs the output walk over the n elements of y (ForEachOutputVector's
+// compute) with the walk over the next block's plane beside it (term). When
+// the output walk steps through whole vectors from the start, one index
+// serves both; otherwise the next walk keeps its own position (NextWalk)
+// and finishes after the output. Either way term sees the same vectors in
+// the same order, so the sums do not depend on where the output lies.
+template <DType kType, bool kNext, class Term, class Compute>
+HWY_INLINE void WalkBeside(DF d, Storage<kType>* HWY_RESTRICT y, size_t n, bool stream, const Term& term,
+                           const Compute& compute) {
+  if constexpr (kNext) {
+    if (OutputWalkInWholeVectors<kType>(y, stream)) {
+      ForEachOutputVector<kType>(d, y, n, stream, [&](size_t i, size_t count) HWY_ATTR BNORM_ALWAYS_INLINE {
+        term(i, count);
+        return compute(i, count);
+      });
+      return;
+    }
+    NextWalk walk{0, n};
+    ForEachOutputVector<kType>(d, y, n, stream, [&](size_t i, size_t count) HWY_ATTR BNORM_ALWAYS_INLINE {
+      walk.Step(d, term);
+      return compute(i, count);
+    });
+    walk.Rest(d, term);
+  } else {
+    ForEachOutputVector<kType>(d, y, n, stream, compute);
+  }
+}
+
 template <DType kType, bool kNext, bool kAdd, bool kRelu>
 void NormalizeAndSumT(const Storage<kType>* x, Storage<kType>* y, std::int64_t planes, std::int64_t plane_len,
                       const float* center, const float* scale, const float* shift, bool stream,
@@ -69,7 +97,6 @@ void NormalizeAndSumT(const Storage<kType>* x, Storage<kType>* y, std::int64_t p
     const VF vp = hn::Set(d, pivot);
     const VF vc = hn::Set(d, center[q]), vs = hn::Set(d, scale[q]), vb = hn::Set(d, shift[q]);
     GroupTwoSums sums(d);
-    NextWalk walk{0, kNext ? S : 0};
     auto term = [&](size_t j, size_t count) HWY_ATTR BNORM_ALWAYS_INLINE {
       PrefetchAhead(next, off + j, read_on);
       // Padded lanes load as the pivot: they add nothing.
@@ -78,15 +105,13 @@ void NormalizeAndSumT(const Storage<kType>* x, Storage<kType>* y, std::int64_t p
       sums.b = hn::MulAdd(w, w, sums.b);
       sums.Count(d);
     };
-    ForEachOutputVector<kType>(
-        d, y + off, S, stream, [&](size_t i, size_t count) HWY_ATTR BNORM_ALWAYS_INLINE {
-          if constexpr (kNext) walk.Step(d, term);
+    WalkBeside<kType, kNext>(
+        d, y + off, S, stream, term, [&](size_t i, size_t count) HWY_ATTR BNORM_ALWAYS_INLINE {
           return Post<kType, kAdd, kRelu>(
               d, hn::MulAdd(hn::Sub(LoadSomeAsF32<kType>(d, xp + i, count, 0.0f), vc), vs, vb), z, off + i,
               count);
         });
     if constexpr (kNext) {
-      walk.Rest(d, term);
       sums.Flush(d);
       out[2 * q] = sums.total_a.Total(d);
       out[2 * q + 1] = sums.total_b.Total(d);
@@ -110,7 +135,6 @@ void ApplyAndReduceT(const Storage<kType>* x, const Storage<kType>* dy, Storage<
     const VF vc = hn::Set(d, center[q]), a = hn::Set(d, k_dy[q]), b = hn::Set(d, k_xc[q]),
              k = hn::Set(d, k_const[q]);
     GroupTwoSums sums(d);
-    NextWalk walk{0, kNext ? S : 0};
     auto term = [&](size_t j, size_t count) HWY_ATTR BNORM_ALWAYS_INLINE {
       const size_t e = off + j;
       PrefetchAhead(next_x, e, read_on);
@@ -125,10 +149,9 @@ void ApplyAndReduceT(const Storage<kType>* x, const Storage<kType>* dy, Storage<
       sums.b = hn::MulAdd(ng, hn::Sub(nx, vnc), sums.b);
       sums.Count(d);
     };
-    ForEachOutputVector<kType>(
-        d, dx + off, S, stream, [&](size_t i, size_t count) HWY_ATTR BNORM_ALWAYS_INLINE {
+    WalkBeside<kType, kNext>(
+        d, dx + off, S, stream, term, [&](size_t i, size_t count) HWY_ATTR BNORM_ALWAYS_INLINE {
           const size_t e = off + i;
-          if constexpr (kNext) walk.Step(d, term);
           const VF xv = LoadSomeAsF32<kType>(d, x + e, count, 0.0f);
           const VF gv = Gated<kType, kGate>(d, LoadSomeAsF32<kType>(d, dy + e, count, 0.0f), y, e, count);
           if constexpr (kDz) {
@@ -141,7 +164,6 @@ void ApplyAndReduceT(const Storage<kType>* x, const Storage<kType>* dy, Storage<
           return hn::MulAdd(a, gv, hn::MulAdd(b, hn::Sub(xv, vc), k));
         });
     if constexpr (kNext) {
-      walk.Rest(d, term);
       sums.Flush(d);
       out[2 * q] = sums.total_a.Total(d);
       out[2 * q + 1] = sums.total_b.Total(d);

@@ -232,6 +232,14 @@ HWY_INLINE double SumLanesInDouble(DF d, VF v) {
 #endif
 }
 
+/// Whether ForEachOutputVector over y calls compute with i = 0, Lanes,
+/// 2 Lanes, ... (whole vectors from the start, a partial one last): always
+/// without streaming, and with it when y starts a cache line.
+template <DType kType>
+HWY_INLINE bool OutputWalkInWholeVectors(const Storage<kType>* y, bool stream) {
+  return !stream || reinterpret_cast<std::uintptr_t>(y) % 64 == 0;
+}
+
 /// Runs `compute(i, count)` -> VF over elements [0, n) of the output y in
 /// order, storing each result to y + i, count <= Lanes(d) (less only where
 /// the stores meet a cache line boundary or the end). With `stream`, the
