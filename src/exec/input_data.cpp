@@ -170,7 +170,7 @@ void check_batch_size(const std::vector<ValueInfo>& inputs, std::int64_t batch_s
   if (batch_size != want)
     throw Error(ErrorKind::invalid_argument, what + ": --batch-size " + std::to_string(batch_size) + per +
                                                  " cannot run it; use --batch-size " + std::to_string(want) +
-                                                 " (the default), or export the model with a dynamic batch");
+                                                 ", or export the model with a dynamic batch");
   if (rows % want != 0)
     throw Error(ErrorKind::invalid_argument, what + ": the data's " + std::to_string(rows) +
                                                  " rows are not a whole number of batches of " +

@@ -317,6 +317,16 @@ def check_fixed_batch(work):
     check(ok, "run on a fixed-batch model uses its batch by default and matches PyTorch", r.stderr)
     r = bnorm("verify", path, path, "--data", data)
     check(r.returncode == 0, "verify uses the fixed batch by default", r.stdout + r.stderr)
+    # A dynamic export of the same model as the reference: its default (64)
+    # cannot run the fixed one, which is said before anything runs.
+    dynamic = os.path.join(work, "dynamic.onnx")
+    export(model, x, dynamic)
+    r = bnorm("verify", dynamic, path, "--data", data)
+    check(r.returncode == 3 and "fixed batch of 2" in r.stderr and "--batch-size 2" in r.stderr,
+          "verify of a dynamic model against a fixed one names the batch size to use", r.stdout + r.stderr)
+    r = bnorm("verify", dynamic, path, "--data", data, "--batch-size", 2)
+    check(r.returncode == 0, "verify of a dynamic model against a fixed one with --batch-size 2 passes",
+          r.stdout + r.stderr)
     r = bnorm("calibrate", path, "--data", data, "-o", os.path.join(work, "fixed_calibrated.onnx"))
     check(r.returncode == 0, "calibrate uses the fixed batch by default", r.stderr)
     bad = os.path.join(work, "fixed_bad.npy")
