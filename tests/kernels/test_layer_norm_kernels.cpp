@@ -167,9 +167,13 @@ TEST(LayerNormKernels, ReductionsMatchDoubleSums) {
           kl::rows_shifted_sums(dt, x.at(0), kl::RowBlock{rows, len}, mode, pivot, s1, s2);
           const float center[3] = {99.875f, 100.0f, 100.125f};
           kl::rows_backward_reduce(dt, x.at(0), dy.at(0), kl::RowBlock{rows, len}, center, gamma.data(), sg, sgx);
+          double rms_sg[3], rms_sgx[3];  // RMS norm: no center
+          kl::rows_backward_reduce(dt, x.at(0), dy.at(0), kl::RowBlock{rows, len}, nullptr, gamma.data(),
+                                   rms_sg, rms_sgx);
           for (std::int64_t r = 0; r < rows; ++r) {
             SCOPED_TRACE(std::string(to_string(dt)) + " len " + std::to_string(len) + " row " + std::to_string(r));
-            double a = 0, abs_a = 0, q = 0, first = 0, g = 0, abs_g = 0, gx = 0, abs_gx = 0, cq = 0;
+            double a = 0, abs_a = 0, q = 0, first = 0, g = 0, abs_g = 0, gx = 0, abs_gx = 0, gxu = 0,
+                   abs_gxu = 0, cq = 0;
             const std::int64_t m = std::min<std::int64_t>(len, 64);
             for (std::int64_t j = 0; j < len; ++j) {
               const std::int64_t i = r * len + j;
@@ -182,6 +186,8 @@ TEST(LayerNormKernels, ReductionsMatchDoubleSums) {
               abs_g += std::fabs(t);
               gx += t * (v - center[r]);
               abs_gx += std::fabs(t * (v - center[r]));
+              gxu += t * v;
+              abs_gxu += std::fabs(t * v);
               cq += (v - center[r]) * (v - center[r]);
             }
             if (len > 16384) {  // 64 values spread over the row
@@ -193,10 +199,16 @@ TEST(LayerNormKernels, ReductionsMatchDoubleSums) {
             } else {
               EXPECT_NEAR(pivot[r], first / static_cast<double>(m), 1e-4);
             }
-            EXPECT_NEAR(s1[r], a, 1e-6 * abs_a + 1e-9);
+            if (mode == kl::Pivot::zero) {
+              EXPECT_EQ(s1[r], 0.0);  // RMS norm: the sum of squares alone
+            } else {
+              EXPECT_NEAR(s1[r], a, 1e-6 * abs_a + 1e-9);
+            }
             EXPECT_NEAR(s2[r], q, 1e-6 * q + 1e-9);
             EXPECT_NEAR(sg[r], g, 1e-6 * abs_g + 1e-9);
             EXPECT_NEAR(sgx[r], gx, 1e-6 * abs_gx + 1e-9);
+            EXPECT_EQ(rms_sg[r], 0.0);
+            EXPECT_NEAR(rms_sgx[r], gxu, 1e-6 * abs_gxu + 1e-9);
             EXPECT_NEAR(kl::row_sum_sq_centered(dt, x.at(r * len), len, center[r]), cq, 1e-6 * cq + 1e-9);
           }
         }

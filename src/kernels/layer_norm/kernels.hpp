@@ -39,7 +39,8 @@ enum class Pivot : std::uint8_t {
 };
 
 /// For each row r: pivot[r] as chosen, s1[r] = sum(x - pivot[r]) and
-/// s2[r] = sum((x - pivot[r])^2), in one pass.
+/// s2[r] = sum((x - pivot[r])^2), in one pass. With Pivot::zero (RMS norm)
+/// only s2 is summed: s1[r] = 0.
 void rows_shifted_sums(DType dtype, const void* x, RowBlock block, Pivot mode, float* pivot, double* s1,
                        double* s2);
 
@@ -59,7 +60,9 @@ void rows_normalize(DType dtype, const void* x, void* y, RowBlock block, const f
                     std::int64_t prefetch_rows = 0);
 
 /// Backward sums of each row, with g = dy * gamma[j] (gamma null: 1):
-/// sum_g[r] = sum(g), sum_gxc[r] = sum(g * (x - center[r])).
+/// sum_g[r] = sum(g), sum_gxc[r] = sum(g * (x - center[r])). center null
+/// (RMS norm, nothing subtracted): sum_gxc[r] = sum(g * x) and sum_g[r] = 0
+/// without the additions.
 void rows_backward_reduce(DType dtype, const void* x, const void* dy, RowBlock block, const float* center,
                           const float* gamma, double* sum_g, double* sum_gxc);
 

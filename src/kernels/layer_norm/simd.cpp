@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
 #include "hwy/highway.h"
@@ -109,9 +110,10 @@ HWY_INLINE float RowPivot(const Storage<kType>* HWY_RESTRICT p, size_t n) {
 
 // Two f32 sums over one row: sum of term_a(v) and of term_b(v) over the
 // values v of x (a partial last vector loads `fill`, for which both terms
-// must be 0). Two accumulators each so the additions pipeline, folded into
+// must be 0); with kWithA false only the second (term_a unused, out_a not
+// written). Two accumulators each so the additions pipeline, folded into
 // double after kAddsPerFlush rounds.
-template <DType kType, class TermA, class TermB>
+template <DType kType, bool kWithA, class TermA, class TermB>
 HWY_INLINE void RowTwoSums(const Storage<kType>* HWY_RESTRICT x, size_t n, float fill, const TermA& term_a,
                            const TermB& term_b, double* out_a, double* out_b) {
   const DF d;
@@ -123,28 +125,30 @@ HWY_INLINE void RowTwoSums(const Storage<kType>* HWY_RESTRICT x, size_t n, float
     for (size_t round = 0; round < static_cast<size_t>(kAddsPerFlush) && i + 2 * lanes <= n;
          ++round, i += 2 * lanes) {
       const VF v0 = LoadAsF32<kType>(d, x + i), v1 = LoadAsF32<kType>(d, x + i + lanes);
-      a0 = hn::Add(a0, term_a(v0));
-      a1 = hn::Add(a1, term_a(v1));
+      if constexpr (kWithA) {
+        a0 = hn::Add(a0, term_a(v0));
+        a1 = hn::Add(a1, term_a(v1));
+      }
       b0 = hn::Add(b0, term_b(v0));
       b1 = hn::Add(b1, term_b(v1));
     }
-    sum_a += SumLanesInDouble(d, hn::Add(a0, a1));
+    if constexpr (kWithA) sum_a += SumLanesInDouble(d, hn::Add(a0, a1));
     sum_b += SumLanesInDouble(d, hn::Add(b0, b1));
     a0 = a1 = b0 = b1 = hn::Zero(d);
   }
   // At most one full and one partial vector remain.
   if (i + lanes <= n) {
     const VF v = LoadAsF32<kType>(d, x + i);
-    a0 = term_a(v);
+    if constexpr (kWithA) a0 = term_a(v);
     b0 = term_b(v);
     i += lanes;
   }
   if (i < n) {
     const VF v = LoadPartialAsF32<kType>(d, x + i, n - i, fill);
-    a1 = term_a(v);
+    if constexpr (kWithA) a1 = term_a(v);
     b1 = term_b(v);
   }
-  *out_a = sum_a + SumLanesInDouble(d, hn::Add(a0, a1));
+  if constexpr (kWithA) *out_a = sum_a + SumLanesInDouble(d, hn::Add(a0, a1));
   *out_b = sum_b + SumLanesInDouble(d, hn::Add(b0, b1));
 }
 
@@ -155,16 +159,20 @@ void RowsShiftedSumsT(const Storage<kType>* x, RowBlock block, Pivot mode, float
   const size_t n = static_cast<size_t>(block.len);
   for (std::int64_t r = 0; r < block.rows; ++r) {
     const Storage<kType>* p = x + static_cast<size_t>(r) * n;
-    const float pv = mode == Pivot::zero || n == 0 ? 0.0f : RowPivot<kType>(p, n);
+    auto square = [](VF v) HWY_ATTR { return hn::Mul(v, v); };
+    if (mode == Pivot::zero) {
+      // RMS norm: the sum of squares alone.
+      pivot[r] = 0.0f;
+      s1[r] = 0.0;
+      RowTwoSums<kType, false>(p, n, 0.0f, square, square, nullptr, &s2[r]);
+      continue;
+    }
+    const float pv = n == 0 ? 0.0f : RowPivot<kType>(p, n);
     pivot[r] = pv;
     const VF vp = hn::Set(d, pv);
-    RowTwoSums<kType>(
+    RowTwoSums<kType, true>(
         p, n, pv, [vp](VF v) HWY_ATTR { return hn::Sub(v, vp); },
-        [vp](VF v) HWY_ATTR {
-          const VF e = hn::Sub(v, vp);
-          return hn::Mul(e, e);
-        },
-        &s1[r], &s2[r]);
+        [vp, square](VF v) HWY_ATTR { return square(hn::Sub(v, vp)); }, &s1[r], &s2[r]);
   }
 }
 
@@ -172,12 +180,12 @@ template <DType kType>
 double RowSumSqCenteredT(const Storage<kType>* x, size_t n, float center) {
   const DF d;
   const VF vc = hn::Set(d, center);
-  double sq, unused;
+  double sq;
   auto square = [vc](VF v) HWY_ATTR {
     const VF e = hn::Sub(v, vc);
     return hn::Mul(e, e);
   };
-  RowTwoSums<kType>(x, n, center, square, [](VF v) HWY_ATTR { return hn::Zero(DF()) * v; }, &sq, &unused);
+  RowTwoSums<kType, false>(x, n, center, square, square, nullptr, &sq);
   return sq;
 }
 
@@ -216,15 +224,16 @@ void RowsNormalizeT(const Storage<kType>* x, Storage<kType>* y, RowBlock block, 
 
 // ---------------------------------------------------------------- backward
 
-template <DType kType, bool kGamma>
-void RowsBackwardReduceT(const Storage<kType>* x, const Storage<kType>* dy, RowBlock block, const float* center,
-                         const float* gamma, double* sum_g, double* sum_gxc) {
+// kCentered false: RMS norm, x is not centered and sum(g) is not needed (0).
+template <DType kType, bool kGamma, bool kCentered>
+void RowsBackwardReduceT(const Storage<kType>* x, const Storage<kType>* dy, RowBlock block,
+                         const float* center, const float* gamma, double* sum_g, double* sum_gxc) {
   const DF d;
   const size_t lanes = hn::Lanes(d), n = static_cast<size_t>(block.len);
   for (std::int64_t r = 0; r < block.rows; ++r) {
     const Storage<kType>* HWY_RESTRICT px = x + static_cast<size_t>(r) * n;
     const Storage<kType>* HWY_RESTRICT pg = dy + static_cast<size_t>(r) * n;
-    const VF vc = hn::Set(d, center[r]);
+    const VF vc = hn::Set(d, kCentered ? center[r] : 0.0f);
     VF g0 = hn::Zero(d), g1 = hn::Zero(d), h0 = hn::Zero(d), h1 = hn::Zero(d);
     double total_g = 0.0, total_h = 0.0;
     // g = dy * gamma; a partial vector loads dy = 0 and x = center, adding 0.
@@ -237,29 +246,35 @@ void RowsBackwardReduceT(const Storage<kType>* x, const Storage<kType>* dy, RowB
       }
     };
     auto centered = [&](size_t i, size_t count) HWY_ATTR BNORM_ALWAYS_INLINE {
-      return hn::Sub(LoadSomeAsF32<kType>(d, px + i, count, center[r]), vc);
+      if constexpr (kCentered) {
+        return hn::Sub(LoadSomeAsF32<kType>(d, px + i, count, center[r]), vc);
+      } else {
+        return LoadSomeAsF32<kType>(d, px + i, count, 0.0f);
+      }
     };
     size_t i = 0;
     while (i + 2 * lanes <= n) {
       for (size_t round = 0; round < static_cast<size_t>(kAddsPerFlush) && i + 2 * lanes <= n;
            ++round, i += 2 * lanes) {
         const VF a = grad(i, lanes), b = grad(i + lanes, lanes);
-        g0 = hn::Add(g0, a);
-        g1 = hn::Add(g1, b);
+        if constexpr (kCentered) {
+          g0 = hn::Add(g0, a);
+          g1 = hn::Add(g1, b);
+        }
         h0 = hn::MulAdd(a, centered(i, lanes), h0);
         h1 = hn::MulAdd(b, centered(i + lanes, lanes), h1);
       }
-      total_g += SumLanesInDouble(d, hn::Add(g0, g1));
+      if constexpr (kCentered) total_g += SumLanesInDouble(d, hn::Add(g0, g1));
       total_h += SumLanesInDouble(d, hn::Add(h0, h1));
       g0 = g1 = h0 = h1 = hn::Zero(d);
     }
     for (; i < n; i += lanes) {
       const size_t count = std::min(lanes, n - i);
       const VF a = grad(i, count);
-      g0 = hn::Add(g0, a);
+      if constexpr (kCentered) g0 = hn::Add(g0, a);
       h0 = hn::MulAdd(a, centered(i, count), h0);
     }
-    sum_g[r] = total_g + SumLanesInDouble(d, g0);
+    sum_g[r] = kCentered ? total_g + SumLanesInDouble(d, g0) : 0.0;
     sum_gxc[r] = total_h + SumLanesInDouble(d, h0);
   }
 }
@@ -443,12 +458,20 @@ void LnRowsBackwardReduce(DType dt, const void* x, const void* dy, RowBlock bloc
   OnDType(dt, [&](auto t) {
     constexpr DType kType = decltype(t)::value;
     using T = Storage<kType>;
-    if (gamma) {
-      RowsBackwardReduceT<kType, true>(static_cast<const T*>(x), static_cast<const T*>(dy), block, center,
-                                         gamma, sum_g, sum_gxc);
+    auto run = [&](auto with_gamma, auto centered) {
+      RowsBackwardReduceT<kType, decltype(with_gamma)::value, decltype(centered)::value>(
+          static_cast<const T*>(x), static_cast<const T*>(dy), block, center, gamma, sum_g, sum_gxc);
+    };
+    using Y = std::true_type;
+    using N = std::false_type;
+    if (gamma && center) {
+      run(Y{}, Y{});
+    } else if (gamma) {
+      run(Y{}, N{});
+    } else if (center) {
+      run(N{}, Y{});
     } else {
-      RowsBackwardReduceT<kType, false>(static_cast<const T*>(x), static_cast<const T*>(dy), block, center,
-                                          gamma, sum_g, sum_gxc);
+      run(N{}, N{});
     }
   });
 }

@@ -216,9 +216,9 @@ void backward(const Problem& p, const Plan& plan, Kind kind, const void* src, co
         const void* dy = element_ptr(diff_dst, p.dtype, off);
         for (std::int64_t i = 0; i < n; ++i) center[i] = kind == Kind::layer ? mean[b + i] : 0.0f;
         if (diff_src) {
-          kl::rows_backward_reduce(p.dtype, x, dy, kl::RowBlock{n, p.len}, center, gamma, sum_g, sum_gxc);
           // RMS norm has no mean to differentiate through: no sum(g) term.
-          if (kind == Kind::rms) std::fill(sum_g, sum_g + n, 0.0);
+          kl::rows_backward_reduce(p.dtype, x, dy, kl::RowBlock{n, p.len},
+                                   kind == Kind::layer ? center : nullptr, gamma, sum_g, sum_gxc);
           // dx = invstd * g - invstd^3 * (x - c) * sum(g (x - c)) / L - invstd * sum(g) / L
           kb::backward_coefficients(n, inv_count, sum_g, sum_gxc, nullptr, invstd + b, k_g, k_xc, k_const);
         }
