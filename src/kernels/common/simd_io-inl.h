@@ -116,6 +116,24 @@ HWY_INLINE VF LoadAsF32(DF d, const Storage<kType>* HWY_RESTRICT p) {
   }
 }
 
+/// Loads 2 * Lanes(d) elements of kType from p (unaligned) as f32 into lo
+/// and hi, each element once but in no particular order: for sums. bf16
+/// takes one 32-bit operation per vector (the even elements shifted up, the
+/// odd ones masked) instead of a widening and a shift.
+template <DType kType>
+HWY_INLINE void LoadPairAsF32AnyOrder(DF d, const Storage<kType>* HWY_RESTRICT p, VF& lo, VF& hi) {
+  if constexpr (kType == DType::bf16 && HWY_TARGET != HWY_SCALAR) {
+    const hn::RebindToUnsigned<DF> du32;
+    const hn::Repartition<std::uint16_t, DF> du16;
+    const auto w = hn::BitCast(du32, hn::LoadU(du16, p));
+    lo = hn::BitCast(d, hn::ShiftLeft<16>(w));
+    hi = hn::BitCast(d, hn::And(w, hn::Set(du32, 0xFFFF0000u)));
+  } else {
+    lo = LoadAsF32<kType>(d, p);
+    hi = LoadAsF32<kType>(d, p + hn::Lanes(d));
+  }
+}
+
 /// Stores f32 lanes to p (unaligned) as kType.
 template <DType kType>
 HWY_INLINE void StoreFromF32(DF d, VF v, Storage<kType>* HWY_RESTRICT p) {
@@ -240,17 +258,32 @@ HWY_INLINE bool OutputWalkInWholeVectors(const Storage<kType>* y, bool stream) {
   return !stream || reinterpret_cast<std::uintptr_t>(y) % 64 == 0;
 }
 
-/// Runs `compute(i, count)` -> VF over elements [0, n) of the output y in
-/// order, storing each result to y + i, count <= Lanes(d) (less only where
-/// the stores meet a cache line boundary or the end). With `stream`, the
-/// whole 64-byte lines of y are written with non-temporal stores (the caller
-/// issues the fence) and the partial lines at either end with plain ones: a
-/// line written partly by each is slow (16-bit runs of 49 or 196 values,
-/// whose vectors are half a line, ran 3-6x slower than with plain stores).
-/// Without `stream`, plain unaligned stores throughout.
-template <DType kType, class Compute>
-HWY_INLINE void ForEachOutputVector(DF d, Storage<kType>* HWY_RESTRICT y, size_t n, bool stream,
-                                    Compute&& compute) {
+/// Stores the first count (<= Lanes) lanes of v to p as kType: a partial
+/// vector plainly, a whole one non-temporally when `nt` (p aligned to the
+/// stored size), plainly otherwise.
+template <DType kType>
+HWY_INLINE void StoreOutput(DF d, VF v, Storage<kType>* HWY_RESTRICT p, size_t count, bool nt) {
+  if (count != hn::Lanes(d)) {
+    StorePartialFromF32<kType>(d, v, p, count);
+  } else if (nt) {
+    StreamFromF32<kType>(d, v, p);
+  } else {
+    StoreFromF32<kType>(d, v, p);
+  }
+}
+
+/// Walks elements [0, n) of the output y in order: step(i, count, nt) for
+/// each vector position, count <= Lanes(d) (less only where the stores meet
+/// a cache line boundary or the end), which stores its result(s) with
+/// StoreOutput(..., count, nt). With `stream`, nt marks the whole 64-byte
+/// lines of y (the caller issues the fence) and the partial lines at either
+/// end take plain stores: a line written partly by each is slow (16-bit runs
+/// of 49 or 196 values, whose vectors are half a line, ran 3-6x slower than
+/// with plain stores). Without `stream`, nt is false throughout. Outputs at
+/// a whole number of cache lines from y (or any, without `stream`) can be
+/// stored at the same positions.
+template <DType kType, class Step>
+HWY_INLINE void ForEachOutputPosition(DF d, const Storage<kType>* y, size_t n, bool stream, Step&& step) {
   const size_t lanes = hn::Lanes(d);
   constexpr size_t kLine = 64 / sizeof(Storage<kType>);
   size_t i = 0, stream_end = 0;
@@ -264,14 +297,25 @@ HWY_INLINE void ForEachOutputVector(DF d, Storage<kType>* HWY_RESTRICT y, size_t
     // first, so that the full ones after it end on the boundary.
     size_t j = 0;
     if (const size_t part = i % lanes) {
-      StorePartialFromF32<kType>(d, compute(j, part), y, part);
+      step(j, part, false);
       j = part;
     }
-    for (; j < i; j += lanes) StoreFromF32<kType>(d, compute(j, lanes), y + j);
-    for (; i < stream_end; i += lanes) StreamFromF32<kType>(d, compute(i, lanes), y + i);
+    for (; j < i; j += lanes) step(j, lanes, false);
+    for (; i < stream_end; i += lanes) step(i, lanes, true);
   }
-  for (; i + lanes <= n; i += lanes) StoreFromF32<kType>(d, compute(i, lanes), y + i);
-  if (i < n) StorePartialFromF32<kType>(d, compute(i, n - i), y + i, n - i);
+  for (; i + lanes <= n; i += lanes) step(i, lanes, false);
+  if (i < n) step(i, n - i, false);
+}
+
+/// Runs `compute(i, count)` -> VF over elements [0, n) of the output y in
+/// order, storing each result to y + i as ForEachOutputPosition says.
+template <DType kType, class Compute>
+HWY_INLINE void ForEachOutputVector(DF d, Storage<kType>* HWY_RESTRICT y, size_t n, bool stream,
+                                    Compute&& compute) {
+  ForEachOutputPosition<kType>(d, y, n, stream,
+                               [&](size_t i, size_t count, bool nt) HWY_ATTR BNORM_ALWAYS_INLINE {
+                                 StoreOutput<kType>(d, compute(i, count), y + i, count, nt);
+                               });
 }
 
 }  // namespace bnorm::kernels::HWY_NAMESPACE

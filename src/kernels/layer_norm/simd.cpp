@@ -124,7 +124,8 @@ HWY_INLINE void RowTwoSums(const Storage<kType>* HWY_RESTRICT x, size_t n, float
   while (i + 2 * lanes <= n) {
     for (size_t round = 0; round < static_cast<size_t>(kAddsPerFlush) && i + 2 * lanes <= n;
          ++round, i += 2 * lanes) {
-      const VF v0 = LoadAsF32<kType>(d, x + i), v1 = LoadAsF32<kType>(d, x + i + lanes);
+      VF v0, v1;
+      LoadPairAsF32AnyOrder<kType>(d, x + i, v0, v1);
       if constexpr (kWithA) {
         a0 = hn::Add(a0, term_a(v0));
         a1 = hn::Add(a1, term_a(v1));
@@ -191,35 +192,67 @@ double RowSumSqCenteredT(const Storage<kType>* x, size_t n, float center) {
 
 // ---------------------------------------------------------------- forward
 
+// kRows consecutive rows from `row` in one walk over the columns, so that
+// gamma and beta are loaded once per kRows rows (row by row, they were most
+// of the loads, and slow when not 64-byte aligned). With `stream`, the rows'
+// outputs must be a whole number of cache lines apart.
+template <DType kType, bool kGamma, bool kBeta, size_t kRows>
+HWY_INLINE void NormalizeRowGroup(const Storage<kType>* x, Storage<kType>* y, RowBlock block,
+                                  std::int64_t row, const float* center, const float* scale,
+                                  const float* shift, const float* gamma, const float* beta, bool stream,
+                                  std::int64_t prefetch_rows) {
+  const DF d;
+  const size_t n = static_cast<size_t>(block.len), off = static_cast<size_t>(row) * n;
+  const size_t ahead = static_cast<size_t>(block.rows) * n;  // to the same row of the next block
+  VF vc[kRows], vs[kRows], vt[kRows];
+  bool prefetch[kRows];
+  for (size_t k = 0; k < kRows; ++k) {
+    const size_t r = static_cast<size_t>(row) + k;
+    vc[k] = hn::Set(d, center[r]);
+    vs[k] = hn::Set(d, scale[r]);
+    vt[k] = hn::Set(d, shift[r]);
+    prefetch[k] = static_cast<std::int64_t>(r) < prefetch_rows;
+  }
+  ForEachOutputPosition<kType>(d, y + off, n, stream,
+                               [&](size_t i, size_t count, bool nt) HWY_ATTR BNORM_ALWAYS_INLINE {
+                                 const VF g = kGamma ? LoadSomeF32(d, gamma + i, count, 0.0f) : hn::Zero(d);
+                                 const VF b = kBeta ? LoadSomeF32(d, beta + i, count, 0.0f) : hn::Zero(d);
+                                 for (size_t k = 0; k < kRows; ++k) {
+                                   const Storage<kType>* xr = x + off + k * n;
+                                   if (prefetch[k]) PrefetchToL2(xr + ahead + i);
+                                   // (x - center) is exact for x near the mean; shift holds the
+                                   // mean's f32 rounding residue.
+                                   const VF v = LoadSomeAsF32<kType>(d, xr + i, count, 0.0f);
+                                   const VF xhat = hn::MulAdd(hn::Sub(v, vc[k]), vs[k], vt[k]);
+                                   VF out = xhat;
+                                   if constexpr (kGamma && kBeta) {
+                                     out = hn::MulAdd(xhat, g, b);
+                                   } else if constexpr (kGamma) {
+                                     out = hn::Mul(xhat, g);
+                                   } else if constexpr (kBeta) {
+                                     out = hn::Add(xhat, b);
+                                   }
+                                   StoreOutput<kType>(d, out, y + off + k * n + i, count, nt);
+                                 }
+                               });
+}
+
 template <DType kType, bool kGamma, bool kBeta>
 void RowsNormalizeT(const Storage<kType>* x, Storage<kType>* y, RowBlock block, const float* center,
                     const float* scale, const float* shift, const float* gamma, const float* beta, bool stream,
                     std::int64_t prefetch_rows) {
-  const DF d;
-  const size_t n = static_cast<size_t>(block.len);
-  for (std::int64_t r = 0; r < block.rows; ++r) {
-    const Storage<kType>* xr = x + static_cast<size_t>(r) * n;
-    const Storage<kType>* ahead = r < prefetch_rows ? x + static_cast<size_t>(block.rows + r) * n : nullptr;
-    const VF vc = hn::Set(d, center[r]), vs = hn::Set(d, scale[r]), vt = hn::Set(d, shift[r]);
-    ForEachOutputVector<kType>(d, y + static_cast<size_t>(r) * n, n, stream,
-                               [&](size_t i, size_t count) HWY_ATTR BNORM_ALWAYS_INLINE {
-                                 if (ahead) PrefetchToL2(ahead + i);
-                                 const VF v = LoadSomeAsF32<kType>(d, xr + i, count, 0.0f);
-                                 // (x - center) is exact for x near the mean;
-                                 // shift holds the mean's f32 rounding residue.
-                                 const VF xhat = hn::MulAdd(hn::Sub(v, vc), vs, vt);
-                                 if constexpr (kGamma && kBeta) {
-                                   return hn::MulAdd(xhat, LoadSomeF32(d, gamma + i, count, 0.0f),
-                                                     LoadSomeF32(d, beta + i, count, 0.0f));
-                                 } else if constexpr (kGamma) {
-                                   return hn::Mul(xhat, LoadSomeF32(d, gamma + i, count, 0.0f));
-                                 } else if constexpr (kBeta) {
-                                   return hn::Add(xhat, LoadSomeF32(d, beta + i, count, 0.0f));
-                                 } else {
-                                   return xhat;
-                                 }
-                               });
+  std::int64_t r = 0;
+  if constexpr (kGamma || kBeta) {
+    // Rows in pairs when their outputs are whole cache lines apart, or
+    // nothing is streamed.
+    if (!stream || (static_cast<size_t>(block.len) * sizeof(Storage<kType>)) % 64 == 0)
+      for (; r + 2 <= block.rows; r += 2)
+        NormalizeRowGroup<kType, kGamma, kBeta, 2>(x, y, block, r, center, scale, shift, gamma, beta, stream,
+                                                   prefetch_rows);
   }
+  for (; r < block.rows; ++r)
+    NormalizeRowGroup<kType, kGamma, kBeta, 1>(x, y, block, r, center, scale, shift, gamma, beta, stream,
+                                               prefetch_rows);
 }
 
 // ---------------------------------------------------------------- backward
@@ -279,10 +312,8 @@ void RowsBackwardReduceT(const Storage<kType>* x, const Storage<kType>* dy, RowB
   }
 }
 
-// Rows r and r + 1 of a block in one walk (kAcc > 0). With `stream` (the
-// caller checked that both rows have the same alignment), a partial first
-// vector brings the stores to alignment, full vectors are streamed and a
-// partial last one is stored.
+// Rows r and r + 1 of a block in one walk (kAcc > 0). With `stream`, the
+// caller checked that the rows' dx are whole cache lines apart.
 template <DType kType, bool kGamma, bool kDx, int kAcc>
 HWY_INLINE void ApplyRowPair(const Storage<kType>* x, const Storage<kType>* dy, Storage<kType>* dx,
                              RowBlock block, std::int64_t r, const float* center, const float* gamma,
@@ -300,16 +331,7 @@ HWY_INLINE void ApplyRowPair(const Storage<kType>* x, const Storage<kType>* dy, 
            k0 = hn::Set(d, kDx ? k_const[r] : 0.0f);
   const VF a1 = hn::Set(d, kDx ? k_g[r + 1] : 0.0f), b1 = hn::Set(d, kDx ? k_xc[r + 1] : 0.0f),
            k1 = hn::Set(d, kDx ? k_const[r + 1] : 0.0f);
-  auto out = [&](VF v, Storage<kType>* p, size_t count) HWY_ATTR BNORM_ALWAYS_INLINE {
-    if (count != hn::Lanes(d)) {
-      StorePartialFromF32<kType>(d, v, p, count);
-    } else if (stream) {
-      StreamFromF32<kType>(d, v, p);
-    } else {
-      StoreFromF32<kType>(d, v, p);
-    }
-  };
-  auto step = [&](size_t i, size_t count) HWY_ATTR BNORM_ALWAYS_INLINE {
+  auto step = [&](size_t i, size_t count, bool nt) HWY_ATTR BNORM_ALWAYS_INLINE {
     if (ahead0) {
       PrefetchToL2(px + ahead0 + i);
       PrefetchToL2(pg + ahead0 + i);
@@ -332,27 +354,18 @@ HWY_INLINE void ApplyRowPair(const Storage<kType>* x, const Storage<kType>* dy, 
     if constexpr (kDx) {
       if constexpr (kGamma) {
         const VF g = LoadSomeF32(d, gamma + i, count, 0.0f);
-        out(hn::MulAdd(a0, hn::Mul(gv0, g), hn::MulAdd(b0, xc0, k0)), dx + off + i, count);
-        out(hn::MulAdd(a1, hn::Mul(gv1, g), hn::MulAdd(b1, xc1, k1)), dx + off + n + i, count);
+        StoreOutput<kType>(d, hn::MulAdd(a0, hn::Mul(gv0, g), hn::MulAdd(b0, xc0, k0)), dx + off + i, count,
+                           nt);
+        StoreOutput<kType>(d, hn::MulAdd(a1, hn::Mul(gv1, g), hn::MulAdd(b1, xc1, k1)), dx + off + n + i,
+                           count, nt);
       } else {
-        out(hn::MulAdd(a0, gv0, hn::MulAdd(b0, xc0, k0)), dx + off + i, count);
-        out(hn::MulAdd(a1, gv1, hn::MulAdd(b1, xc1, k1)), dx + off + n + i, count);
+        StoreOutput<kType>(d, hn::MulAdd(a0, gv0, hn::MulAdd(b0, xc0, k0)), dx + off + i, count, nt);
+        StoreOutput<kType>(d, hn::MulAdd(a1, gv1, hn::MulAdd(b1, xc1, k1)), dx + off + n + i, count, nt);
       }
     }
   };
-  // Streaming: a partial first vector up to the alignment both rows share.
-  const size_t lanes = hn::Lanes(d);
-  size_t i = 0;
-  if (kDx && stream) {
-    const size_t vector_bytes = lanes * sizeof(Storage<kType>);
-    const size_t misalign = reinterpret_cast<std::uintptr_t>(dx + off) % vector_bytes;
-    if (misalign != 0) {
-      i = std::min(n, (vector_bytes - misalign) / sizeof(Storage<kType>));
-      step(0, i);
-    }
-  }
-  for (; i + lanes <= n; i += lanes) step(i, lanes);
-  if (i < n) step(i, n - i);
+  // Without dx, nothing is stored: the walk takes whole vectors from 0.
+  ForEachOutputPosition<kType>(d, kDx ? dx + off : x + off, n, kDx && stream, step);
 }
 
 // kAcc: 0 no parameter gradients, 1 gamma's, 2 gamma's and beta's.
@@ -367,11 +380,9 @@ void RowsBackwardApplyT(const Storage<kType>* x, const Storage<kType>* dy, Stora
   if constexpr (kAcc > 0) {
     // Rows in pairs: the column partials are loaded and stored once per two
     // rows (the same additions in the same order as row by row).
-    // Streaming needs the two rows equally aligned, and dx element-aligned.
-    const size_t vector_bytes = hn::Lanes(d) * sizeof(Storage<kType>);
-    const bool aligned_rows = (n * sizeof(Storage<kType>)) % vector_bytes == 0 &&
-                              (!kDx || reinterpret_cast<std::uintptr_t>(dx) % sizeof(Storage<kType>) == 0);
-    for (; r + 2 <= block.rows && (aligned_rows || !stream); r += 2)
+    // Streaming needs the rows' dx whole cache lines apart.
+    const bool line_rows = (n * sizeof(Storage<kType>)) % 64 == 0;
+    for (; r + 2 <= block.rows && (line_rows || !stream); r += 2)
       ApplyRowPair<kType, kGamma, kDx, kAcc>(x, dy, dx, block, r, center, gamma, k_g, k_xc, k_const, invstd,
                                              acc_gamma, acc_beta, stream, prefetch_rows);
   }
