@@ -162,6 +162,19 @@ void OutputFile::commit() {
                 "cannot move the written file into place at " + describe() + ": " + std::strerror(err));
   }
   state_ = State::committed;
+  // The new name is durable once its directory is: without this fsync a
+  // crash soon after could bring back the old file (or none).
+  const fs::path dir = destination_.has_parent_path() ? destination_.parent_path() : fs::path(".");
+  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  int err = dfd < 0 ? errno : 0;
+  if (dfd >= 0) {
+    // EINVAL: a file system that cannot sync directories (nothing to do).
+    if (::fsync(dfd) != 0 && errno != EINVAL) err = errno;
+    ::close(dfd);
+  }
+  if (err != 0)
+    throw Error(ErrorKind::io, "wrote " + describe() + ", but cannot make the new name durable (fsync of " +
+                                   quoted(dir) + "): " + std::strerror(err));
 }
 
 }  // namespace bnorm::model

@@ -22,10 +22,11 @@ namespace bnorm::model {
 /// permission bits (rwx for user, group, others; not its owner or group,
 /// which only root could give it, nor setuid, setgid or sticky bits).
 ///
-/// commit() makes the data durable (fsync) and renames it into place;
-/// abandon() and the destructor of an uncommitted file remove the temporary.
-/// Errors are Error(io) naming `path` and the reason; any failure abandons
-/// the file. Movable, not copyable.
+/// commit() makes the data durable (fsync), renames it into place and syncs
+/// the directory; abandon() and the destructor of an uncommitted file remove
+/// the temporary.
+/// Errors are Error(io) naming `path` and the reason; any failure up to the
+/// rename abandons the file. Movable, not copyable.
 class OutputFile {
  public:
   /// Resolves the destination and creates the temporary file. Throws
@@ -58,8 +59,11 @@ class OutputFile {
   /// the write fails, e.g. the disk is full.
   void write(const void* data, std::size_t size);
 
-  /// fsync, close, and rename over destination(). Throws Error(io) (and
-  /// abandons) when any of them fails; the destination is then unchanged.
+  /// fsync, close, rename over destination(), and fsync its directory (so
+  /// that the rename survives a crash). Throws Error(io) (and abandons) when
+  /// one of the first three fails; the destination is then unchanged. When
+  /// only the directory's fsync fails, the new file is in place (committed())
+  /// and the Error says so.
   void commit();
 
   /// Closes and removes the temporary file; later write() and commit()

@@ -254,6 +254,20 @@ TEST_F(ModelFiles, OutputFileCommitReplacesAndAbandonLeavesTheDestination) {
   EXPECT_THROW(f.commit(), Error);
 }
 
+// A bare name's directory is the current one: commit syncs "." after the
+// rename (an empty parent path would fail to open).
+TEST_F(ModelFiles, OutputFileCommitsABareNameInTheCurrentDirectory) {
+  const fs::path before = fs::current_path();
+  fs::current_path(dir_ / "model");
+  model::OutputFile f("bare");
+  f.write("x", 1);
+  EXPECT_NO_THROW(f.commit());
+  fs::current_path(before);
+  EXPECT_TRUE(f.committed());
+  EXPECT_EQ(read(path("bare")), "x");
+  EXPECT_EQ(listing(), std::vector<std::string>{"bare"});
+}
+
 TEST_F(ModelFiles, OutputFileMovedOwnsTheTemporary) {
   model::OutputFile a(path("a"));
   model::OutputFile b(std::move(a));
