@@ -1,14 +1,11 @@
 #include "report.hpp"
 
-#include <unistd.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <fstream>
 #include <sstream>
-#include <stdexcept>
 
+#include "model/output_file.hpp"
 #include "plot.hpp"
 
 namespace mnist_bn {
@@ -48,18 +45,9 @@ double last_train_loss(const RunResult& r) {
 }  // namespace
 
 void write_file(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    if (!f) throw std::runtime_error(path + ": cannot write");
-    f << text;
-    f.flush();
-    if (!f) throw std::runtime_error(path + ": write failed");
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    std::remove(tmp.c_str());
-    throw std::runtime_error(path + ": cannot rename the temporary file into place");
-  }
+  bnorm::model::OutputFile file(path);
+  file.write(text.data(), text.size());
+  file.commit();
 }
 
 std::string curves_csv(const std::vector<RunResult>& runs) {

@@ -10,7 +10,9 @@
 namespace mnist_bn {
 
 /// Writes `text` to `path` through a temporary file and a rename, so a
-/// reader never sees half a file. Throws std::runtime_error on failure.
+/// reader never sees half a file (bnorm::model::OutputFile: durable before
+/// the rename, the existing file untouched on failure). Throws bnorm::Error
+/// (a std::runtime_error) on failure.
 void write_file(const std::string& path, const std::string& text);
 
 /// activation,variant,lr,step,train_loss,test_accuracy: one row per evaluation.
