@@ -257,59 +257,96 @@ void RowsNormalizeT(const Storage<kType>* x, Storage<kType>* y, RowBlock block, 
 
 // ---------------------------------------------------------------- backward
 
-// kCentered false: RMS norm, x is not centered and sum(g) is not needed (0).
+// The backward sums of kRows rows from `row` in one walk, gamma loaded once
+// per kRows rows. kCentered false: RMS norm, x is not centered and sum(g) is
+// not needed (0).
+template <DType kType, bool kGamma, bool kCentered, size_t kRows>
+HWY_INLINE void ReduceRowGroup(const Storage<kType>* x, const Storage<kType>* dy, size_t n, std::int64_t row,
+                               const float* center, const float* gamma, double* sum_g, double* sum_gxc) {
+  const DF d;
+  const size_t lanes = hn::Lanes(d);
+  const Storage<kType>* px[kRows];
+  const Storage<kType>* pg[kRows];
+  float fill[kRows];
+  VF vc[kRows], g0[kRows], g1[kRows], h0[kRows], h1[kRows];
+  double total_g[kRows], total_h[kRows];
+  for (size_t k = 0; k < kRows; ++k) {
+    const size_t r = static_cast<size_t>(row) + k;
+    px[k] = x + r * n;
+    pg[k] = dy + r * n;
+    fill[k] = kCentered ? center[r] : 0.0f;
+    vc[k] = hn::Set(d, fill[k]);
+    g0[k] = g1[k] = h0[k] = h1[k] = hn::Zero(d);
+    total_g[k] = total_h[k] = 0.0;
+  }
+  // g = dy * gamma; a partial vector loads dy = 0 and x = center, adding 0.
+  auto grad = [&](size_t k, size_t i, size_t count, VF gm) HWY_ATTR BNORM_ALWAYS_INLINE {
+    const VF gv = LoadSomeAsF32<kType>(d, pg[k] + i, count, 0.0f);
+    if constexpr (kGamma) {
+      return hn::Mul(gv, gm);
+    } else {
+      (void)gm;
+      return gv;
+    }
+  };
+  auto centered = [&](size_t k, size_t i, size_t count) HWY_ATTR BNORM_ALWAYS_INLINE {
+    const VF v = LoadSomeAsF32<kType>(d, px[k] + i, count, fill[k]);
+    if constexpr (kCentered) {
+      return hn::Sub(v, vc[k]);
+    } else {
+      return v;
+    }
+  };
+  auto gamma_at = [&](size_t i, size_t count) HWY_ATTR BNORM_ALWAYS_INLINE {
+    return kGamma ? LoadSomeF32(d, gamma + i, count, 0.0f) : hn::Zero(d);
+  };
+  size_t i = 0;
+  while (i + 2 * lanes <= n) {
+    for (size_t round = 0; round < static_cast<size_t>(kAddsPerFlush) && i + 2 * lanes <= n;
+         ++round, i += 2 * lanes) {
+      const VF gma = gamma_at(i, lanes), gmb = gamma_at(i + lanes, lanes);
+      for (size_t k = 0; k < kRows; ++k) {
+        const VF a = grad(k, i, lanes, gma), b = grad(k, i + lanes, lanes, gmb);
+        if constexpr (kCentered) {
+          g0[k] = hn::Add(g0[k], a);
+          g1[k] = hn::Add(g1[k], b);
+        }
+        h0[k] = hn::MulAdd(a, centered(k, i, lanes), h0[k]);
+        h1[k] = hn::MulAdd(b, centered(k, i + lanes, lanes), h1[k]);
+      }
+    }
+    for (size_t k = 0; k < kRows; ++k) {
+      if constexpr (kCentered) total_g[k] += SumLanesInDouble(d, hn::Add(g0[k], g1[k]));
+      total_h[k] += SumLanesInDouble(d, hn::Add(h0[k], h1[k]));
+      g0[k] = g1[k] = h0[k] = h1[k] = hn::Zero(d);
+    }
+  }
+  for (; i < n; i += lanes) {
+    const size_t count = std::min(lanes, n - i);
+    const VF gm = gamma_at(i, count);
+    for (size_t k = 0; k < kRows; ++k) {
+      const VF a = grad(k, i, count, gm);
+      if constexpr (kCentered) g0[k] = hn::Add(g0[k], a);
+      h0[k] = hn::MulAdd(a, centered(k, i, count), h0[k]);
+    }
+  }
+  for (size_t k = 0; k < kRows; ++k) {
+    const size_t r = static_cast<size_t>(row) + k;
+    sum_g[r] = kCentered ? total_g[k] + SumLanesInDouble(d, g0[k]) : 0.0;
+    sum_gxc[r] = total_h[k] + SumLanesInDouble(d, h0[k]);
+  }
+}
+
 template <DType kType, bool kGamma, bool kCentered>
 void RowsBackwardReduceT(const Storage<kType>* x, const Storage<kType>* dy, RowBlock block,
                          const float* center, const float* gamma, double* sum_g, double* sum_gxc) {
-  const DF d;
-  const size_t lanes = hn::Lanes(d), n = static_cast<size_t>(block.len);
-  for (std::int64_t r = 0; r < block.rows; ++r) {
-    const Storage<kType>* HWY_RESTRICT px = x + static_cast<size_t>(r) * n;
-    const Storage<kType>* HWY_RESTRICT pg = dy + static_cast<size_t>(r) * n;
-    const VF vc = hn::Set(d, kCentered ? center[r] : 0.0f);
-    VF g0 = hn::Zero(d), g1 = hn::Zero(d), h0 = hn::Zero(d), h1 = hn::Zero(d);
-    double total_g = 0.0, total_h = 0.0;
-    // g = dy * gamma; a partial vector loads dy = 0 and x = center, adding 0.
-    auto grad = [&](size_t i, size_t count) HWY_ATTR BNORM_ALWAYS_INLINE {
-      const VF gv = LoadSomeAsF32<kType>(d, pg + i, count, 0.0f);
-      if constexpr (kGamma) {
-        return hn::Mul(gv, LoadSomeF32(d, gamma + i, count, 0.0f));
-      } else {
-        return gv;
-      }
-    };
-    auto centered = [&](size_t i, size_t count) HWY_ATTR BNORM_ALWAYS_INLINE {
-      if constexpr (kCentered) {
-        return hn::Sub(LoadSomeAsF32<kType>(d, px + i, count, center[r]), vc);
-      } else {
-        return LoadSomeAsF32<kType>(d, px + i, count, 0.0f);
-      }
-    };
-    size_t i = 0;
-    while (i + 2 * lanes <= n) {
-      for (size_t round = 0; round < static_cast<size_t>(kAddsPerFlush) && i + 2 * lanes <= n;
-           ++round, i += 2 * lanes) {
-        const VF a = grad(i, lanes), b = grad(i + lanes, lanes);
-        if constexpr (kCentered) {
-          g0 = hn::Add(g0, a);
-          g1 = hn::Add(g1, b);
-        }
-        h0 = hn::MulAdd(a, centered(i, lanes), h0);
-        h1 = hn::MulAdd(b, centered(i + lanes, lanes), h1);
-      }
-      if constexpr (kCentered) total_g += SumLanesInDouble(d, hn::Add(g0, g1));
-      total_h += SumLanesInDouble(d, hn::Add(h0, h1));
-      g0 = g1 = h0 = h1 = hn::Zero(d);
-    }
-    for (; i < n; i += lanes) {
-      const size_t count = std::min(lanes, n - i);
-      const VF a = grad(i, count);
-      if constexpr (kCentered) g0 = hn::Add(g0, a);
-      h0 = hn::MulAdd(a, centered(i, count), h0);
-    }
-    sum_g[r] = kCentered ? total_g + SumLanesInDouble(d, g0) : 0.0;
-    sum_gxc[r] = total_h + SumLanesInDouble(d, h0);
-  }
+  const size_t n = static_cast<size_t>(block.len);
+  std::int64_t r = 0;
+  if constexpr (kGamma)
+    for (; r + 2 <= block.rows; r += 2)
+      ReduceRowGroup<kType, kGamma, kCentered, 2>(x, dy, n, r, center, gamma, sum_g, sum_gxc);
+  for (; r < block.rows; ++r)
+    ReduceRowGroup<kType, kGamma, kCentered, 1>(x, dy, n, r, center, gamma, sum_g, sum_gxc);
 }
 
 // Rows r and r + 1 of a block in one walk (kAcc > 0). With `stream`, the
