@@ -215,6 +215,30 @@ TEST(LayerNormKernels, ReductionsMatchDoubleSums) {
   });
 }
 
+// fold_partials adds each f32 partial to its double total (exactly, as
+// scalar code does) and clears it, at every length and offset.
+TEST(LayerNormKernels, FoldPartialsAddsAndClears) {
+  for_each_isa([](const std::string&) {
+    for (std::int64_t len : kLengths)
+      for (std::int64_t offset : {0, 1}) {
+        const auto n = static_cast<std::size_t>(len + offset);
+        std::vector<float> acc = uniform(n, 7, -3.0f, 3.0f);
+        std::vector<double> total(n);
+        for (std::size_t j = 0; j < n; ++j) total[j] = 1e8 + static_cast<double>(j) / 3.0;
+        std::vector<double> want = total;
+        for (std::size_t j = static_cast<std::size_t>(offset); j < n; ++j)
+          want[j] += static_cast<double>(acc[j]);
+        const float first = acc[0];
+        kl::fold_partials(acc.data() + offset, total.data() + offset, len);
+        ASSERT_EQ(std::memcmp(total.data(), want.data(), n * sizeof(double)), 0) << "len " << len;
+        for (std::size_t j = static_cast<std::size_t>(offset); j < n; ++j) ASSERT_EQ(acc[j], 0.0f) << j;
+        if (offset) {
+          EXPECT_EQ(acc[0], first);  // nothing before the range
+        }
+      }
+  });
+}
+
 // Rows longer than 16 Ki elements sample their pivot over the whole row.
 TEST(LayerNormKernels, LongRowsSpreadThePivotSample) {
   for_each_isa([](const std::string&) {

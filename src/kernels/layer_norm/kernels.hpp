@@ -79,6 +79,10 @@ void rows_backward_apply(DType dtype, const void* x, const void* dy, void* dx, R
                          const float* k_const, const float* invstd, float* acc_gamma, float* acc_beta,
                          bool stream, std::int64_t prefetch_rows = 0);
 
+/// total[j] += acc[j] (in double) and acc[j] = 0 for j < len: folds the
+/// column partials of rows_backward_apply.
+void fold_partials(float* acc, double* total, std::int64_t len);
+
 /// Orders the non-temporal stores issued so far before later accesses.
 void stream_fence();
 

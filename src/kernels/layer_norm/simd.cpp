@@ -460,6 +460,29 @@ void RowsBackwardApplyT(const Storage<kType>* x, const Storage<kType>* dy, Stora
   }
 }
 
+void FoldPartialsT(float* HWY_RESTRICT acc, double* HWY_RESTRICT total, size_t n) {
+  const DF d;
+  const size_t lanes = hn::Lanes(d);
+  size_t j = 0;
+#if HWY_TARGET != HWY_SCALAR
+  const hn::Repartition<double, DF> dd;
+  const hn::Half<DF> dh;
+  const size_t half = hn::Lanes(dd);
+  for (; j + lanes <= n; j += lanes) {
+    const VF v = hn::LoadU(d, acc + j);
+    hn::StoreU(hn::Add(hn::LoadU(dd, total + j), hn::PromoteTo(dd, hn::LowerHalf(dh, v))), dd, total + j);
+    hn::StoreU(hn::Add(hn::LoadU(dd, total + j + half), hn::PromoteTo(dd, hn::UpperHalf(dh, v))), dd,
+               total + j + half);
+    hn::StoreU(hn::Zero(d), d, acc + j);
+  }
+#endif
+  (void)lanes;
+  for (; j < n; ++j) {
+    total[j] += static_cast<double>(acc[j]);
+    acc[j] = 0.0f;
+  }
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------- per-target entry points
@@ -565,6 +588,10 @@ void LnRowsBackwardApply(DType dt, const void* x, const void* dy, void* dx, RowB
   });
 }
 
+void LnFoldPartials(float* acc, double* total, std::int64_t len) {
+  FoldPartialsT(acc, total, static_cast<size_t>(len));
+}
+
 }  // namespace bnorm::kernels::HWY_NAMESPACE
 HWY_AFTER_NAMESPACE();
 
@@ -576,6 +603,7 @@ HWY_EXPORT(LnRowSumSqCentered);
 HWY_EXPORT(LnRowsNormalize);
 HWY_EXPORT(LnRowsBackwardReduce);
 HWY_EXPORT(LnRowsBackwardApply);
+HWY_EXPORT(LnFoldPartials);
 
 void rows_shifted_sums(DType dtype, const void* x, RowBlock block, Pivot mode, float* pivot, double* s1,
                        double* s2) {
@@ -600,6 +628,9 @@ void rows_backward_apply(DType dtype, const void* x, const void* dy, void* dx, R
                          bool stream, std::int64_t prefetch_rows) {
   HWY_DYNAMIC_DISPATCH(LnRowsBackwardApply)
   (dtype, x, dy, dx, block, center, gamma, k_g, k_xc, k_const, invstd, acc_gamma, acc_beta, stream, prefetch_rows);
+}
+void fold_partials(float* acc, double* total, std::int64_t len) {
+  HWY_DYNAMIC_DISPATCH(LnFoldPartials)(acc, total, len);
 }
 void stream_fence() { hwy::FlushStream(); }
 

@@ -200,12 +200,8 @@ void backward(const Problem& p, const Plan& plan, Kind kind, const void* src, co
       // double before they hold more than kAddsPerFlush.
       std::int64_t pending = 0;
       auto fold = [&] {
-        for (std::size_t j = 0; j < uL; ++j) tot_g[j] += acc_g[j];
-        std::fill(acc_g, acc_g + uL, 0.0f);
-        if (acc_b) {
-          for (std::size_t j = 0; j < uL; ++j) tot_b[j] += acc_b[j];
-          std::fill(acc_b, acc_b + uL, 0.0f);
-        }
+        kl::fold_partials(acc_g, tot_g, p.len);
+        if (acc_b) kl::fold_partials(acc_b, tot_b, p.len);
         pending = 0;
       };
       const std::int64_t r1 = split_point(p.rows, workers, w + 1);
