@@ -229,19 +229,22 @@ void backward(const Problem& p, const Plan& plan, Kind kind, const void* src, co
     if (plan.stream) kl::stream_fence();
     if (!params) return;
     team.barrier();  // every worker's column totals are in place
-    // Each worker adds up a slice of the columns over all workers.
+    // Each worker adds up a slice of the columns over all workers, into
+    // worker 0's totals (in worker order, as one sum per column would), in
+    // loops over contiguous columns.
     team.for_each_worker([&](int w) {
-      const std::int64_t j1 = split_point(p.len, workers, w + 1);
-      for (std::int64_t j = split_point(p.len, workers, w); j < j1; ++j) {
-        double g = 0.0, bsum = 0.0;
-        for (int v = 0; v < workers; ++v) {
-          const std::byte* theirs = base + per_worker * static_cast<std::size_t>(v);
-          g += reinterpret_cast<const double*>(theirs + o_tot_g)[j];
-          if (beta_partials) bsum += reinterpret_cast<const double*>(theirs + o_tot_b)[j];
+      const auto j0 = static_cast<std::size_t>(split_point(p.len, workers, w));
+      const auto j1 = static_cast<std::size_t>(split_point(p.len, workers, w + 1));
+      auto gather = [&](std::size_t offset, float* out) {
+        double* total = scratch_at<double>(base, offset);
+        for (int v = 1; v < workers; ++v) {
+          const double* theirs = scratch_at<double>(base + per_worker * static_cast<std::size_t>(v), offset);
+          for (std::size_t j = j0; j < j1; ++j) total[j] += theirs[j];
         }
-        if (diff_gamma) diff_gamma[j] = static_cast<float>(g);
-        if (diff_beta) diff_beta[j] = static_cast<float>(bsum);
-      }
+        for (std::size_t j = j0; j < j1; ++j) out[j] = static_cast<float>(total[j]);
+      };
+      if (diff_gamma) gather(o_tot_g, diff_gamma);
+      if (diff_beta) gather(o_tot_b, diff_beta);
     });
   });
 }
