@@ -267,6 +267,49 @@ TEST(BatchNormKernels, RowsReductionsMatchDoubleSums) {
   });
 }
 
+// With `stream`, rows_backward_reduce streams the gated gradient (dz) where
+// whole lines allow: dz must hold the same bits as with plain stores (the
+// gated dy), and the sums must not change.
+TEST(BatchNormKernels, RowsBackwardReduceStreamsTheGatedGradientUnchanged) {
+  // Element offset that puts r's data on a 64-byte boundary.
+  auto aligned = [](Raw& r) {
+    const auto misalign = reinterpret_cast<std::uintptr_t>(r.bytes.data()) % 64;
+    return static_cast<std::int64_t>((64 - misalign) % 64 / size_of(r.dt));
+  };
+  for_each_isa([&](const std::string& isa) {
+    for (DType dt : kTypes)
+      for (std::int64_t C : {17, 32, 64, 96, 512, 1024})
+        for (std::int64_t rows : {3, 40}) {
+          const std::int64_t n = rows * C;
+          Raw x(dt, n), dy(dt, n), y(dt, n), dz_plain(dt, n), dz_stream(dt, n);
+          fill(x, n + 32, 11, 2.0f, 1.0f);
+          fill(dy, n + 32, 12, 0.0f, 1.0f);
+          fill(y, n + 32, 13, 0.0f, 1.0f);  // about half the gate open
+          const std::int64_t ox = aligned(x), og = aligned(dy), oy = aligned(y), op = aligned(dz_plain),
+                             os = aligned(dz_stream);
+          const auto center = cyclic(uniform(static_cast<std::size_t>(C), 3, 1.5f, 2.5f));
+          std::vector<float> scratch(2 * static_cast<std::size_t>(kb::cyclic_length(C)));
+          std::vector<double> g1(static_cast<std::size_t>(C), 0.0), gx1(g1), g2(g1), gx2(g1);
+          kb::rows_backward_reduce(dt, x.at(ox), dy.at(og), kb::Rows{n, C}, center.data(), scratch.data(),
+                                   g1.data(), gx1.data(), kb::Gate{y.at(oy), dz_plain.at(op)}, false);
+          kb::rows_backward_reduce(dt, x.at(ox), dy.at(og), kb::Rows{n, C}, center.data(), scratch.data(),
+                                   g2.data(), gx2.data(), kb::Gate{y.at(oy), dz_stream.at(os)}, true);
+          kb::stream_fence();
+          const std::string where =
+              isa + " " + std::string(to_string(dt)) + " C " + std::to_string(C) + " rows " + std::to_string(rows);
+          ASSERT_EQ(std::memcmp(dz_plain.at(op), dz_stream.at(os), static_cast<std::size_t>(n) * size_of(dt)),
+                    0)
+              << where;
+          for (std::int64_t i = 0; i < n; ++i) {
+            const float gated = load_float(dt, y.at(oy), i) > 0.0f ? load_float(dt, dy.at(og), i) : 0.0f;
+            ASSERT_EQ(load_float(dt, dz_stream.at(os), i), gated) << where << " element " << i;
+          }
+          ASSERT_EQ(std::memcmp(g1.data(), g2.data(), g1.size() * sizeof(double)), 0) << where;
+          ASSERT_EQ(std::memcmp(gx1.data(), gx2.data(), gx1.size() * sizeof(double)), 0) << where;
+        }
+  });
+}
+
 // The pipelined kernels walk the next block beside the output: in one loop
 // when the output starts a cache line, with a position of their own when it
 // does not. The sums (and the outputs) must be the same bits either way,

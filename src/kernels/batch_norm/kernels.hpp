@@ -127,9 +127,13 @@ void rows_normalize(DType dtype, const void* x, void* y, Rows rows, const float*
                     const float* scale_cyclic, const float* shift_cyclic, bool stream, const Epilogue& post = {});
 /// sum_dy[c] += sum(dy), sum_dy_xc[c] += sum(dy * (x - center[c])), dy
 /// gated by gate.y when given; with gate.dz the gated dy is also stored
-/// there. scratch: 2 * cyclic_length(C) floats.
+/// there. scratch: 2 * cyclic_length(C) floats. stream: gate.dz takes
+/// non-temporal stores where they write whole cache lines (gate.dz 64-byte
+/// aligned, rows a whole number of lines; call stream_fence after), so that
+/// storing it does not first read it from memory.
 void rows_backward_reduce(DType dtype, const void* x, const void* dy, Rows rows, const float* center_cyclic,
-                          float* scratch, double* sum_dy, double* sum_dy_xc, const Gate& gate = {});
+                          float* scratch, double* sum_dy, double* sum_dy_xc, const Gate& gate = {},
+                          bool stream = false);
 /// dx = k_dy[c] * dy + k_xc[c] * (x - center[c]) + k_const[c].
 void rows_backward_apply(DType dtype, const void* x, const void* dy, void* dx, Rows rows,
                          const float* center_cyclic, const float* k_dy_cyclic, const float* k_xc_cyclic,

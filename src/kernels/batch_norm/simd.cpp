@@ -632,14 +632,21 @@ void RowsNormalizeT(const Storage<kType>* x, Storage<kType>* y, const Storage<kT
 template <DType kType, bool kGate, bool kDz>
 void RowsBackwardReduceT(const Storage<kType>* x, const Storage<kType>* dy, const Storage<kType>* y,
                          Storage<kType>* dz, Rows rows, const float* center, float* scratch, double* sum_dy,
-                         double* sum_dy_xc) {
+                         double* sum_dy_xc, bool stream) {
   const DF d;
+  // Every row of dz starts a cache line, so whole vectors at multiples of
+  // the vector length are aligned.
+  const bool nt = kDz && stream && reinterpret_cast<std::uintptr_t>(dz) % 64 == 0 &&
+                  (static_cast<size_t>(rows.channels) * sizeof(Storage<kType>)) % 64 == 0;
   if (TiledRows<kType>(d, rows)) {
+    // The tiles walk down the rows two channel vectors at a time: only when
+    // those fill whole lines may dz stream (a line streamed in parts is slow).
+    const bool tile_nt = nt && (2 * hn::Lanes(d) * sizeof(Storage<kType>)) % 64 == 0;
     TiledRowSums<kType>(
         d, rows,
         [&](size_t i, size_t c, VF& a, VF& b) HWY_ATTR BNORM_ALWAYS_INLINE {
           const VF gv = Gated<kType, kGate>(d, LoadAsF32<kType>(d, dy + i), y, i, hn::Lanes(d));
-          if constexpr (kDz) StoreFromF32<kType>(d, gv, dz + i);
+          if constexpr (kDz) StoreOutput<kType>(d, gv, dz + i, hn::Lanes(d), tile_nt);
           a = hn::Add(a, gv);
           b = hn::MulAdd(gv, hn::Sub(LoadAsF32<kType>(d, x + i), hn::LoadU(d, center + c)), b);
         },
@@ -664,7 +671,7 @@ void RowsBackwardReduceT(const Storage<kType>* x, const Storage<kType>* dy, cons
         if constexpr (kGate) PrefetchAhead(y, i, n);
         // dy is padded with 0, so padded lanes add nothing.
         const VF gv = Gated<kType, kGate>(d, LoadSomeAsF32<kType>(d, dy + i, count, 0.0f), y, i, count);
-        if constexpr (kDz) StoreSomeFromF32<kType>(d, gv, dz + i, count);
+        if constexpr (kDz) StoreOutput<kType>(d, gv, dz + i, count, nt);
         const VF xc = hn::Sub(LoadSomeAsF32<kType>(d, x + i, count, 0.0f), hn::LoadU(d, center + c));
         hn::StoreU(hn::Add(hn::LoadU(d, acc_dy + c), gv), d, acc_dy + c);
         hn::StoreU(hn::MulAdd(gv, xc, hn::LoadU(d, acc_dy_xc + c)), d, acc_dy_xc + c);
@@ -914,13 +921,14 @@ void RowsNormalize(DType dt, const void* x, void* y, Rows rows, const float* cen
   });
 }
 void RowsBackwardReduce(DType dt, const void* x, const void* dy, Rows rows, const float* center,
-                        float* scratch, double* sum_dy, double* sum_dy_xc, const batch_norm::Gate& gate) {
+                        float* scratch, double* sum_dy, double* sum_dy_xc, const batch_norm::Gate& gate,
+                        bool stream) {
   WithDType(dt, [&](auto t) {
     using T = Storage<t()>;
     WithGate(gate, [&](auto g, auto z) {
       RowsBackwardReduceT<t(), g(), z()>(static_cast<const T*>(x), static_cast<const T*>(dy),
-                                         static_cast<const T*>(gate.y), static_cast<T*>(gate.dz), rows, center,
-                                         scratch, sum_dy, sum_dy_xc);
+                                         static_cast<const T*>(gate.y), static_cast<T*>(gate.dz), rows,
+                                         center, scratch, sum_dy, sum_dy_xc, stream);
     });
   });
 }
@@ -1009,9 +1017,9 @@ void rows_normalize(DType dtype, const void* x, void* y, Rows rows, const float*
   (dtype, x, y, rows, center_cyclic, scale_cyclic, shift_cyclic, stream, post);
 }
 void rows_backward_reduce(DType dtype, const void* x, const void* dy, Rows rows, const float* center_cyclic,
-                          float* scratch, double* sum_dy, double* sum_dy_xc, const Gate& gate) {
+                          float* scratch, double* sum_dy, double* sum_dy_xc, const Gate& gate, bool stream) {
   HWY_DYNAMIC_DISPATCH(RowsBackwardReduce)
-  (dtype, x, dy, rows, center_cyclic, scratch, sum_dy, sum_dy_xc, gate);
+  (dtype, x, dy, rows, center_cyclic, scratch, sum_dy, sum_dy_xc, gate, stream);
 }
 void rows_backward_apply(DType dtype, const void* x, const void* dy, void* dx, Rows rows,
                          const float* center_cyclic, const float* k_dy_cyclic, const float* k_xc_cyclic,

@@ -252,7 +252,9 @@ void backward_rows(const Problem& p, const Plan& plan, const void* src, const vo
       k::rows_backward_reduce(p.dtype, element_ptr(src, p.dtype, r0 * C),
                               element_ptr(diff_dst, p.dtype, r0 * C), k::Rows{(r1 - r0) * C, C}, center,
                               accs + 2 * L * static_cast<std::size_t>(w), sum_dy, sum_dy_xc,
-                              gate.at(p.dtype, r0 * C));
+                              gate.at(p.dtype, r0 * C), plan.stream);
+      // The second pass reads the streamed residual gradient.
+      if (plan.stream && gate.dz) k::stream_fence();
     });
     team.barrier();  // all partial sums are in place
     team.for_each_worker([&](int w) {
