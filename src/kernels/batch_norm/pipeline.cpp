@@ -54,31 +54,34 @@ struct NextWalk {
   }
 };
 
-// Runs the output walk over the n elements of y (ForEachOutputVector's
-// compute) with the walk over the next block's plane beside it (term). When
-// the output walk steps through whole vectors from the start, one index
-// serves both; otherwise the next walk keeps its own position (NextWalk)
-// and finishes after the output. Either way term sees the same vectors in
-// the same order, so the sums do not depend on where the output lies.
-template <DType kType, bool kNext, class Term, class Compute>
+// Runs the output walk over the n elements of y (ForEachOutputPosition's
+// step, which stores its outputs) with the walk over the next block's plane
+// beside it (term). When the output walk steps through whole vectors from
+// the start, one index serves both; otherwise the next walk keeps its own
+// position (NextWalk) and finishes after the output. Either way term sees
+// the same vectors in the same order, so the sums do not depend on where
+// the output lies.
+template <DType kType, bool kNext, class Term, class Step>
 HWY_INLINE void WalkBeside(DF d, Storage<kType>* HWY_RESTRICT y, size_t n, bool stream, const Term& term,
-                           const Compute& compute) {
+                           const Step& step) {
   if constexpr (kNext) {
     if (OutputWalkInWholeVectors<kType>(y, stream)) {
-      ForEachOutputVector<kType>(d, y, n, stream, [&](size_t i, size_t count) HWY_ATTR BNORM_ALWAYS_INLINE {
-        term(i, count);
-        return compute(i, count);
-      });
+      ForEachOutputPosition<kType>(d, y, n, stream,
+                                   [&](size_t i, size_t count, bool nt) HWY_ATTR BNORM_ALWAYS_INLINE {
+                                     term(i, count);
+                                     step(i, count, nt);
+                                   });
       return;
     }
     NextWalk walk{0, n};
-    ForEachOutputVector<kType>(d, y, n, stream, [&](size_t i, size_t count) HWY_ATTR BNORM_ALWAYS_INLINE {
-      walk.Step(d, term);
-      return compute(i, count);
-    });
+    ForEachOutputPosition<kType>(d, y, n, stream,
+                                 [&](size_t i, size_t count, bool nt) HWY_ATTR BNORM_ALWAYS_INLINE {
+                                   walk.Step(d, term);
+                                   step(i, count, nt);
+                                 });
     walk.Rest(d, term);
   } else {
-    ForEachOutputVector<kType>(d, y, n, stream, compute);
+    ForEachOutputPosition<kType>(d, y, n, stream, step);
   }
 }
 
@@ -106,10 +109,11 @@ void NormalizeAndSumT(const Storage<kType>* x, Storage<kType>* y, std::int64_t p
       sums.Count(d);
     };
     WalkBeside<kType, kNext>(
-        d, y + off, S, stream, term, [&](size_t i, size_t count) HWY_ATTR BNORM_ALWAYS_INLINE {
-          return Post<kType, kAdd, kRelu>(
+        d, y + off, S, stream, term, [&](size_t i, size_t count, bool nt) HWY_ATTR BNORM_ALWAYS_INLINE {
+          const VF v = Post<kType, kAdd, kRelu>(
               d, hn::MulAdd(hn::Sub(LoadSomeAsF32<kType>(d, xp + i, count, 0.0f), vc), vs, vb), z, off + i,
               count);
+          StoreOutput<kType>(d, v, y + off + i, count, nt);
         });
     if constexpr (kNext) {
       sums.Flush(d);
@@ -128,6 +132,8 @@ void ApplyAndReduceT(const Storage<kType>* x, const Storage<kType>* dy, Storage<
                      size_t read_on) {
   const DF d;
   const size_t S = static_cast<size_t>(plane_len);
+  const bool dz_like_dx =
+      kDz && (reinterpret_cast<std::uintptr_t>(dz) - reinterpret_cast<std::uintptr_t>(dx)) % 64 == 0;
   for (std::int64_t q = 0; q < planes; ++q) {
     const size_t off = static_cast<size_t>(q) * S;
     const float next_center = kNext ? next_centers[q] : 0.0f;
@@ -150,18 +156,13 @@ void ApplyAndReduceT(const Storage<kType>* x, const Storage<kType>* dy, Storage<
       sums.Count(d);
     };
     WalkBeside<kType, kNext>(
-        d, dx + off, S, stream, term, [&](size_t i, size_t count) HWY_ATTR BNORM_ALWAYS_INLINE {
+        d, dx + off, S, stream, term, [&](size_t i, size_t count, bool nt) HWY_ATTR BNORM_ALWAYS_INLINE {
           const size_t e = off + i;
           const VF xv = LoadSomeAsF32<kType>(d, x + e, count, 0.0f);
           const VF gv = Gated<kType, kGate>(d, LoadSomeAsF32<kType>(d, dy + e, count, 0.0f), y, e, count);
-          if constexpr (kDz) {
-            if (count == hn::Lanes(d)) {
-              StoreFromF32<kType>(d, gv, dz + e);
-            } else {
-              StorePartialFromF32<kType>(d, gv, dz + e, count);
-            }
-          }
-          return hn::MulAdd(a, gv, hn::MulAdd(b, hn::Sub(xv, vc), k));
+          // dz streams where dx does when the two share their alignment.
+          if constexpr (kDz) StoreOutput<kType>(d, gv, dz + e, count, nt && dz_like_dx);
+          StoreOutput<kType>(d, hn::MulAdd(a, gv, hn::MulAdd(b, hn::Sub(xv, vc), k)), dx + e, count, nt);
         });
     if constexpr (kNext) {
       sums.Flush(d);

@@ -221,6 +221,8 @@ void BackwardApplyT(const Storage<kType>* x, const Storage<kType>* dy, Storage<k
                     float k_const, bool stream) {
   const DF d;
   const VF vc = hn::Set(d, center), a = hn::Set(d, k_dy), b = hn::Set(d, k_xc), k = hn::Set(d, k_const);
+  const bool dz_like_dx =
+      kDz && (reinterpret_cast<std::uintptr_t>(dz) - reinterpret_cast<std::uintptr_t>(dx)) % 64 == 0;
   for (std::int64_t r = 0; r < runs.count; ++r) {
     const Storage<kType>* HWY_RESTRICT px = x + r * runs.stride;
     const Storage<kType>* HWY_RESTRICT pg = dy + r * runs.stride;
@@ -229,17 +231,18 @@ void BackwardApplyT(const Storage<kType>* x, const Storage<kType>* dy, Storage<k
     if constexpr (kGate) py = y + r * runs.stride;
     if constexpr (kDz) pz = dz + r * runs.stride;
     const size_t n = static_cast<size_t>(runs.len);
-    ForEachOutputVector<kType>(d, dx + r * runs.stride, n, stream,
-                               [&](size_t i, size_t count) HWY_ATTR BNORM_ALWAYS_INLINE {
-                                 PrefetchAhead(px, i, n);
-                                 PrefetchAhead(pg, i, n);
-                                 if constexpr (kGate) PrefetchAhead(py, i, n);
-                                 const VF xv = LoadSomeAsF32<kType>(d, px + i, count, 0.0f);
-                                 const VF gv =
-                                     Gated<kType, kGate>(d, LoadSomeAsF32<kType>(d, pg + i, count, 0.0f), py, i, count);
-                                 if constexpr (kDz) StoreSomeFromF32<kType>(d, gv, pz + i, count);
-                                 return hn::MulAdd(a, gv, hn::MulAdd(b, hn::Sub(xv, vc), k));
-                               });
+    Storage<kType>* HWY_RESTRICT pdx = dx + r * runs.stride;
+    ForEachOutputPosition<kType>(
+        d, pdx, n, stream, [&](size_t i, size_t count, bool nt) HWY_ATTR BNORM_ALWAYS_INLINE {
+          PrefetchAhead(px, i, n);
+          PrefetchAhead(pg, i, n);
+          if constexpr (kGate) PrefetchAhead(py, i, n);
+          const VF xv = LoadSomeAsF32<kType>(d, px + i, count, 0.0f);
+          const VF gv = Gated<kType, kGate>(d, LoadSomeAsF32<kType>(d, pg + i, count, 0.0f), py, i, count);
+          // dz streams where dx does when the two share their alignment.
+          if constexpr (kDz) StoreOutput<kType>(d, gv, pz + i, count, nt && dz_like_dx);
+          StoreOutput<kType>(d, hn::MulAdd(a, gv, hn::MulAdd(b, hn::Sub(xv, vc), k)), pdx + i, count, nt);
+        });
   }
 }
 
