@@ -128,6 +128,19 @@ void check(const TensorDesc& desc) {
       ASSERT_EQ(dz.bytes, gated.bytes);
       ASSERT_EQ(dg, dg_w);
       ASSERT_EQ(db, db_w);
+      {
+        // dx and dz both on cache lines: with a streaming plan dz then takes
+        // the streamed path (whatever alignment malloc gave the Buffers).
+        const std::size_t bytes = dx.bytes.size();
+        std::vector<std::byte> pool(2 * bytes + 192);
+        auto line = [](std::byte* q) { return q + (64 - reinterpret_cast<std::uintptr_t>(q) % 64) % 64; };
+        std::byte* ax = line(pool.data());
+        std::byte* az = line(ax + bytes);
+        obn::backward(p, plan, src.data(), dy.data(), ax, gamma.data(), m1.data(), i1.data(), dg.data(),
+                      db.data(), BackwardStats::batch, nullptr, nullptr, {gate_y, az});
+        ASSERT_EQ(std::memcmp(ax, dx_want.bytes.data(), bytes), 0) << "dx, lines";
+        ASSERT_EQ(std::memcmp(az, gated.bytes.data(), bytes), 0) << "dz, lines";
+      }
       // Constant statistics and dx alone (nothing to sum: one stream over
       // all planes): the same bits too.
       Buffer fx_want(desc), fx(desc), fz(desc);
