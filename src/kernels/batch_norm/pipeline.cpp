@@ -132,8 +132,7 @@ void ApplyAndReduceT(const Storage<kType>* x, const Storage<kType>* dy, Storage<
                      size_t read_on) {
   const DF d;
   const size_t S = static_cast<size_t>(plane_len);
-  const bool dz_like_dx =
-      kDz && (reinterpret_cast<std::uintptr_t>(dz) - reinterpret_cast<std::uintptr_t>(dx)) % 64 == 0;
+  const bool dz_like_dx = kDz && SameLineOffset(dz, dx);
   for (std::int64_t q = 0; q < planes; ++q) {
     const size_t off = static_cast<size_t>(q) * S;
     const float next_center = kNext ? next_centers[q] : 0.0f;

@@ -221,8 +221,7 @@ void BackwardApplyT(const Storage<kType>* x, const Storage<kType>* dy, Storage<k
                     float k_const, bool stream) {
   const DF d;
   const VF vc = hn::Set(d, center), a = hn::Set(d, k_dy), b = hn::Set(d, k_xc), k = hn::Set(d, k_const);
-  const bool dz_like_dx =
-      kDz && (reinterpret_cast<std::uintptr_t>(dz) - reinterpret_cast<std::uintptr_t>(dx)) % 64 == 0;
+  const bool dz_like_dx = kDz && SameLineOffset(dz, dx);
   for (std::int64_t r = 0; r < runs.count; ++r) {
     const Storage<kType>* HWY_RESTRICT px = x + r * runs.stride;
     const Storage<kType>* HWY_RESTRICT pg = dy + r * runs.stride;
@@ -467,20 +466,6 @@ HWY_INLINE bool WholeVectorRows(DF d, const Storage<kType>* y, Rows rows, bool s
   const size_t lanes = hn::Lanes(d);
   if (static_cast<size_t>(rows.channels) % lanes != 0) return false;
   return !stream || reinterpret_cast<std::uintptr_t>(y) % (lanes * sizeof(Storage<kType>)) == 0;
-}
-
-// Adds the double lanes of v into out[0, Lanes).
-HWY_INLINE void AddToDoubles(DF d, VF v, double* HWY_RESTRICT out) {
-#if HWY_TARGET == HWY_SCALAR
-  out[0] += hn::GetLane(v);
-  (void)d;
-#else
-  const hn::Repartition<double, DF> dd;
-  const hn::Half<DF> dh;
-  const size_t half = hn::Lanes(dd);
-  hn::StoreU(hn::Add(hn::LoadU(dd, out), hn::PromoteTo(dd, hn::LowerHalf(dh, v))), dd, out);
-  hn::StoreU(hn::Add(hn::LoadU(dd, out + half), hn::PromoteTo(dd, hn::UpperHalf(dh, v))), dd, out + half);
-#endif
 }
 
 // Per-channel sums of two terms over rows whose C is a multiple of the

@@ -250,6 +250,26 @@ HWY_INLINE double SumLanesInDouble(DF d, VF v) {
 #endif
 }
 
+/// Adds the double lanes of v into out[0, Lanes).
+HWY_INLINE void AddToDoubles(DF d, VF v, double* HWY_RESTRICT out) {
+#if HWY_TARGET == HWY_SCALAR
+  out[0] += hn::GetLane(v);
+  (void)d;
+#else
+  const hn::Repartition<double, DF> dd;
+  const hn::Half<DF> dh;
+  const size_t half = hn::Lanes(dd);
+  hn::StoreU(hn::Add(hn::LoadU(dd, out), hn::PromoteTo(dd, hn::LowerHalf(dh, v))), dd, out);
+  hn::StoreU(hn::Add(hn::LoadU(dd, out + half), hn::PromoteTo(dd, hn::UpperHalf(dh, v))), dd, out + half);
+#endif
+}
+
+/// Whether a and b lie at the same offset within a cache line: outputs
+/// walked at the same element positions can then stream at the same ones.
+HWY_INLINE bool SameLineOffset(const void* a, const void* b) {
+  return (reinterpret_cast<std::uintptr_t>(a) - reinterpret_cast<std::uintptr_t>(b)) % 64 == 0;
+}
+
 /// Whether ForEachOutputVector over y calls compute with i = 0, Lanes,
 /// 2 Lanes, ... (whole vectors from the start, a partial one last): always
 /// without streaming, and with it when y starts a cache line.

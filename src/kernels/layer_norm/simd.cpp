@@ -462,21 +462,11 @@ void RowsBackwardApplyT(const Storage<kType>* x, const Storage<kType>* dy, Stora
 
 void FoldPartialsT(float* HWY_RESTRICT acc, double* HWY_RESTRICT total, size_t n) {
   const DF d;
-  const size_t lanes = hn::Lanes(d);
   size_t j = 0;
-#if HWY_TARGET != HWY_SCALAR
-  const hn::Repartition<double, DF> dd;
-  const hn::Half<DF> dh;
-  const size_t half = hn::Lanes(dd);
-  for (; j + lanes <= n; j += lanes) {
-    const VF v = hn::LoadU(d, acc + j);
-    hn::StoreU(hn::Add(hn::LoadU(dd, total + j), hn::PromoteTo(dd, hn::LowerHalf(dh, v))), dd, total + j);
-    hn::StoreU(hn::Add(hn::LoadU(dd, total + j + half), hn::PromoteTo(dd, hn::UpperHalf(dh, v))), dd,
-               total + j + half);
+  for (; j + hn::Lanes(d) <= n; j += hn::Lanes(d)) {
+    AddToDoubles(d, hn::LoadU(d, acc + j), total + j);
     hn::StoreU(hn::Zero(d), d, acc + j);
   }
-#endif
-  (void)lanes;
   for (; j < n; ++j) {
     total[j] += static_cast<double>(acc[j]);
     acc[j] = 0.0f;
