@@ -310,6 +310,57 @@ TEST(BatchNormKernels, RowsBackwardReduceStreamsTheGatedGradientUnchanged) {
   });
 }
 
+// The pipelined rows kernel gives the bits of its two parts: y of
+// rows_normalize and the sums of rows_shifted_sums over the next block, with
+// and without streaming (y on a cache line, and off one); or declines and
+// writes nothing.
+TEST(BatchNormKernels, RowsNormalizeAndSumIsNormalizeBesideShiftedSums) {
+  for_each_isa([&](const std::string& isa) {
+    for (DType dt : kTypes)
+      for (std::int64_t C : {8, 16, 17, 32, 48, 256, 512})
+        for (std::int64_t y_offset : {0, 1}) {
+          const std::int64_t rows = 70, n = rows * C;
+          Raw x(dt, n), next(dt, n), y_plain(dt, n + 64), y_piped(dt, n + 64);
+          fill(x, n, 21, 2.0f, 1.0f);
+          fill(next, n, 22, -1.0f, 3.0f);
+          const auto misalign = reinterpret_cast<std::uintptr_t>(y_piped.bytes.data()) % 64;
+          const std::int64_t oy = static_cast<std::int64_t>((64 - misalign) % 64 / size_of(dt)) + y_offset;
+          const auto Cs = static_cast<std::size_t>(C);
+          const auto center = cyclic(uniform(Cs, 3, 1.5f, 2.5f)), scale = cyclic(uniform(Cs, 4, 0.5f, 2.0f)),
+                     shift = cyclic(uniform(Cs, 5, -1.0f, 1.0f)), pivot = cyclic(uniform(Cs, 6, -2.0f, 0.0f));
+          std::vector<float> scratch(2 * static_cast<std::size_t>(kb::cyclic_length(C)));
+          std::vector<double> s1(Cs, 0.0), s2(s1), p1(s1), p2(s1);
+          const kb::Rows r{n, C};
+          for (bool stream : {false, true}) {
+            const std::string where = isa + " " + std::string(to_string(dt)) + " C " + std::to_string(C) +
+                                      " offset " + std::to_string(y_offset) + (stream ? " stream" : "");
+            std::fill(y_piped.bytes.begin(), y_piped.bytes.end(), std::byte{0x5a});
+            std::fill(p1.begin(), p1.end(), 0.0);
+            std::fill(p2.begin(), p2.end(), 0.0);
+            const bool piped = kb::rows_normalize_and_sum(dt, x.at(0), y_piped.at(oy), r, center.data(),
+                                                          scale.data(), shift.data(), stream, next.at(0),
+                                                          pivot.data(), p1.data(), p2.data());
+            kb::stream_fence();
+            if (!piped) {
+              for (const std::byte b : y_piped.bytes) ASSERT_EQ(b, std::byte{0x5a}) << where;
+              ASSERT_EQ(p1, std::vector<double>(Cs, 0.0)) << where;
+              continue;
+            }
+            kb::rows_normalize(dt, x.at(0), y_plain.at(0), r, center.data(), scale.data(), shift.data(),
+                               false);
+            std::fill(s1.begin(), s1.end(), 0.0);
+            std::fill(s2.begin(), s2.end(), 0.0);
+            kb::rows_shifted_sums(dt, next.at(0), r, pivot.data(), scratch.data(), s1.data(), s2.data());
+            ASSERT_EQ(std::memcmp(y_plain.at(0), y_piped.at(oy), static_cast<std::size_t>(n) * size_of(dt)),
+                      0)
+                << where;
+            ASSERT_EQ(std::memcmp(s1.data(), p1.data(), Cs * sizeof(double)), 0) << where;
+            ASSERT_EQ(std::memcmp(s2.data(), p2.data(), Cs * sizeof(double)), 0) << where;
+          }
+        }
+  });
+}
+
 // The pipelined kernels walk the next block beside the output: in one loop
 // when the output starts a cache line, with a position of their own when it
 // does not. The sums (and the outputs) must be the same bits either way,

@@ -28,6 +28,7 @@ std::vector<ogn::Plan> plans_for(const ogn::Problem& p) {
           plans.push_back({ogn::Strategy::samples, workers, tile, stream});
           plans.push_back({ogn::Strategy::split_samples, workers, tile, stream});
         }
+        plans.push_back({ogn::Strategy::samples, workers, 7, stream, 1, true});
       } else {
         for (std::int64_t unit : {1, 2, 3, 1 << 20})
           plans.push_back({ogn::Strategy::blocks, workers, 1, stream, unit});
@@ -42,7 +43,7 @@ std::string plan_name(const ogn::Plan& plan) {
   const char* names[] = {"blocks", "split_blocks", "samples", "split_samples"};
   return std::string(names[static_cast<int>(plan.strategy)]) + " workers=" + std::to_string(plan.workers) +
          " tile=" + std::to_string(plan.tile_rows) + " unit=" + std::to_string(plan.unit_blocks) +
-         (plan.stream ? " stream" : "");
+         (plan.stream ? " stream" : "") + (plan.pipelined ? " pipelined" : "");
 }
 
 void check_plans(const TensorDesc& desc, std::int64_t groups) {
@@ -122,6 +123,22 @@ TEST(GroupNormPlans, Rows) {
     }
 }
 
+// Rows whose channels fill whole vectors (C = 16, 32, 48: every
+// instruction set's f32 and 16-bit vectors, and a row that ends in a single
+// vector of AVX-512 f32), so that pipelined owned samples walk each
+// sample's output with the next sample's sums, on every instruction set; 7
+// samples give workers several each.
+TEST(GroupNormPlans, PipelinedRows) {
+  for_each_isa([&](const std::string&) {
+    for (DType dt : {DType::f32, DType::bf16, DType::f16})
+      for (const auto& [dims, groups] : std::vector<std::pair<std::vector<std::int64_t>, std::int64_t>>{
+               {{7, 32, 3, 5}, 4}, {{6, 48, 2, 5}, 3}, {{7, 16, 4, 4}, 16}}) {
+        check_plans(TensorDesc(dt, Layout::channels_last, std::span<const std::int64_t>(dims)), groups);
+        if (HasFatalFailure()) return;
+      }
+  });
+}
+
 // The plans the public functions pick for large problems, on 2 threads.
 TEST(GroupNormPlans, Choices) {
   auto plan = [](Layout layout, std::vector<std::int64_t> dims, std::int64_t groups, ogn::Pass pass) {
@@ -143,6 +160,9 @@ TEST(GroupNormPlans, Choices) {
   EXPECT_TRUE(rows == ogn::Strategy::samples || rows == ogn::Strategy::split_samples);
   EXPECT_EQ(plan(Layout::channels_last, {1, 64, 32, 32}, 8, f).strategy, ogn::Strategy::split_samples);
   EXPECT_EQ(plan(Layout::channels_last, {64, 64, 8, 8}, 8, f).strategy, ogn::Strategy::samples);
+  // Samples that fit a core's L2 take turns; backward always does.
+  EXPECT_FALSE(plan(Layout::channels_last, {64, 64, 8, 8}, 8, f).pipelined);
+  EXPECT_FALSE(plan(Layout::channels_last, {64, 256, 56, 56}, 32, ogn::Pass::backward).pipelined);
 }
 
 }  // namespace

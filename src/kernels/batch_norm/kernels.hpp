@@ -139,6 +139,18 @@ void rows_backward_apply(DType dtype, const void* x, const void* dy, void* dx, R
                          const float* center_cyclic, const float* k_dy_cyclic, const float* k_xc_cyclic,
                          const float* k_const_cyclic, bool stream, const Gate& gate = {});
 
+/// Pipelined rows (group and instance norm's channels-last samples):
+/// rows_normalize of x into y walked in one loop with rows_shifted_sums of
+/// `next`, a block of the same shape (sum / sum_sq as there, pivot_cyclic
+/// next's pivots), so that next streams in from DRAM while y streams out.
+/// Returns false, having done nothing, when this target cannot walk the rows
+/// that way (C not a multiple of its vector length, or rows longer than
+/// 1 KiB): call the two kernels then. stream as for rows_normalize, where
+/// the walk stores whole cache lines (call stream_fence after).
+bool rows_normalize_and_sum(DType dtype, const void* x, void* y, Rows rows, const float* center_cyclic,
+                            const float* scale_cyclic, const float* shift_cyclic, bool stream,
+                            const void* next, const float* pivot_cyclic, double* sum, double* sum_sq);
+
 // ---- per channel ----
 
 /// Per-channel normalizers from statistics, for n channels with `count`

@@ -70,49 +70,60 @@ struct RowBuffers {
         grads(scratch_at<double>(b, s.grads)) {}
 };
 
+// The pivots of a block of `rows` rows at x (cyclic, in s.pivot): the mean
+// of its first kPivotRows rows per channel.
+void first_rows_pivot(DType dt, const void* x, std::int64_t rows, std::int64_t C, const RowBuffers& s) {
+  const std::int64_t n = std::min(rows, kPivotRows);
+  float* row = s.tcenter;
+  std::fill_n(s.pivot, C, 0.0f);
+  for (std::int64_t r = 0; r < n; ++r) {
+    kernels::load_floats(dt, element_ptr(x, dt, r * C), C, row);
+    for (std::int64_t c = 0; c < C; ++c) s.pivot[c] += row[c];
+  }
+  const float inv = 1.0f / static_cast<float>(n);
+  for (std::int64_t c = 0; c < C; ++c) s.pivot[c] = batch_norm::finite_or_zero(s.pivot[c] * inv);
+  batch_norm::wrap_cyclic(s.pivot, C, 0, C);
+}
+
+// Merges the moments of a tile of `rows` rows at xt into s.mean / s.m2
+// (`count` rows so far) from its shifted sums about s.pivot in s.s1 / s.s2;
+// channels whose pivot was too far off sum their squares again about the
+// tile's means (rounded to f32), from xt, and correct exactly. Returns the
+// new count.
+double merge_tile(DType dt, const void* xt, std::int64_t rows, std::int64_t C, double count,
+                  const RowBuffers& s) {
+  const double n = static_cast<double>(rows);
+  if (!batch_norm::stats_from_shifted_sums(C, n, s.pivot, s.s1, s.s2, s.s1, s.s2)) {
+    // s1 holds the tile's means now.
+    for (std::int64_t c = 0; c < C; ++c) s.tcenter[c] = static_cast<float>(s.s1[c]);
+    batch_norm::wrap_cyclic(s.tcenter, C, 0, C);
+    std::fill_n(s.s2, C, 0.0);
+    k::rows_sum_sq_centered(dt, xt, k::Rows{rows * C, C}, s.tcenter, s.acc, s.s2);
+    for (std::int64_t c = 0; c < C; ++c) {
+      const double dm = s.s1[c] - static_cast<double>(s.tcenter[c]);
+      s.s2[c] = std::max(s.s2[c] - n * dm * dm, 0.0);  // std::max keeps a NaN first argument
+    }
+  }
+  return batch_norm::merge_moments(C, count, s.mean, s.m2, n, s.s1, s.s2);
+}
+
 // Per-channel mean and M2 of `rows` rows at x, in tiles of tile_rows (each
-// tile's shifted sums, a second pass about the tile's mean from cache for
-// channels whose pivot was too far off, Chan's merge in double). Returns
-// the count per channel (rows).
+// tile's shifted sums, merge_tile, Chan's merge in double); later tiles
+// pivot on the mean so far. Returns the count per channel (rows).
 double row_moments(DType dt, const void* x, std::int64_t rows, std::int64_t C, std::int64_t tile_rows,
                    const RowBuffers& s) {
   std::fill_n(s.mean, C, 0.0);
   std::fill_n(s.m2, C, 0.0);
   if (rows == 0) return 0.0;
-  {
-    const std::int64_t n = std::min(rows, kPivotRows);
-    float* row = s.tcenter;
-    std::fill_n(s.pivot, C, 0.0f);
-    for (std::int64_t r = 0; r < n; ++r) {
-      kernels::load_floats(dt, element_ptr(x, dt, r * C), C, row);
-      for (std::int64_t c = 0; c < C; ++c) s.pivot[c] += row[c];
-    }
-    const float inv = 1.0f / static_cast<float>(n);
-    for (std::int64_t c = 0; c < C; ++c) s.pivot[c] = batch_norm::finite_or_zero(s.pivot[c] * inv);
-    batch_norm::wrap_cyclic(s.pivot, C, 0, C);
-  }
+  first_rows_pivot(dt, x, rows, C, s);
   double count = 0.0;
   for (std::int64_t t0 = 0; t0 < rows; t0 += tile_rows) {
     const std::int64_t t1 = std::min(rows, t0 + tile_rows);
-    const k::Rows tile{(t1 - t0) * C, C};
-    const void* xt = element_ptr(x, dt, t0 * C);
-    const double n = static_cast<double>(t1 - t0);
     std::fill_n(s.s1, C, 0.0);
     std::fill_n(s.s2, C, 0.0);
-    k::rows_shifted_sums(dt, xt, tile, s.pivot, s.acc, s.s1, s.s2);
-    if (!batch_norm::stats_from_shifted_sums(C, n, s.pivot, s.s1, s.s2, s.s1, s.s2)) {
-      // s1 holds the tile's means now; sum the squares about them (rounded to
-      // f32) from cache and correct exactly.
-      for (std::int64_t c = 0; c < C; ++c) s.tcenter[c] = static_cast<float>(s.s1[c]);
-      batch_norm::wrap_cyclic(s.tcenter, C, 0, C);
-      std::fill_n(s.s2, C, 0.0);
-      k::rows_sum_sq_centered(dt, xt, tile, s.tcenter, s.acc, s.s2);
-      for (std::int64_t c = 0; c < C; ++c) {
-        const double dm = s.s1[c] - static_cast<double>(s.tcenter[c]);
-        s.s2[c] = std::max(s.s2[c] - n * dm * dm, 0.0);  // std::max keeps a NaN first argument
-      }
-    }
-    count = batch_norm::merge_moments(C, count, s.mean, s.m2, n, s.s1, s.s2);
+    const void* xt = element_ptr(x, dt, t0 * C);
+    k::rows_shifted_sums(dt, xt, k::Rows{(t1 - t0) * C, C}, s.pivot, s.acc, s.s1, s.s2);
+    count = merge_tile(dt, xt, t1 - t0, C, count, s);
     if (t1 == rows) break;
     for (std::int64_t c = 0; c < C; ++c) s.pivot[c] = batch_norm::finite_or_zero(static_cast<float>(s.mean[c]));
     batch_norm::wrap_cyclic(s.pivot, C, 0, C);
@@ -196,10 +207,31 @@ void forward_rows(const Problem& p, const Plan& plan, const void* src, void* dst
     if (!split) {
       team.for_each_worker([&](int w) {
         const RowBuffers s = buffers(w);
-        for (std::int64_t n = split_point(p.n, workers, w); n < split_point(p.n, workers, w + 1); ++n) {
-          const double rows = row_moments(dt, element_ptr(src, dt, n * sample), S, C, tile, s);
+        const std::int64_t n1 = split_point(p.n, workers, w + 1);
+        double rows = 0.0;
+        bool have_moments = false;  // s.mean / s.m2 hold sample n's moments
+        for (std::int64_t n = split_point(p.n, workers, w); n < n1; ++n) {
+          if (!have_moments) rows = row_moments(dt, element_ptr(src, dt, n * sample), S, C, tile, s);
           finish_sample(p, n, rows, s, a, all_mean, all_m2, true);
-          normalize(s, n, 0, S);
+          // Pipelined: sample n's output walks with the next sample's sums,
+          // over the whole sample about one set of pivots (merge_tile's guard
+          // reads the sample again for channels whose pivot was too far off).
+          have_moments = false;
+          if (plan.pipelined && n + 1 < n1) {
+            const void* next = element_ptr(src, dt, (n + 1) * sample);
+            first_rows_pivot(dt, next, S, C, s);
+            std::fill_n(s.s1, C, 0.0);
+            std::fill_n(s.s2, C, 0.0);
+            have_moments = k::rows_normalize_and_sum(
+                dt, element_ptr(src, dt, n * sample), element_ptr(dst, dt, n * sample), k::Rows{sample, C},
+                s.center, s.scale, s.shift, plan.stream, next, s.pivot, s.s1, s.s2);
+            if (have_moments) {
+              std::fill_n(s.mean, C, 0.0);
+              std::fill_n(s.m2, C, 0.0);
+              rows = merge_tile(dt, next, S, C, 0.0, s);
+            }
+          }
+          if (!have_moments) normalize(s, n, 0, S);
         }
       });
     } else {

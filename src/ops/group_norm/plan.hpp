@@ -45,7 +45,8 @@ enum class Strategy {
   /// Rows (channels-last): each worker owns whole samples: per-channel
   /// partial moments over the sample's rows in tiles, merged per group, then
   /// the sample normalized, last tile first (the tiles read last are the
-  /// ones still in cache). No barrier.
+  /// ones still in cache), or, pipelined, beside the next sample's sums.
+  /// No barrier.
   samples,
   /// Rows: every worker takes a share of each sample's rows; per-worker
   /// per-channel moments meet after one barrier per sample.
@@ -63,6 +64,11 @@ struct Plan {
   /// blocks (instance norm on small planes) do not pay the per-step costs
   /// each.
   std::int64_t unit_blocks = 1;
+  /// samples, forward: each sample's output walks in one loop with the next
+  /// sample's sums (rows_normalize_and_sum, where the target can), for
+  /// samples too big for a core's L2, whose second read comes from memory
+  /// either way.
+  bool pipelined = false;
 };
 
 /// Which function a plan is for (backward keeps x and dy in cache).
