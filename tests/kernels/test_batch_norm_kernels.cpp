@@ -361,6 +361,68 @@ TEST(BatchNormKernels, RowsNormalizeAndSumIsNormalizeBesideShiftedSums) {
   });
 }
 
+// Backward's pipelined rows kernel: dx has the bits of rows_backward_apply
+// (also in place, over dy), with and without streaming, dx on a cache line
+// and off one; the sums are the next block's, against double sums.
+TEST(BatchNormKernels, RowsApplyAndReduceIsApplyBesideTheNextSums) {
+  for_each_isa([&](const std::string& isa) {
+    for (DType dt : kTypes)
+      for (std::int64_t C : {8, 17, 32, 48, 256, 512})
+        for (std::int64_t dx_offset : {0, 1}) {
+          const std::int64_t rows = 70, n = rows * C;
+          Raw x(dt, n), dy(dt, n), nx(dt, n), ndy(dt, n), dx_plain(dt, n), dx_piped(dt, n + 64);
+          fill(x, n, 31, 2.0f, 1.0f);
+          fill(dy, n, 32, 0.0f, 1.0f);
+          fill(nx, n, 33, -1.0f, 3.0f);
+          fill(ndy, n, 34, 0.5f, 1.0f);
+          const auto misalign = reinterpret_cast<std::uintptr_t>(dx_piped.bytes.data()) % 64;
+          const std::int64_t od = static_cast<std::int64_t>((64 - misalign) % 64 / size_of(dt)) + dx_offset;
+          const auto Cs = static_cast<std::size_t>(C);
+          const auto center = cyclic(uniform(Cs, 3, 1.5f, 2.5f)), k_dy = cyclic(uniform(Cs, 4, 0.5f, 2.0f)),
+                     k_xc = cyclic(uniform(Cs, 5, -1.0f, 1.0f)),
+                     k_const = cyclic(uniform(Cs, 6, -0.5f, 0.5f)),
+                     next_center = cyclic(uniform(Cs, 7, -2.0f, 0.0f));
+          std::vector<float> scratch(2 * static_cast<std::size_t>(kb::cyclic_length(C)));
+          const kb::Rows r{n, C};
+          kb::rows_backward_apply(dt, x.at(0), dy.at(0), dx_plain.at(0), r, center.data(), k_dy.data(),
+                                  k_xc.data(), k_const.data(), false);
+          // The next block's sums in double, and the sums of the terms' magnitudes.
+          std::vector<double> want_dy(Cs, 0.0), want_dy_xc(Cs, 0.0), mag_dy(Cs, 0.0), mag_dy_xc(Cs, 0.0);
+          for (std::int64_t i = 0; i < n; ++i) {
+            const auto c = static_cast<std::size_t>(i % C);
+            const double g = load_float(dt, ndy.at(0), i);
+            const double t = g * (static_cast<double>(load_float(dt, nx.at(0), i)) - next_center[c]);
+            want_dy[c] += g;
+            mag_dy[c] += std::fabs(g);
+            want_dy_xc[c] += t;
+            mag_dy_xc[c] += std::fabs(t);
+          }
+          for (bool stream : {false, true})
+            for (bool in_place : {false, true}) {
+              const std::string where = isa + " " + std::string(to_string(dt)) + " C " + std::to_string(C) +
+                                        " offset " + std::to_string(dx_offset) + (stream ? " stream" : "") +
+                                        (in_place ? " in place" : "");
+              std::fill(dx_piped.bytes.begin(), dx_piped.bytes.end(), std::byte{0x5a});
+              if (in_place) std::memcpy(dx_piped.at(od), dy.at(0), static_cast<std::size_t>(n) * size_of(dt));
+              std::vector<double> s1(Cs, 0.25), s2(Cs, -0.25);  // the sums add to what is there
+              kb::rows_apply_and_reduce(dt, x.at(0), in_place ? dx_piped.at(od) : dy.at(0), dx_piped.at(od),
+                                        r, center.data(), k_dy.data(), k_xc.data(), k_const.data(), stream,
+                                        nx.at(0), ndy.at(0), next_center.data(), scratch.data(), s1.data(),
+                                        s2.data());
+              kb::stream_fence();
+              ASSERT_EQ(
+                  std::memcmp(dx_plain.at(0), dx_piped.at(od), static_cast<std::size_t>(n) * size_of(dt)), 0)
+                  << where;
+              for (std::size_t c = 0; c < Cs; ++c) {
+                ASSERT_NEAR(s1[c], 0.25 + want_dy[c], 1e-5 * mag_dy[c] + 1e-12) << where << " channel " << c;
+                ASSERT_NEAR(s2[c], -0.25 + want_dy_xc[c], 1e-5 * mag_dy_xc[c] + 1e-12)
+                    << where << " channel " << c;
+              }
+            }
+        }
+  });
+}
+
 // The pipelined kernels walk the next block beside the output: in one loop
 // when the output starts a cache line, with a position of their own when it
 // does not. The sums (and the outputs) must be the same bits either way,

@@ -313,14 +313,31 @@ void backward_rows(const Problem& p, const Plan& plan, const void* src, const vo
     if (!split) {
       team.for_each_worker([&](int w) {
         const RowBuffers s = buffers(w);
-        for (std::int64_t n = split_point(p.n, workers, w); n < split_point(p.n, workers, w + 1); ++n) {
-          set_centers(s, n);
-          std::fill_n(s.s1, C, 0.0);
-          std::fill_n(s.s2, C, 0.0);
-          k::rows_backward_reduce(dt, element_ptr(src, dt, n * sample), element_ptr(diff_dst, dt, n * sample),
-                                  k::Rows{sample, C}, s.tcenter, s.acc, s.s1, s.s2);
+        const std::int64_t n1 = split_point(p.n, workers, w + 1);
+        bool have_sums = false;  // s.s1 / s.s2 hold sample n's sums
+        for (std::int64_t n = split_point(p.n, workers, w); n < n1; ++n) {
+          const std::int64_t off = n * sample;
+          if (!have_sums) {
+            set_centers(s, n);
+            std::fill_n(s.s1, C, 0.0);
+            std::fill_n(s.s2, C, 0.0);
+            k::rows_backward_reduce(dt, element_ptr(src, dt, off), element_ptr(diff_dst, dt, off),
+                                    k::Rows{sample, C}, s.tcenter, s.acc, s.s1, s.s2);
+          }
           coefficients(s, n, true);
-          if (diff_src) apply(s, n, 0, S);
+          // Pipelined: sample n's dx walks with the next sample's sums.
+          have_sums = plan.pipelined && diff_src && n + 1 < n1;
+          if (have_sums) {
+            set_centers(s, n + 1);
+            std::fill_n(s.s1, C, 0.0);
+            std::fill_n(s.s2, C, 0.0);
+            k::rows_apply_and_reduce(dt, element_ptr(src, dt, off), element_ptr(diff_dst, dt, off),
+                                     element_ptr(diff_src, dt, off), k::Rows{sample, C}, s.center, s.scale,
+                                     s.shift, s.k_const, plan.stream, element_ptr(src, dt, off + sample),
+                                     element_ptr(diff_dst, dt, off + sample), s.tcenter, s.acc, s.s1, s.s2);
+          } else if (diff_src) {
+            apply(s, n, 0, S);
+          }
         }
       });
     } else {

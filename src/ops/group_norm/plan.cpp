@@ -45,14 +45,12 @@ Plan plan_for(const Problem& p, int threads, Pass pass) {
     const bool even = p.n % w == 0 || p.n >= 8 * w;
     plan.strategy = w == 1 || even ? Strategy::samples : Strategy::split_samples;
     // Pipelined, the output's pass reads the sample from memory again,
-    // where taking turns reads much of it from L2 when it nearly fits
-    // (separate processes alternating, 64x256x56x56, 2 threads: f32 (3.2 MB
-    // samples) 0.80-0.88 the time, bf16 (1.6 MB) 1.05-1.12). Backward's
-    // pipelined walk of four streams down the tiles' columns was 1.07-1.12
-    // the time of taking turns, f32 and bf16: not used.
-    const std::size_t sample_bytes = static_cast<std::size_t>(p.s * p.c) * esize;
-    plan.pipelined =
-        pass == Pass::forward && plan.strategy == Strategy::samples && sample_bytes > l2_cache_bytes();
+    // where taking turns reads much of it from L2 when it nearly fits.
+    // Separate processes alternating, 64x256x56x56, 2 threads: forward f32
+    // (3.2 MB samples) 0.80-0.90 the time, bf16 (1.6 MB) 1.05-1.12;
+    // backward (x and dy: 6.4 / 3.2 MB) 0.77-0.81, f32 and bf16.
+    const std::size_t sample_bytes = static_cast<std::size_t>(p.s * p.c) * per_value;
+    plan.pipelined = plan.strategy == Strategy::samples && sample_bytes > l2_cache_bytes();
     return plan;
   }
   const std::int64_t blocks = p.n * p.g;

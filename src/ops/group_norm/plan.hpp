@@ -64,10 +64,10 @@ struct Plan {
   /// blocks (instance norm on small planes) do not pay the per-step costs
   /// each.
   std::int64_t unit_blocks = 1;
-  /// samples, forward: each sample's output walks in one loop with the next
-  /// sample's sums (rows_normalize_and_sum, where the target can), for
-  /// samples too big for a core's L2, whose second read comes from memory
-  /// either way.
+  /// samples: each sample's output (forward, where the target can walk its
+  /// rows down the tiles' columns) or dx (backward) walks in one loop with
+  /// the next sample's sums, for samples whose x (and dy) are too big for a
+  /// core's L2, so that their second read comes from memory either way.
   bool pipelined = false;
 };
 
