@@ -344,6 +344,7 @@ TEST(BatchNormKernels, RowsNormalizeAndSumIsNormalizeBesideShiftedSums) {
             if (!piped) {
               for (const std::byte b : y_piped.bytes) ASSERT_EQ(b, std::byte{0x5a}) << where;
               ASSERT_EQ(p1, std::vector<double>(Cs, 0.0)) << where;
+              ASSERT_EQ(p2, std::vector<double>(Cs, 0.0)) << where;
               continue;
             }
             kb::rows_normalize(dt, x.at(0), y_plain.at(0), r, center.data(), scale.data(), shift.data(),
@@ -362,8 +363,9 @@ TEST(BatchNormKernels, RowsNormalizeAndSumIsNormalizeBesideShiftedSums) {
 }
 
 // Backward's pipelined rows kernel: dx has the bits of rows_backward_apply
-// (also in place, over dy), with and without streaming, dx on a cache line
-// and off one; the sums are the next block's, against double sums.
+// (also in place, over dy or over x), with and without streaming, dx on a
+// cache line and off one; the sums are the next block's, against double
+// sums.
 TEST(BatchNormKernels, RowsApplyAndReduceIsApplyBesideTheNextSums) {
   for_each_isa([&](const std::string& isa) {
     for (DType dt : kTypes)
@@ -398,17 +400,19 @@ TEST(BatchNormKernels, RowsApplyAndReduceIsApplyBesideTheNextSums) {
             mag_dy_xc[c] += std::fabs(t);
           }
           for (bool stream : {false, true})
-            for (bool in_place : {false, true}) {
+            for (const std::string over : {"", "dy", "x"}) {
               const std::string where = isa + " " + std::string(to_string(dt)) + " C " + std::to_string(C) +
                                         " offset " + std::to_string(dx_offset) + (stream ? " stream" : "") +
-                                        (in_place ? " in place" : "");
+                                        (over.empty() ? "" : " in place over " + over);
               std::fill(dx_piped.bytes.begin(), dx_piped.bytes.end(), std::byte{0x5a});
-              if (in_place) std::memcpy(dx_piped.at(od), dy.at(0), static_cast<std::size_t>(n) * size_of(dt));
+              if (!over.empty())
+                std::memcpy(dx_piped.at(od), (over == "dy" ? dy : x).at(0),
+                            static_cast<std::size_t>(n) * size_of(dt));
               std::vector<double> s1(Cs, 0.25), s2(Cs, -0.25);  // the sums add to what is there
-              kb::rows_apply_and_reduce(dt, x.at(0), in_place ? dx_piped.at(od) : dy.at(0), dx_piped.at(od),
-                                        r, center.data(), k_dy.data(), k_xc.data(), k_const.data(), stream,
-                                        nx.at(0), ndy.at(0), next_center.data(), scratch.data(), s1.data(),
-                                        s2.data());
+              kb::rows_apply_and_reduce(
+                  dt, over == "x" ? dx_piped.at(od) : x.at(0), over == "dy" ? dx_piped.at(od) : dy.at(0),
+                  dx_piped.at(od), r, center.data(), k_dy.data(), k_xc.data(), k_const.data(), stream,
+                  nx.at(0), ndy.at(0), next_center.data(), scratch.data(), s1.data(), s2.data());
               kb::stream_fence();
               ASSERT_EQ(
                   std::memcmp(dx_plain.at(0), dx_piped.at(od), static_cast<std::size_t>(n) * size_of(dt)), 0)

@@ -160,7 +160,10 @@ TEST(GroupNormPlans, Choices) {
   EXPECT_TRUE(rows == ogn::Strategy::samples || rows == ogn::Strategy::split_samples);
   EXPECT_EQ(plan(Layout::channels_last, {1, 64, 32, 32}, 8, f).strategy, ogn::Strategy::split_samples);
   EXPECT_EQ(plan(Layout::channels_last, {64, 64, 8, 8}, 8, f).strategy, ogn::Strategy::samples);
-  // Samples that fit a core's L2 take turns.
+  // Samples that fit a core's L2 take turns; 16 MB samples (more than any
+  // core's L2) are pipelined.
+  EXPECT_TRUE(plan(Layout::channels_last, {4, 256, 128, 128}, 32, f).pipelined);
+  EXPECT_TRUE(plan(Layout::channels_last, {4, 256, 128, 128}, 32, ogn::Pass::backward).pipelined);
   EXPECT_FALSE(plan(Layout::channels_last, {64, 64, 8, 8}, 8, f).pipelined);
   EXPECT_FALSE(plan(Layout::channels_last, {64, 64, 8, 8}, 8, ogn::Pass::backward).pipelined);
 }

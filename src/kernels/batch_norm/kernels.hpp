@@ -154,7 +154,8 @@ bool rows_normalize_and_sum(DType dtype, const void* x, void* y, Rows rows, cons
 /// Backward's pipelined rows: rows_backward_apply (no gate) of x, dy into
 /// dx walked in one loop, in memory order, with rows_backward_reduce of the
 /// next block of the same shape (next_x, next_dy about next_center_cyclic;
-/// scratch and sums as there). dx may be x or dy.
+/// scratch and sums as there). stream as for rows_backward_apply (call
+/// stream_fence after). dx may be x or dy.
 void rows_apply_and_reduce(DType dtype, const void* x, const void* dy, void* dx, Rows rows,
                            const float* center_cyclic, const float* k_dy_cyclic, const float* k_xc_cyclic,
                            const float* k_const_cyclic, bool stream, const void* next_x, const void* next_dy,

@@ -619,8 +619,9 @@ void RowsNormalizeT(const Storage<kType>* x, Storage<kType>* y, const Storage<kT
 
 // Whether a walk down the tiles' columns may stream y: y's rows whole
 // cache lines from a line boundary, and each store of the walk's
-// channel-vector pairs whole lines (AVX-512; where C leaves a single vector
-// at the end of a row, that vector is a whole line too then).
+// channel-vector pairs whole lines (vectors of 32 bytes or more; where C
+// leaves a single vector at the end of a row, that vector is a whole line
+// too then).
 template <DType kType>
 HWY_INLINE bool TileStreams(DF d, const Storage<kType>* y, Rows rows, bool stream) {
   constexpr size_t kSize = sizeof(Storage<kType>);

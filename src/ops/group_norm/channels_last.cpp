@@ -87,9 +87,9 @@ void first_rows_pivot(DType dt, const void* x, std::int64_t rows, std::int64_t C
 
 // Merges the moments of a tile of `rows` rows at xt into s.mean / s.m2
 // (`count` rows so far) from its shifted sums about s.pivot in s.s1 / s.s2;
-// channels whose pivot was too far off sum their squares again about the
-// tile's means (rounded to f32), from xt, and correct exactly. Returns the
-// new count.
+// when any channel's pivot was too far off, every channel sums its squares
+// again about the tile's means (rounded to f32), from xt, and corrects
+// exactly. Returns the new count.
 double merge_tile(DType dt, const void* xt, std::int64_t rows, std::int64_t C, double count,
                   const RowBuffers& s) {
   const double n = static_cast<double>(rows);
@@ -210,14 +210,16 @@ void forward_rows(const Problem& p, const Plan& plan, const void* src, void* dst
         const std::int64_t n1 = split_point(p.n, workers, w + 1);
         double rows = 0.0;
         bool have_moments = false;  // s.mean / s.m2 hold sample n's moments
+        bool pipelined = plan.pipelined;
         for (std::int64_t n = split_point(p.n, workers, w); n < n1; ++n) {
           if (!have_moments) rows = row_moments(dt, element_ptr(src, dt, n * sample), S, C, tile, s);
           finish_sample(p, n, rows, s, a, all_mean, all_m2, true);
           // Pipelined: sample n's output walks with the next sample's sums,
           // over the whole sample about one set of pivots (merge_tile's guard
-          // reads the sample again for channels whose pivot was too far off).
+          // reads the sample again when a pivot was too far off). Once the
+          // kernel declines these rows, the worker stops asking.
           have_moments = false;
-          if (plan.pipelined && n + 1 < n1) {
+          if (pipelined && n + 1 < n1) {
             const void* next = element_ptr(src, dt, (n + 1) * sample);
             first_rows_pivot(dt, next, S, C, s);
             std::fill_n(s.s1, C, 0.0);
@@ -229,6 +231,8 @@ void forward_rows(const Problem& p, const Plan& plan, const void* src, void* dst
               std::fill_n(s.mean, C, 0.0);
               std::fill_n(s.m2, C, 0.0);
               rows = merge_tile(dt, next, S, C, 0.0, s);
+            } else {
+              pipelined = false;
             }
           }
           if (!have_moments) normalize(s, n, 0, S);
