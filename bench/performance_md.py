@@ -292,7 +292,7 @@ def family_section(w, text, command):
     w("  2 threads: forward f32 group norm 0.80-0.90x the time, instance norm 0.86-0.95x; backward f32 and")
     w("  bf16 0.77-0.87x. Forward walks down the tiles' columns (in memory order it measured 0.91-0.97x);")
     w("  backward walks in memory order with the next sample's sums in cyclic accumulators (down the columns,")
-    w("  four read streams measured 1.07-1.12x). bf16 forward samples (1.6 MB) mostly fit this machine's 2 MB")
+    w("  four read streams measured 1.03-1.17x). bf16 forward samples (1.6 MB) mostly fit this machine's 2 MB")
     w("  L2 and measured 1.05-1.12x pipelined, so they keep taking turns here. On a 25 MB tensor (8x512x28x28")
     w("  f32, 3.2 MB of x and dy per sample, pipelined by the L2 rule) backward measured 1.03-1.08x; from 51 MB")
     w("  up it gains.")

@@ -766,8 +766,8 @@ bool RowsNormalizeAndSumT(const Storage<kType>* x, Storage<kType>* y, Rows rows,
 // of the next block, in memory order, each of the four read streams front
 // to back as the hardware prefetcher follows best, the next block's sums
 // through the cyclic accumulators. (Down the tiles' columns, as forward
-// walks, it measured 1.07-1.12x the time of taking turns; in memory order
-// 0.77-0.81x. Forward in memory order measured 0.91-0.97x for f32, against
+// walks, it measured 1.03-1.17x the time of taking turns; in memory order
+// 0.77-0.87x. Forward in memory order measured 0.91-0.97x for f32, against
 // 0.80-0.90x down the columns.)
 template <DType kType>
 void RowsApplyAndReduceT(const Storage<kType>* x, const Storage<kType>* dy, Storage<kType>* dx, Rows rows,

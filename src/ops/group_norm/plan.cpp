@@ -48,7 +48,7 @@ Plan plan_for(const Problem& p, int threads, Pass pass) {
     // where taking turns reads much of it from L2 when it nearly fits.
     // Separate processes alternating, 64x256x56x56, 2 threads: forward f32
     // (3.2 MB samples) 0.80-0.90 the time, bf16 (1.6 MB) 1.05-1.12;
-    // backward (x and dy: 6.4 / 3.2 MB) 0.77-0.81, f32 and bf16.
+    // backward (x and dy: 6.4 / 3.2 MB) 0.77-0.87, f32 and bf16.
     const std::size_t sample_bytes = static_cast<std::size_t>(p.s * p.c) * per_value;
     plan.pipelined = plan.strategy == Strategy::samples && sample_bytes > l2_cache_bytes();
     return plan;
