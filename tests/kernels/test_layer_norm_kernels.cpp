@@ -7,6 +7,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -212,6 +213,89 @@ TEST(LayerNormKernels, ReductionsMatchDoubleSums) {
             EXPECT_NEAR(kl::row_sum_sq_centered(dt, x.at(r * len), len, center[r]), cq, 1e-6 * cq + 1e-9);
           }
         }
+  });
+}
+
+// The element offset at which r's data starts on a cache line.
+std::int64_t line_offset(Raw& r) {
+  const auto misalign = reinterpret_cast<std::uintptr_t>(r.bytes.data()) % 64;
+  return static_cast<std::int64_t>((64 - misalign) % 64 / size_of(r.dt));
+}
+
+// rows_backward_apply_and_reduce gives the bits of rows_backward_apply on its
+// pair and of rows_backward_reduce on the next pair (layer and RMS norm, with
+// and without gamma and parameter gradients, streamed or not, dx on a cache
+// line, off one, or in place over dy), or declines, having written nothing,
+// exactly when streaming could not walk the positions in the row's order.
+TEST(LayerNormKernels, ApplyAndReduceIsApplyBesideReduce) {
+  for_each_isa([](const std::string&) {
+    for (DType dt : kTypes)
+      for (std::int64_t len : {1, 7, 16, 17, 64, 65, 300, 1000, 1024})
+        for (int where = 0; where < 3; ++where)
+          for (int variant = 0; variant < 12; ++variant)
+            for (bool stream : {false, true}) {
+              // variant: bit 0 gamma, bit 1 centered (layer norm), then
+              // parameter gradients: none, gamma's, gamma's and beta's.
+              const bool with_gamma = variant & 1, centered = variant & 2;
+              const int acc = variant / 4;
+              const std::int64_t n = 6 * len;  // the pair, the next, the one after (prefetched)
+              Raw x(dt, n + 64), dy(dt, n + 64), dx(dt, n + 64), want(dt, n + 64);
+              // x and dy from a cache line; dx there, one element on, or dy.
+              const std::int64_t off = line_offset(dy), dx_off = line_offset(dx) + (where == 1 ? 1 : 0);
+              fill(x, n + 64, static_cast<std::uint64_t>(len), 1.0f, 1.0f);
+              fill(dy, n + 64, 2, 0.0f, 1.0f);
+              fill(dx, n + 64, 3, 5.0f, 1.0f);
+              const Raw dy_before = dy, dx_before = dx;
+              void* out = where == 2 ? dy.at(off) : dx.at(dx_off);
+              const auto gamma = uniform(static_cast<std::size_t>(len), 3, 0.5f, 2.0f);
+              const float* g = with_gamma ? gamma.data() : nullptr;
+              const float center[2] = {0.9f, 1.1f}, next_center[2] = {1.2f, 0.8f}, k_g[2] = {1.7f, 0.5f},
+                          k_xc[2] = {-0.3f, 0.1f}, k_const[2] = {0.05f, -0.2f}, invstd[2] = {1.3f, 0.7f};
+              const std::vector<float> acc0 = uniform(static_cast<std::size_t>(len), 4, -1, 1);
+              std::vector<float> acc_g = acc0, acc_b = acc0, want_g = acc0, want_b = acc0;
+              double sg[2] = {-1, -1}, sgx[2] = {-1, -1}, want_sg[2], want_sgx[2];
+              kl::rows_backward_apply(dt, x.at(off), dy.at(off), want.at(off), kl::RowBlock{2, len}, center,
+                                      g, k_g, k_xc, k_const, invstd, acc >= 1 ? want_g.data() : nullptr,
+                                      acc >= 2 ? want_b.data() : nullptr, false, 0);
+              kl::rows_backward_reduce(dt, x.at(off + 2 * len), dy.at(off + 2 * len), kl::RowBlock{2, len},
+                                       centered ? next_center : nullptr, g, want_sg, want_sgx);
+              const bool done = kl::rows_backward_apply_and_reduce(
+                  dt, x.at(off), dy.at(off), out, len, center, g, k_g, k_xc, k_const, invstd,
+                  acc >= 1 ? acc_g.data() : nullptr, acc >= 2 ? acc_b.data() : nullptr, stream, 2,
+                  centered ? next_center : nullptr, sg, sgx);
+              kl::stream_fence();
+              const std::string what = std::string(to_string(dt)) + " len " + std::to_string(len) +
+                                       " where " + std::to_string(where) + " variant " +
+                                       std::to_string(variant) + (stream ? " stream" : "");
+              const bool lines = static_cast<std::size_t>(len) * size_of(dt) % 64 == 0 && where != 1;
+              ASSERT_EQ(done, !stream || lines) << what;
+              const std::size_t bytes = static_cast<std::size_t>(2 * len) * size_of(dt);
+              if (!done) {
+                EXPECT_EQ(dy.bytes, dy_before.bytes) << what;
+                EXPECT_EQ(dx.bytes, dx_before.bytes) << what;
+                EXPECT_EQ(acc_g, acc0) << what;
+                EXPECT_EQ(acc_b, acc0) << what;
+                EXPECT_EQ(sg[0], -1.0) << what;
+                EXPECT_EQ(sgx[1], -1.0) << what;
+                continue;
+              }
+              ASSERT_EQ(std::memcmp(out, want.at(off), bytes), 0) << what;
+              EXPECT_EQ(acc_g, acc >= 1 ? want_g : acc0) << what;
+              EXPECT_EQ(acc_b, acc >= 2 ? want_b : acc0) << what;
+              for (int k = 0; k < 2; ++k) {
+                EXPECT_EQ(sg[k], want_sg[k]) << what << " row " << k;
+                EXPECT_EQ(sgx[k], want_sgx[k]) << what << " row " << k;
+              }
+              // Nothing after the pair's dx was touched.
+              const Raw& other = where == 2 ? dy : dx;
+              const Raw& other_before = where == 2 ? dy_before : dx_before;
+              const std::size_t from =
+                  static_cast<std::size_t>((where == 2 ? off : dx_off) + 2 * len) * size_of(dt);
+              EXPECT_TRUE(std::equal(other.bytes.begin() + static_cast<std::ptrdiff_t>(from),
+                                     other.bytes.end(),
+                                     other_before.bytes.begin() + static_cast<std::ptrdiff_t>(from)))
+                  << what;
+            }
   });
 }
 

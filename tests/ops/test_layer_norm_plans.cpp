@@ -21,13 +21,16 @@ std::vector<oln::Plan> plans() {
   std::vector<oln::Plan> out;
   for (int workers : {1, 2, 3, 5})
     for (std::int64_t block : {1, 2, 7, 1000})
-      for (bool stream : {false, true}) out.push_back({workers, block, stream});
+      for (bool stream : {false, true}) {
+        out.push_back({workers, block, stream});
+        if (block == 2) out.push_back({workers, block, stream, true});
+      }
   return out;
 }
 
 std::string plan_name(const oln::Plan& p) {
   return "workers " + std::to_string(p.workers) + " block " + std::to_string(p.block_rows) +
-         (p.stream ? " stream" : "");
+         (p.stream ? " stream" : "") + (p.pipelined ? " pipelined" : "");
 }
 
 TEST(LayerNormPlans, EveryPlanMatchesReference) {
@@ -105,6 +108,59 @@ TEST(LayerNormPlans, SameResultsOnFewerThreads) {
   EXPECT_EQ(b1, b2);
 }
 
+// A row's dx does not depend on the plan: pipelined blocks take each row's
+// sums beside the previous block's dx with the bits of the unpipelined sums,
+// whichever rows start a worker's range. The parameter gradients of a
+// pipelined plan are those of the same plan unpipelined.
+TEST(LayerNormPlans, PipelinedGivesTheSameBits) {
+  for (DType dt : {DType::f32, DType::bf16})
+    for (const auto& [rows, len] : std::vector<std::pair<std::int64_t, std::int64_t>>{
+             {9, 1024}, {14, 300}, {40, 33}, {7, 64}, {4, 2000}})
+      for (oln::Kind kind : {oln::Kind::layer, oln::Kind::rms})
+        for (int variant = 0; variant < 4; ++variant) {
+          // variant: bit 0 gamma, bit 1 parameter gradients.
+          const bool with_gamma = variant & 1, params = variant & 2;
+          const TensorDesc d(dt, Layout::channels_first, {rows, len});
+          const oln::Problem p = oln::Problem::of(d, 1);
+          Buffer src(d), dy(d);
+          fill_normal(src, static_cast<std::uint64_t>(rows + len), 3.0, 2.0);
+          fill_normal(dy, 5);
+          const std::vector<float> gamma = uniform(static_cast<std::size_t>(len), 3, 0.5f, 1.5f);
+          std::vector<float> mean(static_cast<std::size_t>(rows)), invstd(mean.size());
+          const float* g = with_gamma ? gamma.data() : nullptr;
+          oln::forward(p, oln::Plan{}, kind, src.data(), Buffer(d).data(), g, nullptr, mean.data(),
+                       invstd.data(), 1e-5);
+          const bool layer = kind == oln::Kind::layer;
+          struct Out {
+            std::vector<std::byte> dx;
+            std::vector<float> dg, db;
+          };
+          auto run = [&](const oln::Plan& plan) {
+            Buffer dx(d);
+            Out o{{},
+                  std::vector<float>(static_cast<std::size_t>(len), -1.0f),
+                  std::vector<float>(static_cast<std::size_t>(len), -1.0f)};
+            oln::backward(p, plan, kind, src.data(), dy.data(), dx.data(), g, layer ? mean.data() : nullptr,
+                          invstd.data(), params ? o.dg.data() : nullptr,
+                          params && layer ? o.db.data() : nullptr);
+            o.dx = dx.bytes;
+            return o;
+          };
+          const Out one = run(oln::Plan{1, 7, false});
+          for (int workers : {1, 2, 3})
+            for (bool stream : {false, true}) {
+              SCOPED_TRACE(d.str() + (layer ? " layer" : " rms") + " variant " + std::to_string(variant) +
+                           " workers " + std::to_string(workers) + (stream ? " stream" : ""));
+              const Out plain = run(oln::Plan{workers, 2, stream, false});
+              const Out piped = run(oln::Plan{workers, 2, stream, true});
+              EXPECT_EQ(piped.dx, one.dx);
+              EXPECT_EQ(plain.dx, one.dx);
+              EXPECT_EQ(piped.dg, plain.dg);
+              EXPECT_EQ(piped.db, plain.db);
+            }
+        }
+}
+
 TEST(LayerNormPlans, DefaultPlans) {
   // Small: one worker. Big: every thread, no more workers than rows,
   // streaming once the output exceeds the caches.
@@ -118,6 +174,10 @@ TEST(LayerNormPlans, DefaultPlans) {
   const oln::Problem few_rows{DType::f32, 3, 1 << 20};
   EXPECT_EQ(oln::plan_for(few_rows, 8, oln::Pass::forward).workers, 3);
   EXPECT_LE(oln::plan_for(big, 2, oln::Pass::backward).block_rows, 32);
+  // Rows too long for blocks of more than two pipeline their backward.
+  EXPECT_FALSE(fwd.pipelined);
+  EXPECT_TRUE(oln::plan_for(big, 2, oln::Pass::backward).pipelined);
+  EXPECT_FALSE(oln::plan_for(oln::Problem{DType::f32, 8192, 256}, 2, oln::Pass::backward).pipelined);
 }
 
 }  // namespace

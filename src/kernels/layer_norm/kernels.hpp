@@ -79,6 +79,24 @@ void rows_backward_apply(DType dtype, const void* x, const void* dy, void* dx, R
                          const float* k_const, const float* invstd, float* acc_gamma, float* acc_beta,
                          bool stream, std::int64_t prefetch_rows = 0);
 
+/// Backward of a pair of rows pipelined with the next pair's sums: does what
+///   rows_backward_apply(x, dy, dx, {2, len}, center, ..., stream, 0) and
+///   rows_backward_reduce(x + 2 len, dy + 2 len, {2, len}, next_center,
+///                        gamma, next_sum_g, next_sum_gxc)
+/// do, with the same bits, in one walk over the columns, so that the next
+/// pair's reads from DRAM overlap this pair's dx writes (the second read of
+/// this pair comes from cache). next_center null: RMS norm. prefetch_rows (0
+/// to 2): how many rows of the pair after the next to fetch into cache as it
+/// goes. dx must not be null and may alias x or dy. Returns false, having
+/// written nothing, when it cannot keep the sums' order: with `stream`, rows
+/// that are not a whole number of cache lines or dx not on a cache line.
+bool rows_backward_apply_and_reduce(DType dtype, const void* x, const void* dy, void* dx, std::int64_t len,
+                                    const float* center, const float* gamma, const float* k_g,
+                                    const float* k_xc, const float* k_const, const float* invstd,
+                                    float* acc_gamma, float* acc_beta, bool stream,
+                                    std::int64_t prefetch_rows, const float* next_center, double* next_sum_g,
+                                    double* next_sum_gxc);
+
 /// total[j] += acc[j] (in double) and acc[j] = 0 for j < len: folds the
 /// column partials of rows_backward_apply.
 void fold_partials(float* acc, double* total, std::int64_t len);

@@ -40,6 +40,23 @@ HWY_INLINE void OnDType(DType dtype, F&& f) {
   }
 }
 
+// Calls f(with_gamma, centered) with std::bool_constant values for whether
+// gamma and the centers are given: one instantiation per combination.
+template <class F>
+HWY_INLINE void OnGammaAndCenter(const float* gamma, const float* center, F&& f) {
+  using Y = std::true_type;
+  using N = std::false_type;
+  if (gamma && center) {
+    f(Y{}, Y{});
+  } else if (gamma) {
+    f(Y{}, N{});
+  } else if (center) {
+    f(N{}, Y{});
+  } else {
+    f(N{}, N{});
+  }
+}
+
 template <DType kType>
 HWY_INLINE float ScalarAsF32(const Storage<kType>* p) {
   if constexpr (kType == DType::f32) {
@@ -257,83 +274,79 @@ void RowsNormalizeT(const Storage<kType>* x, Storage<kType>* y, RowBlock block, 
 
 // ---------------------------------------------------------------- backward
 
-// The backward sums of kRows rows from `row` in one walk, gamma loaded once
-// per kRows rows. kCentered false: RMS norm, x is not centered and sum(g) is
-// not needed (0).
+// The backward sums of kRows consecutive rows (sum_g and sum_gxc of
+// kernels.hpp) are taken one vector position at a time in the order of the
+// row, one f32 accumulator per row and sum (the rows' chains of additions run
+// side by side), folded into double every kAddsPerFlush additions:
+// rows_backward_reduce walks them alone, rows_backward_apply_and_reduce beside
+// the previous rows' elementwise pass, and both give the same bits. The
+// helpers below work on the walking function's own accumulators. kCentered
+// false: RMS norm, x is not centered and sum(g) is not needed (0).
+template <size_t kRows>
+HWY_INLINE void ClearBackwardSums(DF d, VF* g, VF* h, double* total_g, double* total_h) {
+  for (size_t k = 0; k < kRows; ++k) {
+    g[k] = h[k] = hn::Zero(d);
+    total_g[k] = total_h[k] = 0.0;
+  }
+}
+
+// Row k's terms at positions [i, i + count), count <= Lanes, rows at x[k] /
+// dy[k], with gamma there in gm (when kGamma). A partial vector loads dy = 0
+// and x = center, adding 0.
+template <DType kType, bool kGamma, bool kCentered, size_t kRows>
+HWY_INLINE void AddBackwardTerms(DF d, const Storage<kType>* const* x, const Storage<kType>* const* dy,
+                                 const float* center, size_t i, size_t count, VF gm, VF* g, VF* h) {
+  for (size_t k = 0; k < kRows; ++k) {
+    VF a = LoadSomeAsF32<kType>(d, dy[k] + i, count, 0.0f);
+    if constexpr (kGamma) a = hn::Mul(a, gm);
+    const float c = kCentered ? center[k] : 0.0f;
+    VF v = LoadSomeAsF32<kType>(d, x[k] + i, count, c);
+    if constexpr (kCentered) {
+      v = hn::Sub(v, hn::Set(d, c));
+      g[k] = hn::Add(g[k], a);
+    }
+    h[k] = hn::MulAdd(a, v, h[k]);
+  }
+}
+
+template <bool kCentered, size_t kRows>
+HWY_INLINE void FoldBackwardSums(DF d, VF* g, VF* h, double* total_g, double* total_h) {
+  for (size_t k = 0; k < kRows; ++k) {
+    if constexpr (kCentered) total_g[k] += SumLanesInDouble(d, g[k]);
+    total_h[k] += SumLanesInDouble(d, h[k]);
+    g[k] = h[k] = hn::Zero(d);
+  }
+}
+
+// The sums of kRows rows from `row` in one walk, gamma loaded once per kRows
+// rows.
 template <DType kType, bool kGamma, bool kCentered, size_t kRows>
 HWY_INLINE void ReduceRowGroup(const Storage<kType>* x, const Storage<kType>* dy, size_t n, std::int64_t row,
                                const float* center, const float* gamma, double* sum_g, double* sum_gxc) {
   const DF d;
-  const size_t lanes = hn::Lanes(d);
   const Storage<kType>* px[kRows];
   const Storage<kType>* pg[kRows];
-  float fill[kRows];
-  VF vc[kRows], g0[kRows], g1[kRows], h0[kRows], h1[kRows];
+  for (size_t k = 0; k < kRows; ++k) {
+    px[k] = x + (static_cast<size_t>(row) + k) * n;
+    pg[k] = dy + (static_cast<size_t>(row) + k) * n;
+  }
+  const float* c = kCentered ? center + row : nullptr;
+  VF g[kRows], h[kRows];
   double total_g[kRows], total_h[kRows];
+  ClearBackwardSums<kRows>(d, g, h, total_g, total_h);
+  size_t adds = 0;
+  ForEachVector(d, n, [&](size_t i, size_t count) HWY_ATTR BNORM_ALWAYS_INLINE {
+    const VF gm = kGamma ? LoadSomeF32(d, gamma + i, count, 0.0f) : hn::Zero(d);
+    AddBackwardTerms<kType, kGamma, kCentered, kRows>(d, px, pg, c, i, count, gm, g, h);
+    if (++adds == static_cast<size_t>(kAddsPerFlush)) {
+      FoldBackwardSums<kCentered, kRows>(d, g, h, total_g, total_h);
+      adds = 0;
+    }
+  });
+  FoldBackwardSums<kCentered, kRows>(d, g, h, total_g, total_h);
   for (size_t k = 0; k < kRows; ++k) {
-    const size_t r = static_cast<size_t>(row) + k;
-    px[k] = x + r * n;
-    pg[k] = dy + r * n;
-    fill[k] = kCentered ? center[r] : 0.0f;
-    vc[k] = hn::Set(d, fill[k]);
-    g0[k] = g1[k] = h0[k] = h1[k] = hn::Zero(d);
-    total_g[k] = total_h[k] = 0.0;
-  }
-  // g = dy * gamma; a partial vector loads dy = 0 and x = center, adding 0.
-  auto grad = [&](size_t k, size_t i, size_t count, VF gm) HWY_ATTR BNORM_ALWAYS_INLINE {
-    const VF gv = LoadSomeAsF32<kType>(d, pg[k] + i, count, 0.0f);
-    if constexpr (kGamma) {
-      return hn::Mul(gv, gm);
-    } else {
-      (void)gm;
-      return gv;
-    }
-  };
-  auto centered = [&](size_t k, size_t i, size_t count) HWY_ATTR BNORM_ALWAYS_INLINE {
-    const VF v = LoadSomeAsF32<kType>(d, px[k] + i, count, fill[k]);
-    if constexpr (kCentered) {
-      return hn::Sub(v, vc[k]);
-    } else {
-      return v;
-    }
-  };
-  auto gamma_at = [&](size_t i, size_t count) HWY_ATTR BNORM_ALWAYS_INLINE {
-    return kGamma ? LoadSomeF32(d, gamma + i, count, 0.0f) : hn::Zero(d);
-  };
-  size_t i = 0;
-  while (i + 2 * lanes <= n) {
-    for (size_t round = 0; round < static_cast<size_t>(kAddsPerFlush) && i + 2 * lanes <= n;
-         ++round, i += 2 * lanes) {
-      const VF gma = gamma_at(i, lanes), gmb = gamma_at(i + lanes, lanes);
-      for (size_t k = 0; k < kRows; ++k) {
-        const VF a = grad(k, i, lanes, gma), b = grad(k, i + lanes, lanes, gmb);
-        if constexpr (kCentered) {
-          g0[k] = hn::Add(g0[k], a);
-          g1[k] = hn::Add(g1[k], b);
-        }
-        h0[k] = hn::MulAdd(a, centered(k, i, lanes), h0[k]);
-        h1[k] = hn::MulAdd(b, centered(k, i + lanes, lanes), h1[k]);
-      }
-    }
-    for (size_t k = 0; k < kRows; ++k) {
-      if constexpr (kCentered) total_g[k] += SumLanesInDouble(d, hn::Add(g0[k], g1[k]));
-      total_h[k] += SumLanesInDouble(d, hn::Add(h0[k], h1[k]));
-      g0[k] = g1[k] = h0[k] = h1[k] = hn::Zero(d);
-    }
-  }
-  for (; i < n; i += lanes) {
-    const size_t count = std::min(lanes, n - i);
-    const VF gm = gamma_at(i, count);
-    for (size_t k = 0; k < kRows; ++k) {
-      const VF a = grad(k, i, count, gm);
-      if constexpr (kCentered) g0[k] = hn::Add(g0[k], a);
-      h0[k] = hn::MulAdd(a, centered(k, i, count), h0[k]);
-    }
-  }
-  for (size_t k = 0; k < kRows; ++k) {
-    const size_t r = static_cast<size_t>(row) + k;
-    sum_g[r] = kCentered ? total_g[k] + SumLanesInDouble(d, g0[k]) : 0.0;
-    sum_gxc[r] = total_h[k] + SumLanesInDouble(d, h0[k]);
+    sum_g[static_cast<size_t>(row) + k] = kCentered ? total_g[k] : 0.0;
+    sum_gxc[static_cast<size_t>(row) + k] = total_h[k];
   }
 }
 
@@ -342,32 +355,43 @@ void RowsBackwardReduceT(const Storage<kType>* x, const Storage<kType>* dy, RowB
                          const float* center, const float* gamma, double* sum_g, double* sum_gxc) {
   const size_t n = static_cast<size_t>(block.len);
   std::int64_t r = 0;
-  if constexpr (kGamma)
-    for (; r + 2 <= block.rows; r += 2)
-      ReduceRowGroup<kType, kGamma, kCentered, 2>(x, dy, n, r, center, gamma, sum_g, sum_gxc);
+  // Rows in pairs, as rows_backward_apply_and_reduce takes them (the sums of
+  // a row do not depend on whether it was taken with another).
+  for (; r + 2 <= block.rows; r += 2)
+    ReduceRowGroup<kType, kGamma, kCentered, 2>(x, dy, n, r, center, gamma, sum_g, sum_gxc);
   for (; r < block.rows; ++r)
     ReduceRowGroup<kType, kGamma, kCentered, 1>(x, dy, n, r, center, gamma, sum_g, sum_gxc);
 }
 
-// Rows r and r + 1 of a block in one walk (kAcc > 0). With `stream`, the
-// caller checked that the rows' dx are whole cache lines apart.
-template <DType kType, bool kGamma, bool kDx, int kAcc>
+// Rows r and r + 1 of a block in one walk. With `stream`, the caller checked
+// that the rows' dx are whole cache lines apart. ahead0 / ahead1: how far
+// ahead (in elements) rows r / r + 1 prefetch x and dy, 0 for not at all.
+// kNext: the two rows after the pair are summed in the same walk (centered
+// on next_center when kNextCentered) into next_sum_g / next_sum_gxc
+// (rows_backward_apply_and_reduce).
+template <DType kType, bool kGamma, bool kDx, int kAcc, bool kNext = false, bool kNextCentered = false>
 HWY_INLINE void ApplyRowPair(const Storage<kType>* x, const Storage<kType>* dy, Storage<kType>* dx,
                              RowBlock block, std::int64_t r, const float* center, const float* gamma,
                              const float* k_g, const float* k_xc, const float* k_const, const float* invstd,
-                             float* acc_gamma, float* acc_beta, bool stream, std::int64_t prefetch_rows) {
+                             float* acc_gamma, float* acc_beta, bool stream, size_t ahead0, size_t ahead1,
+                             const float* next_center = nullptr, double* next_sum_g = nullptr,
+                             double* next_sum_gxc = nullptr) {
   const DF d;
   const size_t n = static_cast<size_t>(block.len), off = static_cast<size_t>(r) * n;
   const Storage<kType>* px = x + off;
   const Storage<kType>* pg = dy + off;
-  const size_t ahead0 = r < prefetch_rows ? static_cast<size_t>(block.rows) * n : 0;
-  const size_t ahead1 = r + 1 < prefetch_rows ? static_cast<size_t>(block.rows) * n : 0;
   const VF vc0 = hn::Set(d, center[r]), vc1 = hn::Set(d, center[r + 1]);
-  const VF vis0 = hn::Set(d, invstd[r]), vis1 = hn::Set(d, invstd[r + 1]);
+  const VF vis0 = hn::Set(d, kAcc > 0 ? invstd[r] : 0.0f), vis1 = hn::Set(d, kAcc > 0 ? invstd[r + 1] : 0.0f);
   const VF a0 = hn::Set(d, kDx ? k_g[r] : 0.0f), b0 = hn::Set(d, kDx ? k_xc[r] : 0.0f),
            k0 = hn::Set(d, kDx ? k_const[r] : 0.0f);
   const VF a1 = hn::Set(d, kDx ? k_g[r + 1] : 0.0f), b1 = hn::Set(d, kDx ? k_xc[r + 1] : 0.0f),
            k1 = hn::Set(d, kDx ? k_const[r + 1] : 0.0f);
+  const Storage<kType>* nx[2] = {px + 2 * n, px + 3 * n};
+  const Storage<kType>* ng[2] = {pg + 2 * n, pg + 3 * n};
+  VF sum_g[2], sum_h[2];
+  double total_g[2], total_h[2];
+  ClearBackwardSums<2>(d, sum_g, sum_h, total_g, total_h);
+  size_t adds = 0;
   auto step = [&](size_t i, size_t count, bool nt) HWY_ATTR BNORM_ALWAYS_INLINE {
     if (ahead0) {
       PrefetchToL2(px + ahead0 + i);
@@ -377,20 +401,29 @@ HWY_INLINE void ApplyRowPair(const Storage<kType>* x, const Storage<kType>* dy, 
       PrefetchToL2(px + n + ahead1 + i);
       PrefetchToL2(pg + n + ahead1 + i);
     }
+    const VF g = kGamma && (kDx || kNext) ? LoadSomeF32(d, gamma + i, count, 0.0f) : hn::Zero(d);
+    if constexpr (kNext) {
+      AddBackwardTerms<kType, kGamma, kNextCentered, 2>(d, nx, ng, next_center, i, count, g, sum_g, sum_h);
+      if (++adds == static_cast<size_t>(kAddsPerFlush)) {
+        FoldBackwardSums<kNextCentered, 2>(d, sum_g, sum_h, total_g, total_h);
+        adds = 0;
+      }
+    }
     const VF gv0 = LoadSomeAsF32<kType>(d, pg + i, count, 0.0f);
     const VF gv1 = LoadSomeAsF32<kType>(d, pg + n + i, count, 0.0f);
     const VF xc0 = hn::Sub(LoadSomeAsF32<kType>(d, px + i, count, 0.0f), vc0);
     const VF xc1 = hn::Sub(LoadSomeAsF32<kType>(d, px + n + i, count, 0.0f), vc1);
-    const VF g_old = LoadSomeF32(d, acc_gamma + i, count, 0.0f);
-    StoreSomeF32(d, hn::MulAdd(gv1, hn::Mul(xc1, vis1), hn::MulAdd(gv0, hn::Mul(xc0, vis0), g_old)),
-                 acc_gamma + i, count);
+    if constexpr (kAcc > 0) {
+      const VF g_old = LoadSomeF32(d, acc_gamma + i, count, 0.0f);
+      StoreSomeF32(d, hn::MulAdd(gv1, hn::Mul(xc1, vis1), hn::MulAdd(gv0, hn::Mul(xc0, vis0), g_old)),
+                   acc_gamma + i, count);
+    }
     if constexpr (kAcc > 1) {
       StoreSomeF32(d, hn::Add(hn::Add(LoadSomeF32(d, acc_beta + i, count, 0.0f), gv0), gv1), acc_beta + i,
                    count);
     }
     if constexpr (kDx) {
       if constexpr (kGamma) {
-        const VF g = LoadSomeF32(d, gamma + i, count, 0.0f);
         StoreOutput<kType>(d, hn::MulAdd(a0, hn::Mul(gv0, g), hn::MulAdd(b0, xc0, k0)), dx + off + i, count,
                            nt);
         StoreOutput<kType>(d, hn::MulAdd(a1, hn::Mul(gv1, g), hn::MulAdd(b1, xc1, k1)), dx + off + n + i,
@@ -403,6 +436,13 @@ HWY_INLINE void ApplyRowPair(const Storage<kType>* x, const Storage<kType>* dy, 
   };
   // Without dx, nothing is stored: the walk takes whole vectors from 0.
   ForEachOutputPosition<kType>(d, kDx ? dx + off : x + off, n, kDx && stream, step);
+  if constexpr (kNext) {
+    FoldBackwardSums<kNextCentered, 2>(d, sum_g, sum_h, total_g, total_h);
+    for (size_t k = 0; k < 2; ++k) {
+      next_sum_g[k] = kNextCentered ? total_g[k] : 0.0;
+      next_sum_gxc[k] = total_h[k];
+    }
+  }
 }
 
 // kAcc: 0 no parameter gradients, 1 gamma's, 2 gamma's and beta's.
@@ -419,9 +459,11 @@ void RowsBackwardApplyT(const Storage<kType>* x, const Storage<kType>* dy, Stora
     // rows (the same additions in the same order as row by row).
     // Streaming needs the rows' dx whole cache lines apart.
     const bool line_rows = (n * sizeof(Storage<kType>)) % 64 == 0;
+    const size_t ahead = static_cast<size_t>(block.rows) * n;  // to the same row of the next block
     for (; r + 2 <= block.rows && (line_rows || !stream); r += 2)
       ApplyRowPair<kType, kGamma, kDx, kAcc>(x, dy, dx, block, r, center, gamma, k_g, k_xc, k_const, invstd,
-                                             acc_gamma, acc_beta, stream, prefetch_rows);
+                                             acc_gamma, acc_beta, stream, r < prefetch_rows ? ahead : 0,
+                                             r + 1 < prefetch_rows ? ahead : 0);
   }
   for (; r < block.rows; ++r) {
     const size_t off = static_cast<size_t>(r) * n;
@@ -458,6 +500,26 @@ void RowsBackwardApplyT(const Storage<kType>* x, const Storage<kType>* dy, Stora
       ForEachVector(d, n, [&](size_t i, size_t count) HWY_ATTR BNORM_ALWAYS_INLINE { (void)compute(i, count); });
     }
   }
+}
+
+// The pair of rows at x / dy / dx applied, and the two rows after it summed
+// in the same walk (kernels.hpp: rows_backward_apply_and_reduce).
+template <DType kType, bool kGamma, bool kCentered, int kAcc>
+bool PairApplyAndReduceT(const Storage<kType>* x, const Storage<kType>* dy, Storage<kType>* dx, size_t n,
+                         const float* center, const float* gamma, const float* k_g, const float* k_xc,
+                         const float* k_const, const float* invstd, float* acc_gamma, float* acc_beta,
+                         bool stream, std::int64_t prefetch_rows, const float* next_center,
+                         double* next_sum_g, double* next_sum_gxc) {
+  // The sums take the positions in the walk's order, which is the row's
+  // (whole vectors from 0) unless streaming starts on a partial vector.
+  if (stream && ((n * sizeof(Storage<kType>)) % 64 != 0 || reinterpret_cast<std::uintptr_t>(dx) % 64 != 0))
+    return false;
+  const size_t ahead = 4 * n;  // rows 4 and 5: the pair after the next
+  ApplyRowPair<kType, kGamma, true, kAcc, true, kCentered>(
+      x, dy, dx, RowBlock{2, static_cast<std::int64_t>(n)}, 0, center, gamma, k_g, k_xc, k_const, invstd,
+      acc_gamma, acc_beta, stream, prefetch_rows > 0 ? ahead : 0, prefetch_rows > 1 ? ahead : 0, next_center,
+      next_sum_g, next_sum_gxc);
+  return true;
 }
 
 void FoldPartialsT(float* HWY_RESTRICT acc, double* HWY_RESTRICT total, size_t n) {
@@ -519,21 +581,10 @@ void LnRowsBackwardReduce(DType dt, const void* x, const void* dy, RowBlock bloc
   OnDType(dt, [&](auto t) {
     constexpr DType kType = decltype(t)::value;
     using T = Storage<kType>;
-    auto run = [&](auto with_gamma, auto centered) {
+    OnGammaAndCenter(gamma, center, [&](auto with_gamma, auto centered) {
       RowsBackwardReduceT<kType, decltype(with_gamma)::value, decltype(centered)::value>(
           static_cast<const T*>(x), static_cast<const T*>(dy), block, center, gamma, sum_g, sum_gxc);
-    };
-    using Y = std::true_type;
-    using N = std::false_type;
-    if (gamma && center) {
-      run(Y{}, Y{});
-    } else if (gamma) {
-      run(Y{}, N{});
-    } else if (center) {
-      run(N{}, Y{});
-    } else {
-      run(N{}, N{});
-    }
+    });
   });
 }
 
@@ -578,6 +629,36 @@ void LnRowsBackwardApply(DType dt, const void* x, const void* dy, void* dx, RowB
   });
 }
 
+bool LnRowsBackwardApplyAndReduce(DType dt, const void* x, const void* dy, void* dx, std::int64_t len,
+                                  const float* center, const float* gamma, const float* k_g,
+                                  const float* k_xc, const float* k_const, const float* invstd,
+                                  float* acc_gamma, float* acc_beta, bool stream, std::int64_t prefetch_rows,
+                                  const float* next_center, double* next_sum_g, double* next_sum_gxc) {
+  bool done = false;
+  OnDType(dt, [&](auto t) {
+    constexpr DType kType = decltype(t)::value;
+    using T = Storage<kType>;
+    auto run = [&](auto with_gamma, auto centered, auto acc) {
+      done = PairApplyAndReduceT<kType, decltype(with_gamma)::value, decltype(centered)::value,
+                                 decltype(acc)::value>(
+          static_cast<const T*>(x), static_cast<const T*>(dy), static_cast<T*>(dx), static_cast<size_t>(len),
+          center, gamma, k_g, k_xc, k_const, invstd, acc_gamma, acc_beta, stream, prefetch_rows, next_center,
+          next_sum_g, next_sum_gxc);
+    };
+    auto with_acc = [&](auto with_gamma, auto centered) {
+      if (acc_gamma && acc_beta) {
+        run(with_gamma, centered, std::integral_constant<int, 2>{});
+      } else if (acc_gamma) {
+        run(with_gamma, centered, std::integral_constant<int, 1>{});
+      } else {
+        run(with_gamma, centered, std::integral_constant<int, 0>{});
+      }
+    };
+    OnGammaAndCenter(gamma, next_center, with_acc);
+  });
+  return done;
+}
+
 void LnFoldPartials(float* acc, double* total, std::int64_t len) {
   FoldPartialsT(acc, total, static_cast<size_t>(len));
 }
@@ -593,6 +674,7 @@ HWY_EXPORT(LnRowSumSqCentered);
 HWY_EXPORT(LnRowsNormalize);
 HWY_EXPORT(LnRowsBackwardReduce);
 HWY_EXPORT(LnRowsBackwardApply);
+HWY_EXPORT(LnRowsBackwardApplyAndReduce);
 HWY_EXPORT(LnFoldPartials);
 
 void rows_shifted_sums(DType dtype, const void* x, RowBlock block, Pivot mode, float* pivot, double* s1,
@@ -618,6 +700,16 @@ void rows_backward_apply(DType dtype, const void* x, const void* dy, void* dx, R
                          bool stream, std::int64_t prefetch_rows) {
   HWY_DYNAMIC_DISPATCH(LnRowsBackwardApply)
   (dtype, x, dy, dx, block, center, gamma, k_g, k_xc, k_const, invstd, acc_gamma, acc_beta, stream, prefetch_rows);
+}
+bool rows_backward_apply_and_reduce(DType dtype, const void* x, const void* dy, void* dx, std::int64_t len,
+                                    const float* center, const float* gamma, const float* k_g,
+                                    const float* k_xc, const float* k_const, const float* invstd,
+                                    float* acc_gamma, float* acc_beta, bool stream,
+                                    std::int64_t prefetch_rows, const float* next_center, double* next_sum_g,
+                                    double* next_sum_gxc) {
+  return HWY_DYNAMIC_DISPATCH(LnRowsBackwardApplyAndReduce)(
+      dtype, x, dy, dx, len, center, gamma, k_g, k_xc, k_const, invstd, acc_gamma, acc_beta, stream,
+      prefetch_rows, next_center, next_sum_g, next_sum_gxc);
 }
 void fold_partials(float* acc, double* total, std::int64_t len) {
   HWY_DYNAMIC_DISPATCH(LnFoldPartials)(acc, total, len);

@@ -31,7 +31,8 @@ Problem check_rows(const TensorDesc& desc, const char* name, int normalized_dims
 
 /// Every worker owns a contiguous range of rows (split_point) for every
 /// phase and walks it in blocks: a block's statistics (or backward sums)
-/// from one pass over DRAM, then its elementwise pass from cache.
+/// from one pass over DRAM, then its elementwise pass from cache (or,
+/// pipelined backward, its elementwise pass beside the next block's sums).
 struct Plan {
   int workers = 1;
   /// Rows per block. Backward with parameter gradients folds its f32 column
@@ -39,6 +40,11 @@ struct Plan {
   std::int64_t block_rows = 1;
   /// Non-temporal stores for the output.
   bool stream = false;
+  /// Backward in blocks of 2 rows: each block's elementwise pass walks in one
+  /// loop with the next block's sums (rows_backward_apply_and_reduce), so
+  /// that the next block's reads overlap this one's dx writes instead of
+  /// taking turns with them. Ignored in forward and for other block sizes.
+  bool pipelined = false;
 };
 
 /// Which function a plan is for (backward keeps twice the data in cache).
