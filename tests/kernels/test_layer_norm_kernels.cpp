@@ -231,7 +231,7 @@ TEST(LayerNormKernels, ApplyAndReduceIsApplyBesideReduce) {
   for_each_isa([](const std::string&) {
     for (DType dt : kTypes)
       for (std::int64_t len : {1, 7, 16, 17, 64, 65, 300, 1000, 1024})
-        for (int where = 0; where < 3; ++where)
+        for (int where = 0; where < 4; ++where)
           for (int variant = 0; variant < 12; ++variant)
             for (bool stream : {false, true}) {
               // variant: bit 0 gamma, bit 1 centered (layer norm), then
@@ -240,13 +240,13 @@ TEST(LayerNormKernels, ApplyAndReduceIsApplyBesideReduce) {
               const int acc = variant / 4;
               const std::int64_t n = 6 * len;  // the pair, the next, the one after (prefetched)
               Raw x(dt, n + 64), dy(dt, n + 64), dx(dt, n + 64), want(dt, n + 64);
-              // x and dy from a cache line; dx there, one element on, or dy.
+              // x and dy from a cache line; dx there, one element on, dy or x.
               const std::int64_t off = line_offset(dy), dx_off = line_offset(dx) + (where == 1 ? 1 : 0);
               fill(x, n + 64, static_cast<std::uint64_t>(len), 1.0f, 1.0f);
               fill(dy, n + 64, 2, 0.0f, 1.0f);
               fill(dx, n + 64, 3, 5.0f, 1.0f);
-              const Raw dy_before = dy, dx_before = dx;
-              void* out = where == 2 ? dy.at(off) : dx.at(dx_off);
+              const Raw x_before = x, dy_before = dy, dx_before = dx;
+              void* out = where == 2 ? dy.at(off) : where == 3 ? x.at(off) : dx.at(dx_off);
               const auto gamma = uniform(static_cast<std::size_t>(len), 3, 0.5f, 2.0f);
               const float* g = with_gamma ? gamma.data() : nullptr;
               const float center[2] = {0.9f, 1.1f}, next_center[2] = {1.2f, 0.8f}, k_g[2] = {1.7f, 0.5f},
@@ -267,10 +267,12 @@ TEST(LayerNormKernels, ApplyAndReduceIsApplyBesideReduce) {
               const std::string what = std::string(to_string(dt)) + " len " + std::to_string(len) +
                                        " where " + std::to_string(where) + " variant " +
                                        std::to_string(variant) + (stream ? " stream" : "");
-              const bool lines = static_cast<std::size_t>(len) * size_of(dt) % 64 == 0 && where != 1;
+              const bool lines = static_cast<std::size_t>(len) * size_of(dt) % 64 == 0 &&
+                                 reinterpret_cast<std::uintptr_t>(out) % 64 == 0;
               ASSERT_EQ(done, !stream || lines) << what;
               const std::size_t bytes = static_cast<std::size_t>(2 * len) * size_of(dt);
               if (!done) {
+                EXPECT_EQ(x.bytes, x_before.bytes) << what;
                 EXPECT_EQ(dy.bytes, dy_before.bytes) << what;
                 EXPECT_EQ(dx.bytes, dx_before.bytes) << what;
                 EXPECT_EQ(acc_g, acc0) << what;
@@ -287,10 +289,10 @@ TEST(LayerNormKernels, ApplyAndReduceIsApplyBesideReduce) {
                 EXPECT_EQ(sgx[k], want_sgx[k]) << what << " row " << k;
               }
               // Nothing after the pair's dx was touched.
-              const Raw& other = where == 2 ? dy : dx;
-              const Raw& other_before = where == 2 ? dy_before : dx_before;
+              const Raw& other = where == 2 ? dy : where == 3 ? x : dx;
+              const Raw& other_before = where == 2 ? dy_before : where == 3 ? x_before : dx_before;
               const std::size_t from =
-                  static_cast<std::size_t>((where == 2 ? off : dx_off) + 2 * len) * size_of(dt);
+                  static_cast<std::size_t>((where >= 2 ? off : dx_off) + 2 * len) * size_of(dt);
               EXPECT_TRUE(std::equal(other.bytes.begin() + static_cast<std::ptrdiff_t>(from),
                                      other.bytes.end(),
                                      other_before.bytes.begin() + static_cast<std::ptrdiff_t>(from)))

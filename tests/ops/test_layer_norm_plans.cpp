@@ -5,7 +5,10 @@
 #include <gtest/gtest.h>
 #include <omp.h>
 
+#include <cstdint>
+#include <cstring>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "common/ln_oracle.hpp"
@@ -110,8 +113,9 @@ TEST(LayerNormPlans, SameResultsOnFewerThreads) {
 
 // A row's dx does not depend on the plan: pipelined blocks take each row's
 // sums beside the previous block's dx with the bits of the unpipelined sums,
-// whichever rows start a worker's range. The parameter gradients of a
-// pipelined plan are those of the same plan unpipelined.
+// whichever rows start a worker's range, with dx apart or in place over dy
+// or src. The parameter gradients of a pipelined plan are those of the same
+// plan unpipelined.
 TEST(LayerNormPlans, PipelinedGivesTheSameBits) {
   for (DType dt : {DType::f32, DType::bf16})
     for (const auto& [rows, len] : std::vector<std::pair<std::int64_t, std::int64_t>>{
@@ -131,33 +135,38 @@ TEST(LayerNormPlans, PipelinedGivesTheSameBits) {
           oln::forward(p, oln::Plan{}, kind, src.data(), Buffer(d).data(), g, nullptr, mean.data(),
                        invstd.data(), 1e-5);
           const bool layer = kind == oln::Kind::layer;
-          struct Out {
-            std::vector<std::byte> dx;
-            std::vector<float> dg, db;
+          // dx (a copy of src or dy for in place) on a cache line, so that
+          // streaming plans take the pipelined kernel.
+          auto run = [&](const oln::Plan& plan, int where) {
+            std::vector<std::byte> xs(src.bytes.size() + 64), gs(xs.size()), out(xs.size());
+            auto line = [](std::vector<std::byte>& v) {
+              return v.data() + (64 - reinterpret_cast<std::uintptr_t>(v.data()) % 64) % 64;
+            };
+            std::byte* x = line(xs);
+            std::byte* gy = line(gs);
+            std::memcpy(x, src.data(), src.bytes.size());
+            std::memcpy(gy, dy.data(), dy.bytes.size());
+            std::byte* dx = where == 0 ? line(out) : where == 1 ? gy : x;
+            std::vector<float> dg(static_cast<std::size_t>(len), -1.0f), db(dg);
+            oln::backward(p, plan, kind, x, gy, dx, g, layer ? mean.data() : nullptr, invstd.data(),
+                          params ? dg.data() : nullptr, params && layer ? db.data() : nullptr);
+            std::vector<std::byte> got(dx, dx + src.bytes.size());
+            return std::make_tuple(got, dg, db);
           };
-          auto run = [&](const oln::Plan& plan) {
-            Buffer dx(d);
-            Out o{{},
-                  std::vector<float>(static_cast<std::size_t>(len), -1.0f),
-                  std::vector<float>(static_cast<std::size_t>(len), -1.0f)};
-            oln::backward(p, plan, kind, src.data(), dy.data(), dx.data(), g, layer ? mean.data() : nullptr,
-                          invstd.data(), params ? o.dg.data() : nullptr,
-                          params && layer ? o.db.data() : nullptr);
-            o.dx = dx.bytes;
-            return o;
-          };
-          const Out one = run(oln::Plan{1, 7, false});
+          const auto [one_dx, one_dg, one_db] = run(oln::Plan{1, 7, false}, 0);
           for (int workers : {1, 2, 3})
-            for (bool stream : {false, true}) {
-              SCOPED_TRACE(d.str() + (layer ? " layer" : " rms") + " variant " + std::to_string(variant) +
-                           " workers " + std::to_string(workers) + (stream ? " stream" : ""));
-              const Out plain = run(oln::Plan{workers, 2, stream, false});
-              const Out piped = run(oln::Plan{workers, 2, stream, true});
-              EXPECT_EQ(piped.dx, one.dx);
-              EXPECT_EQ(plain.dx, one.dx);
-              EXPECT_EQ(piped.dg, plain.dg);
-              EXPECT_EQ(piped.db, plain.db);
-            }
+            for (bool stream : {false, true})
+              for (int where = 0; where < 3; ++where) {  // dx apart, over dy, over src
+                SCOPED_TRACE(d.str() + (layer ? " layer" : " rms") + " variant " + std::to_string(variant) +
+                             " workers " + std::to_string(workers) + (stream ? " stream" : "") + " where " +
+                             std::to_string(where));
+                const auto [plain_dx, plain_dg, plain_db] = run(oln::Plan{workers, 2, stream, false}, where);
+                const auto [piped_dx, piped_dg, piped_db] = run(oln::Plan{workers, 2, stream, true}, where);
+                EXPECT_EQ(piped_dx, one_dx);
+                EXPECT_EQ(plain_dx, one_dx);
+                EXPECT_EQ(piped_dg, plain_dg);
+                EXPECT_EQ(piped_db, plain_db);
+              }
         }
 }
 

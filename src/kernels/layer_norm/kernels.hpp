@@ -62,7 +62,9 @@ void rows_normalize(DType dtype, const void* x, void* y, RowBlock block, const f
 /// Backward sums of each row, with g = dy * gamma[j] (gamma null: 1):
 /// sum_g[r] = sum(g), sum_gxc[r] = sum(g * (x - center[r])). center null
 /// (RMS norm, nothing subtracted): sum_gxc[r] = sum(g * x) and sum_g[r] = 0
-/// without the additions.
+/// without the additions. Each sum takes the row's vectors in order into
+/// one f32 accumulator, folded into double every kAddsPerFlush vectors, as
+/// rows_backward_apply_and_reduce does: the two give the same bits.
 void rows_backward_reduce(DType dtype, const void* x, const void* dy, RowBlock block, const float* center,
                           const float* gamma, double* sum_g, double* sum_gxc);
 
@@ -88,8 +90,10 @@ void rows_backward_apply(DType dtype, const void* x, const void* dy, void* dx, R
 /// this pair comes from cache). next_center null: RMS norm. prefetch_rows (0
 /// to 2): how many rows of the pair after the next to fetch into cache as it
 /// goes. dx must not be null and may alias x or dy. Returns false, having
-/// written nothing, when it cannot keep the sums' order: with `stream`, rows
-/// that are not a whole number of cache lines or dx not on a cache line.
+/// written nothing, when `stream` is set and dx is not on a cache line (the
+/// streamed walk would begin with a partial vector, out of the sums' order)
+/// or the rows are not a whole number of cache lines (the second row's dx
+/// would not start one).
 bool rows_backward_apply_and_reduce(DType dtype, const void* x, const void* dy, void* dx, std::int64_t len,
                                     const float* center, const float* gamma, const float* k_g,
                                     const float* k_xc, const float* k_const, const float* invstd,

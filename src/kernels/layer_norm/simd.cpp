@@ -511,7 +511,9 @@ bool PairApplyAndReduceT(const Storage<kType>* x, const Storage<kType>* dy, Stor
                          bool stream, std::int64_t prefetch_rows, const float* next_center,
                          double* next_sum_g, double* next_sum_gxc) {
   // The sums take the positions in the walk's order, which is the row's
-  // (whole vectors from 0) unless streaming starts on a partial vector.
+  // (whole vectors from 0) unless streaming starts on a partial vector (dx
+  // off a cache line); streaming the pair also needs the second row's dx on
+  // a line.
   if (stream && ((n * sizeof(Storage<kType>)) % 64 != 0 || reinterpret_cast<std::uintptr_t>(dx) % 64 != 0))
     return false;
   const size_t ahead = 4 * n;  // rows 4 and 5: the pair after the next

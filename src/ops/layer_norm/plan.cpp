@@ -248,7 +248,7 @@ void backward(const Problem& p, const Plan& plan, Kind kind, const void* src, co
         } else {
           centers(b + n, after, next_center);
           const float* nc = kind == Kind::layer ? next_center : nullptr;
-          if (n != 2 || after != 2 ||
+          if (after != 2 ||
               !kl::rows_backward_apply_and_reduce(
                   p.dtype, x, dy, dx, p.len, center, gamma, k_g, k_xc, k_const, invstd + b, acc_g, acc_b,
                   plan.stream, std::min<std::int64_t>(2, r1 - b - 4), nc, sum_g, sum_gxc)) {

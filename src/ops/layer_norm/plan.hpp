@@ -43,7 +43,8 @@ struct Plan {
   /// Backward in blocks of 2 rows: each block's elementwise pass walks in one
   /// loop with the next block's sums (rows_backward_apply_and_reduce), so
   /// that the next block's reads overlap this one's dx writes instead of
-  /// taking turns with them. Ignored in forward and for other block sizes.
+  /// taking turns with them. Ignored in forward, without dx, and for other
+  /// block sizes.
   bool pipelined = false;
 };
 
