@@ -373,10 +373,11 @@ def family_section(w, text, command):
     w("  bf16 0.96x, f32 0.92x, RMS 0.98-0.99x; the two backward changes 0.92-0.99x each. Not helping:")
     w("  blocks of 16 to 256 KiB instead of 32, prefetching two blocks ahead, or spreading the next block's")
     w("  prefetches over the statistics pass as well (in one process, alternating: 0.99-1.13x). The family")
-    w("  table above is the latest run, after the backward pipelining above; the three runs before it read")
-    w("  layer norm forward (the same code) 1.11-1.24 / 1.15-1.38x the roofline (f32 / bf16) and backward")
-    w("  1.85-1.99 / 1.73-2.04x, RMS norm forward 0.97-1.10 / 1.14-1.39x and backward 1.74-1.89 /")
-    w("  1.63-1.92x.")
+    w("  table above is the latest run, after the backward pipelining above. The run before it, with the same")
+    w("  code, read layer norm forward 1.13 / 1.33x the roofline (f32 / bf16) and backward 1.75 / 1.82x, RMS")
+    w("  norm forward 0.99 / 1.01x and backward 1.73 / 1.73x; the three runs before the pipelining read layer")
+    w("  norm forward (the same forward code) 1.11-1.24 / 1.15-1.38x and backward 1.85-1.99 / 1.73-2.04x, RMS")
+    w("  norm forward 0.97-1.10 / 1.14-1.39x and backward 1.74-1.89 / 1.63-1.92x.")
     w("")
 
 
