@@ -147,6 +147,12 @@ template <class Got, class Tol>
          << got(worst) << ", want " << want[worst] << ", tolerance " << tol(want[worst]);
 }
 
+/// Bytes from p to the next 64-byte boundary (0 when p is on one): where a
+/// test puts data that streaming stores should see on a cache line.
+inline std::size_t bytes_to_line(const void* p) {
+  return (64 - reinterpret_cast<std::uintptr_t>(p) % 64) % 64;
+}
+
 /// Whether Highway's MulAdd is one fused operation on this instruction set
 /// (AVX2 and AVX-512 have FMA; SSE4 and the portable target multiply, round,
 /// then add).

@@ -272,9 +272,8 @@ TEST(BatchNormKernels, RowsReductionsMatchDoubleSums) {
 // gated dy), and the sums must not change.
 TEST(BatchNormKernels, RowsBackwardReduceStreamsTheGatedGradientUnchanged) {
   // Element offset that puts r's data on a 64-byte boundary.
-  auto aligned = [](Raw& r) {
-    const auto misalign = reinterpret_cast<std::uintptr_t>(r.bytes.data()) % 64;
-    return static_cast<std::int64_t>((64 - misalign) % 64 / size_of(r.dt));
+  auto aligned = [](const Raw& r) {
+    return static_cast<std::int64_t>(bytes_to_line(r.bytes.data()) / size_of(r.dt));
   };
   for_each_isa([&](const std::string& isa) {
     for (DType dt : kTypes)
@@ -323,8 +322,8 @@ TEST(BatchNormKernels, RowsNormalizeAndSumIsNormalizeBesideShiftedSums) {
           Raw x(dt, n), next(dt, n), y_plain(dt, n + 64), y_piped(dt, n + 64);
           fill(x, n, 21, 2.0f, 1.0f);
           fill(next, n, 22, -1.0f, 3.0f);
-          const auto misalign = reinterpret_cast<std::uintptr_t>(y_piped.bytes.data()) % 64;
-          const std::int64_t oy = static_cast<std::int64_t>((64 - misalign) % 64 / size_of(dt)) + y_offset;
+          const std::int64_t oy =
+              static_cast<std::int64_t>(bytes_to_line(y_piped.bytes.data()) / size_of(dt)) + y_offset;
           const auto Cs = static_cast<std::size_t>(C);
           const auto center = cyclic(uniform(Cs, 3, 1.5f, 2.5f)), scale = cyclic(uniform(Cs, 4, 0.5f, 2.0f)),
                      shift = cyclic(uniform(Cs, 5, -1.0f, 1.0f)), pivot = cyclic(uniform(Cs, 6, -2.0f, 0.0f));
@@ -377,8 +376,8 @@ TEST(BatchNormKernels, RowsApplyAndReduceIsApplyBesideTheNextSums) {
           fill(dy, n, 32, 0.0f, 1.0f);
           fill(nx, n, 33, -1.0f, 3.0f);
           fill(ndy, n, 34, 0.5f, 1.0f);
-          const auto misalign = reinterpret_cast<std::uintptr_t>(dx_piped.bytes.data()) % 64;
-          const std::int64_t od = static_cast<std::int64_t>((64 - misalign) % 64 / size_of(dt)) + dx_offset;
+          const std::int64_t od =
+              static_cast<std::int64_t>(bytes_to_line(dx_piped.bytes.data()) / size_of(dt)) + dx_offset;
           const auto Cs = static_cast<std::size_t>(C);
           const auto center = cyclic(uniform(Cs, 3, 1.5f, 2.5f)), k_dy = cyclic(uniform(Cs, 4, 0.5f, 2.0f)),
                      k_xc = cyclic(uniform(Cs, 5, -1.0f, 1.0f)),
@@ -444,9 +443,8 @@ TEST(BatchNormKernels, PipelinedSumsDoNotDependOnTheOutputAlignment) {
           // Outputs starting a cache line, and 1 or 3 elements past one.
           std::vector<std::byte> out(3 * (bytes + 128));
           auto line = [&](int k) {
-            auto at =
-                reinterpret_cast<std::uintptr_t>(out.data()) + static_cast<std::uintptr_t>(k) * (bytes + 128);
-            return reinterpret_cast<std::byte*>((at + 63) / 64 * 64);
+            std::byte* at = out.data() + static_cast<std::size_t>(k) * (bytes + 128);
+            return at + bytes_to_line(at);
           };
           std::byte* y[3] = {line(0), line(1) + es, line(2) + 3 * es};
           const float c[3] = {2.0f, 1.5f, 2.5f}, sc[3] = {0.5f, 1.0f, 2.0f}, sh[3] = {0.0f, 0.25f, -1.0f};

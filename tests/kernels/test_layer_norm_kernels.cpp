@@ -217,9 +217,8 @@ TEST(LayerNormKernels, ReductionsMatchDoubleSums) {
 }
 
 // The element offset at which r's data starts on a cache line.
-std::int64_t line_offset(Raw& r) {
-  const auto misalign = reinterpret_cast<std::uintptr_t>(r.bytes.data()) % 64;
-  return static_cast<std::int64_t>((64 - misalign) % 64 / size_of(r.dt));
+std::int64_t line_offset(const Raw& r) {
+  return static_cast<std::int64_t>(bytes_to_line(r.bytes.data()) / size_of(r.dt));
 }
 
 // rows_backward_apply_and_reduce gives the bits of rows_backward_apply on its

@@ -133,7 +133,7 @@ void check(const TensorDesc& desc) {
         // the streamed path (whatever alignment malloc gave the Buffers).
         const std::size_t bytes = dx.bytes.size();
         std::vector<std::byte> pool(2 * bytes + 192);
-        auto line = [](std::byte* q) { return q + (64 - reinterpret_cast<std::uintptr_t>(q) % 64) % 64; };
+        auto line = [](std::byte* q) { return q + bytes_to_line(q); };
         std::byte* ax = line(pool.data());
         std::byte* az = line(ax + bytes);
         obn::backward(p, plan, src.data(), dy.data(), ax, gamma.data(), m1.data(), i1.data(), dg.data(),

@@ -147,8 +147,7 @@ TEST(BatchNormPlans, PipelineResultsIndependentOfOutputAddress) {
     std::vector<std::vector<float>> means, grads;
     for (std::size_t shift : {std::size_t{0}, esize, 3 * esize}) {
       // Start the output `shift` bytes past a 64-byte boundary.
-      const auto base = reinterpret_cast<std::uintptr_t>(out.data());
-      void* dst = out.data() + ((64 - base % 64) % 64) + shift;
+      void* dst = out.data() + bytes_to_line(out.data()) + shift;
       std::vector<float> mean(C), invstd(C), dg(C), db(C);
       obn::forward_training(p, plan, src.data(), dst, nullptr, nullptr, mean.data(), invstd.data(), nullptr,
                             nullptr, 1e-5, 0.0);

@@ -139,9 +139,7 @@ TEST(LayerNormPlans, PipelinedGivesTheSameBits) {
           // streaming plans take the pipelined kernel.
           auto run = [&](const oln::Plan& plan, int where) {
             std::vector<std::byte> xs(src.bytes.size() + 64), gs(xs.size()), out(xs.size());
-            auto line = [](std::vector<std::byte>& v) {
-              return v.data() + (64 - reinterpret_cast<std::uintptr_t>(v.data()) % 64) % 64;
-            };
+            auto line = [](std::vector<std::byte>& v) { return v.data() + bytes_to_line(v.data()); };
             std::byte* x = line(xs);
             std::byte* gy = line(gs);
             std::memcpy(x, src.data(), src.bytes.size());
