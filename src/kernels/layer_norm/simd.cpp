@@ -290,31 +290,37 @@ HWY_INLINE void ClearBackwardSums(DF d, VF* g, VF* h, double* total_g, double* t
   }
 }
 
-// Row k's terms at positions [i, i + count), count <= Lanes, rows at x[k] /
-// dy[k], with gamma there in gm (when kGamma). A partial vector loads dy = 0
-// and x = center, adding 0.
-template <DType kType, bool kGamma, bool kCentered, size_t kRows>
-HWY_INLINE void AddBackwardTerms(DF d, const Storage<kType>* const* x, const Storage<kType>* const* dy,
-                                 const float* center, size_t i, size_t count, VF gm, VF* g, VF* h) {
-  for (size_t k = 0; k < kRows; ++k) {
-    VF a = LoadSomeAsF32<kType>(d, dy[k] + i, count, 0.0f);
-    if constexpr (kGamma) a = hn::Mul(a, gm);
-    const float c = kCentered ? center[k] : 0.0f;
-    VF v = LoadSomeAsF32<kType>(d, x[k] + i, count, c);
-    if constexpr (kCentered) {
-      v = hn::Sub(v, hn::Set(d, c));
-      g[k] = hn::Add(g[k], a);
-    }
-    h[k] = hn::MulAdd(a, v, h[k]);
-  }
-}
-
 template <bool kCentered, size_t kRows>
 HWY_INLINE void FoldBackwardSums(DF d, VF* g, VF* h, double* total_g, double* total_h) {
   for (size_t k = 0; k < kRows; ++k) {
     if constexpr (kCentered) total_g[k] += SumLanesInDouble(d, g[k]);
     total_h[k] += SumLanesInDouble(d, h[k]);
     g[k] = h[k] = hn::Zero(d);
+  }
+}
+
+// Each row k's terms at positions [i, i + count), count <= Lanes, rows at
+// x[k] / dy[k], centered on center[k] (the caller's local copies), with gamma
+// there in gm (when kGamma); every kAddsPerFlush calls (counted in adds) the
+// accumulators fold into the totals. A partial vector loads dy = 0 and x =
+// center, adding 0.
+template <DType kType, bool kGamma, bool kCentered, size_t kRows>
+HWY_INLINE void AddBackwardTerms(DF d, const Storage<kType>* const* x, const Storage<kType>* const* dy,
+                                 const float* center, size_t i, size_t count, VF gm, VF* g, VF* h,
+                                 size_t& adds, double* total_g, double* total_h) {
+  for (size_t k = 0; k < kRows; ++k) {
+    VF a = LoadSomeAsF32<kType>(d, dy[k] + i, count, 0.0f);
+    if constexpr (kGamma) a = hn::Mul(a, gm);
+    VF v = LoadSomeAsF32<kType>(d, x[k] + i, count, center[k]);
+    if constexpr (kCentered) {
+      v = hn::Sub(v, hn::Set(d, center[k]));
+      g[k] = hn::Add(g[k], a);
+    }
+    h[k] = hn::MulAdd(a, v, h[k]);
+  }
+  if (++adds == static_cast<size_t>(kAddsPerFlush)) {
+    FoldBackwardSums<kCentered, kRows>(d, g, h, total_g, total_h);
+    adds = 0;
   }
 }
 
@@ -330,18 +336,16 @@ HWY_INLINE void ReduceRowGroup(const Storage<kType>* x, const Storage<kType>* dy
     px[k] = x + (static_cast<size_t>(row) + k) * n;
     pg[k] = dy + (static_cast<size_t>(row) + k) * n;
   }
-  const float* c = kCentered ? center + row : nullptr;
+  float c[kRows];
+  for (size_t k = 0; k < kRows; ++k) c[k] = kCentered ? center[static_cast<size_t>(row) + k] : 0.0f;
   VF g[kRows], h[kRows];
   double total_g[kRows], total_h[kRows];
   ClearBackwardSums<kRows>(d, g, h, total_g, total_h);
   size_t adds = 0;
   ForEachVector(d, n, [&](size_t i, size_t count) HWY_ATTR BNORM_ALWAYS_INLINE {
     const VF gm = kGamma ? LoadSomeF32(d, gamma + i, count, 0.0f) : hn::Zero(d);
-    AddBackwardTerms<kType, kGamma, kCentered, kRows>(d, px, pg, c, i, count, gm, g, h);
-    if (++adds == static_cast<size_t>(kAddsPerFlush)) {
-      FoldBackwardSums<kCentered, kRows>(d, g, h, total_g, total_h);
-      adds = 0;
-    }
+    AddBackwardTerms<kType, kGamma, kCentered, kRows>(d, px, pg, c, i, count, gm, g, h, adds, total_g,
+                                                      total_h);
   });
   FoldBackwardSums<kCentered, kRows>(d, g, h, total_g, total_h);
   for (size_t k = 0; k < kRows; ++k) {
@@ -387,6 +391,7 @@ HWY_INLINE void ApplyRowPair(const Storage<kType>* x, const Storage<kType>* dy, 
   const VF a1 = hn::Set(d, kDx ? k_g[r + 1] : 0.0f), b1 = hn::Set(d, kDx ? k_xc[r + 1] : 0.0f),
            k1 = hn::Set(d, kDx ? k_const[r + 1] : 0.0f);
   const Storage<kType>* nx[2] = {px + 2 * n, px + 3 * n};
+  const float nc[2] = {kNextCentered ? next_center[0] : 0.0f, kNextCentered ? next_center[1] : 0.0f};
   const Storage<kType>* ng[2] = {pg + 2 * n, pg + 3 * n};
   VF sum_g[2], sum_h[2];
   double total_g[2], total_h[2];
@@ -403,11 +408,8 @@ HWY_INLINE void ApplyRowPair(const Storage<kType>* x, const Storage<kType>* dy, 
     }
     const VF g = kGamma && (kDx || kNext) ? LoadSomeF32(d, gamma + i, count, 0.0f) : hn::Zero(d);
     if constexpr (kNext) {
-      AddBackwardTerms<kType, kGamma, kNextCentered, 2>(d, nx, ng, next_center, i, count, g, sum_g, sum_h);
-      if (++adds == static_cast<size_t>(kAddsPerFlush)) {
-        FoldBackwardSums<kNextCentered, 2>(d, sum_g, sum_h, total_g, total_h);
-        adds = 0;
-      }
+      AddBackwardTerms<kType, kGamma, kNextCentered, 2>(d, nx, ng, nc, i, count, g, sum_g, sum_h, adds,
+                                                        total_g, total_h);
     }
     const VF gv0 = LoadSomeAsF32<kType>(d, pg + i, count, 0.0f);
     const VF gv1 = LoadSomeAsF32<kType>(d, pg + n + i, count, 0.0f);
