@@ -25,7 +25,7 @@ using kernels::load_float;
 using kernels::store_float;
 
 const DType kTypes[] = {DType::f32, DType::bf16, DType::f16};
-const std::int64_t kLengths[] = {1, 3, 7, 15, 16, 17, 31, 33, 64, 65, 127, 300, 1000};
+const std::int64_t kLengths[] = {1, 3, 7, 15, 16, 17, 31, 33, 64, 65, 96, 127, 300, 1000};
 
 // Raw storage with room for an offset, so kernels see every alignment.
 struct Raw {
@@ -42,17 +42,29 @@ void fill(Raw& r, std::int64_t n, std::uint64_t seed, float mean, float stddev) 
   for (std::int64_t i = 0; i < n; ++i) store_float(r.dt, r.bytes.data(), i, dist(rng));
 }
 
+// The element offset at which r's data starts on a cache line.
+std::int64_t line_offset(const Raw& r) {
+  return static_cast<std::int64_t>(bytes_to_line(r.bytes.data()) / size_of(r.dt));
+}
+
+// Element offsets the elementwise tests put their data at: two and six bytes
+// past vector data (16-bit; f32 4 and 12), and where the output starts a
+// cache line (-1), which is where 16-bit rows of whole vector pairs store a
+// pair at once when streamed.
+const std::int64_t kOffsets[] = {0, 1, 3, -1};
+
 TEST(LayerNormKernels, NormalizeBitExact) {
   for_each_isa([](const std::string& isa) {
     const bool fused = isa_fuses_multiply_add(isa);
     for (DType dt : kTypes)
       for (std::int64_t len : kLengths)
-        for (std::int64_t offset : {0, 1, 3})
+        for (const std::int64_t where : kOffsets)
           for (int affine = 0; affine < 4; ++affine)
             for (bool stream : {false, true}) {
               const std::int64_t rows = 3, n = rows * len;
               // The block's rows plus as many after it, prefetched.
-              Raw x(dt, 2 * n + offset), y(dt, n + offset), want(dt, n + offset);
+              Raw x(dt, 2 * n + 3), y(dt, n + 3), want(dt, n + 3);
+              const std::int64_t offset = where < 0 ? line_offset(y) : where;
               fill(x, 2 * n + offset, static_cast<std::uint64_t>(len), 3.0f, 2.0f);
               const auto gamma = uniform(static_cast<std::size_t>(len), 1, 0.5f, 2.0f);
               const auto beta = uniform(static_cast<std::size_t>(len), 2, -1.0f, 1.0f);
@@ -104,14 +116,15 @@ TEST(LayerNormKernels, BackwardApplyBitExact) {
     const bool fused = isa_fuses_multiply_add(isa);
     for (DType dt : kTypes)
       for (std::int64_t len : kLengths)
-        for (std::int64_t offset : {0, 3})
+        for (const std::int64_t where : kOffsets)
           for (int variant = 0; variant < 6; ++variant) {
             // variant: bit 0 gamma; then dx only, dx + gamma partials, dx +
-            // both partials, partials only (twice).
+            // both partials (streamed), partials only (twice).
             const bool with_gamma = variant & 1, with_dx = variant < 4;
             const int acc = variant < 2 ? 0 : variant < 4 ? (variant == 2 ? 1 : 2) : (variant == 4 ? 1 : 2);
             const std::int64_t rows = 3, n = rows * len;
-            Raw x(dt, 2 * n + offset), dy(dt, 2 * n + offset), dx(dt, n + offset), want(dt, n + offset);
+            Raw x(dt, 2 * n + 3), dy(dt, 2 * n + 3), dx(dt, n + 3), want(dt, n + 3);
+            const std::int64_t offset = where < 0 ? line_offset(dx) : where;
             fill(x, 2 * n + offset, 1, 1.0f, 1.0f);
             fill(dy, 2 * n + offset, 2, 0.0f, 1.0f);
             const auto gamma = uniform(static_cast<std::size_t>(len), 3, 0.5f, 2.0f);
@@ -136,8 +149,8 @@ TEST(LayerNormKernels, BackwardApplyBitExact) {
                                     k_xc, k_const, invstd, acc >= 1 ? acc_g.data() : nullptr,
                                     acc >= 2 ? acc_b.data() : nullptr, variant == 3, rows);
             kl::stream_fence();
-            const std::string what = std::string(to_string(dt)) + " len " + std::to_string(len) + " variant " +
-                                     std::to_string(variant);
+            const std::string what = std::string(to_string(dt)) + " len " + std::to_string(len) + " offset " +
+                                     std::to_string(offset) + " variant " + std::to_string(variant);
             if (with_dx) {
               ASSERT_EQ(std::memcmp(dx.at(offset), want.at(offset), static_cast<std::size_t>(n) * size_of(dt)),
                         0)
@@ -214,11 +227,6 @@ TEST(LayerNormKernels, ReductionsMatchDoubleSums) {
           }
         }
   });
-}
-
-// The element offset at which r's data starts on a cache line.
-std::int64_t line_offset(const Raw& r) {
-  return static_cast<std::int64_t>(bytes_to_line(r.bytes.data()) / size_of(r.dt));
 }
 
 // rows_backward_apply_and_reduce gives the bits of rows_backward_apply on its
@@ -321,6 +329,53 @@ TEST(LayerNormKernels, FoldPartialsAddsAndClears) {
           EXPECT_EQ(acc[0], first);  // nothing before the range
         }
       }
+  });
+}
+
+// The 16-bit stores of whole vector pairs (AVX3_BF16: one vcvtne2ps2bf16 for
+// both, which flushes subnormals and keeps NaN payloads, so a pair with such
+// a lane takes the emulation) round exactly as the scalar routine: every
+// bf16 pattern in two rows of 32 Ki, scaled so that results fall on ties,
+// subnormals, overflow and NaN; forward (y = (x - 0) * 1 + 0, times gamma)
+// and backward (dx = k_g * dy + (0 * 0 + 0), x = 0), streamed from a cache
+// line or stored plainly.
+TEST(LayerNormKernels, PairedBf16StoresRoundAsTheScalarRoutine) {
+  const std::int64_t len = 32768, n = 2 * len;
+  Raw x(DType::bf16, n), zeros(DType::bf16, n), out(DType::bf16, n);
+  const std::int64_t off = line_offset(out);
+  for (std::int64_t i = 0; i < n; ++i) {
+    const auto bits = static_cast<std::uint16_t>(i);
+    std::memcpy(x.at(off + i), &bits, sizeof bits);
+  }
+  const float zero[2] = {0.0f, 0.0f}, one[2] = {1.0f, 1.0f};
+  for_each_isa([&](const std::string& isa) {
+    const bool fused = isa_fuses_multiply_add(isa);
+    for (const float g :
+         {1.0f, 3.0f, 1.0f + std::ldexp(1.0f, -9), -1.5f, std::ldexp(1.0f, -100), std::ldexp(1.5f, 100)})
+      for (bool backward : {false, true})
+        for (bool stream : {false, true}) {
+          const std::vector<float> gamma(static_cast<std::size_t>(len), g);
+          const float k_g[2] = {g, g};
+          std::vector<float> acc(static_cast<std::size_t>(len), 0.0f);
+          if (backward) {
+            kl::rows_backward_apply(DType::bf16, zeros.at(off), x.at(off), out.at(off), kl::RowBlock{2, len},
+                                    zero, nullptr, k_g, zero, zero, one, acc.data(), nullptr, stream);
+          } else {
+            kl::rows_normalize(DType::bf16, x.at(off), out.at(off), kl::RowBlock{2, len}, zero, one, zero,
+                               gamma.data(), nullptr, stream);
+          }
+          kl::stream_fence();
+          for (std::int64_t i = 0; i < n; ++i) {
+            const float v = x.get(off + i);
+            const float want = backward ? multiply_add(fused, g, v, multiply_add(fused, 0.0f, 0.0f, 0.0f))
+                                        : multiply_add(fused, v - 0.0f, 1.0f, 0.0f) * g;
+            Raw expect(DType::bf16, 1);
+            store_float(DType::bf16, expect.bytes.data(), 0, want);
+            ASSERT_EQ(std::memcmp(out.at(off + i), expect.at(0), 2), 0)
+                << isa << " gamma " << g << (backward ? " backward" : " forward")
+                << (stream ? " streamed" : "") << ", x pattern 0x" << std::hex << i << ", result " << want;
+          }
+        }
   });
 }
 

@@ -292,6 +292,49 @@ HWY_INLINE void StoreOutput(DF d, VF v, Storage<kType>* HWY_RESTRICT p, size_t c
   }
 }
 
+#if HWY_TARGET != HWY_SCALAR
+/// Full vectors of 16-bit lanes: two f32 vectors' worth of bf16 or f16.
+using DU16Full = hn::Repartition<std::uint16_t, DF>;
+
+/// Two f32 vectors rounded to kType's 16-bit patterns in one vector of
+/// 16-bit lanes, lo's lanes first. With AVX512-BF16, one vcvtne2ps2bf16 for
+/// both, after DemoteBits' test for NaN or subnormal lanes on both.
+template <DType kType>
+HWY_INLINE hn::Vec<DU16Full> DemotePairBits(DF d, VF lo, VF hi) {
+#if HWY_TARGET == HWY_AVX3 && HWY_ARCH_X86_64
+  if constexpr (kType == DType::bf16) {
+    constexpr int kSpecial = 0x01 | 0x20 | 0x80;
+    if (native_bf16 && HWY_LIKELY((_mm512_fpclass_ps_mask(lo.raw, kSpecial) |
+                                   _mm512_fpclass_ps_mask(hi.raw, kSpecial)) == 0)) {
+      __m512i r;
+      asm("vcvtne2ps2bf16 %2, %1, %0" : "=v"(r) : "v"(hi.raw), "v"(lo.raw));
+      return hn::Vec<DU16Full>{r};
+    }
+  }
+#endif
+  return hn::Combine(DU16Full(), DemoteBits<kType>(d, hi), DemoteBits<kType>(d, lo));
+}
+#endif
+
+/// Stores lo and hi to p[0, 2 Lanes) as kType, non-temporally when `nt`
+/// (p aligned to the size of the pair's store: for 16-bit data on AVX3, a
+/// whole line). 16-bit data takes one conversion and one store for both.
+template <DType kType>
+HWY_INLINE void StorePairFromF32(DF d, VF lo, VF hi, Storage<kType>* HWY_RESTRICT p, bool nt) {
+#if HWY_TARGET != HWY_SCALAR
+  if constexpr (kType != DType::f32 && kVectorConvert<kType>) {
+    if (nt) {
+      hn::Stream(DemotePairBits<kType>(d, lo, hi), DU16Full(), p);
+    } else {
+      hn::StoreU(DemotePairBits<kType>(d, lo, hi), DU16Full(), p);
+    }
+    return;
+  }
+#endif
+  StoreOutput<kType>(d, lo, p, hn::Lanes(d), nt);
+  StoreOutput<kType>(d, hi, p + hn::Lanes(d), hn::Lanes(d), nt);
+}
+
 /// Walks elements [0, n) of the output y in order: step(i, count, nt) for
 /// each vector position, count <= Lanes(d) (less only where the stores meet
 /// a cache line boundary or the end), which stores its result(s) with
