@@ -304,8 +304,10 @@ HWY_INLINE hn::Vec<DU16Full> DemotePairBits(DF d, VF lo, VF hi) {
 #if HWY_TARGET == HWY_AVX3 && HWY_ARCH_X86_64
   if constexpr (kType == DType::bf16) {
     constexpr int kSpecial = 0x01 | 0x20 | 0x80;
-    if (native_bf16 && HWY_LIKELY((_mm512_fpclass_ps_mask(lo.raw, kSpecial) |
-                                   _mm512_fpclass_ps_mask(hi.raw, kSpecial)) == 0)) {
+    // kortestw of both masks: one instruction, where or-ing them as
+    // integers moves each mask to a general register first.
+    if (native_bf16 && HWY_LIKELY(_kortestz_mask16_u8(_mm512_fpclass_ps_mask(lo.raw, kSpecial),
+                                                      _mm512_fpclass_ps_mask(hi.raw, kSpecial)))) {
       __m512i r;
       asm("vcvtne2ps2bf16 %2, %1, %0" : "=v"(r) : "v"(hi.raw), "v"(lo.raw));
       return hn::Vec<DU16Full>{r};
