@@ -2,7 +2,7 @@
 // directly: the elementwise kernels bit for bit against the same f32 formula
 // in scalar code (which pins down the SIMD rounding of bf16/f16 and the
 // column partials), the reductions against double sums within the bound of
-// f32 partials of at most kAddsPerFlush + 1 additions (1e-6 of the sum of
+// f32 partials of at most kAddsPerFlush + 2 additions (1e-6 of the sum of
 // magnitudes), over row lengths and alignments around the vector width.
 
 #include <gtest/gtest.h>
@@ -118,8 +118,9 @@ TEST(LayerNormKernels, BackwardApplyBitExact) {
       for (std::int64_t len : kLengths)
         for (const std::int64_t where : kOffsets)
           for (int variant = 0; variant < 6; ++variant) {
-            // variant: bit 0 gamma; then dx only, dx + gamma partials, dx +
-            // both partials (streamed), partials only (twice).
+            // variant: bit 0 gamma; then dx only, dx + gamma partials
+            // (streamed when on a cache line), dx + both partials
+            // (streamed), partials only (twice).
             const bool with_gamma = variant & 1, with_dx = variant < 4;
             const int acc = variant < 2 ? 0 : variant < 4 ? (variant == 2 ? 1 : 2) : (variant == 4 ? 1 : 2);
             const std::int64_t rows = 3, n = rows * len;
@@ -147,7 +148,8 @@ TEST(LayerNormKernels, BackwardApplyBitExact) {
             kl::rows_backward_apply(dt, x.at(offset), dy.at(offset), with_dx ? dx.at(offset) : nullptr,
                                     kl::RowBlock{rows, len}, center, with_gamma ? gamma.data() : nullptr, k_g,
                                     k_xc, k_const, invstd, acc >= 1 ? acc_g.data() : nullptr,
-                                    acc >= 2 ? acc_b.data() : nullptr, variant == 3, rows);
+                                    acc >= 2 ? acc_b.data() : nullptr,
+                                    variant == 3 || (variant == 2 && where < 0), rows);
             kl::stream_fence();
             const std::string what = std::string(to_string(dt)) + " len " + std::to_string(len) + " offset " +
                                      std::to_string(offset) + " variant " + std::to_string(variant);
@@ -169,7 +171,7 @@ TEST(LayerNormKernels, BackwardApplyBitExact) {
 TEST(LayerNormKernels, ReductionsMatchDoubleSums) {
   for_each_isa([](const std::string&) {
     for (DType dt : kTypes)
-      for (std::int64_t len : {1, 2, 17, 64, 65, 1000, 5000, 20000})
+      for (std::int64_t len : {1, 2, 17, 63, 64, 65, 127, 1000, 5000, 20000})
         for (kl::Pivot mode : {kl::Pivot::sampled, kl::Pivot::zero}) {
           const std::int64_t rows = 3, n = rows * len;
           Raw x(dt, n), dy(dt, n);
@@ -343,40 +345,46 @@ TEST(LayerNormKernels, PairedBf16StoresRoundAsTheScalarRoutine) {
   const std::int64_t len = 32768, n = 2 * len;
   Raw x(DType::bf16, n), zeros(DType::bf16, n), out(DType::bf16, n);
   const std::int64_t off = line_offset(out);
-  for (std::int64_t i = 0; i < n; ++i) {
-    const auto bits = static_cast<std::uint16_t>(i);
-    std::memcpy(x.at(off + i), &bits, sizeof bits);
-  }
   const float zero[2] = {0.0f, 0.0f}, one[2] = {1.0f, 1.0f};
-  for_each_isa([&](const std::string& isa) {
-    const bool fused = isa_fuses_multiply_add(isa);
-    for (const float g :
-         {1.0f, 3.0f, 1.0f + std::ldexp(1.0f, -9), -1.5f, std::ldexp(1.0f, -100), std::ldexp(1.5f, 100)})
-      for (bool backward : {false, true})
-        for (bool stream : {false, true}) {
-          const std::vector<float> gamma(static_cast<std::size_t>(len), g);
-          const float k_g[2] = {g, g};
-          std::vector<float> acc(static_cast<std::size_t>(len), 0.0f);
-          if (backward) {
-            kl::rows_backward_apply(DType::bf16, zeros.at(off), x.at(off), out.at(off), kl::RowBlock{2, len},
-                                    zero, nullptr, k_g, zero, zero, one, acc.data(), nullptr, stream);
-          } else {
-            kl::rows_normalize(DType::bf16, x.at(off), out.at(off), kl::RowBlock{2, len}, zero, one, zero,
-                               gamma.data(), nullptr, stream);
+  // Ascending, then descending: a run of special results then sits in the
+  // first vector of a pair, then in the second.
+  for (bool descending : {false, true}) {
+    for (std::int64_t i = 0; i < n; ++i) {
+      const auto bits = static_cast<std::uint16_t>(descending ? n - 1 - i : i);
+      std::memcpy(x.at(off + i), &bits, sizeof bits);
+    }
+    for_each_isa([&](const std::string& isa) {
+      const bool fused = isa_fuses_multiply_add(isa);
+      for (const float g :
+           {1.0f, 3.0f, 1.0f + std::ldexp(1.0f, -9), -1.5f, std::ldexp(1.0f, -100), std::ldexp(1.5f, 100)})
+        for (bool backward : {false, true})
+          for (bool stream : {false, true}) {
+            const std::vector<float> gamma(static_cast<std::size_t>(len), g);
+            const float k_g[2] = {g, g};
+            std::vector<float> acc(static_cast<std::size_t>(len), 0.0f);
+            if (backward) {
+              kl::rows_backward_apply(DType::bf16, zeros.at(off), x.at(off), out.at(off),
+                                      kl::RowBlock{2, len}, zero, nullptr, k_g, zero, zero, one, acc.data(),
+                                      nullptr, stream);
+            } else {
+              kl::rows_normalize(DType::bf16, x.at(off), out.at(off), kl::RowBlock{2, len}, zero, one, zero,
+                                 gamma.data(), nullptr, stream);
+            }
+            kl::stream_fence();
+            for (std::int64_t i = 0; i < n; ++i) {
+              const float v = x.get(off + i);
+              const float want = backward ? multiply_add(fused, g, v, multiply_add(fused, 0.0f, 0.0f, 0.0f))
+                                          : multiply_add(fused, v - 0.0f, 1.0f, 0.0f) * g;
+              Raw expect(DType::bf16, 1);
+              store_float(DType::bf16, expect.bytes.data(), 0, want);
+              ASSERT_EQ(std::memcmp(out.at(off + i), expect.at(0), 2), 0)
+                  << isa << " gamma " << g << (backward ? " backward" : " forward")
+                  << (stream ? " streamed" : "") << ", x pattern 0x" << std::hex
+                  << (descending ? n - 1 - i : i) << ", result " << want;
+            }
           }
-          kl::stream_fence();
-          for (std::int64_t i = 0; i < n; ++i) {
-            const float v = x.get(off + i);
-            const float want = backward ? multiply_add(fused, g, v, multiply_add(fused, 0.0f, 0.0f, 0.0f))
-                                        : multiply_add(fused, v - 0.0f, 1.0f, 0.0f) * g;
-            Raw expect(DType::bf16, 1);
-            store_float(DType::bf16, expect.bytes.data(), 0, want);
-            ASSERT_EQ(std::memcmp(out.at(off + i), expect.at(0), 2), 0)
-                << isa << " gamma " << g << (backward ? " backward" : " forward")
-                << (stream ? " streamed" : "") << ", x pattern 0x" << std::hex << i << ", result " << want;
-          }
-        }
-  });
+    });
+  }
 }
 
 // Rows longer than 16 Ki elements sample their pivot over the whole row.

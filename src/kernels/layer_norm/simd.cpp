@@ -252,8 +252,12 @@ HWY_INLINE void NormalizeRowGroup(const Storage<kType>* x, Storage<kType>* y, Ro
     b = kBeta ? LoadSomeF32(d, beta + i, count, 0.0f) : hn::Zero(d);
   };
   const size_t lanes = hn::Lanes(d);
+  // Streamed, every row must be whole lines too: a pair path ending mid-line
+  // (AVX2 and SSE4 pairs are under a line) would leave the next row's first
+  // store in that line plain, and a line written partly each way is slow.
   if (kType != DType::f32 && n % (2 * lanes) == 0 &&
-      (!stream || reinterpret_cast<std::uintptr_t>(y + off) % 64 == 0)) {
+      (!stream ||
+       (reinterpret_cast<std::uintptr_t>(y + off) % 64 == 0 && (n * sizeof(Storage<kType>)) % 64 == 0))) {
     // 16-bit rows of whole vector pairs from a line boundary: two vectors
     // per step, converted and stored at once (a whole line on AVX3: one
     // prefetch of x per pair). In one process, alternating, 8192x4096, 2
