@@ -215,6 +215,17 @@ double RowSumSqCenteredT(const Storage<kType>* x, size_t n, float center) {
 
 // ---------------------------------------------------------------- forward
 
+// Whether rows of n elements from y store their outputs in vector pairs
+// (StorePairFromF32): 16-bit data, rows a whole number of pairs and, when
+// streamed, y on a cache line and every row whole lines (AVX2 and SSE4 pairs
+// are under a line: a row ending mid-line would leave the next row's first
+// store in that line plain, and a line written partly each way is slow).
+template <DType kType>
+HWY_INLINE bool PairedRows(DF d, const Storage<kType>* y, size_t n, bool stream) {
+  if (kType == DType::f32 || n % (2 * hn::Lanes(d)) != 0) return false;
+  return !stream || (reinterpret_cast<std::uintptr_t>(y) % 64 == 0 && (n * sizeof(Storage<kType>)) % 64 == 0);
+}
+
 // kRows consecutive rows from `row` in one walk over the columns, so that
 // gamma and beta are loaded once per kRows rows (row by row, they were most
 // of the loads, and slow when not 64-byte aligned). With `stream`, the rows'
@@ -252,12 +263,7 @@ HWY_INLINE void NormalizeRowGroup(const Storage<kType>* x, Storage<kType>* y, Ro
     b = kBeta ? LoadSomeF32(d, beta + i, count, 0.0f) : hn::Zero(d);
   };
   const size_t lanes = hn::Lanes(d);
-  // Streamed, every row must be whole lines too: a pair path ending mid-line
-  // (AVX2 and SSE4 pairs are under a line) would leave the next row's first
-  // store in that line plain, and a line written partly each way is slow.
-  if (kType != DType::f32 && n % (2 * lanes) == 0 &&
-      (!stream ||
-       (reinterpret_cast<std::uintptr_t>(y + off) % 64 == 0 && (n * sizeof(Storage<kType>)) % 64 == 0))) {
+  if (PairedRows<kType>(d, y + off, n, stream)) {
     // 16-bit rows of whole vector pairs from a line boundary: two vectors
     // per step, converted and stored at once (a whole line on AVX3: one
     // prefetch of x per pair). In one process, alternating, 8192x4096, 2
@@ -465,8 +471,7 @@ HWY_INLINE void ApplyRowPair(const Storage<kType>* x, const Storage<kType>* dy, 
     out1 = hn::MulAdd(a1, dy1, hn::MulAdd(b1, xc1, k1));
   };
   const size_t lanes = hn::Lanes(d);
-  if (kDx && kType != DType::f32 && n % (2 * lanes) == 0 &&
-      (!stream || reinterpret_cast<std::uintptr_t>(dx + off) % 64 == 0)) {
+  if (kDx && PairedRows<kType>(d, dx + off, n, stream)) {
     // 16-bit rows of whole vector pairs from a line boundary: two positions
     // per step (in order, so the sums are the same), each row's dx of both
     // converted and stored at once, as the forward's NormalizeRowGroup. In
