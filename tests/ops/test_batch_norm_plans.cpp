@@ -175,12 +175,16 @@ TEST(BatchNormPlans, PublicPlanChoice) {
   EXPECT_EQ(obn::plan_for(uneven, 2, Pass::training).strategy, Strategy::split_channels);
   // Channels-first training and backward pipeline their blocks when planes
   // are big (12 KiB here), not for small planes (784 B) nor in inference.
-  const obn::Problem big{DType::f32, Layout::channels_first, 64, 256, 56 * 56};
+  // Batches of as many such planes as fill half this machine's L2 (83 on a
+  // 2 MiB L2, 41 on 1 MiB), so that a channel's x fits the budget for
+  // training but its x and dy do not for backward.
+  const std::int64_t n_fit = static_cast<std::int64_t>(ops::l2_cache_bytes() / 2 / (56 * 56 * 4));
+  const obn::Problem big{DType::f32, Layout::channels_first, n_fit, 256, 56 * 56};
   EXPECT_TRUE(obn::plan_for(big, 2, Pass::training).pipeline);
-  // (f32 backward shares each channel: x and dy of one are 1.6 MB.)
+  // (f32 backward shares each channel: x and dy of one exceed the budget.)
   EXPECT_EQ(obn::plan_for(big, 2, Pass::backward).strategy, Strategy::split_channels);
   EXPECT_FALSE(obn::plan_for(big, 2, Pass::backward).pipeline);
-  const obn::Problem big16{DType::bf16, Layout::channels_first, 64, 256, 56 * 56};
+  const obn::Problem big16{DType::bf16, Layout::channels_first, n_fit, 256, 56 * 56};
   EXPECT_TRUE(obn::plan_for(big16, 2, Pass::backward).pipeline);
   EXPECT_FALSE(obn::plan_for(big, 2, Pass::inference).pipeline);
   EXPECT_FALSE(
