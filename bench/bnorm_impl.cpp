@@ -1,5 +1,7 @@
 // bnorm in the side-by-side benchmark: the public functions, as a user calls
-// them. Also the fused ops' baseline, "plain": batch norm alone.
+// them (the fused ops as training does: the training forward keeps the
+// ReLU's mask and the backward reads it). Also the fused ops' baseline,
+// "plain": batch norm alone.
 
 #include "peers.hpp"
 
@@ -21,6 +23,7 @@ class Bnorm final : public Impl {
       c_.op = Op::batch_norm;
     }
     fusion_ = {c.op == Op::bn_add_relu ? b.residual : nullptr, true};
+    if (c_.fused()) relu_mask_.assign(batch_norm_relu_mask_bytes(c.desc), 0);
     if (c.direction == Direction::forward_inference && !c.batch_norm_family() && c.op != Op::instance_norm) {
       *why = "no inference form (same as forward_training)";
       return false;
@@ -62,7 +65,9 @@ class Bnorm final : public Impl {
       case Op::bn_relu:
       case Op::bn_add_relu:
         if (training) {
-          batch_norm_forward_training_fused(t, b.src, t, b.dst, fusion_, b.gamma.data(), b.beta.data(),
+          BatchNormFusion keep = fusion_;
+          keep.relu_mask = relu_mask_.data();
+          batch_norm_forward_training_fused(t, b.src, t, b.dst, keep, b.gamma.data(), b.beta.data(),
                                             b.mean.data(), b.invstd.data(), running, config);
         } else {
           batch_norm_forward_inference_fused(t, b.src, t, b.dst, fusion_, b.gamma.data(), b.beta.data(),
@@ -100,7 +105,7 @@ class Bnorm final : public Impl {
         break;
       case Op::bn_relu:
       case Op::bn_add_relu:
-        batch_norm_backward_fused(t, b.src, b.dst, true, t, b.diff_dst, t, b.diff_src, b.gamma.data(),
+        batch_norm_backward_fused(t, b.src, relu_mask_.data(), t, b.diff_dst, t, b.diff_src, b.gamma.data(),
                                   b.mean.data(), b.invstd.data(), b.diff_gamma.data(), b.diff_beta.data(),
                                   c_.op == Op::bn_add_relu ? b.diff_residual : nullptr);
         break;
@@ -127,6 +132,7 @@ class Bnorm final : public Impl {
   Case c_;
   Buffers* b_ = nullptr;
   BatchNormFusion fusion_;
+  std::vector<std::uint8_t> relu_mask_;
 };
 
 }  // namespace

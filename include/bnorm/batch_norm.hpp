@@ -88,7 +88,17 @@ struct BatchNormFusion {
   const void* residual = nullptr;
   /// Apply max(., 0) (NaN stays NaN). false with a residual: BN+Add.
   bool relu = true;
+  /// Optional, with relu: receives the ReLU's mask, one bit per element,
+  /// set where dst > 0; a buffer of batch_norm_relu_mask_bytes(src_desc)
+  /// bytes. The backward overload that takes it then needs neither dst nor
+  /// its bytes: the mask is 1/32 of f32 data, 1/16 of bf16 / f16.
+  std::uint8_t* relu_mask = nullptr;
 };
+
+/// Size in bytes of a ReLU mask for tensors of this descriptor: one bit per
+/// element in memory order (element i: bit i % 8 of byte i / 8), and 8
+/// bytes of padding that the backward may read but that nothing writes.
+std::size_t batch_norm_relu_mask_bytes(const TensorDesc& desc);
 
 /// batch_norm_forward_training with the fused epilogue on dst.
 void batch_norm_forward_training_fused(const TensorDesc& src_desc, const void* src, const TensorDesc& dst_desc,
@@ -111,6 +121,15 @@ void batch_norm_forward_inference_fused(const TensorDesc& src_desc, const void* 
 /// when diff_residual is given with a ReLU. diff_residual may be diff_dst,
 /// src or dst itself (in place); it must not be diff_src (an error).
 void batch_norm_backward_fused(const TensorDesc& src_desc, const void* src, const void* dst, bool relu,
+                               const TensorDesc& diff_dst_desc, const void* diff_dst,
+                               const TensorDesc& diff_src_desc, void* diff_src, const float* gamma,
+                               const float* mean, const float* invstd, float* diff_gamma, float* diff_beta,
+                               void* diff_residual, BackwardStats stats = BackwardStats::batch);
+
+/// The same backward of a forward with a ReLU that kept its mask
+/// (BatchNormFusion::relu_mask): the gate is read from relu_mask instead
+/// of being recomputed from dst, with the same result bit for bit.
+void batch_norm_backward_fused(const TensorDesc& src_desc, const void* src, const std::uint8_t* relu_mask,
                                const TensorDesc& diff_dst_desc, const void* diff_dst,
                                const TensorDesc& diff_src_desc, void* diff_src, const float* gamma,
                                const float* mean, const float* invstd, float* diff_gamma, float* diff_beta,

@@ -2,7 +2,9 @@
 // and instruction set: the fused forward equals BN followed by the add and
 // the ReLU done separately in f32 (bit for bit for f32 data), and the fused
 // backward equals BN's backward of the gradient gated by dst > 0, with the
-// gated gradient as the residual's gradient.
+// gated gradient as the residual's gradient. A forward that keeps the
+// ReLU's mask writes the same dst and the bits of dst > 0, and the backward
+// gated by that mask gives the same bits as gated by dst.
 
 #include <gtest/gtest.h>
 
@@ -51,6 +53,30 @@ Buffer add_relu(const Buffer& bn, const Buffer* z, bool relu) {
     out.set(i, v);
   }
   return out;
+}
+
+// A mask buffer before the forward: every byte kPad, so that bits the
+// forward fails to write and padding it writes both show.
+constexpr std::uint8_t kPad = 0xA5;
+std::vector<std::uint8_t> blank_mask(const TensorDesc& desc) {
+  return std::vector<std::uint8_t>(batch_norm_relu_mask_bytes(desc), kPad);
+}
+
+// Whether a mask kept by a forward says where its output y is > 0: bit i
+// (bit i % 8 of byte i / 8) set exactly where y[i] > 0, and every bit past
+// the last element still as blank_mask left it.
+::testing::AssertionResult mask_of(const std::vector<std::uint8_t>& mask, const Buffer& y) {
+  if (mask.size() != batch_norm_relu_mask_bytes(y.desc))
+    return ::testing::AssertionFailure() << "mask of " << mask.size() << " bytes";
+  for (std::int64_t i = 0; i < static_cast<std::int64_t>(8 * mask.size()); ++i) {
+    const bool bit = (mask[static_cast<std::size_t>(i / 8)] >> (i % 8)) & 1;
+    const bool want = i < y.size() ? y.get(i) > 0.0f : ((kPad >> (i % 8)) & 1) != 0;
+    if (bit != want)
+      return ::testing::AssertionFailure()
+             << "mask bit " << i << " of " << y.size() << " is " << bit
+             << (i < y.size() ? ", y = " + std::to_string(y.get(i)) : ", padding");
+  }
+  return ::testing::AssertionSuccess();
 }
 
 // Bit-exact for f32; for 16-bit data the unfused path rounds BN's output to
@@ -150,6 +176,33 @@ void check(const TensorDesc& desc) {
                     nullptr, BackwardStats::fixed, nullptr, nullptr, {gate_y, fz.data()});
       ASSERT_EQ(fx.bytes, fx_want.bytes);
       ASSERT_EQ(fz.bytes, gated.bytes);
+      if (!relu) continue;
+      // The mask kept by the forward: the same output, the bits of dst > 0
+      // (and no padding written); the backward gated by it: the same bits.
+      auto mask = blank_mask(desc), imask = blank_mask(desc);
+      kernels::batch_norm::Epilogue keep = post;
+      keep.mask = mask.data();
+      Buffer kept(desc), ikept(desc);
+      obn::forward_training(p, plan, src.data(), kept.data(), gamma.data(), beta.data(), m2.data(), i2.data(),
+                            nullptr, nullptr, 1e-5, 0.0, true, nullptr, keep);
+      ASSERT_EQ(kept.bytes, fused.bytes);
+      ASSERT_TRUE(mask_of(mask, fused)) << "training";
+      keep.mask = imask.data();
+      obn::forward_inference(p, plan, src.data(), ikept.data(), gamma.data(), beta.data(), m1.data(),
+                             var.data(), 1e-5, keep);
+      ASSERT_EQ(ikept.bytes, ifused.bytes);
+      ASSERT_TRUE(mask_of(imask, ifused)) << "inference";
+      const kernels::batch_norm::Gate by_mask{nullptr, dz.data(), mask.data(), 0};
+      obn::backward(p, plan, src.data(), dy.data(), dx.data(), gamma.data(), m1.data(), i1.data(), dg.data(),
+                    db.data(), BackwardStats::batch, nullptr, nullptr, by_mask);
+      ASSERT_EQ(dx.bytes, dx_want.bytes) << "gated by the mask";
+      ASSERT_EQ(dz.bytes, gated.bytes) << "gated by the mask";
+      ASSERT_EQ(dg, dg_w);
+      ASSERT_EQ(db, db_w);
+      obn::backward(p, plan, src.data(), dy.data(), fx.data(), gamma.data(), m1.data(), i1.data(), nullptr,
+                    nullptr, BackwardStats::fixed, nullptr, nullptr, {nullptr, fz.data(), mask.data(), 0});
+      ASSERT_EQ(fx.bytes, fx_want.bytes) << "fixed statistics, gated by the mask";
+      ASSERT_EQ(fz.bytes, gated.bytes) << "fixed statistics, gated by the mask";
     }
   }
 }
@@ -222,6 +275,119 @@ TEST(BatchNormFused, PublicFunctions) {
     }
     EXPECT_EQ(dx.bytes, before.bytes);
   }
+}
+
+// The mask says what the stored output says: a 16-bit output rounds a
+// positive sum at or below half its smallest subnormal to 0, and the bit is
+// clear there too (the backward gated by dst > 0 passes nothing there
+// either). Outputs scaled into that range by a tiny gamma.
+TEST(BatchNormFused, MaskFollowsTheRoundedOutput) {
+  for_each_isa([](const std::string&) {
+    for (DType dt : {DType::f32, DType::bf16, DType::f16}) {
+      for (Layout layout : {Layout::channels_first, Layout::channels_last}) {
+        const TensorDesc d(dt, layout, {3, 32, 37});
+        SCOPED_TRACE(d.str());
+        Buffer src(d), y(d), y_plain(d);
+        const auto values = uniform(static_cast<std::size_t>(src.size()), 31, -4.0f, 4.0f);
+        for (std::int64_t i = 0; i < src.size(); ++i) src.set(i, values[static_cast<std::size_t>(i)]);
+        // Half the smallest subnormal of the output type, and below.
+        const float tiny = dt == DType::bf16 ? 0x1p-133f : dt == DType::f16 ? 0x1p-24f : 0x1p-149f;
+        const std::vector<float> gamma(32, tiny), beta(32, 0.0f), mean(32, 0.0f), var(32, 1.0f);
+        auto mask = blank_mask(d);
+        batch_norm_forward_inference_fused(d, src.data(), d, y.data(), {nullptr, true, mask.data()},
+                                           gamma.data(), beta.data(), mean.data(), var.data(), 0.0);
+        batch_norm_forward_inference_fused(d, src.data(), d, y_plain.data(), {nullptr, true}, gamma.data(),
+                                           beta.data(), mean.data(), var.data(), 0.0);
+        EXPECT_EQ(y.bytes, y_plain.bytes);
+        EXPECT_TRUE(mask_of(mask, y));
+        std::int64_t rounded_away = 0, passed = 0;
+        for (std::int64_t i = 0; i < y.size(); ++i) {
+          rounded_away += src.get(i) > 0.0f && y.get(i) == 0.0f;
+          passed += y.get(i) > 0.0f;
+        }
+        EXPECT_GT(passed, 0);
+        if (dt != DType::f32) {
+          EXPECT_GT(rounded_away, 0) << "no positive sum rounded to 0: the case is not tested";
+        }
+      }
+    }
+  });
+}
+
+// The mask through the public functions: kept by either forward, read by
+// the backward overload, with the same results as the output's gate.
+TEST(BatchNormFused, MaskPublicFunctions) {
+  for (Layout layout : {Layout::channels_first, Layout::channels_last}) {
+    const TensorDesc d(DType::bf16, layout, {6, 24, 29});
+    SCOPED_TRACE(d.str());
+    const std::size_t C = 24;
+    Buffer src(d), z(d), y(d), y_plain(d), dy(d), dx(d), dz(d), dx_want(d), dz_want(d);
+    fill_normal(src, 41);
+    fill_normal(z, 42);
+    fill_normal(dy, 43);
+    const auto gamma = uniform(C, 1, 0.5f, 2.0f), beta = uniform(C, 2, -1.0f, 1.0f);
+    std::vector<float> m(C), is(C), rm(C, 0.0f), rv(C, 1.0f);
+    auto mask = blank_mask(d);
+    batch_norm_forward_training_fused(d, src.data(), d, y.data(), {z.data(), true, mask.data()}, gamma.data(),
+                                      beta.data(), m.data(), is.data(), {rm.data(), rv.data(), nullptr});
+    batch_norm_forward_training_fused(d, src.data(), d, y_plain.data(), {z.data(), true}, gamma.data(),
+                                      beta.data(), m.data(), is.data());
+    EXPECT_EQ(y.bytes, y_plain.bytes);
+    EXPECT_TRUE(mask_of(mask, y));
+    std::vector<float> dg(C), db(C), dg_want(C), db_want(C);
+    batch_norm_backward_fused(d, src.data(), y.data(), true, d, dy.data(), d, dx_want.data(), gamma.data(),
+                              m.data(), is.data(), dg_want.data(), db_want.data(), dz_want.data());
+    batch_norm_backward_fused(d, src.data(), mask.data(), d, dy.data(), d, dx.data(), gamma.data(), m.data(),
+                              is.data(), dg.data(), db.data(), dz.data());
+    EXPECT_EQ(dx.bytes, dx_want.bytes);
+    EXPECT_EQ(dz.bytes, dz_want.bytes);
+    EXPECT_EQ(dg, dg_want);
+    EXPECT_EQ(db, db_want);
+    // In place: the residual's gradient over dy (the mask is all the gate
+    // needs, so dst may be gone).
+    Buffer dy2 = dy;
+    batch_norm_backward_fused(d, src.data(), mask.data(), d, dy2.data(), d, dx.data(), gamma.data(), m.data(),
+                              is.data(), dg.data(), db.data(), dy2.data());
+    EXPECT_EQ(dx.bytes, dx_want.bytes);
+    EXPECT_EQ(dy2.bytes, dz_want.bytes);
+    // Inference keeps it too.
+    auto imask = blank_mask(d);
+    batch_norm_forward_inference_fused(d, src.data(), d, y.data(), {nullptr, true, imask.data()},
+                                       gamma.data(), beta.data(), rm.data(), rv.data());
+    EXPECT_TRUE(mask_of(imask, y));
+    // A mask without a ReLU: refused before anything is written.
+    const Buffer before = y;
+    const auto mask_before = imask;
+    for (bool training : {true, false}) {
+      try {
+        if (training) {
+          batch_norm_forward_training_fused(d, src.data(), d, y.data(), {z.data(), false, imask.data()},
+                                            gamma.data(), beta.data(), m.data(), is.data());
+        } else {
+          batch_norm_forward_inference_fused(d, src.data(), d, y.data(), {z.data(), false, imask.data()},
+                                             gamma.data(), beta.data(), rm.data(), rv.data());
+        }
+        ADD_FAILURE() << "a mask without a ReLU was accepted";
+      } catch (const Error& e) {
+        EXPECT_EQ(e.kind(), ErrorKind::invalid_argument) << e.what();
+        EXPECT_NE(std::string(e.what()).find("'fusion.relu_mask'"), std::string::npos) << e.what();
+      }
+      EXPECT_EQ(y.bytes, before.bytes);
+      EXPECT_EQ(imask, mask_before);
+    }
+    // The backward without its mask.
+    try {
+      batch_norm_backward_fused(d, src.data(), static_cast<const std::uint8_t*>(nullptr), d, dy.data(), d,
+                                dx.data(), gamma.data(), m.data(), is.data(), dg.data(), db.data(), nullptr);
+      ADD_FAILURE() << "a null mask was accepted";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::null_pointer) << e.what();
+      EXPECT_NE(std::string(e.what()).find("'relu_mask'"), std::string::npos) << e.what();
+    }
+  }
+  // The size: a bit per element and the padding.
+  EXPECT_EQ(batch_norm_relu_mask_bytes(TensorDesc(DType::f32, Layout::channels_first, {2, 3, 5})), 4u + 8u);
+  EXPECT_EQ(batch_norm_relu_mask_bytes(TensorDesc(DType::bf16, Layout::channels_last, {2, 4, 8})), 8u + 8u);
 }
 
 // diff_residual written in place of diff_dst, src or dst gives what a

@@ -24,27 +24,47 @@ struct Epilogue {
   const void* residual = nullptr;
   /// max(v, 0) (NaN stays NaN).
   bool relu = false;
+  /// With relu, optional: receives the ReLU's mask, one bit per element,
+  /// element i's at bit mask_first + i (ReluMask: set where y > 0).
+  std::uint8_t* mask = nullptr;
+  std::int64_t mask_first = 0;
   /// The same epilogue `offset` elements further into the tensor.
   Epilogue at(DType dtype, std::int64_t offset) const noexcept {
     return {residual ? static_cast<const char*>(residual) + offset * static_cast<std::int64_t>(size_of(dtype))
                      : nullptr,
-            relu};
+            relu, mask, mask_first + offset};
   }
 };
 
+/// Where the ReLU's one-bit mask of element i lies: bit (i % 8) of byte
+/// i / 8, counting i from the mask's first element. Bytes at either end of
+/// a kernel's run may hold other runs' bits (other threads'): the kernels
+/// change only their own bits there.
+constexpr std::int64_t mask_byte(std::int64_t i) noexcept { return i >> 3; }
+constexpr unsigned mask_shift(std::int64_t i) noexcept { return static_cast<unsigned>(i & 7); }
+
 /// The ReLU of a fused forward, seen by the backward kernels: dy counts only
 /// where the forward output y is > 0 (y > 0 exactly where the ReLU's input
-/// was), so the mask is recomputed from the output instead of stored.
+/// was), told by the output itself or by the mask the forward kept.
 struct Gate {
-  /// The forward output, at the same element offsets as x. Null: no gate.
+  /// The forward output, at the same element offsets as x. Null: no gate
+  /// from the output.
   const void* y = nullptr;
-  /// Receives the gated dy (the residual's gradient; dy itself without y);
-  /// the apply kernels and rows_backward_reduce write it. Null: not wanted.
+  /// Receives the gated dy (the residual's gradient; dy itself without a
+  /// gate); the apply kernels and rows_backward_reduce write it. Null: not
+  /// wanted.
   void* dz = nullptr;
+  /// Instead of y: the forward's one-bit mask (Epilogue::mask), element i's
+  /// bit at mask_first + i.
+  const std::uint8_t* mask = nullptr;
+  std::int64_t mask_first = 0;
+  /// Whether dy is gated at all.
+  bool gates() const noexcept { return y != nullptr || mask != nullptr; }
   /// The same gate `offset` elements further into the tensor.
   Gate at(DType dtype, std::int64_t offset) const noexcept {
     const std::int64_t bytes = offset * static_cast<std::int64_t>(size_of(dtype));
-    return {y ? static_cast<const char*>(y) + bytes : nullptr, dz ? static_cast<char*>(dz) + bytes : nullptr};
+    return {y ? static_cast<const char*>(y) + bytes : nullptr, dz ? static_cast<char*>(dz) + bytes : nullptr,
+            mask, mask_first + offset};
   }
 };
 

@@ -85,13 +85,14 @@ HWY_INLINE void WalkBeside(DF d, Storage<kType>* HWY_RESTRICT y, size_t n, bool 
   }
 }
 
-template <DType kType, bool kNext, bool kAdd, bool kRelu>
+template <DType kType, bool kNext, bool kAdd, bool kRelu, bool kMask>
 void NormalizeAndSumT(const Storage<kType>* x, Storage<kType>* y, std::int64_t planes, std::int64_t plane_len,
                       const float* center, const float* scale, const float* shift, bool stream,
                       const Storage<kType>* next, const float* pivots, double* out, const Storage<kType>* z,
-                      size_t read_on) {
+                      const batch_norm::Epilogue& post, size_t read_on) {
   const DF d;
   const size_t S = static_cast<size_t>(plane_len);
+  auto bits = BitsFor<kMask>(post, 0);
   for (std::int64_t q = 0; q < planes; ++q) {
     const size_t off = static_cast<size_t>(q) * S;
     const Storage<kType>* HWY_RESTRICT xp = x + off;
@@ -112,7 +113,7 @@ void NormalizeAndSumT(const Storage<kType>* x, Storage<kType>* y, std::int64_t p
         d, y + off, S, stream, term, [&](size_t i, size_t count, bool nt) HWY_ATTR BNORM_ALWAYS_INLINE {
           const VF v = Post<kType, kAdd, kRelu>(
               d, hn::MulAdd(hn::Sub(LoadSomeAsF32<kType>(d, xp + i, count, 0.0f), vc), vs, vb), z, off + i,
-              count);
+              count, bits);
           StoreOutput<kType>(d, v, y + off + i, count, nt);
         });
     if constexpr (kNext) {
@@ -121,15 +122,15 @@ void NormalizeAndSumT(const Storage<kType>* x, Storage<kType>* y, std::int64_t p
       out[2 * q + 1] = sums.total_b.Total(d);
     }
   }
+  bits.Finish();
 }
 
-template <DType kType, bool kNext, bool kGate, bool kDz>
+template <DType kType, bool kNext, bool kGate, bool kDz, class Y>
 void ApplyAndReduceT(const Storage<kType>* x, const Storage<kType>* dy, Storage<kType>* dx,
                      std::int64_t planes, std::int64_t plane_len, const float* center, const float* k_dy,
                      const float* k_xc, const float* k_const, bool stream, const Storage<kType>* next_x,
-                     const Storage<kType>* next_dy, const float* next_centers, double* out,
-                     const Storage<kType>* y, Storage<kType>* dz, const Storage<kType>* next_y,
-                     size_t read_on) {
+                     const Storage<kType>* next_dy, const float* next_centers, double* out, Y y,
+                     Storage<kType>* dz, Y next_y, size_t read_on) {
   const DF d;
   const size_t S = static_cast<size_t>(plane_len);
   const bool dz_like_dx = kDz && SameLineOffset(dz, dx);
@@ -180,17 +181,17 @@ size_t ReadOn(std::int64_t planes, std::int64_t plane_len, std::int64_t next_ext
 
 void PipelineNormalizeAndSum(DType dt, const void* x, void* y, std::int64_t planes, std::int64_t plane_len,
                              const float* center, const float* scale, const float* shift, bool stream,
-                             const void* next, const float* pivots, double* sums, const void* residual,
-                             bool relu, std::int64_t next_extent) {
+                             const void* next, const float* pivots, double* sums,
+                             const batch_norm::Epilogue& post, std::int64_t next_extent) {
   const size_t read_on = ReadOn(planes, plane_len, next_extent);
   WithDType(dt, [&](auto t) {
     using S = Storage<t()>;
     const bool has_next = next != nullptr;
-    WithPost({residual, relu}, [&](auto add, auto rel) {
+    WithPost(post, [&](auto add, auto rel, auto mask) {
       auto run = [&](auto with_next) {
-        NormalizeAndSumT<t(), decltype(with_next)::value, add(), rel()>(
+        NormalizeAndSumT<t(), decltype(with_next)::value, add(), rel(), mask()>(
             static_cast<const S*>(x), static_cast<S*>(y), planes, plane_len, center, scale, shift, stream,
-            static_cast<const S*>(next), pivots, sums, static_cast<const S*>(residual), read_on);
+            static_cast<const S*>(next), pivots, sums, static_cast<const S*>(post.residual), post, read_on);
       };
       if (has_next) {
         run(std::true_type{});
@@ -204,19 +205,26 @@ void PipelineNormalizeAndSum(DType dt, const void* x, void* y, std::int64_t plan
 void PipelineApplyAndReduce(DType dt, const void* x, const void* dy, void* dx, std::int64_t planes,
                             std::int64_t plane_len, const float* center, const float* k_dy, const float* k_xc,
                             const float* k_const, bool stream, const void* next_x, const void* next_dy,
-                            const float* next_centers, double* sums, const void* y, void* dz,
-                            const void* next_y, std::int64_t next_extent) {
+                            const float* next_centers, double* sums, const batch_norm::Gate& gate,
+                            const batch_norm::Gate& next_gate, std::int64_t next_extent) {
   const size_t read_on = ReadOn(planes, plane_len, next_extent);
   WithDType(dt, [&](auto t) {
     using S = Storage<t()>;
     const bool has_next = next_x != nullptr;
-    WithGate({y, dz}, [&](auto gate, auto with_dz) {
+    WithGate<t()>(gate, [&](auto gated, auto with_dz, auto gy) {
+      // The next block's gate is of the same kind.
+      decltype(gy) next_gy{};
+      if constexpr (std::is_same_v<decltype(gy), BitsIn>) {
+        next_gy = BitsIn{next_gate.mask, next_gate.mask_first};
+      } else {
+        next_gy = static_cast<const S*>(next_gate.y);
+      }
       auto run = [&](auto with_next) {
-        ApplyAndReduceT<t(), decltype(with_next)::value, gate(), with_dz()>(
+        ApplyAndReduceT<t(), decltype(with_next)::value, gated(), with_dz()>(
             static_cast<const S*>(x), static_cast<const S*>(dy), static_cast<S*>(dx), planes, plane_len,
             center, k_dy, k_xc, k_const, stream, static_cast<const S*>(next_x),
-            static_cast<const S*>(next_dy), next_centers, sums, static_cast<const S*>(y), static_cast<S*>(dz),
-            static_cast<const S*>(next_y), read_on);
+            static_cast<const S*>(next_dy), next_centers, sums, gy, static_cast<S*>(gate.dz), next_gy,
+            read_on);
       };
       if (has_next) {
         run(std::true_type{});
@@ -238,21 +246,20 @@ HWY_EXPORT(PipelineApplyAndReduce);
 
 void normalize_and_sum(DType dtype, const void* x, void* y, std::int64_t planes, std::int64_t plane_len,
                        const float* center, const float* scale, const float* shift, bool stream,
-                       const void* next, const float* pivots, double* sums, const void* residual, bool relu,
+                       const void* next, const float* pivots, double* sums, const Epilogue& post,
                        std::int64_t next_extent) {
   HWY_DYNAMIC_DISPATCH(PipelineNormalizeAndSum)
-  (dtype, x, y, planes, plane_len, center, scale, shift, stream, next, pivots, sums, residual, relu,
-   next_extent);
+  (dtype, x, y, planes, plane_len, center, scale, shift, stream, next, pivots, sums, post, next_extent);
 }
 
 void apply_and_reduce(DType dtype, const void* x, const void* dy, void* dx, std::int64_t planes,
                       std::int64_t plane_len, const float* center, const float* k_dy, const float* k_xc,
                       const float* k_const, bool stream, const void* next_x, const void* next_dy,
-                      const float* next_centers, double* sums, const void* y, void* dz, const void* next_y,
+                      const float* next_centers, double* sums, const Gate& gate, const Gate& next_gate,
                       std::int64_t next_extent) {
   HWY_DYNAMIC_DISPATCH(PipelineApplyAndReduce)
   (dtype, x, dy, dx, planes, plane_len, center, k_dy, k_xc, k_const, stream, next_x, next_dy, next_centers,
-   sums, y, dz, next_y, next_extent);
+   sums, gate, next_gate, next_extent);
 }
 
 }  // namespace bnorm::kernels::batch_norm

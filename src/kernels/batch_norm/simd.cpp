@@ -43,6 +43,9 @@ HWY_INLINE void PrefetchSpan(const Storage<kType>* p, size_t len) {
   const size_t bytes = std::min<size_t>(len * sizeof(Storage<kType>), 1024);
   for (size_t b = 0; b < bytes; b += 64) __builtin_prefetch(reinterpret_cast<const std::uint8_t*>(p) + b, 0, kLocality);
 }
+// A gate's mask is read in order with the data: nothing to prefetch.
+template <DType kType, int kLocality = 3>
+HWY_INLINE void PrefetchSpan(BitsIn, size_t) {}
 
 // Sums of term_a(v) and term_b(v) over the runs, v the f32 values (padded
 // lanes of tails load as `fill`, for which both terms must give 0). Two
@@ -130,10 +133,10 @@ double SumSqCenteredT(const Storage<kType>* x, Runs runs, float center) {
 
 // Backward's terms of elements [i, i + 2 * Lanes) of a run: the (gated) dy
 // into g0 / g1, dy * (x - center) into h0 / h1.
-template <DType kType, bool kGate>
+template <DType kType, bool kGate, class Y>
 HWY_INLINE void AddGradPair(DF d, const Storage<kType>* HWY_RESTRICT px,
-                            const Storage<kType>* HWY_RESTRICT pg, const Storage<kType>* HWY_RESTRICT py,
-                            size_t i, VF vc, VF& g0, VF& g1, VF& h0, VF& h1) {
+                            const Storage<kType>* HWY_RESTRICT pg, Y py, size_t i, VF vc, VF& g0, VF& g1,
+                            VF& h0, VF& h1) {
   const size_t lanes = hn::Lanes(d);
   const VF gv0 = Gated<kType, kGate>(d, LoadAsF32<kType>(d, pg + i), py, i, lanes);
   const VF gv1 = Gated<kType, kGate>(d, LoadAsF32<kType>(d, pg + i + lanes), py, i + lanes, lanes);
@@ -143,9 +146,9 @@ HWY_INLINE void AddGradPair(DF d, const Storage<kType>* HWY_RESTRICT px,
   h1 = hn::MulAdd(gv1, hn::Sub(LoadAsF32<kType>(d, px + i + lanes), vc), h1);
 }
 
-template <DType kType, bool kGate>
-void BackwardReduceT(const Storage<kType>* x, const Storage<kType>* dy, const Storage<kType>* y, Runs runs,
-                     float center, double sums[2]) {
+template <DType kType, bool kGate, class Y>
+void BackwardReduceT(const Storage<kType>* x, const Storage<kType>* dy, Y y, Runs runs, float center,
+                     double sums[2]) {
   const DF d;
   const size_t lanes = hn::Lanes(d);
   const VF vc = hn::Set(d, center);
@@ -162,7 +165,7 @@ void BackwardReduceT(const Storage<kType>* x, const Storage<kType>* dy, const St
   for (std::int64_t r = 0; r < runs.count; ++r) {
     const Storage<kType>* HWY_RESTRICT px = x + r * runs.stride;
     const Storage<kType>* HWY_RESTRICT pg = dy + r * runs.stride;
-    const Storage<kType>* HWY_RESTRICT py = nullptr;
+    Y py{};
     if constexpr (kGate) py = y + r * runs.stride;
     const size_t len = static_cast<size_t>(runs.len);
     if (r + ahead < runs.count) {
@@ -194,15 +197,16 @@ void BackwardReduceT(const Storage<kType>* x, const Storage<kType>* dy, const St
   sums[1] += sum_h.Total(d);
 }
 
-template <DType kType, bool kAdd, bool kRelu>
+template <DType kType, bool kAdd, bool kRelu, bool kMask>
 void NormalizeT(const Storage<kType>* x, Storage<kType>* y, const Storage<kType>* z, Runs runs, float center,
-                float scale, float shift, bool stream) {
+                float scale, float shift, bool stream, const batch_norm::Epilogue& post) {
   const DF d;
   const VF vc = hn::Set(d, center), vs = hn::Set(d, scale), vb = hn::Set(d, shift);
   for (std::int64_t r = 0; r < runs.count; ++r) {
     const Storage<kType>* HWY_RESTRICT p = x + r * runs.stride;
     const Storage<kType>* HWY_RESTRICT pz = nullptr;
     if constexpr (kAdd) pz = z + r * runs.stride;
+    auto bits = BitsFor<kMask>(post, r * runs.stride);
     const size_t n = static_cast<size_t>(runs.len);
     ForEachOutputVector<kType>(d, y + r * runs.stride, n, stream,
                                [&](size_t i, size_t count) HWY_ATTR BNORM_ALWAYS_INLINE {
@@ -210,22 +214,23 @@ void NormalizeT(const Storage<kType>* x, Storage<kType>* y, const Storage<kType>
                                  if constexpr (kAdd) PrefetchAhead(pz, i, n);
                                  const VF v = LoadSomeAsF32<kType>(d, p + i, count, 0.0f);
                                  return Post<kType, kAdd, kRelu>(d, hn::MulAdd(hn::Sub(v, vc), vs, vb), pz, i,
-                                                                 count);
+                                                                 count, bits);
                                });
+    bits.Finish();
   }
 }
 
-template <DType kType, bool kGate, bool kDz>
-void BackwardApplyT(const Storage<kType>* x, const Storage<kType>* dy, Storage<kType>* dx,
-                    const Storage<kType>* y, Storage<kType>* dz, Runs runs, float center, float k_dy, float k_xc,
-                    float k_const, bool stream) {
+template <DType kType, bool kGate, bool kDz, class Y>
+void BackwardApplyT(const Storage<kType>* x, const Storage<kType>* dy, Storage<kType>* dx, Y y,
+                    Storage<kType>* dz, Runs runs, float center, float k_dy, float k_xc, float k_const,
+                    bool stream) {
   const DF d;
   const VF vc = hn::Set(d, center), a = hn::Set(d, k_dy), b = hn::Set(d, k_xc), k = hn::Set(d, k_const);
   const bool dz_like_dx = kDz && SameLineOffset(dz, dx);
   for (std::int64_t r = 0; r < runs.count; ++r) {
     const Storage<kType>* HWY_RESTRICT px = x + r * runs.stride;
     const Storage<kType>* HWY_RESTRICT pg = dy + r * runs.stride;
-    const Storage<kType>* HWY_RESTRICT py = nullptr;
+    Y py{};
     Storage<kType>* HWY_RESTRICT pz = nullptr;
     if constexpr (kGate) py = y + r * runs.stride;
     if constexpr (kDz) pz = dz + r * runs.stride;
@@ -326,10 +331,10 @@ HWY_INLINE void WalkPlanes(DF d, Storage<kType>* HWY_RESTRICT y, std::int64_t pl
 
 // Channel sums of consecutive planes in memory order: each plane in vectors
 // from its start, its two sums added in double to its channel's.
-template <DType kType, bool kGate>
-void PlanesBackwardReduceT(const Storage<kType>* x, const Storage<kType>* dy, const Storage<kType>* y,
-                           std::int64_t planes, std::int64_t plane_len, std::int64_t first,
-                           std::int64_t period, const float* center, double* sums) {
+template <DType kType, bool kGate, class Y>
+void PlanesBackwardReduceT(const Storage<kType>* x, const Storage<kType>* dy, Y y, std::int64_t planes,
+                           std::int64_t plane_len, std::int64_t first, std::int64_t period,
+                           const float* center, double* sums) {
   const DF d;
   const size_t lanes = hn::Lanes(d), S = static_cast<size_t>(plane_len);
   const size_t n = static_cast<size_t>(planes) * S;
@@ -337,7 +342,7 @@ void PlanesBackwardReduceT(const Storage<kType>* x, const Storage<kType>* dy, co
   for (size_t off = 0; off < n; off += S, k = k + 1 == period ? 0 : k + 1) {
     const Storage<kType>* HWY_RESTRICT px = x + off;
     const Storage<kType>* HWY_RESTRICT pg = dy + off;
-    const Storage<kType>* HWY_RESTRICT py = nullptr;
+    Y py{};
     if constexpr (kGate) py = y + off;
     const VF vc = hn::Set(d, center[k]);
     VF g0 = hn::Zero(d), g1 = hn::Zero(d), h0 = hn::Zero(d), h1 = hn::Zero(d);
@@ -377,25 +382,28 @@ void PlanesBackwardReduceT(const Storage<kType>* x, const Storage<kType>* dy, co
   }
 }
 
-template <DType kType, bool kAdd, bool kRelu>
-void NormalizePlanesT(const Storage<kType>* x, Storage<kType>* y, const Storage<kType>* z, std::int64_t planes,
-                      std::int64_t plane_len, std::int64_t first, std::int64_t period, const float* center,
-                      const float* scale, const float* shift, bool stream) {
+template <DType kType, bool kAdd, bool kRelu, bool kMask>
+void NormalizePlanesT(const Storage<kType>* x, Storage<kType>* y, const Storage<kType>* z,
+                      std::int64_t planes, std::int64_t plane_len, std::int64_t first, std::int64_t period,
+                      const float* center, const float* scale, const float* shift, bool stream,
+                      const batch_norm::Epilogue& post) {
   const DF d;
   const size_t n = static_cast<size_t>(planes * plane_len);
+  auto bits = BitsFor<kMask>(post, 0);
   WalkPlanes<kType, 3>(d, y, planes, plane_len, first, period, PlaneParams<3>{{center, scale, shift}, {}},
                        stream,
                        [&](const PlaneParams<3>& p, size_t i, size_t count) HWY_ATTR BNORM_ALWAYS_INLINE {
                          PrefetchAhead(x, i, n);
                          if constexpr (kAdd) PrefetchAhead(z, i, n);
                          const VF v = LoadSomeAsF32<kType>(d, x + i, count, 0.0f);
-                         return Post<kType, kAdd, kRelu>(d, hn::MulAdd(hn::Sub(v, p.v[0]), p.v[1], p.v[2]), z, i,
-                                                         count);
+                         return Post<kType, kAdd, kRelu>(d, hn::MulAdd(hn::Sub(v, p.v[0]), p.v[1], p.v[2]), z,
+                                                         i, count, bits);
                        });
+  bits.Finish();
 }
 
-template <DType kType, bool kGate, bool kDz>
-void ApplyPlanesT(const Storage<kType>* x, const Storage<kType>* dy, Storage<kType>* dx, const Storage<kType>* y,
+template <DType kType, bool kGate, bool kDz, class Y>
+void ApplyPlanesT(const Storage<kType>* x, const Storage<kType>* dy, Storage<kType>* dx, Y y,
                   Storage<kType>* dz, std::int64_t planes, std::int64_t plane_len, std::int64_t first,
                   std::int64_t period, const float* center, const float* k_dy, const float* k_xc,
                   const float* k_const, bool stream) {
@@ -574,10 +582,12 @@ void RowsSumSqCenteredT(const Storage<kType>* x, Rows rows, const float* center,
       [&]() HWY_ATTR { FoldCyclic(scratch, rows.channels, acc); });
 }
 
-template <DType kType, bool kAdd, bool kRelu>
+template <DType kType, bool kAdd, bool kRelu, bool kMask>
 void RowsNormalizeT(const Storage<kType>* x, Storage<kType>* y, const Storage<kType>* z, Rows rows,
-                    const float* center, const float* scale, const float* shift, bool stream) {
+                    const float* center, const float* scale, const float* shift, bool stream,
+                    const batch_norm::Epilogue& post) {
   const DF d;
+  auto bits = BitsFor<kMask>(post, 0);
   if (WholeVectorRows<kType>(d, y, rows, stream)) {
     const size_t lanes = hn::Lanes(d), C = static_cast<size_t>(rows.channels);
     const size_t n = static_cast<size_t>(rows.elements);
@@ -586,9 +596,10 @@ void RowsNormalizeT(const Storage<kType>* x, Storage<kType>* y, const Storage<kT
         PrefetchAhead(x, r + c, n);
         if constexpr (kAdd) PrefetchAhead(z, r + c, n);
         const VF v = LoadAsF32<kType>(d, x + r + c);
-        const VF out = Post<kType, kAdd, kRelu>(
-            d, hn::MulAdd(hn::Sub(v, hn::LoadU(d, center + c)), hn::LoadU(d, scale + c), hn::LoadU(d, shift + c)),
-            z, r + c, lanes);
+        const VF out = Post<kType, kAdd, kRelu>(d,
+                                                hn::MulAdd(hn::Sub(v, hn::LoadU(d, center + c)),
+                                                           hn::LoadU(d, scale + c), hn::LoadU(d, shift + c)),
+                                                z, r + c, lanes, bits);
         if (stream) {
           StreamFromF32<kType>(d, out, y + r + c);
         } else {
@@ -596,6 +607,7 @@ void RowsNormalizeT(const Storage<kType>* x, Storage<kType>* y, const Storage<kT
         }
       }
     }
+    bits.Finish();
     return;
   }
   const size_t period = static_cast<size_t>(cyclic_period(rows.channels));
@@ -610,11 +622,12 @@ void RowsNormalizeT(const Storage<kType>* x, Storage<kType>* y, const Storage<kT
                                    d,
                                    hn::MulAdd(hn::Sub(v, hn::LoadU(d, center + c)), hn::LoadU(d, scale + c),
                                               hn::LoadU(d, shift + c)),
-                                   z, i, count);
+                                   z, i, count, bits);
                                c += count;
                                if (c >= period) c -= period;
                                return out;
                              });
+  bits.Finish();
 }
 
 // Whether a walk down the tiles' columns may stream y: y's rows whole
@@ -629,10 +642,10 @@ HWY_INLINE bool TileStreams(DF d, const Storage<kType>* y, Rows rows, bool strea
          (static_cast<size_t>(rows.channels) * kSize) % 64 == 0 && (2 * hn::Lanes(d) * kSize) % 64 == 0;
 }
 
-template <DType kType, bool kGate, bool kDz>
-void RowsBackwardReduceT(const Storage<kType>* x, const Storage<kType>* dy, const Storage<kType>* y,
-                         Storage<kType>* dz, Rows rows, const float* center, float* scratch, double* sum_dy,
-                         double* sum_dy_xc, bool stream) {
+template <DType kType, bool kGate, bool kDz, class Y>
+void RowsBackwardReduceT(const Storage<kType>* x, const Storage<kType>* dy, Y y, Storage<kType>* dz,
+                         Rows rows, const float* center, float* scratch, double* sum_dy, double* sum_dy_xc,
+                         bool stream) {
   const DF d;
   // Every row of dz starts a cache line, so whole vectors at multiples of
   // the vector length are aligned.
@@ -681,10 +694,10 @@ void RowsBackwardReduceT(const Storage<kType>* x, const Storage<kType>* dy, cons
       });
 }
 
-template <DType kType, bool kGate, bool kDz>
-void RowsBackwardApplyT(const Storage<kType>* x, const Storage<kType>* dy, Storage<kType>* dx,
-                        const Storage<kType>* y, Storage<kType>* dz, Rows rows, const float* center,
-                        const float* k_dy, const float* k_xc, const float* k_const, bool stream) {
+template <DType kType, bool kGate, bool kDz, class Y>
+void RowsBackwardApplyT(const Storage<kType>* x, const Storage<kType>* dy, Storage<kType>* dx, Y y,
+                        Storage<kType>* dz, Rows rows, const float* center, const float* k_dy,
+                        const float* k_xc, const float* k_const, bool stream) {
   const DF d;
   if (WholeVectorRows<kType>(d, dx, rows, stream)) {
     const size_t lanes = hn::Lanes(d), C = static_cast<size_t>(rows.channels);
@@ -914,9 +927,10 @@ void Normalize(DType dt, const void* x, void* y, Runs runs, float center, float 
                bool stream, const batch_norm::Epilogue& post) {
   WithDType(dt, [&](auto t) {
     using T = Storage<t()>;
-    WithPost(post, [&](auto add, auto relu) {
-      NormalizeT<t(), add(), relu()>(static_cast<const T*>(x), static_cast<T*>(y),
-                                     static_cast<const T*>(post.residual), runs, center, scale, shift, stream);
+    WithPost(post, [&](auto add, auto relu, auto mask) {
+      NormalizeT<t(), add(), relu(), mask()>(static_cast<const T*>(x), static_cast<T*>(y),
+                                             static_cast<const T*>(post.residual), runs, center, scale, shift,
+                                             stream, post);
     });
   });
 }
@@ -924,9 +938,8 @@ void BackwardReduce(DType dt, const void* x, const void* dy, Runs runs, float ce
                     const batch_norm::Gate& gate) {
   WithDType(dt, [&](auto t) {
     using T = Storage<t()>;
-    WithGate(gate, [&](auto g, auto) {
-      BackwardReduceT<t(), g()>(static_cast<const T*>(x), static_cast<const T*>(dy), static_cast<const T*>(gate.y),
-                                runs, center, sums);
+    WithGate<t()>(gate, [&](auto g, auto, auto gy) {
+      BackwardReduceT<t(), g()>(static_cast<const T*>(x), static_cast<const T*>(dy), gy, runs, center, sums);
     });
   });
 }
@@ -934,10 +947,9 @@ void BackwardApply(DType dt, const void* x, const void* dy, void* dx, Runs runs,
                    float k_xc, float k_const, bool stream, const batch_norm::Gate& gate) {
   WithDType(dt, [&](auto t) {
     using T = Storage<t()>;
-    WithGate(gate, [&](auto g, auto z) {
+    WithGate<t()>(gate, [&](auto g, auto z, auto gy) {
       BackwardApplyT<t(), g(), z()>(static_cast<const T*>(x), static_cast<const T*>(dy), static_cast<T*>(dx),
-                                    static_cast<const T*>(gate.y), static_cast<T*>(gate.dz), runs, center, k_dy,
-                                    k_xc, k_const, stream);
+                                    gy, static_cast<T*>(gate.dz), runs, center, k_dy, k_xc, k_const, stream);
     });
   });
 }
@@ -946,10 +958,10 @@ void NormalizePlanes(DType dt, const void* x, void* y, std::int64_t planes, std:
                      const float* shift, bool stream, const batch_norm::Epilogue& post) {
   WithDType(dt, [&](auto t) {
     using T = Storage<t()>;
-    WithPost(post, [&](auto add, auto relu) {
-      NormalizePlanesT<t(), add(), relu()>(static_cast<const T*>(x), static_cast<T*>(y),
-                                           static_cast<const T*>(post.residual), planes, plane_len, first, period,
-                                           center, scale, shift, stream);
+    WithPost(post, [&](auto add, auto relu, auto mask) {
+      NormalizePlanesT<t(), add(), relu(), mask()>(static_cast<const T*>(x), static_cast<T*>(y),
+                                                   static_cast<const T*>(post.residual), planes, plane_len,
+                                                   first, period, center, scale, shift, stream, post);
     });
   });
 }
@@ -958,10 +970,9 @@ void PlanesBackwardReduce(DType dt, const void* x, const void* dy, std::int64_t 
                           const float* center, double* sums, const batch_norm::Gate& gate) {
   WithDType(dt, [&](auto t) {
     using T = Storage<t()>;
-    WithGate(gate, [&](auto g, auto) {
-      PlanesBackwardReduceT<t(), g()>(static_cast<const T*>(x), static_cast<const T*>(dy),
-                                      static_cast<const T*>(gate.y), planes, plane_len, first, period, center,
-                                      sums);
+    WithGate<t()>(gate, [&](auto g, auto, auto gy) {
+      PlanesBackwardReduceT<t(), g()>(static_cast<const T*>(x), static_cast<const T*>(dy), gy, planes,
+                                      plane_len, first, period, center, sums);
     });
   });
 }
@@ -971,10 +982,10 @@ void ApplyPlanes(DType dt, const void* x, const void* dy, void* dx, std::int64_t
                  const batch_norm::Gate& gate) {
   WithDType(dt, [&](auto t) {
     using T = Storage<t()>;
-    WithGate(gate, [&](auto g, auto z) {
+    WithGate<t()>(gate, [&](auto g, auto z, auto gy) {
       ApplyPlanesT<t(), g(), z()>(static_cast<const T*>(x), static_cast<const T*>(dy), static_cast<T*>(dx),
-                                  static_cast<const T*>(gate.y), static_cast<T*>(gate.dz), planes, plane_len, first,
-                                  period, center, k_dy, k_xc, k_const, stream);
+                                  gy, static_cast<T*>(gate.dz), planes, plane_len, first, period, center,
+                                  k_dy, k_xc, k_const, stream);
     });
   });
 }
@@ -993,9 +1004,10 @@ void RowsNormalize(DType dt, const void* x, void* y, Rows rows, const float* cen
                    const float* shift, bool stream, const batch_norm::Epilogue& post) {
   WithDType(dt, [&](auto t) {
     using T = Storage<t()>;
-    WithPost(post, [&](auto add, auto relu) {
-      RowsNormalizeT<t(), add(), relu()>(static_cast<const T*>(x), static_cast<T*>(y),
-                                         static_cast<const T*>(post.residual), rows, center, scale, shift, stream);
+    WithPost(post, [&](auto add, auto relu, auto mask) {
+      RowsNormalizeT<t(), add(), relu(), mask()>(static_cast<const T*>(x), static_cast<T*>(y),
+                                                 static_cast<const T*>(post.residual), rows, center, scale,
+                                                 shift, stream, post);
     });
   });
 }
@@ -1004,10 +1016,10 @@ void RowsBackwardReduce(DType dt, const void* x, const void* dy, Rows rows, cons
                         bool stream) {
   WithDType(dt, [&](auto t) {
     using T = Storage<t()>;
-    WithGate(gate, [&](auto g, auto z) {
-      RowsBackwardReduceT<t(), g(), z()>(static_cast<const T*>(x), static_cast<const T*>(dy),
-                                         static_cast<const T*>(gate.y), static_cast<T*>(gate.dz), rows,
-                                         center, scratch, sum_dy, sum_dy_xc, stream);
+    WithGate<t()>(gate, [&](auto g, auto z, auto gy) {
+      RowsBackwardReduceT<t(), g(), z()>(static_cast<const T*>(x), static_cast<const T*>(dy), gy,
+                                         static_cast<T*>(gate.dz), rows, center, scratch, sum_dy, sum_dy_xc,
+                                         stream);
     });
   });
 }
@@ -1016,9 +1028,9 @@ void RowsBackwardApply(DType dt, const void* x, const void* dy, void* dx, Rows r
                        const batch_norm::Gate& gate) {
   WithDType(dt, [&](auto t) {
     using T = Storage<t()>;
-    WithGate(gate, [&](auto g, auto z) {
-      RowsBackwardApplyT<t(), g(), z()>(static_cast<const T*>(x), static_cast<const T*>(dy), static_cast<T*>(dx),
-                                        static_cast<const T*>(gate.y), static_cast<T*>(gate.dz), rows, center, k_dy,
+    WithGate<t()>(gate, [&](auto g, auto z, auto gy) {
+      RowsBackwardApplyT<t(), g(), z()>(static_cast<const T*>(x), static_cast<const T*>(dy),
+                                        static_cast<T*>(dx), gy, static_cast<T*>(gate.dz), rows, center, k_dy,
                                         k_xc, k_const, stream);
     });
   });

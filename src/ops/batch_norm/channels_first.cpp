@@ -241,10 +241,9 @@ void training_channels_first(const Problem& p, const Plan& plan, const void* src
       for (std::int64_t n = 0; n < p.n; ++n) {
         const std::int64_t off = (n * p.c + b) * p.s;
         if (g_next > 0) {
-          const k::Epilogue post = out.post.at(dt, off);
           k::normalize_and_sum(dt, element_ptr(src, dt, off), element_ptr(dst, dt, off), g_next, p.s, center,
                                scale, shift, plan.stream, element_ptr(src, dt, off + g_here * p.s),
-                               next_pivot, plane_sums, post.residual, post.relu);
+                               next_pivot, plane_sums, out.post.at(dt, off));
           for (std::int64_t i = 0; i < 2 * g_next; ++i) sums[i] += plane_sums[i];
         }
         if (g_here > g_next) {
@@ -392,11 +391,10 @@ void backward_channels_first(const Problem& p, const Plan& plan, const void* src
         const std::int64_t off = (n * p.c + b) * p.s;
         if (g_next > 0) {
           const std::int64_t next = off + g_here * p.s;
-          const k::Gate gate = out.gate.at(dt, off);
           k::apply_and_reduce(dt, element_ptr(src, dt, off), element_ptr(diff_dst, dt, off),
                               element_ptr(diff_src, dt, off), g_next, p.s, center, k_dy, k_xc, k_const,
                               plan.stream, element_ptr(src, dt, next), element_ptr(diff_dst, dt, next),
-                              next_center, plane_sums, gate.y, gate.dz, out.gate.at(dt, next).y);
+                              next_center, plane_sums, out.gate.at(dt, off), out.gate.at(dt, next));
           for (std::int64_t i = 0; i < 2 * g_next; ++i) sums[i] += plane_sums[i];
         }
         if (g_here > g_next) {

@@ -217,7 +217,7 @@ void inference_rows(const Problem& p, const Plan& plan, const void* src, void* d
 // Whether phase 1 stores the gated dy (the residual's gradient, gate.dz)
 // for phase 3 to read: not when dz is src itself, which phase 3 still reads.
 bool stores_gated(bool reduce, const k::Gate& gate, const void* src) {
-  return reduce && gate.y && gate.dz && gate.dz != src;
+  return reduce && gate.gates() && gate.dz && gate.dz != src;
 }
 
 void backward_rows(const Problem& p, const Plan& plan, const void* src, const void* diff_dst, void* diff_src,
@@ -248,7 +248,8 @@ void backward_rows(const Problem& p, const Plan& plan, const void* src, const vo
       std::fill(sum_dy, sum_dy + 2 * uC, 0.0);
       const std::int64_t r0 = split_point(rows, workers, w), r1 = split_point(rows, workers, w + 1);
       if (!reduce || r0 == r1) return;
-      const k::Gate gate = stores_gated(reduce, out.gate, src) ? out.gate : k::Gate{out.gate.y, nullptr};
+      k::Gate gate = out.gate;
+      if (!stores_gated(reduce, out.gate, src)) gate.dz = nullptr;
       k::rows_backward_reduce(p.dtype, element_ptr(src, p.dtype, r0 * C),
                               element_ptr(diff_dst, p.dtype, r0 * C), k::Rows{(r1 - r0) * C, C}, center,
                               accs + 2 * L * static_cast<std::size_t>(w), sum_dy, sum_dy_xc,

@@ -134,13 +134,12 @@ void forward_blocks(const Problem& p, const Plan& plan, const void* src, void* d
           const std::int64_t paired = nn * cg;
           if (paired > 0)
             k::normalize_and_sum(dt, x_at(u0), element_ptr(dst, dt, u0 * m), paired, p.s, center, scale,
-                                 shift, plan.stream, x_at(u1), pivots, plane_sums, nullptr, false,
-                                 (b_end - u1) * m);
+                                 shift, plan.stream, x_at(u1), pivots, plane_sums, {}, (b_end - u1) * m);
           if (nb * cg > paired)
             k::normalize_and_sum(dt, element_ptr(src, dt, u0 * m + paired * p.s),
                                  element_ptr(dst, dt, u0 * m + paired * p.s), nb * cg - paired, p.s,
                                  center + paired, scale + paired, shift + paired, plan.stream, nullptr,
-                                 nullptr, nullptr, nullptr, false, 0);
+                                 nullptr, nullptr);
           for (std::int64_t j = 0; j < nn; ++j) {
             double* sums = block_sums + 2 * j;
             sums[0] = sums[1] = 0.0;
@@ -280,13 +279,13 @@ void backward_blocks(const Problem& p, const Plan& plan, const void* src, const 
           if (paired > 0)
             k::apply_and_reduce(dt, at(src, u0), at(diff_dst, u0), element_ptr(diff_src, dt, u0 * m), paired,
                                 p.s, center, k_dy, k_xc, k_const, plan.stream, at(src, u1), at(diff_dst, u1),
-                                next_centers, sums, nullptr, nullptr, nullptr, (b_end - u1) * m);
+                                next_centers, sums, {}, {}, (b_end - u1) * m);
           if (planes > paired) {
             const std::int64_t off = u0 * m + paired * p.s;
             k::apply_and_reduce(dt, element_ptr(src, dt, off), element_ptr(diff_dst, dt, off),
                                 element_ptr(diff_src, dt, off), planes - paired, p.s, center + paired,
                                 k_dy + paired, k_xc + paired, k_const + paired, plan.stream, nullptr, nullptr,
-                                nullptr, nullptr, nullptr, nullptr, nullptr, 0);
+                                nullptr, nullptr);
           }
         }
       });
