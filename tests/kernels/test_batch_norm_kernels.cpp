@@ -491,6 +491,75 @@ TEST(BatchNormKernels, PipelinedSumsDoNotDependOnTheOutputAlignment) {
   });
 }
 
+// Each normalize kernel with a ReLU that keeps its mask writes bit
+// mask_first + e for each output element e it writes (set where that
+// output is > 0), and no other bit: the bytes at a run's ends hold other
+// runs' bits. The mask starts at every bit offset within a byte; the
+// outputs are the kernel's own without a mask.
+TEST(BatchNormKernels, ReluMaskWritesOnlyItsOwnBits) {
+  for_each_isa([](const std::string&) {
+    for (DType dt : kTypes)
+      for (std::int64_t len : {1, 3, 7, 15, 16, 17, 33, 49, 100})
+        for (std::int64_t first : {0, 1, 3, 7, 8, 13})
+          for (bool stream : {false, true}) {
+            const std::int64_t planes = 3, n = planes * len;
+            Raw x(dt, 2 * n + 8), y(dt, 2 * n + 8), y_plain(dt, 2 * n + 8);
+            fill(x, 2 * n + 8, static_cast<std::uint64_t>(len), 0.0f, 1.0f);
+            const float c[3] = {0.0f, 0.25f, -0.5f}, sc[3] = {1.0f, 0.5f, 2.0f}, sh[3] = {0.0f, 0.1f, -0.2f};
+            const float pivots[3] = {0.0f, 0.0f, 0.0f};
+            const auto cc = cyclic({c[0]}), cs = cyclic({sc[0]}), csh = cyclic({sh[0]});
+            const std::string what = std::string(to_string(dt)) + " len " + std::to_string(len) + " first " +
+                                     std::to_string(first) + " stream " + std::to_string(stream);
+            // kernel(y, post) writes elements of y; `written` says which.
+            auto check = [&](const char* name, auto kernel, auto written) {
+              std::vector<std::uint8_t> mask(static_cast<std::size_t>((first + 2 * n + 8) / 8 + 16), 0xA5);
+              const std::vector<std::uint8_t> before = mask;
+              y.bytes = y_plain.bytes = x.bytes;
+              kernel(y_plain.at(1), kb::Epilogue{nullptr, true});
+              kernel(y.at(1), kb::Epilogue{nullptr, true, mask.data(), first});
+              kb::stream_fence();
+              ASSERT_EQ(y.bytes, y_plain.bytes) << name << " " << what;
+              for (std::int64_t b = 0; b < static_cast<std::int64_t>(8 * mask.size()); ++b) {
+                const std::int64_t e = b - first;
+                const bool bit = (mask[static_cast<std::size_t>(b / 8)] >> (b % 8)) & 1;
+                const bool want = e >= 0 && written(e)
+                                      ? load_float(dt, y.at(1), e) > 0.0f
+                                      : (before[static_cast<std::size_t>(b / 8)] >> (b % 8)) & 1;
+                ASSERT_EQ(bit, want) << name << " " << what << ": bit " << b << " (element " << e << ")";
+              }
+            };
+            const kb::Runs runs{2, len, len + 5};
+            check(
+                "normalize",
+                [&](void* out, const kb::Epilogue& post) {
+                  kb::normalize(dt, x.at(1), out, runs, c[0], sc[0], sh[0], stream, post);
+                },
+                [&](std::int64_t e) { return e < 2 * runs.stride && e % runs.stride < len; });
+            check(
+                "normalize_planes",
+                [&](void* out, const kb::Epilogue& post) {
+                  kb::normalize_planes(dt, x.at(1), out, planes, len, 0, 3, c, sc, sh, stream, post);
+                },
+                [&](std::int64_t e) { return e < n; });
+            check(
+                "rows_normalize",
+                [&](void* out, const kb::Epilogue& post) {
+                  kb::rows_normalize(dt, x.at(1), out, kb::Rows{n, 1}, cc.data(), cs.data(), csh.data(),
+                                     stream, post);
+                },
+                [&](std::int64_t e) { return e < n; });
+            double sums[6];
+            check(
+                "normalize_and_sum",
+                [&](void* out, const kb::Epilogue& post) {
+                  kb::normalize_and_sum(dt, x.at(1), out, planes, len, c, sc, sh, stream, x.at(1 + n), pivots,
+                                        sums, post);
+                },
+                [&](std::int64_t e) { return e < n; });
+          }
+  });
+}
+
 TEST(BatchNormKernels, Bf16NanRoundsToQuietNan) {
   for_each_isa([](const std::string&) {
     std::vector<std::uint16_t> x(40, bf16_from_float(1.0f)), y(40);

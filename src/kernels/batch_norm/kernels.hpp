@@ -25,7 +25,8 @@ struct Epilogue {
   /// max(v, 0) (NaN stays NaN).
   bool relu = false;
   /// With relu, optional: receives the ReLU's mask, one bit per element,
-  /// element i's at bit mask_first + i (ReluMask: set where y > 0).
+  /// element i's at bit mask_first + i, set where y > 0 (the layout of
+  /// batch_norm_relu_mask_bytes).
   std::uint8_t* mask = nullptr;
   std::int64_t mask_first = 0;
   /// The same epilogue `offset` elements further into the tensor.

@@ -162,8 +162,11 @@ class MaskBits {
   static void Merge(std::uint8_t* p, std::uint8_t bits, unsigned lo, unsigned hi) {
     const auto mine = static_cast<std::uint8_t>(((1u << hi) - 1) & ~((1u << lo) - 1));
     std::atomic_ref<std::uint8_t> byte(*p);
-    byte.fetch_and(static_cast<std::uint8_t>(~mine), std::memory_order_relaxed);
-    byte.fetch_or(static_cast<std::uint8_t>(bits & mine), std::memory_order_relaxed);
+    // One locked instruction unless another run's write comes between.
+    std::uint8_t old = byte.load(std::memory_order_relaxed);
+    while (!byte.compare_exchange_weak(old, static_cast<std::uint8_t>((old & ~mine) | (bits & mine)),
+                                       std::memory_order_relaxed)) {
+    }
   }
   std::uint8_t* byte_;
   unsigned lead_;  // bits of the first byte before the run (not ours)
@@ -208,7 +211,7 @@ HWY_INLINE VF Gated(DF d, VF g, Y y, size_t i, size_t count) {
     // Lanes past count are dy's padding (0) or not stored.
     const std::int64_t at = y.first + static_cast<std::int64_t>(i);
     std::uint32_t word;
-    std::memcpy(&word, y.mask + batch_norm::mask_byte(at), sizeof(word));  // ReluMask's padding
+    std::memcpy(&word, y.mask + batch_norm::mask_byte(at), sizeof(word));  // into the padding at the end
     const hn::RebindToUnsigned<DF> du;
     HWY_ALIGN static constexpr std::uint32_t kLane[16] = {
         1u << 0, 1u << 1, 1u << 2,  1u << 3,  1u << 4,  1u << 5,  1u << 6,  1u << 7,
