@@ -175,10 +175,10 @@ TEST(BatchNormPlans, PublicPlanChoice) {
   EXPECT_EQ(obn::plan_for(uneven, 2, Pass::training).strategy, Strategy::split_channels);
   // Channels-first training and backward pipeline their blocks when planes
   // are big (12 KiB here), not for small planes (784 B) nor in inference.
-  // Batches of as many such planes as fill half this machine's L2 (83 on a
-  // 2 MiB L2, 41 on 1 MiB), so that a channel's x fits the budget for
+  // Batches of as many such planes as fill the re-read budget (83 with the
+  // 1 MiB of a 2 MiB L2 or less), so that a channel's x fits the budget for
   // training but its x and dy do not for backward.
-  const std::int64_t n_fit = static_cast<std::int64_t>(ops::l2_cache_bytes() / 2 / (56 * 56 * 4));
+  const std::int64_t n_fit = static_cast<std::int64_t>(obn::reread_budget_bytes() / (56 * 56 * 4));
   const obn::Problem big{DType::f32, Layout::channels_first, n_fit, 256, 56 * 56};
   EXPECT_TRUE(obn::plan_for(big, 2, Pass::training).pipeline);
   // (f32 backward shares each channel: x and dy of one exceed the budget.)
@@ -199,8 +199,8 @@ TEST(BatchNormPlans, PublicPlanChoice) {
   EXPECT_EQ(obn::plan_for(small, 1, Pass::backward).strategy, Strategy::planes);
   const obn::Problem mid_planes{DType::f32, Layout::channels_first, 32, 64, 28 * 28};
   EXPECT_EQ(obn::plan_for(mid_planes, 2, Pass::backward).strategy, Strategy::channel_slabs);
-  // A channel that fits half of L2 for training (x) but not for backward (x and dy).
-  const std::int64_t count = static_cast<std::int64_t>(3 * ops::l2_cache_bytes() / 8 / 4);
+  // A channel that fits the budget for training (x) but not for backward (x and dy).
+  const std::int64_t count = static_cast<std::int64_t>(3 * obn::reread_budget_bytes() / 4 / 4);
   const obn::Problem mid{DType::f32, Layout::channels_first, 1, 64, count};
   EXPECT_EQ(obn::plan_for(mid, 2, Pass::training).strategy, Strategy::channel_slabs);
   EXPECT_EQ(obn::plan_for(mid, 2, Pass::backward).strategy, Strategy::split_channels);

@@ -75,6 +75,10 @@ enum class Pass { training, inference, backward };
 /// The plan the public functions use for this problem on `threads` threads.
 Plan plan_for(const Problem& problem, int threads, Pass pass);
 
+/// How much data plan_for lets a worker read twice, expecting the second
+/// read from its cache.
+std::size_t reread_budget_bytes() noexcept;
+
 // The strategies (channels_first.cpp, channels_last.cpp).
 void training_channels_first(const Problem& p, const Plan& plan, const void* src, void* dst,
                              const TrainingOutputs& out);
