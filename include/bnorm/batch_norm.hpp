@@ -90,8 +90,9 @@ struct BatchNormFusion {
   bool relu = true;
   /// Optional, with relu: receives the ReLU's mask, one bit per element,
   /// set where dst > 0; a buffer of batch_norm_relu_mask_bytes(src_desc)
-  /// bytes (its padding is neither written nor needs initializing). The backward overload that takes it then
-  /// needs neither dst nor its bytes: the mask is 1/32 of f32 data, 1/16 of bf16 / f16.
+  /// bytes (its padding is neither written nor needs initializing). The
+  /// backward overload that takes it then needs neither dst nor its bytes:
+  /// the mask is 1/32 of f32 data, 1/16 of bf16 / f16.
   std::uint8_t* relu_mask = nullptr;
 };
 
@@ -115,10 +116,12 @@ void batch_norm_forward_inference_fused(const TensorDesc& src_desc, const void* 
 /// forward's output `dst` (dst > 0 exactly where the ReLU passed its input;
 /// in bf16/f16 a positive sum that rounds to 0 counts as the kink, gradient
 /// 0), so nothing beside dst needs keeping (the overload below reads a kept
-/// mask instead); `relu` says whether the forward had one. diff_src is BatchNorm's backward of the gated
-/// gradient; diff_residual (optional) receives the residual's gradient, the gated diff_dst. Other arguments
-/// as batch_norm_backward; diff_src is required when diff_residual is given with a ReLU. diff_residual may be
-/// diff_dst, src or dst itself (in place); it must not be diff_src (an error).
+/// mask instead); `relu` says whether the forward had one. diff_src is
+/// BatchNorm's backward of the gated gradient; diff_residual (optional)
+/// receives the residual's gradient, the gated diff_dst. Other arguments as
+/// batch_norm_backward; diff_src is required when diff_residual is given
+/// with a ReLU. diff_residual may be diff_dst, src or dst itself (in
+/// place); it must not be diff_src (an error).
 void batch_norm_backward_fused(const TensorDesc& src_desc, const void* src, const void* dst, bool relu,
                                const TensorDesc& diff_dst_desc, const void* diff_dst,
                                const TensorDesc& diff_src_desc, void* diff_src, const float* gamma,
