@@ -21,6 +21,28 @@ void check_channel_array(const float* p, const char* name) {
 
 namespace ops::batch_norm {
 
+Problem check_backward(const TensorDesc& src_desc, const TensorDesc& diff_dst_desc,
+                       const TensorDesc& diff_src_desc, const float* mean, const float* invstd) {
+  ops::require_activation(src_desc, "src_desc", 2, kMaxRank);
+  ops::require_same(src_desc, "src_desc", diff_dst_desc, "diff_dst_desc");
+  ops::require_same(src_desc, "src_desc", diff_src_desc, "diff_src_desc");
+  check_channel_array(mean, "mean");
+  check_channel_array(invstd, "invstd");
+  return Problem::of(src_desc);
+}
+
+bool backward_has_work(const Problem& p, const void* src, const void* diff_dst, float* diff_gamma,
+                       float* diff_beta) {
+  if (p.elements() == 0) {
+    if (diff_gamma) std::fill(diff_gamma, diff_gamma + p.c, 0.0f);
+    if (diff_beta) std::fill(diff_beta, diff_beta + p.c, 0.0f);
+    return false;
+  }
+  ops::require_pointer(src, "src", "the forward input is required");
+  ops::require_pointer(diff_dst, "diff_dst", "the output gradient is required");
+  return true;
+}
+
 TrainingCall check_training(const TensorDesc& src_desc, const void* src, const TensorDesc& dst_desc,
                             const void* dst, const RunningStats& running, const BatchNormConfig& config,
                             bool shard) {
@@ -92,20 +114,8 @@ void batch_norm_backward(const TensorDesc& src_desc, const void* src, const Tens
                          const void* diff_dst, const TensorDesc& diff_src_desc, void* diff_src,
                          const float* gamma, const float* mean, const float* invstd, float* diff_gamma,
                          float* diff_beta, BackwardStats stats) {
-  ops::require_activation(src_desc, "src_desc", 2, kMaxRank);
-  ops::require_same(src_desc, "src_desc", diff_dst_desc, "diff_dst_desc");
-  ops::require_same(src_desc, "src_desc", diff_src_desc, "diff_src_desc");
-  check_channel_array(mean, "mean");
-  check_channel_array(invstd, "invstd");
-  const Problem p = Problem::of(src_desc);
-  if (p.elements() == 0) {
-    // Empty batch: the parameter gradients are sums over nothing.
-    if (diff_gamma) std::fill(diff_gamma, diff_gamma + p.c, 0.0f);
-    if (diff_beta) std::fill(diff_beta, diff_beta + p.c, 0.0f);
-    return;
-  }
-  ops::require_pointer(src, "src", "the forward input is required");
-  ops::require_pointer(diff_dst, "diff_dst", "the output gradient is required");
+  const Problem p = ops::batch_norm::check_backward(src_desc, diff_dst_desc, diff_src_desc, mean, invstd);
+  if (!ops::batch_norm::backward_has_work(p, src, diff_dst, diff_gamma, diff_beta)) return;
   ops::batch_norm::backward(p, ops::batch_norm::plan_for(p, num_threads(), ops::batch_norm::Pass::backward),
                             src, diff_dst, diff_src, gamma, mean, invstd, diff_gamma, diff_beta, stats);
 }

@@ -22,9 +22,9 @@ kernels::batch_norm::Epilogue epilogue(const BatchNormFusion& f) {
   return {f.residual, f.relu, f.relu_mask, 0};
 }
 
-// The backward of both overloads: `gate` is the ReLU's (from dst or from
-// the mask; y and mask null without a ReLU).
-void backward_fused(const TensorDesc& src_desc, const void* src, kernels::batch_norm::Gate gate,
+// The backward of both overloads, after check_backward: `gate` is the
+// ReLU's (from dst or from the mask; y and mask null without a ReLU).
+void backward_fused(const ops::batch_norm::Problem& p, const void* src, kernels::batch_norm::Gate gate,
                     const void* diff_dst, void* diff_src, const float* gamma, const float* mean,
                     const float* invstd, float* diff_gamma, float* diff_beta, void* diff_residual,
                     BackwardStats stats) {
@@ -37,14 +37,7 @@ void backward_fused(const TensorDesc& src_desc, const void* src, kernels::batch_
     throw Error(ErrorKind::null_pointer,
                 "argument 'diff_src' is null while 'diff_residual' is requested: the residual's gradient is "
                 "written by the pass that writes diff_src");
-  const auto p = ops::batch_norm::Problem::of(src_desc);
-  if (p.elements() == 0) {
-    if (diff_gamma) std::fill(diff_gamma, diff_gamma + p.c, 0.0f);
-    if (diff_beta) std::fill(diff_beta, diff_beta + p.c, 0.0f);
-    return;
-  }
-  ops::require_pointer(src, "src", "the forward input is required");
-  ops::require_pointer(diff_dst, "diff_dst", "the output gradient is required");
+  if (!ops::batch_norm::backward_has_work(p, src, diff_dst, diff_gamma, diff_beta)) return;
   // Without a ReLU the residual's gradient is diff_dst itself: the pass
   // that writes diff_src stores it as it reads diff_dst, or, with no
   // diff_src, it is copied once the backward has read src and diff_dst
@@ -55,16 +48,7 @@ void backward_fused(const TensorDesc& src_desc, const void* src, kernels::batch_
   ops::batch_norm::backward(p, ops::batch_norm::plan_for(p, num_threads(), ops::batch_norm::Pass::backward),
                             src, diff_dst, diff_src, gamma, mean, invstd, diff_gamma, diff_beta, stats,
                             nullptr, nullptr, gate);
-  if (copy_after) std::memcpy(diff_residual, diff_dst, src_desc.bytes());
-}
-
-void check_backward(const TensorDesc& src_desc, const TensorDesc& diff_dst_desc,
-                    const TensorDesc& diff_src_desc, const float* mean, const float* invstd) {
-  ops::require_activation(src_desc, "src_desc", 2, kMaxRank);
-  ops::require_same(src_desc, "src_desc", diff_dst_desc, "diff_dst_desc");
-  ops::require_same(src_desc, "src_desc", diff_src_desc, "diff_src_desc");
-  ops::require_pointer(mean, "mean", "C values are required");
-  ops::require_pointer(invstd, "invstd", "C values are required");
+  if (copy_after) std::memcpy(diff_residual, diff_dst, p.elements() * size_of(p.dtype));
 }
 
 }  // namespace
@@ -109,10 +93,10 @@ void batch_norm_backward_fused(const TensorDesc& src_desc, const void* src, cons
                                const TensorDesc& diff_src_desc, void* diff_src, const float* gamma,
                                const float* mean, const float* invstd, float* diff_gamma, float* diff_beta,
                                void* diff_residual, BackwardStats stats) {
-  check_backward(src_desc, diff_dst_desc, diff_src_desc, mean, invstd);
+  const auto p = ops::batch_norm::check_backward(src_desc, diff_dst_desc, diff_src_desc, mean, invstd);
   if (relu) ops::require_pointer(dst, "dst", "the forward output is required to recompute the ReLU's mask");
-  backward_fused(src_desc, src, {relu ? dst : nullptr, nullptr}, diff_dst, diff_src, gamma, mean, invstd,
-                 diff_gamma, diff_beta, diff_residual, stats);
+  backward_fused(p, src, {relu ? dst : nullptr, nullptr}, diff_dst, diff_src, gamma, mean, invstd, diff_gamma,
+                 diff_beta, diff_residual, stats);
 }
 
 void batch_norm_backward_fused(const TensorDesc& src_desc, const void* src, const std::uint8_t* relu_mask,
@@ -120,10 +104,10 @@ void batch_norm_backward_fused(const TensorDesc& src_desc, const void* src, cons
                                const TensorDesc& diff_src_desc, void* diff_src, const float* gamma,
                                const float* mean, const float* invstd, float* diff_gamma, float* diff_beta,
                                void* diff_residual, BackwardStats stats) {
-  check_backward(src_desc, diff_dst_desc, diff_src_desc, mean, invstd);
+  const auto p = ops::batch_norm::check_backward(src_desc, diff_dst_desc, diff_src_desc, mean, invstd);
   ops::require_pointer(relu_mask, "relu_mask",
                        "the forward's ReLU mask is required (BatchNormFusion::relu_mask)");
-  backward_fused(src_desc, src, {nullptr, nullptr, relu_mask, 0}, diff_dst, diff_src, gamma, mean, invstd,
+  backward_fused(p, src, {nullptr, nullptr, relu_mask, 0}, diff_dst, diff_src, gamma, mean, invstd,
                  diff_gamma, diff_beta, diff_residual, stats);
 }
 

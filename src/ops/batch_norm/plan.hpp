@@ -114,6 +114,16 @@ TrainingCall check_training(const TensorDesc& src_desc, const void* src, const T
                             const void* dst, const RunningStats& running, const BatchNormConfig& config,
                             bool shard = false);
 
+/// The argument checks of batch_norm_backward (api.cpp), shared by its
+/// variants: the descriptors and the saved statistics.
+Problem check_backward(const TensorDesc& src_desc, const TensorDesc& diff_dst_desc,
+                       const TensorDesc& diff_src_desc, const float* mean, const float* invstd);
+/// After check_backward (and a variant's own checks): false for an empty
+/// batch, having zeroed diff_gamma / diff_beta (sums over nothing);
+/// otherwise src and diff_dst are required and it returns true.
+bool backward_has_work(const Problem& p, const void* src, const void* diff_dst, float* diff_gamma,
+                       float* diff_beta);
+
 /// forward training with an explicit plan; arguments already validated.
 /// `factor` is the running-average weight of this batch.
 void forward_training(const Problem& problem, const Plan& plan, const void* src, void* dst,

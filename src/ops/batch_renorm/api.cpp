@@ -57,19 +57,8 @@ void batch_renorm_backward(const TensorDesc& src_desc, const void* src, const Te
                            const float* d, float* diff_gamma, float* diff_beta) {
   ops::require_pointer(r, "r", "the r saved by the forward is required");
   ops::require_pointer(d, "d", "the d saved by the forward is required");
-  ops::require_activation(src_desc, "src_desc", 2, kMaxRank);
-  ops::require_same(src_desc, "src_desc", diff_dst_desc, "diff_dst_desc");
-  ops::require_same(src_desc, "src_desc", diff_src_desc, "diff_src_desc");
-  ops::require_pointer(mean, "mean", "C values are required");
-  ops::require_pointer(invstd, "invstd", "C values are required");
-  const auto p = ops::batch_norm::Problem::of(src_desc);
-  if (p.elements() == 0) {
-    if (diff_gamma) std::fill(diff_gamma, diff_gamma + p.c, 0.0f);
-    if (diff_beta) std::fill(diff_beta, diff_beta + p.c, 0.0f);
-    return;
-  }
-  ops::require_pointer(src, "src", "the forward input is required");
-  ops::require_pointer(diff_dst, "diff_dst", "the output gradient is required");
+  const auto p = ops::batch_norm::check_backward(src_desc, diff_dst_desc, diff_src_desc, mean, invstd);
+  if (!ops::batch_norm::backward_has_work(p, src, diff_dst, diff_gamma, diff_beta)) return;
   ops::batch_norm::backward(p, ops::batch_norm::plan_for(p, num_threads(), ops::batch_norm::Pass::backward), src,
                             diff_dst, diff_src, gamma, mean, invstd, diff_gamma, diff_beta, BackwardStats::batch, r,
                             d);
