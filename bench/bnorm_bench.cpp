@@ -14,16 +14,56 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <iostream>
 #include <map>
 #include <optional>
 #include <sstream>
+#include <thread>
 
 #include "peers.hpp"
 
 namespace bnorm::bench {
 
 void set_aten_threads(int threads);
+
+// One line naming the machine, so that a run's figures say where they come
+// from: the CPU's model name, the number of CPUs, and CPU 0's data
+// caches as the kernel lists them (sysconf's L3 can be wrong in a VM: 384 MiB
+// for a 32 MiB one here).
+std::string machine_line() {
+  auto first_line = [](const std::string& path) {
+    std::ifstream in(path);
+    std::string line;
+    std::getline(in, line);
+    return line;
+  };
+  // The first processor's "model name", "cpu family" and "model" (a VM may
+  // show only a vendor's name, e.g. "AMD EPYC"; family and model say more).
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  std::string line, name = "unknown CPU", family, model;
+  while (std::getline(cpuinfo, line) && !line.empty()) {
+    const auto colon = line.find(':');
+    if (colon == std::string::npos || colon + 2 > line.size()) continue;
+    const std::string key = line.substr(0, line.find_last_not_of(" \t", colon - 1) + 1),
+                      value = line.substr(colon + 2);
+    if (key == "model name") name = value;
+    if (key == "cpu family") family = value;
+    if (key == "model") model = value;
+  }
+  std::string out = name;
+  if (!family.empty()) out += " (family " + family + ", model " + model + ")";
+  out += ", " + std::to_string(std::thread::hardware_concurrency()) + " CPUs";
+  for (int i = 0; i < 8; ++i) {
+    const std::string dir = "/sys/devices/system/cpu/cpu0/cache/index" + std::to_string(i) + "/";
+    const std::string level = first_line(dir + "level"), type = first_line(dir + "type");
+    if (level.empty()) break;
+    if (type == "Instruction") continue;
+    out += ", L" + level + (type == "Data" ? "d " : " ") + first_line(dir + "size") + " (CPUs " +
+           first_line(dir + "shared_cpu_list") + ")";
+  }
+  return out;
+}
 
 const char* to_string(Direction d) {
   switch (d) {
@@ -376,6 +416,7 @@ int main(int argc, char** argv) {
   mallopt(M_TRIM_THRESHOLD, 1 << 30);
   try {
     if (!o.isa.empty()) bnorm::set_isa(o.isa);
+    if (!o.json) std::printf("machine: %s\n", machine_line().c_str());
     if (o.patterns) {
       print_patterns(o.shapes.empty() ? std::vector<std::string>{"64x256x56x56"} : o.shapes, o.threads,
                      o.reps);
