@@ -484,7 +484,9 @@ HWY_INLINE bool WholeVectorRows(DF d, const Storage<kType>* y, Rows rows, bool s
 // per step (all of it at C = 64 in f32 or bf16); one process, alternating,
 // 2 threads, 32x64x56x56 channels-last batch norm: backward f32 0.91-0.94x
 // the time, bf16 0.88x, training f32 0.90-0.93x, bf16 0.92x; 1 thread f32
-// 0.86-0.92x; AVX2 0.95-0.98x; 64x256x56x56 0.98-1.03x (noise). Eight
+// 0.86-0.92x; AVX2 0.95-0.98x; 64x256x56x56 0.98-1.03x (noise). Group
+// and instance norm's channels-last forward (64x256x56x56, the pipelined
+// walk below): bf16 0.78-0.93x, f32 0.96-0.97x; backward 0.98-1.02x. Eight
 // measured no better. Each channel's sum adds the same values in the same
 // order whatever the group.
 // Only for rows of at most kTiledRowBytes: walking down longer rows puts the
