@@ -1,19 +1,22 @@
-"""Writes docs/PERFORMANCE.md from bnorm-bench runs.
+"""Writes docs/PERFORMANCE.md from the bnorm-bench runs in a folder.
 
-Usage: bnorm-bench --bandwidth --threads 1,2 > run.txt
-       python3 bench/performance_md.py run.txt "<command>" [--exec EXEC_RUN.txt]
-               [--family FAMILY_RUN.txt "<command>"] [--sync SYNC_RUN.txt "<command>"] > docs/PERFORMANCE.md
+Usage: bench/take_runs.sh build    (takes the runs into bench/runs/)
+       /usr/bin/python3 bench/performance_md.py bench/runs > docs/PERFORMANCE.md
 
---exec: bnorm-exec-bench runs, each after a line "$ <command>"
-(bench/exec_speed.sh writes it): the executor section. --family: a
-bnorm-bench run of the other ops (--ops bn_relu,...): the
-normalization-family section with the targets of issue #6. --sync: a
-bnorm-sync-bench run under mpirun: the SyncBatchNorm section.
+The folder holds one file per run, each starting with a line "$ <command>":
+batch_norm.txt (the main table, with --bandwidth), and optionally small.txt
+(the small shapes again with more repetitions), patterns.txt (--patterns),
+family.txt (--ops bn_relu,...: the normalization family with the targets of
+issue #6), sync.txt (bnorm-sync-bench under mpirun) and exec.txt
+(bench/exec_speed.sh: bnorm-exec-bench runs, each after its "$ " line).
 
-The tables and every figure in the text come from the runs; the prose says
-what bounds the ratios.
+The tables and every figure in the text about the latest run come from the
+runs; the prose says what bounds the ratios. Paragraphs that record how the
+kernels were tuned quote the measurements of that time and say on which
+machine they were taken.
 """
 import argparse
+import os
 import re
 import statistics
 
@@ -30,18 +33,38 @@ def num(v):
         return None
 
 
+def read_run(folder, name):
+    """(command, output) of a run file, or None when the folder has no such run."""
+    path = os.path.join(folder, name)
+    if not os.path.exists(path):
+        return None
+    first, _, rest = open(path).read().rstrip().partition("\n")
+    if not first.startswith("$ "):
+        raise SystemExit(f"{path}: the first line must be '$ <command>', the command that made the run")
+    return first[2:], rest
+
+
+def scaling(rows):
+    """((roof_ms, bnorm_ms) at 1 thread, the same at 2, case) for the DRAM-resident cases run at both."""
+    key = lambda r: (r[0], r[1], r[2], r[3])
+    t1 = {key(r): (num(r[5]), num(r[6])) for r in rows if r[4] == "1"}
+    t2 = {key(r): (num(r[5]), num(r[6])) for r in rows if r[4] == "2"}
+    return [(t1[k], t2[k], k) for k in t1 if k[3] in DRAM and k in t2]
+
+
+def roofline_scaling(rows):
+    """(roof_ms at 1 thread, at 2) for the DRAM-resident cases run at both."""
+    return [(a[0], b[0]) for a, b, _ in scaling(rows) if a[0] and b[0]]
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("run")
-    ap.add_argument("command")
-    ap.add_argument("--exec", dest="exec_run")
-    ap.add_argument("--family", nargs=2)
-    ap.add_argument("--sync", nargs=2)
-    ap.add_argument("--patterns", nargs=2)
-    ap.add_argument("--small", nargs=2, help="a rerun of the small shapes alone, and its command")
+    ap.add_argument("runs", help="the folder of run files (bench/runs)")
     args = ap.parse_args()
-    path, command = args.run, args.command
-    text = open(path).read().rstrip()
+    main_run = read_run(args.runs, "batch_norm.txt")
+    if main_run is None:
+        raise SystemExit(f"{args.runs}: no batch_norm.txt (bench/take_runs.sh takes it)")
+    command, text = main_run
     lines = text.splitlines()
     bw = {}
     rows = []
@@ -51,14 +74,15 @@ def main():
             bw[int(parts[0])] = tuple(float(p) for p in parts[1:])
         elif len(parts) == 12 and parts[0] in TARGET:
             rows.append(parts)
-    key = lambda r: (r[0], r[1], r[2], r[3])
     out = []
     w = out.append
     w("# Performance\n")
     w("All figures come from `bnorm-bench`, which runs the roofline, bnorm, oneDNN 2.6 and ATen 1.13 in one")
     w("process, interleaved repetition by repetition, on the same buffers, and reports medians. Judge by the")
-    w("ratios: this machine is a 2-core VM whose absolute speed drifts by 20-40% from minute to minute (the")
-    w("roofline itself moves that much between runs), so a case can differ by that much between two runs.\n")
+    w("ratios: the runs come from 2-core VMs whose absolute speed drifts from minute to minute (20-40% on the")
+    w("Intel machine of the earlier runs; on the AMD machine of the latest, the roofline at two threads moved")
+    w("between about 50 and 90 GB/s from one case to the next within a run), so a case can differ by that much")
+    w("between two runs, and bnorm's ratio to the roofline is highest where memory happened to be fast.\n")
     w("- **roofline**: `y = a*x + b` over the same elements and dtype with streaming stores (read x, write y:")
     w("  the traffic of inference). **bn/roof** = bnorm / roofline time; the floor is 1.0 for inference.")
     w("- **dnnl/bn**, **aten/bn** = peer time / bnorm time (above 1: bnorm is faster).")
@@ -69,8 +93,9 @@ def main():
     w("  `torch.nn.functional.batch_norm` does.\n")
     w("## Latest full run\n")
     isa = re.search(r"isa (\S+),", text)
-    w("Debian 12 VM, 2 cores of an Intel Xeon with AVX-512 and AVX512-BF16 (bnorm dispatches to "
-      f"{isa.group(1) if isa else 'AVX3'}), 2 MiB L2 per core.\n")
+    machine = re.search(r"^machine: (.*)$", text, re.M)
+    w(f"Debian 12 VM: {machine.group(1) if machine else 'machine not recorded'}; bnorm dispatches to "
+      f"{isa.group(1) if isa else 'AVX3'}.\n")
     w("```\n" + command + "\n```\n")
     w("```\n" + text + "\n```\n")
     if 1 in bw:
@@ -84,6 +109,15 @@ def main():
         w(f"205 MB of the large f32 shapes, a read-only pass therefore costs {rd:.2f} of the roofline and a")
         w(f"write-only pass {wt:.2f}. Two threads: " + ", ".join(
             f"{v:.1f}" for v in bw.get(2, ())) + " GB/s (read, write, both).\n")
+        gains = sorted(t1 / t2 for t1, t2 in roofline_scaling(rows))
+        if 2 in bw and rw1 >= 0.8 * bw[2][2] and gains:
+            w(f"In that test one core alone moved {rw1 / bw[2][2]:.0%} of what two did, while the table's")
+            w(f"roofline gained {gains[0]:.2f}-{gains[-1]:.2f}x (median {statistics.median(gains):.2f}) from a second")
+            w("core on the DRAM-resident shapes: this machine's memory speed changes by the minute. Where one")
+            w("core already moves most of the bandwidth, a pass at two threads is bound less by DRAM than by how")
+            w("fast each core moves and computes on its data: every extra pass over cache, every sum and every")
+            w("second stream then costs time that the roofline's single stream does not pay, and the floors below")
+            w("(DRAM passes only) understate the real ones; the bare patterns further down measure those.\n")
         w("A direction that cannot keep its data in cache between passes pays the passes separately:\n")
         w("| direction | DRAM passes | floor (x roofline) |")
         w("|---|---|---|")
@@ -92,6 +126,12 @@ def main():
         w(f"| training, channels-last | read x, then x again + write y (every row is needed before any is written) | {rd + 1:.2f} |")
         w(f"| backward, channels-first | read x and dy, then both from cache + write dx | {2 * rd + wt:.2f} |")
         w(f"| backward, channels-last; channels-first with planes under 1 KiB | read x and dy, then both again + write dx | {2 * rd + 2 * rd:.2f} |\n")
+        w("### How the kernels were tuned\n")
+        w("The paragraphs below record the measurements behind the kernels' design as they were taken. Unless")
+        w("they say otherwise they come from the machine of the earlier full runs: a 2-core Intel Xeon VM with")
+        w("AVX512-BF16 and 2 MiB of L2 per core, whose memory gave one core about 19 GB/s and two about 40 GB/s")
+        w("(read and write counted), so that the kernels there were bound by DRAM. \"This machine\" and \"here\"")
+        w("in them mean that machine.\n")
         w("Two more effects measured on this machine push the channels-first figures above their floor: a")
         w("channel is N runs of S values a sample apart, and the hardware prefetcher starts cold on each run")
         w("(prefetching the next runs' starts in software took 256x1024x14x14 training from 2.2 to about 1.4 x")
@@ -155,8 +195,9 @@ def main():
         w("first ran compute-bound: adding a vector's lanes in double one after another is a chain of dependent")
         w("additions; a shuffle tree instead made the in-cache sum 6.9 -> 4.2 ms (and layer norm's per-row sums")
         w("10-15% faster forward).\n")
-    if args.patterns:
-        patterns_section(w, open(args.patterns[0]).read(), args.patterns[1])
+    patterns = read_run(args.runs, "patterns.txt")
+    if patterns:
+        patterns_section(w, patterns[1], patterns[0])
     w("## Issue #3 targets, from this run\n")
     w("DRAM-resident shapes (" + ", ".join(DRAM) + "), bn/roof, f32 and bf16, 1 and 2 threads:\n")
     w("| direction | layout | target | measured | cases within target |")
@@ -167,6 +208,14 @@ def main():
             ok = sum(1 for x in v if x <= TARGET[d])
             w(f"| {d} | {lay} | <= {TARGET[d]:.2f} | {min(v):.2f}-{max(v):.2f} | {ok} of {len(v)} |")
     w("")
+    if patterns:
+        bare = pattern_ratios(patterns[1])
+        walk = lambda k: " / ".join(f"{bare[(DRAM[0], t, k)]:.2f}" for t in ("1", "2") if (DRAM[0], t, k) in bare)
+        if walk("train-pipelined") and walk("bwd-pipelined"):
+            w(f"The bare loops of the walks these directions take, from the patterns run above ({DRAM[0]}, 1 / 2")
+            w(f"threads): training's pipelined walk {walk('train-pipelined')}, backward's {walk('bwd-pipelined')}"
+              f" (in turns {walk('bwd-turns')}). A target below its walk's bare loop cannot be met by")
+            w("a kernel that walks that way on this machine; one above it says how close bnorm comes.\n")
     misses = []
     for r in rows:
         if r[3] in CACHE:
@@ -190,22 +239,25 @@ def main():
     w(f"Small problems ({', '.join(SMALL)}): bnorm {min(small_bn):.3f}-{max(small_bn):.3f} ms per call, ATen "
       f"{min(small_at):.3f}-{max(small_at):.3f} ms; slower than ATen in {len(slow)} case(s)" +
       (": " + "; ".join(" ".join(r[:5]) for r in slow) if slow else "") + ".\n")
-    if args.small:
-        again = [line.split() for line in open(args.small[0]).read().splitlines()]
+    small = read_run(args.runs, "small.txt")
+    if small:
+        again = [line.split() for line in small[1].splitlines()]
         again = [num(r[11]) for r in again if len(r) == 12 and r[0] in TARGET and num(r[11]) is not None]
         faster = sum(1 for v in again if v > 1.0)
         w("Per-call times of a few microseconds move from run to run. These shapes alone, with more repetitions")
-        w(f"(`{args.small[1]}`, run after this run), had bnorm faster than ATen in {faster} of {len(again)} cases,")
+        w(f"(`{small[0]}`, run after this run), had bnorm faster than ATen in {faster} of {len(again)} cases,")
         w(f"ATen/bnorm {min(again):.2f}-{max(again):.2f}.\n")
-    t1 = {key(r): (num(r[5]), num(r[6])) for r in rows if r[4] == "1"}
-    t2 = {key(r): (num(r[5]), num(r[6])) for r in rows if r[4] == "2"}
-    sc = [(t1[k][1] / t2[k][1], t1[k][0] / t2[k][0], k) for k in t1 if k[3] in DRAM and k in t2 and t1[k][1]]
+    sc = [(b1 / b2, r1 / r2, k) for (r1, b1), (r2, b2), k in scaling(rows) if b1 and b2]
     low = [s for s in sc if s[0] < 1.6]
     w(f"Scaling from 1 to 2 threads on the DRAM-resident shapes: bnorm {min(s[0] for s in sc):.2f}-"
       f"{max(s[0] for s in sc):.2f}x, the roofline {min(s[1] for s in sc):.2f}-{max(s[1] for s in sc):.2f}x in the "
-      f"same run; below 1.6x in {len(low)} of {len(sc)} cases" + (":" if low else "."))
-    for a, b, k in low:
-        w(f"- {' '.join(k)}: bnorm {a:.2f}x, roofline {b:.2f}x")
+      f"same run; below 1.6x in {len(low)} of {len(sc)} cases" + (":" if 0 < len(low) <= 8 else "."))
+    if len(low) > 8:
+        w("Where the roofline itself gains little from a second core, so do the memory-bound kernels: the")
+        w("memory, not the split between threads, sets the pace (see the bandwidth above).")
+    else:
+        for a, b, k in low:
+            w(f"- {' '.join(k)}: bnorm {a:.2f}x, roofline {b:.2f}x")
     w("")
     big = [r for r in rows if r[3] in DRAM + CACHE]
     dn = [num(r[10]) for r in big if num(r[10]) is not None]
@@ -213,14 +265,31 @@ def main():
     w(f"Against the peers on the four benchmark shapes: oneDNN/bnorm {min(dn):.2f}-{max(dn):.2f} "
       f"(median {statistics.median(dn):.2f}), ATen/bnorm {min(at):.2f}-{max(at):.2f} "
       f"(median {statistics.median(at):.2f}).")
-    if args.family:
-        family_section(w, open(args.family[0]).read(), args.family[1])
-    if args.sync:
-        sync_section(w, open(args.sync[0]).read(), args.sync[1])
-    if args.exec_run:
-        exec_section(w, open(args.exec_run).read())
+    family = read_run(args.runs, "family.txt")
+    if family:
+        family_section(w, family[1], family[0])
+    sync = read_run(args.runs, "sync.txt")
+    if sync:
+        sync_section(w, sync[1], sync[0])
+    exec_path = os.path.join(args.runs, "exec.txt")
+    if os.path.exists(exec_path):
+        exec_section(w, open(exec_path).read())
     print("\n".join(out))
 
+
+# The issue #6 rows of the last family run on the Intel machine (bn/roof and
+# ATen/bnorm ranges over dtypes and layouts), quoted beside the latest run.
+INTEL_FAMILY = (
+    ("layer_norm", "forward", "1.05-1.15", "2.39-24.38"),
+    ("layer_norm", "backward", "1.68-1.73", "1.80-4.24"),
+    ("rms_norm", "forward", "0.94-1.10", "4.80-6.50"),
+    ("rms_norm", "backward", "1.39-1.67", "9.15-17.22"),
+    ("group_norm", "forward", "1.13-1.63", "1.60-22.66"),
+    ("group_norm", "backward", "1.40-2.17", "1.51-5.39"),
+    ("instance_norm", "forward_training", "1.08-1.47", "2.95-17.17"),
+    ("instance_norm", "forward_inference", "0.96-1.15", "1.22-15.18"),
+    ("instance_norm", "backward", "1.46-2.10", "1.74-9.23"),
+)
 
 FAMILY_OPS = ("bn_relu", "bn_add_relu", "layer_norm", "rms_norm", "group_norm", "instance_norm")
 
@@ -275,8 +344,38 @@ def family_section(w, text, command):
             rng = lambda v: f"{min(v):.2f}-{max(v):.2f}" if v else "-"
             w(f"| {op} | {d} | {rng(pl)} | {rng(un)} | {rng(at)} |")
     w("")
-    w("What bounds the misses (the DRAM passes of the batch-norm analysis above apply):")
+    w("For comparison, the last family run on the Intel machine (2 MiB L2 per core, DRAM-bound; before the")
+    w("ReLU mask), same command, 2 threads:")
     w("")
+    w("| op | direction | bn/roof | ATen/bnorm |")
+    w("|---|---|---|---|")
+    for op, d, rr, at in INTEL_FAMILY:
+        w(f"| {op} | {d} | {rr} | {at} |")
+    w("")
+    w("The fused ops there: fused / plain BN forward 0.99-1.11 (BN+ReLU) and 1.14-1.62 (BN+Add+ReLU), backward")
+    w("1.40-1.50 and 1.34-1.56 (gated by the output).")
+    w("")
+    w("What bounds the misses (the DRAM passes of the batch-norm analysis above apply). As in \"How the kernels")
+    w("were tuned\", figures measured before the latest run come from the Intel machine unless they say")
+    w("otherwise:")
+    w("")
+    w("- On the AMD machine of the latest run one core often moves most of the memory's bandwidth (see \"What")
+    w("  bounds the ratios\"), so passes that the Intel machine hid behind DRAM transfers show. Layer norm's")
+    w("  forward takes a block's statistics from cache while DRAM idles: perf puts that pass at a third of")
+    w("  the forward's time (f32, 8192x4096, 2 threads), waiting on its loads; prefetching the next block")
+    w("  into L1 instead of L2, or blocks of 16, 64 or 128 KiB instead of 32, measured 0.99-1.04x the time")
+    w("  (one process, alternating).")
+    w("  Group norm channels-last: a sample's second read could come from the 32 MiB L3 (a bare loop here")
+    w("  re-reads 3-4 MB at about 80 GB/s against 38 GB/s from DRAM, one thread), but taking turns instead")
+    w("  of pipelining measured 1.05-1.09x the time forward and bf16 backward, 0.90x f32 backward, and 0.89x")
+    w("  bf16 forward in a run where memory was slow: which walk wins depends on the memory's speed at the")
+    w("  time, so the rule stays. Sharing each sample between the two threads (bf16 forward: 0.8 MB each, in")
+    w("  L2) measured 1.11-1.17x (a barrier per sample, and the passes no longer overlap). What did pay: the")
+    w("  sums down a tile's columns take four channel vectors per step instead of two, more of each row per")
+    w("  step (one process, alternating, 2 threads: group and instance norm channels-last forward bf16")
+    w("  0.78-0.93x the time, f32 0.96-0.97x, backward unchanged; batch norm channels-last 32x64x56x56,")
+    w("  whose 256-byte rows are now walked whole, backward f32 0.91-0.94x, bf16 0.88x, training 0.90-0.93x,")
+    w("  which turned the f32 backward that oneDNN won by 4-13% into a tie or a win).")
     w("- Group and instance norm, channels-last: as batch norm's channels-last training and backward, every row")
     w("  of a sample is needed before any output of it can be written, and one sample of 64x256x56x56 (3.2 MB in")
     w("  f32) does not fit a core's L2, so x (and dy) are read twice: the floors of that table (training")
@@ -292,8 +391,9 @@ def family_section(w, text, command):
     w("  2 threads: forward f32 group norm 0.80-0.90x the time, instance norm 0.86-0.95x; backward f32 and")
     w("  bf16 0.77-0.87x. Forward walks down the tiles' columns (in memory order it measured 0.91-0.97x);")
     w("  backward walks in memory order with the next sample's sums in cyclic accumulators (down the columns,")
-    w("  four read streams measured 1.03-1.17x). bf16 forward samples (1.6 MB) mostly fit this machine's 2 MB")
-    w("  L2 and measured 1.05-1.12x pipelined, so they keep taking turns here. On a 25 MB tensor (8x512x28x28")
+    w("  four read streams measured 1.03-1.17x). bf16 forward samples (1.6 MB) mostly fit that machine's 2 MB")
+    w("  L2 and measured 1.05-1.12x pipelined, so they take turns where a sample fits the L2 (on a 1 MiB L2")
+    w("  they pipeline). On a 25 MB tensor (8x512x28x28")
     w("  f32, 3.2 MB of x and dy per sample, pipelined by the L2 rule) backward measured 1.03-1.08x; from 51 MB")
     w("  up it gains. The pipelined walk's own floor, as a bare loop (f32 64x256x56x56, 2 threads: dx of one")
     w("  sample from x and dy while summing the next sample's, four read streams and one write): 2.04-2.10x")
@@ -310,9 +410,9 @@ def family_section(w, text, command):
     w("  threads: f32 51.2 -> 48.8 ms, bf16 37.4 -> 30.8 ms); BN+ReLU has no such output to reuse and reads the")
     w("  output twice. A forward may now keep the ReLU's mask instead, one bit per element")
     w("  (`BatchNormFusion::relu_mask`), and the backward read it in place of the output: 1/32 of the bytes in")
-    w("  f32, 1/16 in bf16. `bnorm-bench` now runs the fused training forward and backward that way (the table")
-    w("  above is from before). One process, alternating gate from the output / from the mask, 64x256x56x56, 2")
-    w("  threads, on an AMD EPYC machine (1 MiB L2 per core; the table's machine had 2 MiB), medians of 15:")
+    w("  f32, 1/16 in bf16. `bnorm-bench` now runs the fused training forward and backward that way (the Intel")
+    w("  machine's run quoted above is from before). One process, alternating gate from the output / from the")
+    w("  mask, 64x256x56x56, 2 threads, on the AMD machine of the latest run, medians of 15:")
     w("  backward channels-last 0.70-0.73x the time (BN+ReLU, f32 and bf16), 0.90x with the residual (f32);")
     w("  channels-first 0.92-0.93x. The training forward pays for gathering the bits: channels-last 0.89-0.99x")
     w("  (noise), channels-first f32 1.02-1.03x, bf16 1.07-1.09x with buffers on cache lines (1.08-1.19x 16")
@@ -320,7 +420,7 @@ def family_section(w, text, command):
     w("  calls). 128x512x7x7: forward 0.95-1.05x, backward 0.70-0.90x. On that machine `bnorm-bench --ops")
     w("  bn_relu,bn_add_relu --threads 2 --reps 11` with the mask read fused backward / plain BN backward")
     w("  1.00-1.25 (BN+ReLU) and")
-    w("  1.15-1.48 (BN+Add+ReLU), against 1.40-1.50 and 1.34-1.56 in the table. The residual's")
+    w("  1.15-1.48 (BN+Add+ReLU), against 1.40-1.50 and 1.34-1.56 in the Intel machine's run. The residual's")
     w("  gradient is now written with streaming stores wherever dx is (channels-first) or wherever its rows are")
     w("  whole cache lines (channels-last's first pass): plain stores read each line from memory before")
     w("  writing it. BN+Add+ReLU backward, separate processes alternating, 2 threads: channels-last")
@@ -398,8 +498,8 @@ def family_section(w, text, command):
     w("  one process, alternating, 2 threads, bf16: the paired stores took layer norm 8192x4096 forward to")
     w("  0.94x the time, RMS 0.90x, backward 0.95x / 0.87-0.94x, rows of 512 0.90-0.94x; the accumulators")
     w("  0.96-0.99x on top (f32 0.98-0.99x), measured on a minute when memory was slow, which hides")
-    w("  arithmetic. f32 in pairs measured 1.01-1.02x and keeps one vector per step. The family")
-    w("  table above is the latest run, after these cuts (rooflines within a few percent of the run before;")
+    w("  arithmetic. f32 in pairs measured 1.01-1.02x and keeps one vector per step. The Intel machine's")
+    w("  last family run (quoted above) came after these cuts (rooflines within a few percent of the run before;")
     w("  group and instance norm, whose code did not change, read 0.77-1.07x that run's times). The two runs")
     w("  after the backward pipelining and before these cuts read layer norm forward 1.13-1.20 / 1.33-1.67x the")
     w("  roofline (f32 / bf16) and backward 1.72-1.75 / 1.79-1.82x, RMS norm forward 0.99-1.04 / 1.01-1.51x")
@@ -409,12 +509,17 @@ def family_section(w, text, command):
     w("")
 
 
+def pattern_ratios(text):
+    """{(shape, threads, pattern): x roofline} from a --patterns run."""
+    rows = [line.split() for line in text.rstrip().splitlines()]
+    return {(r[1], r[2], r[0]): num(r[4]) for r in rows if len(r) == 5 and r[2].isdigit()}
+
+
 def patterns_section(w, text, command):
     """Bare loops of channels-first access patterns beside bnorm (bnorm-bench --patterns)."""
-    rows = [line.split() for line in text.rstrip().splitlines()]
-    rows = [r for r in rows if len(r) == 5 and r[2].isdigit()]
-    x = {(r[1], r[2], r[0]): num(r[4]) for r in rows}
-    shapes = list(dict.fromkeys(r[1] for r in rows))
+    x = pattern_ratios(text)
+    rows = [(k[0], k[1]) for k in x]
+    shapes = list(dict.fromkeys(r[0] for r in rows))
     w("## Bare access patterns\n")
     w("`bnorm-bench --patterns` times bare loops of the access patterns channels-first batch norm can walk (f32,")
     w("one FMA per element and an add and an FMA per summed element, the same software prefetch as bnorm's")
@@ -450,11 +555,11 @@ def patterns_section(w, text, command):
             w(f"  {pair(shape, 'planes-bwd-pipe')}; bnorm's instance norm training {pair(shape, 'bnorm-in-training')},")
             w(f"  backward {pair(shape, 'bnorm-in-backward')}.")
     w("")
-    w("The bare loops' own ratios move between runs as bnorm's do (the pipelined training loop on")
-    w("64x256x56x56 read 1.12-1.19 in two runs of this session and 1.33-1.35 in a third), so a target is read")
+    w("The bare loops' own ratios move between runs as bnorm's do (on the Intel machine the pipelined training")
+    w("loop on 64x256x56x56 read 1.12-1.19 in two runs of one session and 1.33-1.35 in a third), so a target is read")
     w("against the pattern measured beside it. The step from `bwd-runs` to `bwd-pipelined` is the current")
     w("block read again from cache while the next block streams in: a block read once by a streaming pass is")
-    w("only partly kept in L2 here (above).\n")
+    w("only partly kept in L2 (measured on the Intel machine, above).\n")
 
 
 def sync_section(w, text, command):

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Takes every benchmark run that docs/PERFORMANCE.md is written from, into
+# bench/runs/ (one file per run, each starting with the command that made
+# it); the document is then written from them:
+#   bench/take_runs.sh [BUILD_DIR]      (about 6 minutes on the 2-core VM)
+#   /usr/bin/python3 bench/performance_md.py bench/runs > docs/PERFORMANCE.md
+# Run it on an otherwise idle machine: the figures are ratios within each
+# run, but a busy machine still skews them.
+set -euo pipefail
+build=${1:-build}
+out=bench/runs
+mkdir -p "$out"
+take() {  # take FILE COMMAND...: the command's output, after a "$ command" line
+  local file=$1
+  shift
+  { echo "\$ $*"; "$@"; } > "$out/$file.tmp"
+  mv "$out/$file.tmp" "$out/$file"
+}
+bench=./$build/bench/bnorm-bench
+take batch_norm.txt "$bench" --bandwidth --threads 1,2 --reps 21
+take small.txt "$bench" --shapes 8x2048 2x64x7x7 1x64x1x1 --threads 1,2 --reps 201 --impls bnorm,aten
+take patterns.txt "$bench" --patterns --shapes 64x256x56x56 256x1024x12x16 --threads 1,2 --reps 15
+take family.txt "$bench" --ops bn_relu,bn_add_relu,layer_norm,rms_norm,group_norm,instance_norm --threads 2 \
+  --reps 11
+take sync.txt mpirun --allow-run-as-root --oversubscribe -np 2 "./$build/bench/bnorm-sync-bench" --reps 21
+bench/exec_speed.sh "$build" > "$out/exec.txt.tmp"
+mv "$out/exec.txt.tmp" "$out/exec.txt"
