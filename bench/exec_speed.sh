@@ -4,7 +4,9 @@
 # ResNet-18-shaped model (random weights, original vs folded) at 224x224,
 # batch 8. Usage: bench/exec_speed.sh BUILD_DIR > exec_run.txt
 set -euo pipefail
+cd "$(dirname "$0")/.."
 build=${1:-build}
+case $build in /*) ;; *) build=$PWD/$build ;; esac
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 bnorm=$build/tools/bnorm/bnorm
@@ -15,6 +17,6 @@ bnorm=$build/tools/bnorm/bnorm
 cp examples/fashion_mnist/model.onnx "$work/fashion_mnist.onnx"
 cd "$work"
 echo "\$ bnorm-exec-bench fashion_mnist.onnx fashion_mnist_prepared.onnx --batch 64 --reps 41"
-"$OLDPWD/$build/bench/bnorm-exec-bench" fashion_mnist.onnx fashion_mnist_prepared.onnx --batch 64 --reps 41
+"$build/bench/bnorm-exec-bench" fashion_mnist.onnx fashion_mnist_prepared.onnx --batch 64 --reps 41
 echo "\$ bnorm-exec-bench resnet18.onnx resnet18_folded.onnx --batch 8 --reps 11"
-"$OLDPWD/$build/bench/bnorm-exec-bench" resnet18.onnx resnet18_folded.onnx --batch 8 --reps 11
+"$build/bench/bnorm-exec-bench" resnet18.onnx resnet18_folded.onnx --batch 8 --reps 11

@@ -5,23 +5,30 @@
 #   bench/take_runs.sh [BUILD_DIR]      (about 6 minutes on the 2-core VM)
 #   /usr/bin/python3 bench/performance_md.py bench/runs > docs/PERFORMANCE.md
 # Run it on an otherwise idle machine: the figures are ratios within each
-# run, but a busy machine still skews them.
+# run, but a busy machine still skews them. The runs are taken into a
+# temporary folder and replace bench/runs/ only when all of them succeeded.
+# Without bnorm-sync-bench (no MPI in the build) sync.txt is left out.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 build=${1:-build}
-out=bench/runs
-mkdir -p "$out"
+case $build in /*) ;; *) build=$PWD/$build ;; esac
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
 take() {  # take FILE COMMAND...: the command's output, after a "$ command" line
   local file=$1
   shift
-  { echo "\$ $*"; "$@"; } > "$out/$file.tmp"
-  mv "$out/$file.tmp" "$out/$file"
+  { echo "\$ ${*/#$PWD\//./}"; "$@"; } > "$work/$file"
 }
-bench=./$build/bench/bnorm-bench
+bench=$build/bench/bnorm-bench
 take batch_norm.txt "$bench" --bandwidth --threads 1,2 --reps 21
 take small.txt "$bench" --shapes 8x2048 2x64x7x7 1x64x1x1 --threads 1,2 --reps 201 --impls bnorm,aten
 take patterns.txt "$bench" --patterns --shapes 64x256x56x56 256x1024x12x16 --threads 1,2 --reps 15
 take family.txt "$bench" --ops bn_relu,bn_add_relu,layer_norm,rms_norm,group_norm,instance_norm --threads 2 \
   --reps 11
-take sync.txt mpirun --allow-run-as-root --oversubscribe -np 2 "./$build/bench/bnorm-sync-bench" --reps 21
-bench/exec_speed.sh "$build" > "$out/exec.txt.tmp"
-mv "$out/exec.txt.tmp" "$out/exec.txt"
+if [[ -x $build/bench/bnorm-sync-bench ]]; then
+  take sync.txt mpirun --allow-run-as-root --oversubscribe -np 2 "$build/bench/bnorm-sync-bench" --reps 21
+fi
+bench/exec_speed.sh "$build" > "$work/exec.txt"
+mkdir -p bench/runs
+rm -f bench/runs/*.txt
+mv "$work"/*.txt bench/runs/
