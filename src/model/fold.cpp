@@ -78,6 +78,30 @@ void write_weight(OnnxModel& model, int node, int slot, const std::vector<double
   model.add_initializer(std::move(copy));
 }
 
+std::optional<ChannelBias> channel_bias(const OnnxModel& model, int node, std::size_t channels,
+                                        std::string* why, bool values) {
+  const auto& n = model.graph().node(node);
+  ChannelBias bias{n.input_size() > 2 && !n.input(2).empty(), std::vector<double>(channels, 0.0)};
+  if (!bias.present) return bias;
+  auto b = constant_weight(model, node, 2, "bias", why, values);
+  if (!b) return std::nullopt;
+  if (element_count(*b->tensor) != static_cast<std::int64_t>(channels)) {
+    *why = "bias has " + std::to_string(element_count(*b->tensor)) + " values";
+    return std::nullopt;
+  }
+  if (values) bias.values = std::move(b->values);
+  return bias;
+}
+
+void store_channel_bias(OnnxModel& model, int node, const ChannelBias& bias, std::int32_t data_type) {
+  if (bias.present) {
+    write_weight(model, node, 2, bias.values);
+    return;
+  }
+  add_weight_input(model, node, 2, model.graph().node(node).input(1) + "_bias", data_type,
+                   {static_cast<std::int64_t>(bias.values.size())}, bias.values);
+}
+
 void add_weight_input(OnnxModel& model, int node, int slot, const std::string& base_name,
                       std::int32_t data_type, const std::vector<std::int64_t>& dims,
                       const std::vector<double>& values) {

@@ -18,30 +18,17 @@ std::optional<std::string> fold_into_conv(OnnxModel& model, int node, const Chan
   if (c_out != f.a.size())
     return "weight has " + std::to_string(c_out) + " output channels, the BatchNormalization " +
            std::to_string(f.a.size());
-  const auto& n = model.graph().node(node);
-  const bool has_bias = n.input_size() > 2 && !n.input(2).empty();
-  std::vector<double> bias(c_out, 0.0);
-  if (has_bias) {
-    auto b = constant_weight(model, node, 2, "bias", &why, apply);
-    if (!b) return why;
-    if (element_count(*b->tensor) != static_cast<std::int64_t>(c_out))
-      return "bias has " + std::to_string(element_count(*b->tensor)) + " values";
-    if (apply) bias = std::move(b->values);
-  }
+  auto bias = channel_bias(model, node, c_out, &why, apply);
+  if (!bias) return why;
   if (!apply) return std::nullopt;
   const std::size_t per_channel = w->values.size() / c_out;
   for (std::size_t o = 0; o < c_out; ++o) {
     for (std::size_t i = 0; i < per_channel; ++i) w->values[o * per_channel + i] *= f.a[o];
-    bias[o] = f.a[o] * bias[o] + f.b[o];
+    bias->values[o] = f.a[o] * bias->values[o] + f.b[o];
   }
   const std::int32_t type = w->tensor->data_type();
   write_weight(model, node, 1, w->values);
-  if (has_bias) {
-    write_weight(model, node, 2, bias);
-  } else {
-    add_weight_input(model, node, 2, model.graph().node(node).input(1) + "_bias", type,
-                     {static_cast<std::int64_t>(c_out)}, bias);
-  }
+  store_channel_bias(model, node, *bias, type);
   return std::nullopt;
 }
 

@@ -36,6 +36,21 @@ struct Weight {
 std::optional<Weight> constant_weight(const OnnxModel& model, int node, int slot, const char* role,
                                       std::string* why, bool values);
 
+/// The per-output-channel bias of a Conv or ConvTranspose (input 2): its
+/// `channels` values when `values` is set (zeros when the node has none),
+/// whether the node has one, or nullopt with the reason it cannot be used.
+struct ChannelBias {
+  bool present = false;
+  std::vector<double> values;
+};
+std::optional<ChannelBias> channel_bias(const OnnxModel& model, int node, std::size_t channels,
+                                        std::string* why, bool values);
+
+/// Stores a Conv or ConvTranspose's folded bias: in place of its input 2 when
+/// it had one, else as a new initializer of `data_type` named after the
+/// node's weight (input 1; call after write_weight, which may rename it).
+void store_channel_bias(OnnxModel& model, int node, const ChannelBias& bias, std::int32_t data_type);
+
 /// Stores new values for input `slot` of `node`. When the initializer is
 /// also read elsewhere, the node gets a copy of its own instead.
 void write_weight(OnnxModel& model, int node, int slot, const std::vector<double>& values);
