@@ -3,12 +3,7 @@
 # example (original vs prepared: recalibrated and folded) at batch 64, and a
 # ResNet-18-shaped model (random weights, original vs folded) at 224x224,
 # batch 8. Usage: bench/exec_speed.sh BUILD_DIR > exec_run.txt
-set -euo pipefail
-cd "$(dirname "$0")/.."
-build=${1:-build}
-case $build in /*) ;; *) build=$PWD/$build ;; esac
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+source "$(dirname "$0")/script_setup.sh"
 bnorm=$build/tools/bnorm/bnorm
 "$bnorm" prepare examples/fashion_mnist/model.onnx --calib examples/fashion_mnist/calib.npy \
   -o "$work/fashion_mnist_prepared.onnx" > /dev/null

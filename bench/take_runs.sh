@@ -8,12 +8,7 @@
 # run, but a busy machine still skews them. The runs are taken into a
 # temporary folder and replace bench/runs/ only when all of them succeeded.
 # Without bnorm-sync-bench (no MPI in the build) sync.txt is left out.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-build=${1:-build}
-case $build in /*) ;; *) build=$PWD/$build ;; esac
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+source "$(dirname "$0")/script_setup.sh"
 take() {  # take FILE COMMAND...: the command's output, after a "$ command" line
   local file=$1
   shift
