@@ -28,9 +28,9 @@ namespace bnorm::bench {
 void set_aten_threads(int threads);
 
 // One line naming the machine, so that a run's figures say where they come
-// from: the CPU's model name, the number of CPUs, and CPU 0's data
-// caches as the kernel lists them (sysconf's L3 can be wrong in a VM: 384 MiB
-// for a 32 MiB one here).
+// from: the CPU's model name, the number of CPUs, and CPU 0's data and
+// unified caches as the kernel lists them (sysconf's L3 can be wrong in a
+// VM: 384 MiB for a 32 MiB one here).
 std::string machine_line() {
   auto first_line = [](const std::string& path) {
     std::ifstream in(path);
