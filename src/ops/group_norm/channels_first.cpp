@@ -39,7 +39,7 @@ void for_each_channel_piece(std::int64_t s, Share sh, F&& f) {
 // `planes` planes, per-channel sums, parameter-gradient partials.
 struct BlockScratch {
   ScratchLayout layout;
-  std::size_t center, scale, shift, pivots, k_const, mean_rep, m2_rep, invstd_rep, ds, db, acc;
+  std::size_t center, scale, shift, pivots, k_const, mean_rep, m2_rep, invstd_rep, sums, acc;
   std::size_t bytes;
   BlockScratch(std::int64_t planes, std::int64_t cg, std::int64_t channels) {
     const auto P = static_cast<std::size_t>(planes);
@@ -51,11 +51,30 @@ struct BlockScratch {
     mean_rep = layout.add<double>(P);
     m2_rep = layout.add<double>(P);
     invstd_rep = layout.add<double>(P);
-    ds = layout.add<double>(2 * static_cast<std::size_t>(cg));
-    db = layout.add<double>(static_cast<std::size_t>(cg));
+    sums = layout.add<double>(2 * static_cast<std::size_t>(cg));
     acc = layout.add<double>(2 * static_cast<std::size_t>(channels));
     bytes = (layout.bytes() + 63) / 64 * 64;
   }
+};
+
+// One worker's BlockScratch at `mine`. Backward keeps its coefficients and
+// per-channel sums in the forward's slots, under its own names: k_dy and
+// k_xc in scale and shift, ds and db in mean_rep and m2_rep, per-plane sums
+// in sums (2 per channel), the next step's centers in pivots.
+struct BlockBuffers {
+  float *center, *scale, *shift, *pivots, *k_const;
+  double *mean_rep, *m2_rep, *invstd_rep, *sums, *acc;
+  BlockBuffers(std::byte* mine, const BlockScratch& cs)
+      : center(scratch_at<float>(mine, cs.center)),
+        scale(scratch_at<float>(mine, cs.scale)),
+        shift(scratch_at<float>(mine, cs.shift)),
+        pivots(scratch_at<float>(mine, cs.pivots)),
+        k_const(scratch_at<float>(mine, cs.k_const)),
+        mean_rep(scratch_at<double>(mine, cs.mean_rep)),
+        m2_rep(scratch_at<double>(mine, cs.m2_rep)),
+        invstd_rep(scratch_at<double>(mine, cs.invstd_rep)),
+        sums(scratch_at<double>(mine, cs.sums)),
+        acc(scratch_at<double>(mine, cs.acc)) {}
 };
 
 }  // namespace
@@ -86,14 +105,7 @@ void forward_blocks(const Problem& p, const Plan& plan, const void* src, void* d
     run_team(workers, [&](const Team& team) {
       team.for_each_worker([&](int w) {
         std::byte* mine = base + o_workers + per_worker * static_cast<std::size_t>(w);
-        float* center = scratch_at<float>(mine, cs.center);
-        float* scale = scratch_at<float>(mine, cs.scale);
-        float* shift = scratch_at<float>(mine, cs.shift);
-        double* mean_rep = scratch_at<double>(mine, cs.mean_rep);
-        double* m2_rep = scratch_at<double>(mine, cs.m2_rep);
-        double* invstd_rep = scratch_at<double>(mine, cs.invstd_rep);
-        float* pivots = scratch_at<float>(mine, cs.pivots);
-        double* plane_sums = scratch_at<double>(mine, cs.ds);
+        const BlockBuffers s(mine, cs);
         float* block_pivots = scratch_at<float>(mine + cs.bytes, o_pivot);
         double* block_sums = scratch_at<double>(mine + cs.bytes, o_sums);
         const std::int64_t b0 = split_point(blocks, workers, w), b_end = split_point(blocks, workers, w + 1);
@@ -111,53 +123,48 @@ void forward_blocks(const Problem& p, const Plan& plan, const void* src, void* d
           for (std::int64_t j = 0; j < nb; ++j) {
             const auto uj = static_cast<std::size_t>(j);
             const Stats st = stats_from_sums(dt, x_at(u0 + j), m, block_pivots[uj], block_sums + 2 * uj);
-            std::fill_n(mean_rep + j * cg, cg, st.mean);
-            std::fill_n(m2_rep + j * cg, cg, st.m2);
+            std::fill_n(s.mean_rep + j * cg, cg, st.mean);
+            std::fill_n(s.m2_rep + j * cg, cg, st.m2);
             if (a.running) {
               all_mean[u0 + j] = st.mean;
               all_m2[u0 + j] = st.m2;
             }
           }
-          finish_planes(p, u0 * cg, nb * cg, mean_rep, m2_rep, a, center, scale, shift, invstd_rep);
+          finish_planes(p, u0 * cg, nb * cg, s.mean_rep, s.m2_rep, a, s.center, s.scale, s.shift,
+                        s.invstd_rep);
           for (std::int64_t j = 0; j < nb; ++j) {
-            if (a.save_mean) a.save_mean[u0 + j] = static_cast<float>(mean_rep[j * cg]);
-            if (a.save_invstd) a.save_invstd[u0 + j] = static_cast<float>(invstd_rep[j * cg]);
+            if (a.save_mean) a.save_mean[u0 + j] = static_cast<float>(s.mean_rep[j * cg]);
+            if (a.save_invstd) a.save_invstd[u0 + j] = static_cast<float>(s.invstd_rep[j * cg]);
           }
           // This step's statistics are done: its pivots and sums make way
           // for the next step's.
           for (std::int64_t j = 0; j < nn; ++j) {
             block_pivots[j] = block_pivot(dt, x_at(u1 + j), cg, p.s);
-            std::fill_n(pivots + j * cg, cg, block_pivots[j]);
+            std::fill_n(s.pivots + j * cg, cg, block_pivots[j]);
           }
           // The first nn blocks walk with the next step's blocks (the
           // worker's later blocks follow them in memory); the rest alone.
           const std::int64_t paired = nn * cg;
           if (paired > 0)
-            k::normalize_and_sum(dt, x_at(u0), element_ptr(dst, dt, u0 * m), paired, p.s, center, scale,
-                                 shift, plan.stream, x_at(u1), pivots, plane_sums, {}, (b_end - u1) * m);
+            k::normalize_and_sum(dt, x_at(u0), element_ptr(dst, dt, u0 * m), paired, p.s, s.center, s.scale,
+                                 s.shift, plan.stream, x_at(u1), s.pivots, s.sums, {}, (b_end - u1) * m);
           if (nb * cg > paired)
             k::normalize_and_sum(dt, element_ptr(src, dt, u0 * m + paired * p.s),
                                  element_ptr(dst, dt, u0 * m + paired * p.s), nb * cg - paired, p.s,
-                                 center + paired, scale + paired, shift + paired, plan.stream, nullptr,
+                                 s.center + paired, s.scale + paired, s.shift + paired, plan.stream, nullptr,
                                  nullptr, nullptr);
           for (std::int64_t j = 0; j < nn; ++j) {
             double* sums = block_sums + 2 * j;
             sums[0] = sums[1] = 0.0;
             for (std::int64_t q = j * cg; q < (j + 1) * cg; ++q) {
-              sums[0] += plane_sums[2 * q];
-              sums[1] += plane_sums[2 * q + 1];
+              sums[0] += s.sums[2 * q];
+              sums[1] += s.sums[2 * q + 1];
             }
           }
         }
       });
       if (plan.stream) k::stream_fence();
-      if (a.running) {
-        team.barrier();  // every block's moments are in place
-        team.for_each_worker([&](int w) {
-          update_running(p, split_point(p.g, workers, w), split_point(p.g, workers, w + 1), all_mean, all_m2,
-                         *a.running);
-        });
-      }
+      if (a.running) update_running(team, p, all_mean, all_m2, *a.running);
     });
     return;
   }
@@ -180,21 +187,15 @@ void forward_blocks(const Problem& p, const Plan& plan, const void* src, void* d
       });
       team.barrier();  // every share's statistics of block b are in place
       team.for_each_worker([&](int w) {
-        std::byte* mine = base + o_workers + cs.bytes * static_cast<std::size_t>(w);
-        float* center = scratch_at<float>(mine, cs.center);
-        float* scale = scratch_at<float>(mine, cs.scale);
-        float* shift = scratch_at<float>(mine, cs.shift);
-        double* mean_rep = scratch_at<double>(mine, cs.mean_rep);
-        double* m2_rep = scratch_at<double>(mine, cs.m2_rep);
-        double* invstd_rep = scratch_at<double>(mine, cs.invstd_rep);
+        const BlockBuffers s(base + o_workers + cs.bytes * static_cast<std::size_t>(w), cs);
         Stats st;
         for (int v = 0; v < workers; ++v) batch_norm::merge_into(st, buf[v]);
-        std::fill_n(mean_rep, cg, st.mean);
-        std::fill_n(m2_rep, cg, st.m2);
-        finish_planes(p, b * cg, cg, mean_rep, m2_rep, a, center, scale, shift, invstd_rep);
+        std::fill_n(s.mean_rep, cg, st.mean);
+        std::fill_n(s.m2_rep, cg, st.m2);
+        finish_planes(p, b * cg, cg, s.mean_rep, s.m2_rep, a, s.center, s.scale, s.shift, s.invstd_rep);
         if (w == 0) {
           if (a.save_mean) a.save_mean[b] = static_cast<float>(st.mean);
-          if (a.save_invstd) a.save_invstd[b] = static_cast<float>(invstd_rep[0]);
+          if (a.save_invstd) a.save_invstd[b] = static_cast<float>(s.invstd_rep[0]);
           if (a.running) {
             all_mean[b] = st.mean;
             all_m2[b] = st.m2;
@@ -203,18 +204,12 @@ void forward_blocks(const Problem& p, const Plan& plan, const void* src, void* d
         for_each_channel_piece(
             p.s, share_of(m, workers, w), [&](std::int64_t j, std::int64_t lo, std::int64_t hi) {
               k::normalize(dt, element_ptr(x, dt, lo), element_ptr(dst, dt, b * m + lo),
-                           k::Runs{1, hi - lo, hi - lo}, center[j], scale[j], shift[j], plan.stream);
+                           k::Runs{1, hi - lo, hi - lo}, s.center[j], s.scale[j], s.shift[j], plan.stream);
             });
       });
     }
     if (plan.stream) k::stream_fence();
-    if (a.running) {
-      team.barrier();  // worker 0 has written every block's moments
-      team.for_each_worker([&](int w) {
-        update_running(p, split_point(p.g, workers, w), split_point(p.g, workers, w + 1), all_mean, all_m2,
-                       *a.running);
-      });
-    }
+    if (a.running) update_running(team, p, all_mean, all_m2, *a.running);
   });
 }
 
@@ -233,16 +228,11 @@ void backward_blocks(const Problem& p, const Plan& plan, const void* src, const 
     std::byte* base = thread_scratch(cs.bytes * static_cast<std::size_t>(workers));
     run_team(workers, [&](const Team& team) {
       team.for_each_worker([&](int w) {
-        std::byte* mine = base + cs.bytes * static_cast<std::size_t>(w);
-        float* center = scratch_at<float>(mine, cs.center);
-        float* k_dy = scratch_at<float>(mine, cs.scale);
-        float* k_xc = scratch_at<float>(mine, cs.shift);
-        float* k_const = scratch_at<float>(mine, cs.k_const);
-        double* sums = scratch_at<double>(mine, cs.ds);  // 2 per plane: dy, dy * (x - mean)
-        float* next_centers = scratch_at<float>(mine, cs.pivots);
-        double* ds = scratch_at<double>(mine, cs.mean_rep);
-        double* db = scratch_at<double>(mine, cs.m2_rep);
-        double* acc = scratch_at<double>(mine, cs.acc);
+        const BlockBuffers s(base + cs.bytes * static_cast<std::size_t>(w), cs);
+        float *center = s.center, *k_dy = s.scale, *k_xc = s.shift, *k_const = s.k_const;
+        float* next_centers = s.pivots;
+        double *ds = s.mean_rep, *db = s.m2_rep, *acc = s.acc;
+        double* sums = s.sums;  // 2 per plane: dy, dy * (x - mean)
         std::fill_n(acc, 2 * C, 0.0);
         const std::int64_t b0 = split_point(blocks, workers, w), b_end = split_point(blocks, workers, w + 1);
         if (b0 == b_end) return;
@@ -333,14 +323,9 @@ void backward_blocks(const Problem& p, const Plan& plan, const void* src, const 
       });
       team.barrier();  // every share's sums of block b are in place
       team.for_each_worker([&](int w) {
-        std::byte* mine = worker_base + cs.bytes * static_cast<std::size_t>(w);
-        float* center = scratch_at<float>(mine, cs.center);
-        float* k_dy = scratch_at<float>(mine, cs.scale);
-        float* k_xc = scratch_at<float>(mine, cs.shift);
-        float* k_const = scratch_at<float>(mine, cs.k_const);
-        double* ds = scratch_at<double>(mine, cs.ds);
-        double* db = scratch_at<double>(mine, cs.db);
-        double* acc = scratch_at<double>(mine, cs.acc);
+        const BlockBuffers s(worker_base + cs.bytes * static_cast<std::size_t>(w), cs);
+        float *center = s.center, *k_dy = s.scale, *k_xc = s.shift, *k_const = s.k_const;
+        double *ds = s.mean_rep, *db = s.m2_rep, *acc = s.acc;
         std::fill_n(ds, cg, 0.0);
         std::fill_n(db, cg, 0.0);
         for (int v = 0; v < workers; ++v)

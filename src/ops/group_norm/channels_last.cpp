@@ -264,13 +264,7 @@ void forward_rows(const Problem& p, const Plan& plan, const void* src, void* dst
       }
     }
     if (plan.stream) k::stream_fence();
-    if (a.running) {
-      team.barrier();  // every sample's group moments are in place
-      team.for_each_worker([&](int w) {
-        update_running(p, split_point(p.g, workers, w), split_point(p.g, workers, w + 1), all_mean, all_m2,
-                       *a.running);
-      });
-    }
+    if (a.running) update_running(team, p, all_mean, all_m2, *a.running);
   });
 }
 

@@ -87,20 +87,23 @@ void block_coefficients(const Problem& p, std::int64_t n, std::int64_t g, const 
   }
 }
 
-void update_running(const Problem& p, std::int64_t g0, std::int64_t g1, const double* mean, const double* m2,
+void update_running(const Team& team, const Problem& p, const double* mean, const double* m2,
                     const GroupRunning& running) {
+  team.barrier();
   // Each sample's copy: (1 - m) * r + m * stat; their average over the batch.
   const double m = running.momentum, inv_n = 1.0 / static_cast<double>(p.n);
   const double unbias = 1.0 / static_cast<double>(p.group_count() - 1);
-  for (std::int64_t g = g0; g < g1; ++g) {
-    double sum_mean = 0.0, sum_var = 0.0;
-    for (std::int64_t n = 0; n < p.n; ++n) {
-      sum_mean += mean[n * p.g + g];
-      sum_var += m2[n * p.g + g] * unbias;
+  team.for_each_worker([&](int w) {
+    for (std::int64_t g = split_point(p.g, team.workers, w); g < split_point(p.g, team.workers, w + 1); ++g) {
+      double sum_mean = 0.0, sum_var = 0.0;
+      for (std::int64_t n = 0; n < p.n; ++n) {
+        sum_mean += mean[n * p.g + g];
+        sum_var += m2[n * p.g + g] * unbias;
+      }
+      running.mean[g] = static_cast<float>((1.0 - m) * running.mean[g] + m * sum_mean * inv_n);
+      running.var[g] = static_cast<float>((1.0 - m) * running.var[g] + m * sum_var * inv_n);
     }
-    running.mean[g] = static_cast<float>((1.0 - m) * running.mean[g] + m * sum_mean * inv_n);
-    running.var[g] = static_cast<float>((1.0 - m) * running.var[g] + m * sum_var * inv_n);
-  }
+  });
 }
 
 void merge_parameter_grads(std::int64_t c0, std::int64_t c1, int workers, const double* partials,

@@ -8,6 +8,7 @@
 #include "kernels/batch_norm/kernels.hpp"
 #include "ops/batch_norm/common.hpp"
 #include "ops/group_norm/plan.hpp"
+#include "ops/parallel.hpp"
 
 namespace bnorm::ops::group_norm {
 namespace k = kernels::batch_norm;
@@ -49,9 +50,11 @@ void block_coefficients(const Problem& p, std::int64_t n, std::int64_t g, const 
                         const BackwardArgs& a, float* center, float* k_dy, float* k_xc, float* k_const,
                         double* acc_dgamma, double* acc_dbeta);
 
-/// Running statistics of groups [g0, g1) from the N x G moments of a batch
-/// (at::instance_norm's rule, see GroupRunning).
-void update_running(const Problem& p, std::int64_t g0, std::int64_t g1, const double* mean, const double* m2,
+/// Running statistics of the groups from the N x G moments of a batch
+/// (at::instance_norm's rule, see GroupRunning), the groups split between
+/// the team's workers. Starts with a barrier: every worker's moments must be
+/// in place.
+void update_running(const Team& team, const Problem& p, const double* mean, const double* m2,
                     const GroupRunning& running);
 
 /// Merges the partial gradient sums of `workers` workers (each C doubles of
