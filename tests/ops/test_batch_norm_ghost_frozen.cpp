@@ -212,5 +212,50 @@ TEST(BatchNormLayer, FrozenUsesRunningStatisticsAndTheirDerivative) {
   EXPECT_THROW(BatchNorm(BatchNorm::Options{.num_features = 2, .track_running_stats = false}).freeze(), Error);
 }
 
+// With constant statistics dx = dy * gamma * invstd: a NaN in x or an
+// infinity in dy must not reach the rest of the channel, also when the
+// parameter gradients (which do take the NaN) are computed in the same call.
+TEST(FrozenBatchNorm, NonFiniteValueStaysInItsElement) {
+  for (const TensorDesc d : {TensorDesc(DType::f32, Layout::channels_first, {4, 3, 5, 7}),
+                             TensorDesc(DType::f32, Layout::channels_last, {4, 3, 5, 7}),
+                             TensorDesc(DType::bf16, Layout::channels_last, {2, 3, 40})}) {
+    for (const bool fused : {false, true}) {
+      SCOPED_TRACE(d.str() + (fused ? " fused" : ""));
+      Buffer src(d), dst(d), dy(d), dx(d);
+      fill_normal(src, 21);
+      fill_normal(dy, 22);
+      const std::vector<float> gamma{1.5f, 0.5f, 2.0f}, mean{0.1f, -0.2f, 0.3f}, invstd{0.8f, 1.25f, 2.0f};
+      // Channel 1's first element of x is NaN, channel 2's first dy +inf.
+      const bool last = d.layout() == Layout::channels_last;
+      const std::int64_t S = d.spatial();
+      auto channel_of = [&](std::int64_t i) { return last ? i % 3 : i / S % 3; };
+      const std::int64_t nan_at = last ? 1 : S, inf_at = last ? 2 : 2 * S;
+      src.set(nan_at, std::nanf(""));
+      dy.set(inf_at, INFINITY);
+      std::vector<float> dgamma(3), dbeta(3);
+      if (fused) {
+        // Every dst positive: the ReLU passes every gradient.
+        for (std::int64_t i = 0; i < d.elements(); ++i) dst.set(i, 1.0f);
+        batch_norm_backward_fused(d, src.data(), dst.data(), true, d, dy.data(), d, dx.data(), gamma.data(),
+                                  mean.data(), invstd.data(), dgamma.data(), dbeta.data(), nullptr,
+                                  BackwardStats::fixed);
+      } else {
+        batch_norm_backward(d, src.data(), d, dy.data(), d, dx.data(), gamma.data(), mean.data(),
+                            invstd.data(), dgamma.data(), dbeta.data(), BackwardStats::fixed);
+      }
+      EXPECT_TRUE(std::isnan(dgamma[1])) << "sum(dy * xhat) takes the NaN";
+      EXPECT_TRUE(std::isinf(dbeta[2]));
+      EXPECT_EQ(dx.get(inf_at), INFINITY);
+      const double tol = d.dtype() == DType::f32 ? 1e-6 : 1e-2;
+      for (std::int64_t i = 0; i < d.elements(); ++i) {
+        if (i == nan_at || i == inf_at) continue;
+        const auto c = static_cast<std::size_t>(channel_of(i));
+        const double want = static_cast<double>(dy.get(i)) * gamma[c] * invstd[c];
+        ASSERT_NEAR(dx.get(i), want, tol * (1.0 + std::fabs(want))) << "element " << i << ", channel " << c;
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace bnorm::test

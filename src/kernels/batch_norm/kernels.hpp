@@ -197,7 +197,9 @@ void finish_channels(std::int64_t n, double count, const double* mean, const dou
 /// Backward coefficients of n channels, dx = k_dy*dy + k_xc*(x - mean) +
 /// k_const: k_dy = gamma*invstd, k_xc = -gamma*invstd^3*sum_dy_xc*inv_count,
 /// k_const = -gamma*invstd*sum_dy*inv_count (inv_count 0 for constant
-/// statistics). gamma may be null (1).
+/// statistics: k_xc and k_const are then exactly 0, whatever the sums hold,
+/// so that one non-finite value does not reach the channel's every dx
+/// through NaN * 0). gamma may be null (1).
 void backward_coefficients(std::int64_t n, double inv_count, const double* sum_dy, const double* sum_dy_xc,
                            const float* gamma, const float* invstd, float* k_dy, float* k_xc, float* k_const);
 

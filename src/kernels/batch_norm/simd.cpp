@@ -891,11 +891,17 @@ void BackwardCoefficients(std::int64_t n, double inv_count, const double* sum_dy
   const hn::Rebind<float, decltype(dd)> df;
   const size_t lanes = hn::Lanes(dd);
   const auto one = hn::Set(dd, 1.0), neg_inv = hn::Set(dd, -inv_count);
+  const bool fixed = inv_count == 0.0;
   auto step = [&](const double* a, const double* b, const float* g, const float* is, float* o1, float* o2,
                   float* o3) HWY_ATTR {
     const auto vis = hn::PromoteTo(dd, hn::LoadU(df, is));
     const auto gis = hn::Mul(g ? hn::PromoteTo(dd, hn::LoadU(df, g)) : one, vis);
     hn::StoreU(hn::DemoteTo(df, gis), df, o1);
+    if (fixed) {
+      hn::StoreU(hn::Zero(df), df, o2);
+      hn::StoreU(hn::Zero(df), df, o3);
+      return;
+    }
     hn::StoreU(hn::DemoteTo(df, hn::Mul(hn::Mul(gis, hn::Mul(vis, vis)), hn::Mul(hn::LoadU(dd, b), neg_inv))),
                df, o2);
     hn::StoreU(hn::DemoteTo(df, hn::Mul(gis, hn::Mul(hn::LoadU(dd, a), neg_inv))), df, o3);
