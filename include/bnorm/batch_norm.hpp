@@ -46,7 +46,8 @@ struct BatchNormConfig {
 
 /// Training-mode forward. Normalizes src with its own batch statistics into
 /// dst (which may be src itself). save_mean / save_invstd (optional) receive
-/// the batch mean and 1/sqrt(biased var + eps), as ATen returns them; running
+/// the batch mean and 1/sqrt(biased var + eps), as ATen returns them (0, as
+/// ATen's, where var and eps are both 0: dst is then beta); running
 /// statistics are updated when given. gamma and beta may be null (1 and 0).
 /// Throws when a channel has fewer than 2 values (N * spatial < 2).
 void batch_norm_forward_training(const TensorDesc& src_desc, const void* src, const TensorDesc& dst_desc,

@@ -37,7 +37,8 @@ struct InstanceNormConfig {
 /// Forward with each instance's own statistics (PyTorch's use_input_stats,
 /// i.e. training, or no running statistics). dst may be src itself.
 /// save_mean / save_invstd (optional, N x C values, row-major) receive each
-/// instance's mean and 1/sqrt(biased var + eps). gamma and beta (C values)
+/// instance's mean and 1/sqrt(biased var + eps) (0 where var and eps are
+/// both 0, as at::instance_norm: dst is then beta). gamma and beta (C values)
 /// may be null (1 and 0). running_mean / running_var (C values, both or
 /// neither) are updated as described above when given; that needs more than
 /// one spatial element (the unbiased variance), else Error(invalid_argument).

@@ -94,6 +94,38 @@ void compare_with_aten(const TensorDesc& d) {
   }
 }
 
+// eps = 0 and a constant channel: ATen's batch statistics give invstd 0
+// (not 1/sqrt(0)), so the output is beta and the gradients through the
+// channel are 0, where the formula would give NaN.
+TEST(AtenBatchNormEdge, ConstantChannelWithZeroEps) {
+  for (const TensorDesc d : {TensorDesc(DType::f32, Layout::channels_first, {4, 3, 5}),
+                             TensorDesc(DType::f32, Layout::channels_last, {4, 3, 2, 3})}) {
+    SCOPED_TRACE(d.str());
+    const std::vector<float> gamma{1.5f, 0.5f, 2.0f}, beta{0.25f, -0.75f, 1.0f};
+    Buffer src(d), dst(d), dy(d), dx(d);
+    fill_normal(src, 31);
+    fill_normal(dy, 32);
+    const std::int64_t S = d.spatial();
+    for (std::int64_t i = 0; i < d.elements(); ++i)
+      if ((d.layout() == Layout::channels_last ? i % 3 : i / S % 3) == 1) src.set(i, 2.5f);
+    std::vector<float> save_mean(3), save_invstd(3), dgamma(3), dbeta(3);
+    const at::Tensor ax = to_aten(src), w = channel_tensor(gamma), b = channel_tensor(beta);
+    auto [ay, sm, si] = at::native_batch_norm(ax, w, b, {}, {}, true, 0.1, 0.0);
+    batch_norm_forward_training(d, src.data(), d, dst.data(), gamma.data(), beta.data(), save_mean.data(),
+                                save_invstd.data(), {}, BatchNormConfig{0.0, 0.1});
+    EXPECT_EQ(save_invstd[1], 0.0f);
+    ASSERT_TRUE(agree(dst, from_aten(ay, d), "training output"));
+    ASSERT_TRUE(agree_channels(save_invstd, si, 1e-6, 0.0, "save_invstd"));
+    auto [adx, adw, adb] =
+        at::native_batch_norm_backward(to_aten(dy), ax, w, {}, {}, sm, si, true, 0.0, {true, true, true});
+    batch_norm_backward(d, src.data(), d, dy.data(), d, dx.data(), gamma.data(), save_mean.data(),
+                        save_invstd.data(), dgamma.data(), dbeta.data());
+    ASSERT_TRUE(agree(dx, from_aten(adx, d), "diff_src"));
+    ASSERT_TRUE(agree_channels(dgamma, adw, 1e-5, 1e-5, "diff_gamma"));
+    ASSERT_TRUE(agree_channels(dbeta, adb, 1e-5, 1e-5, "diff_beta"));
+  }
+}
+
 class AtenBatchNorm : public ::testing::TestWithParam<std::tuple<DType, Layout>> {};
 
 TEST_P(AtenBatchNorm, MatchesNativeBatchNorm) {

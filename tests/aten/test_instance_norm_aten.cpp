@@ -83,6 +83,41 @@ void compare(const TensorDesc& d) {
   }
 }
 
+// eps = 0 and a constant instance: at::instance_norm runs batch norm's
+// statistics, which give invstd 0 there: the output is beta and the
+// gradients through the instance are 0, where the formula would give NaN.
+TEST(AtenInstanceNormEdge, ConstantInstanceWithZeroEps) {
+  for (const TensorDesc d : {TensorDesc(DType::f32, Layout::channels_first, {2, 3, 7}),
+                             TensorDesc(DType::f32, Layout::channels_last, {2, 3, 2, 4})}) {
+    SCOPED_TRACE(d.str());
+    const std::vector<float> gamma{1.5f, 0.5f, 2.0f}, beta{0.25f, -0.75f, 1.0f};
+    Buffer src(d), dst(d), dy(d), dx(d);
+    fill_normal(src, 41);
+    fill_normal(dy, 42);
+    // Instance (sample 1, channel 2) is constant.
+    const std::int64_t S = d.spatial();
+    for (std::int64_t i = 0; i < d.elements(); ++i) {
+      const bool last = d.layout() == Layout::channels_last;
+      if (i / (3 * S) == 1 && (last ? i % 3 : i / S % 3) == 2) src.set(i, -4.0f);
+    }
+    std::vector<float> save_mean(6), save_invstd(6), dgamma(3), dbeta(3);
+    at::Tensor ax = to_aten(src).detach().requires_grad_(true);
+    at::Tensor aw = channel_tensor(gamma).requires_grad_(true),
+               ab = channel_tensor(beta).requires_grad_(true);
+    const at::Tensor ay = at::instance_norm(ax, aw, ab, {}, {}, true, 0.1, 0.0, false);
+    ay.backward(to_aten(dy));
+    instance_norm_forward_training(d, src.data(), d, dst.data(), gamma.data(), beta.data(), save_mean.data(),
+                                   save_invstd.data(), nullptr, nullptr, InstanceNormConfig{0.0, 0.1});
+    EXPECT_EQ(save_invstd[5], 0.0f);
+    ASSERT_TRUE(agree(dst, from_aten(ay.detach(), d), "training output"));
+    instance_norm_backward(d, src.data(), d, dy.data(), d, dx.data(), gamma.data(), save_mean.data(),
+                           save_invstd.data(), dgamma.data(), dbeta.data(), BackwardStats::batch);
+    ASSERT_TRUE(agree(dx, from_aten(ax.grad(), d), "diff_src"));
+    ASSERT_TRUE(agree_channels(dgamma, aw.grad(), 1e-5, 1e-5, false, "diff_gamma"));
+    ASSERT_TRUE(agree_channels(dbeta, ab.grad(), 1e-5, 1e-5, false, "diff_beta"));
+  }
+}
+
 class AtenInstanceNorm : public ::testing::TestWithParam<std::tuple<DType, Layout>> {};
 
 TEST_P(AtenInstanceNorm, MatchesInstanceNorm) {

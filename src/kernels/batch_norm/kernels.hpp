@@ -185,14 +185,24 @@ void rows_apply_and_reduce(DType dtype, const void* x, const void* dy, void* dx,
 
 // ---- per channel ----
 
+/// What finish_channels makes of a channel whose m2 and eps are both 0.
+enum class ZeroVariance {
+  /// invstd = 1/sqrt(0) = inf: layer and group norm, inference (ATen's too).
+  infinite,
+  /// invstd = 0, so scale = 0 and the output is beta: ATen's batch
+  /// statistics (batch and instance norm training, at::native_batch_norm).
+  zero,
+};
+
 /// Per-channel normalizers from statistics, for n channels with `count`
-/// values each: invstd = 1/sqrt(m2/count + eps), center = mean rounded to
-/// f32, scale = gamma * invstd, shift = beta - (mean - center) * scale (the
-/// rounding residue of the mean folded into the shift, so that x - center
-/// stays exact). gamma / beta may be null (1 / 0). Arrays hold n entries.
+/// values each: invstd = 1/sqrt(m2/count + eps) (see ZeroVariance for m2 =
+/// eps = 0), center = mean rounded to f32, scale = gamma * invstd, shift =
+/// beta - (mean - center) * scale (the rounding residue of the mean folded
+/// into the shift, so that x - center stays exact). gamma / beta may be
+/// null (1 / 0). Arrays hold n entries.
 void finish_channels(std::int64_t n, double count, const double* mean, const double* m2, double eps,
-                     const float* gamma, const float* beta, float* center, float* scale, float* shift,
-                     double* invstd);
+                     ZeroVariance zero_variance, const float* gamma, const float* beta, float* center,
+                     float* scale, float* shift, double* invstd);
 
 /// Backward coefficients of n channels, dx = k_dy*dy + k_xc*(x - mean) +
 /// k_const: k_dy = gamma*invstd, k_xc = -gamma*invstd^3*sum_dy_xc*inv_count,

@@ -21,6 +21,7 @@ using batch_norm::cyclic_period;
 using batch_norm::kCyclicPad;
 using batch_norm::Rows;
 using batch_norm::Runs;
+using batch_norm::ZeroVariance;
 
 // ---------------------------------------------------------------- channels-first runs
 
@@ -837,17 +838,19 @@ void RowsApplyAndReduceT(const Storage<kType>* x, const Storage<kType>* dy, Stor
 // ---------------------------------------------------------------- per channel
 
 void FinishChannels(std::int64_t n, double count, const double* mean, const double* m2, double eps,
-                    const float* gamma, const float* beta, float* center, float* scale, float* shift,
-                    double* invstd) {
+                    ZeroVariance zero_variance, const float* gamma, const float* beta, float* center,
+                    float* scale, float* shift, double* invstd) {
   const hn::ScalableTag<double> dd;
   const hn::Rebind<float, decltype(dd)> df;
   const size_t lanes = hn::Lanes(dd);
   const auto inv_count = hn::Set(dd, 1.0 / count), veps = hn::Set(dd, eps), one = hn::Set(dd, 1.0);
   const auto zero = hn::Zero(dd);
+  const bool zero_invstd = zero_variance == ZeroVariance::zero && eps == 0.0;
   auto step = [&](const double* pm, const double* pq, const float* pg, const float* pb, float* oc, float* os,
                   float* ob, double* oi) HWY_ATTR {
-    const auto vm = hn::LoadU(dd, pm);
-    const auto is = hn::Div(one, hn::Sqrt(hn::MulAdd(hn::LoadU(dd, pq), inv_count, veps)));
+    const auto vm = hn::LoadU(dd, pm), vq = hn::LoadU(dd, pq);
+    auto is = hn::Div(one, hn::Sqrt(hn::MulAdd(vq, inv_count, veps)));
+    if (zero_invstd) is = hn::IfThenZeroElse(hn::Eq(vq, zero), is);
     // The center is the mean rounded to f32; the rest of the mean goes into
     // the shift. (Rounded with vector conversions: GCC 12 folded a scalar
     // double -> float -> double round trip away in this file.)
@@ -1172,9 +1175,10 @@ void rows_apply_and_reduce(DType dtype, const void* x, const void* dy, void* dx,
    next_center_cyclic, scratch, sum_dy, sum_dy_xc);
 }
 void finish_channels(std::int64_t n, double count, const double* mean, const double* m2, double eps,
-                     const float* gamma, const float* beta, float* center, float* scale, float* shift,
-                     double* invstd) {
-  HWY_DYNAMIC_DISPATCH(FinishChannels)(n, count, mean, m2, eps, gamma, beta, center, scale, shift, invstd);
+                     ZeroVariance zero_variance, const float* gamma, const float* beta, float* center,
+                     float* scale, float* shift, double* invstd) {
+  HWY_DYNAMIC_DISPATCH(FinishChannels)
+  (n, count, mean, m2, eps, zero_variance, gamma, beta, center, scale, shift, invstd);
 }
 void backward_coefficients(std::int64_t n, double inv_count, const double* sum_dy, const double* sum_dy_xc,
                            const float* gamma, const float* invstd, float* k_dy, float* k_xc,

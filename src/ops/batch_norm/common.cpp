@@ -93,7 +93,8 @@ void finish_renorm(const TrainingOutputs& o, std::int64_t c0, std::int64_t c1, d
       if (write && rn.save_d) rn.save_d[c] = static_cast<float>(d);
     }
     const std::int64_t j = base - c0;
-    k::finish_channels(n, count, mean + j, m2 + j, o.eps, g, b, center + j, scale + j, shift + j, invstd + j);
+    k::finish_channels(n, count, mean + j, m2 + j, o.eps, k::ZeroVariance::zero, g, b, center + j, scale + j,
+                       shift + j, invstd + j);
   }
 }
 
@@ -107,8 +108,8 @@ void TrainingOutputs::finish(std::int64_t c0, std::int64_t c1, double count, con
     // r and d come from the running statistics as they were before the step.
     finish_renorm(*this, c0, c1, count, mean, m2, center, scale, shift, invstd, write);
   } else {
-    k::finish_channels(n, count, mean, m2, eps, gamma ? gamma + c0 : nullptr, beta ? beta + c0 : nullptr,
-                       center, scale, shift, invstd);
+    k::finish_channels(n, count, mean, m2, eps, k::ZeroVariance::zero, gamma ? gamma + c0 : nullptr,
+                       beta ? beta + c0 : nullptr, center, scale, shift, invstd);
   }
   if (!write) return;
   for (std::int64_t i = 0; i < n; ++i) {

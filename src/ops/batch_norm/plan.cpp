@@ -136,7 +136,7 @@ void forward_inference(const Problem& p, const Plan& plan, const void* src, void
   std::copy(mean, mean + C, mean_d);
   std::copy(var, var + C, var_d);
   // count 1: m2 is the variance itself; the mean is already an f32.
-  k::finish_channels(C, 1.0, mean_d, var_d, eps, gamma, beta, center, scale, shift,
+  k::finish_channels(C, 1.0, mean_d, var_d, eps, k::ZeroVariance::infinite, gamma, beta, center, scale, shift,
                      scratch_at<double>(base, o_inv));
   if (plan.strategy == Strategy::rows) {
     inference_rows(p, plan, src, dst, center, scale, shift, post);

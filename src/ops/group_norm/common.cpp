@@ -49,8 +49,9 @@ void finish_planes(const Problem& p, std::int64_t first, std::int64_t count, con
   const double values = static_cast<double>(p.group_count());
   for (std::int64_t q = 0; q < count;) {
     const std::int64_t c = (first + q) % p.c, len = std::min(count - q, p.c - c);
-    k::finish_channels(len, values, mean_rep + q, m2_rep + q, a.eps, a.gamma ? a.gamma + c : nullptr,
-                       a.beta ? a.beta + c : nullptr, center + q, scale + q, shift + q, invstd_rep + q);
+    k::finish_channels(len, values, mean_rep + q, m2_rep + q, a.eps, a.zero_variance,
+                       a.gamma ? a.gamma + c : nullptr, a.beta ? a.beta + c : nullptr, center + q, scale + q,
+                       shift + q, invstd_rep + q);
     q += len;
   }
 }

@@ -66,8 +66,9 @@ Plan plan_for(const Problem& p, int threads, Pass pass) {
 }
 
 void forward(const Problem& p, const Plan& plan, const void* src, void* dst, const float* gamma,
-             const float* beta, float* save_mean, float* save_invstd, double eps, const GroupRunning* running) {
-  const ForwardArgs a{gamma, beta, save_mean, save_invstd, eps, running};
+             const float* beta, float* save_mean, float* save_invstd, double eps, const GroupRunning* running,
+             kernels::batch_norm::ZeroVariance zero_variance) {
+  const ForwardArgs a{gamma, beta, save_mean, save_invstd, eps, running, zero_variance};
   if (plan.strategy == Strategy::samples || plan.strategy == Strategy::split_samples) {
     forward_rows(p, plan, src, dst, a);
   } else {

@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "bnorm/tensor.hpp"
+#include "kernels/batch_norm/kernels.hpp"
 
 namespace bnorm::ops::group_norm {
 
@@ -88,10 +89,12 @@ struct GroupRunning {
 
 /// Forward with an explicit plan; arguments already validated, elements > 0
 /// and group_count() > 0. save_mean / save_invstd (N x G) and running may be
-/// null.
+/// null. zero_variance: invstd of a constant group with eps = 0 (infinite
+/// for group norm, zero for PyTorch's instance norm).
 void forward(const Problem& problem, const Plan& plan, const void* src, void* dst, const float* gamma,
              const float* beta, float* save_mean, float* save_invstd, double eps,
-             const GroupRunning* running = nullptr);
+             const GroupRunning* running = nullptr,
+             kernels::batch_norm::ZeroVariance zero_variance = kernels::batch_norm::ZeroVariance::infinite);
 
 /// Backward with an explicit plan (gradient through the group statistics);
 /// arguments already validated, elements > 0.
@@ -106,6 +109,7 @@ struct ForwardArgs {
   float* save_invstd;
   double eps;
   const GroupRunning* running;
+  kernels::batch_norm::ZeroVariance zero_variance;
 };
 struct BackwardArgs {
   const float* gamma;

@@ -18,9 +18,12 @@ namespace ogn = ops::group_norm;
 
 namespace {
 
+// zero_variance: PyTorch's form gives a constant instance with eps = 0
+// invstd 0 (output beta) as at::instance_norm does; ONNX's formula, inf.
 void forward_checked(const TensorDesc& src_desc, const void* src, void* dst, const float* gamma,
-                     const float* beta, float* save_mean, float* save_invstd, const ogn::GroupRunning* running,
-                     double eps) {
+                     const float* beta, float* save_mean, float* save_invstd,
+                     const ogn::GroupRunning* running, double eps,
+                     kernels::batch_norm::ZeroVariance zero_variance) {
   const ogn::Problem p = ogn::Problem::of(src_desc, src_desc.channels());
   if (p.elements() == 0) {
     // No values per instance (S = 0): group norm's (ATen's) mean 0 and
@@ -32,7 +35,7 @@ void forward_checked(const TensorDesc& src_desc, const void* src, void* dst, con
   ops::require_pointer(src, "src", "the input data is required");
   ops::require_pointer(dst, "dst", "the output buffer is required");
   ogn::forward(p, ogn::plan_for(p, num_threads(), ogn::Pass::forward), src, dst, gamma, beta, save_mean,
-               save_invstd, eps, running);
+               save_invstd, eps, running, zero_variance);
 }
 
 }  // namespace
@@ -59,7 +62,8 @@ void instance_norm_forward_training(const TensorDesc& src_desc, const void* src,
   }
   const ogn::GroupRunning running{running_mean, running_var, config.momentum};
   forward_checked(src_desc, src, dst, gamma, beta, save_mean, save_invstd,
-                  running_mean && src_desc.batch() > 0 ? &running : nullptr, config.eps);
+                  running_mean && src_desc.batch() > 0 ? &running : nullptr, config.eps,
+                  kernels::batch_norm::ZeroVariance::zero);
 }
 
 void instance_norm_forward_inference(const TensorDesc& src_desc, const void* src, const TensorDesc& dst_desc,
@@ -94,7 +98,8 @@ void instance_norm_onnx(const TensorDesc& x_desc, const void* x, const float* sc
   ops::require_eps(epsilon, "epsilon");
   ops::require_pointer(scale, "scale", "ONNX InstanceNormalization requires C scale values");
   ops::require_pointer(b, "b", "ONNX InstanceNormalization requires C bias values (B)");
-  forward_checked(x_desc, x, y, scale, b, nullptr, nullptr, nullptr, epsilon);
+  forward_checked(x_desc, x, y, scale, b, nullptr, nullptr, nullptr, epsilon,
+                  kernels::batch_norm::ZeroVariance::infinite);
 }
 
 }  // namespace bnorm

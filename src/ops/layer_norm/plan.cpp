@@ -141,7 +141,8 @@ void forward(const Problem& p, const Plan& plan, Kind kind, const void* src, voi
         }
         // Per row: center = mean rounded to f32, scale = invstd, shift =
         // -(mean - center) * invstd; gamma and beta come after, per column.
-        kb::finish_channels(n, count, mean, m2, eps, nullptr, nullptr, center, scale, shift, invstd);
+        kb::finish_channels(n, count, mean, m2, eps, kb::ZeroVariance::infinite, nullptr, nullptr, center,
+                            scale, shift, invstd);
         for (std::int64_t i = 0; i < n; ++i) {
           if (mean_out) mean_out[b + i] = static_cast<float>(mean[i]);
           if (invstd_out) invstd_out[b + i] = static_cast<float>(invstd[i]);
