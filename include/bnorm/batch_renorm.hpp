@@ -55,8 +55,8 @@ void batch_renorm_backward(const TensorDesc& src_desc, const void* src, const Te
 /// by step 25k.
 class BatchRenormSchedule {
  public:
-  /// Throws Error(invalid_argument) for r_max < 1, d_max < 0 or a negative
-  /// step count.
+  /// Throws Error(invalid_argument) for r_max < 1, d_max < 0, a target that
+  /// is not finite, or a negative step count.
   explicit BatchRenormSchedule(double r_max = 3.0, double d_max = 5.0, std::int64_t warmup_steps = 5000,
                                std::int64_t r_ramp_steps = 35000, std::int64_t d_ramp_steps = 20000);
   /// The limits at training step `step` (0-based).

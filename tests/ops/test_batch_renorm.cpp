@@ -69,6 +69,24 @@ TEST(BatchRenorm, WithUnitLimitsIsBatchNormBitForBit) {
   set_num_threads(0);
 }
 
+// BatchNorm's output does not depend on the running statistics; renorm's
+// with limits (1, 0) must not either, even when they hold NaN or infinity.
+TEST(BatchRenorm, WithUnitLimitsIgnoresNonFiniteRunningStatistics) {
+  const TensorDesc d(DType::f32, Layout::channels_last, {4, 3, 5});
+  Buffer src(d), dst_bn(d), dst_rn(d);
+  fill_normal(src, 1, 3.0, 2.0);
+  const auto gamma = uniform(3, 3, 0.5f, 1.5f), beta = uniform(3, 4, -1.0f, 1.0f);
+  std::vector<float> rm{std::nanf(""), INFINITY, 0.0f}, rv{1.0f, 1.0f, std::nanf("")};
+  std::vector<float> m(3), is(3), r(3), dd(3), rm_bn = rm, rv_bn = rv;
+  batch_norm_forward_training(d, src.data(), d, dst_bn.data(), gamma.data(), beta.data(), m.data(), is.data(),
+                              {rm_bn.data(), rv_bn.data(), nullptr});
+  batch_renorm_forward_training(d, src.data(), d, dst_rn.data(), gamma.data(), beta.data(), m.data(),
+                                is.data(), r.data(), dd.data(), {rm.data(), rv.data(), nullptr}, {1.0, 0.0});
+  EXPECT_EQ(dst_bn.bytes, dst_rn.bytes);
+  EXPECT_EQ(r, std::vector<float>(3, 1.0f));
+  for (float v : dd) EXPECT_TRUE(v == 0.0f && !std::signbit(v)) << v;
+}
+
 // The paper's forward in double, from the data and the old running stats.
 struct RenormRef {
   std::vector<double> dst, mean, var, r, d, xhat;
@@ -231,6 +249,9 @@ TEST(BatchRenormSchedule, RampsFromBatchNormToTheTargets) {
   EXPECT_THROW(BatchRenormSchedule(0.5, 5.0), Error);
   EXPECT_THROW(BatchRenormSchedule(3.0, -1.0), Error);
   EXPECT_THROW(BatchRenormSchedule(3.0, 5.0, -1), Error);
+  // A ramp to infinity would give (inf - 1) * 0 = NaN during warm-up.
+  EXPECT_THROW(BatchRenormSchedule(INFINITY, 5.0), Error);
+  EXPECT_THROW(BatchRenormSchedule(3.0, INFINITY), Error);
 }
 
 TEST(BatchRenormLayer, StepsTheScheduleAndEvaluatesLikeBatchNorm) {

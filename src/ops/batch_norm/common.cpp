@@ -84,8 +84,12 @@ void finish_renorm(const TrainingOutputs& o, std::int64_t c0, std::int64_t c1, d
       const std::int64_t c = base + i, j = c - c0;
       const double sigma_b = std::sqrt(m2[j] / count + o.eps);
       const double sigma = std::sqrt(static_cast<double>(rn.old_var[c]) + o.eps);
-      const double r = std::clamp(sigma_b / sigma, 1.0 / rn.r_max, rn.r_max);
-      const double d = std::clamp((mean[j] - static_cast<double>(rn.old_mean[c])) / sigma, -rn.d_max, rn.d_max);
+      // Limits of 1 and 0 pin r and d whatever the running statistics hold
+      // (a NaN there must not leave BatchNorm, which those limits are).
+      const double r = rn.r_max == 1.0 ? 1.0 : std::clamp(sigma_b / sigma, 1.0 / rn.r_max, rn.r_max);
+      const double d = rn.d_max == 0.0 ? 0.0
+                                       : std::clamp((mean[j] - static_cast<double>(rn.old_mean[c])) / sigma,
+                                                    -rn.d_max, rn.d_max);
       const double gamma = o.gamma ? o.gamma[c] : 1.0, beta = o.beta ? o.beta[c] : 0.0;
       g[i] = static_cast<float>(gamma * r);
       b[i] = static_cast<float>(beta + gamma * d);

@@ -2,7 +2,9 @@
 // and d folded into the normalizers (ops/batch_norm/common.hpp, Renorm).
 
 #include <algorithm>
+#include <cmath>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "bnorm/batch_renorm.hpp"
@@ -68,6 +70,13 @@ BatchRenormSchedule::BatchRenormSchedule(double r_max, double d_max, std::int64_
                                          std::int64_t r_ramp_steps, std::int64_t d_ramp_steps)
     : r_max_(r_max), d_max_(d_max), warmup_(warmup_steps), r_ramp_(r_ramp_steps), d_ramp_(d_ramp_steps) {
   check_limits({r_max, d_max}, "schedule");
+  for (const auto& [value, name] : {std::pair{r_max, "r_max"}, std::pair{d_max, "d_max"}}) {
+    if (!std::isfinite(value))
+      throw Error(ErrorKind::invalid_argument,
+                  std::string("argument 'schedule.") + name + "' = " + ops::format_value(value) +
+                      ": a schedule's targets must be finite (its limits rise linearly to them); for limits "
+                      "without clipping pass BatchRenormLimits to the forward directly");
+  }
   if (warmup_steps < 0 || r_ramp_steps < 0 || d_ramp_steps < 0)
     throw Error(ErrorKind::invalid_argument,
                 "BatchRenormSchedule: warmup_steps = " + std::to_string(warmup_steps) + ", r_ramp_steps = " +
