@@ -142,11 +142,14 @@ void batch_norm_backward_fused(const TensorDesc& src_desc, const void* src, cons
                                const float* mean, const float* invstd, float* diff_gamma, float* diff_beta,
                                void* diff_residual, BackwardStats stats = BackwardStats::batch);
 
-/// Ghost batch normalization (Keras' virtual_batch_size, Hoffer et al.
-/// 2017): the batch of N samples is split into N / virtual_batch_size
-/// consecutive groups, each normalized with its own statistics, and the
-/// running statistics are updated from each group in turn (num_batches_tracked
-/// counts groups). save_mean / save_invstd receive G * C values, group g's at
+/// Ghost batch normalization (Hoffer et al. 2017; the forward of Keras'
+/// virtual_batch_size): the batch of N samples is split into N /
+/// virtual_batch_size consecutive groups, each normalized with its own
+/// statistics, and the running statistics are updated from each group in
+/// turn, as G steps of batch_norm_forward_training would (num_batches_tracked
+/// counts groups). Keras instead makes one update per batch from the groups'
+/// averaged moments: with momentum m the old running value keeps (1 - m)^G
+/// here, (1 - m) there. save_mean / save_invstd receive G * C values, group g's at
 /// [g * C, (g + 1) * C). virtual_batch_size must divide N and leave more than
 /// one value per channel in a group. With one group it is
 /// batch_norm_forward_training exactly.

@@ -85,17 +85,25 @@ TEST(GhostBatchNorm, Errors) {
   const TensorDesc d(DType::f32, Layout::channels_first, {6, 2, 1});
   Buffer src(d), dst(d);
   std::vector<float> s(12);
-  for (std::int64_t vbs : {0, 4, 7}) {
+  // 1: a group of one sample with one spatial value, one value per channel.
+  for (std::int64_t vbs : {0, 4, 7, 1}) {
+    const auto before = dst.bytes;
     try {
       ghost_batch_norm_forward_training(d, src.data(), d, dst.data(), vbs, nullptr, nullptr, s.data(), s.data());
       ADD_FAILURE() << vbs;
     } catch (const Error& e) {
-      EXPECT_NE(std::string(e.what()).find("virtual_batch_size"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("'virtual_batch_size' = " + std::to_string(vbs)),
+                std::string::npos)
+          << e.what();
+      EXPECT_NE(std::string(e.what()).find("6x2x1"), std::string::npos) << "the caller's dims: " << e.what();
     }
+    EXPECT_EQ(dst.bytes, before);
   }
-  // A group of one sample with one spatial value: one value per channel.
-  EXPECT_THROW(ghost_batch_norm_forward_training(d, src.data(), d, dst.data(), 1, nullptr, nullptr, s.data(), s.data()),
-               Error);
+  // The layer checks its input before its saved statistics grow to G x C:
+  // a null src with a huge batch is an Error, not std::bad_alloc.
+  BatchNorm layer(BatchNorm::Options{.num_features = 2, .virtual_batch_size = 3});
+  const TensorDesc huge(DType::f32, Layout::channels_first, {(std::int64_t{1} << 40) + 1, 2});
+  EXPECT_THROW(layer.forward(huge, nullptr, huge, dst.data()), Error);
 }
 
 TEST(BatchNormLayer, VirtualBatchSizeRunsGhostBatchNorm) {

@@ -39,6 +39,12 @@ void ghost_batch_norm_forward_training(const TensorDesc& src_desc, const void* s
   const auto [group, groups] = group_desc(src_desc, virtual_batch_size);
   // Every check on the first group's call before anything is written.
   ops::batch_norm::check_training(src_desc, src, dst_desc, dst, running, config);
+  if (group.batch() * group.spatial() <= 1)
+    throw Error(ErrorKind::invalid_argument,
+                "argument 'virtual_batch_size' = " + std::to_string(virtual_batch_size) +
+                    " for src_desc dims " + src_desc.dims_str() + ": each group would have " +
+                    std::to_string(group.batch() * group.spatial()) +
+                    " value per channel; training needs more than 1 (virtual_batch_size * spatial >= 2)");
   ops::batch_norm::check_training(group, src, group, dst, running, config);
   const std::int64_t c = group.channels(), step = group.elements();
   const ops::batch_norm::Plan plan =

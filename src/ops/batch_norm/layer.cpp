@@ -6,6 +6,7 @@
 
 #include "bnorm/batch_norm.hpp"
 #include "bnorm/error.hpp"
+#include "ops/batch_norm/plan.hpp"
 #include "ops/validate.hpp"
 
 namespace bnorm {
@@ -73,6 +74,8 @@ void BatchNorm::forward(const TensorDesc& src_desc, const void* src, const Tenso
     }
     const BatchNormConfig config{options_.eps, options_.momentum};
     if (training_ && options_.virtual_batch_size > 0) {
+      // The arguments are checked before the saved statistics grow to G x C.
+      ops::batch_norm::check_training(src_desc, src, dst_desc, dst, running, config);
       const std::int64_t groups = src_desc.batch() / options_.virtual_batch_size;
       const auto size = static_cast<std::size_t>(std::max<std::int64_t>(groups, 1) * options_.num_features);
       if (saved_mean_.size() < size) {
