@@ -41,7 +41,8 @@ inline constexpr int kMaxRank = 5;
 class TensorDesc {
  public:
   TensorDesc() = default;
-  /// Throws Error(invalid_argument) for a rank above kMaxRank or a negative dim.
+  /// Throws Error(invalid_argument) for a rank above kMaxRank, a negative dim,
+  /// or more elements than int64 counts in bytes.
   TensorDesc(DType dtype, Layout layout, std::initializer_list<std::int64_t> dims);
   /// Same, from a span of dims.
   TensorDesc(DType dtype, Layout layout, std::span<const std::int64_t> dims);

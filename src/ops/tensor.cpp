@@ -2,6 +2,8 @@
 
 #include <bit>
 #include <cmath>
+#include <cstdint>
+#include <limits>
 #include <string>
 
 #include "bnorm/error.hpp"
@@ -45,6 +47,22 @@ TensorDesc::TensorDesc(DType dtype, Layout layout, std::span<const std::int64_t>
     dims_[i] = dims[i];
   }
   rank_ = static_cast<int>(dims.size());
+  // elements(), spatial() and bytes() multiply dims: the product of the
+  // nonzero ones, in bytes, must fit in int64 (it bounds all of them).
+  const auto limit = static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()) /
+                     static_cast<std::uint64_t>(size_of(dtype));
+  std::uint64_t product = 1;
+  for (std::size_t i = 0; i < dims.size(); ++i) {
+    const auto d = static_cast<std::uint64_t>(dims[i]);
+    if (d == 0) continue;
+    if (product > limit / d) {
+      throw Error(ErrorKind::invalid_argument, "TensorDesc dims " + dims_str() + ": " +
+                                                   std::to_string(size_of(dtype)) +
+                                                   "-byte elements, too many to count: the product of the "
+                                                   "nonzero dims times the element size must fit in int64");
+    }
+    product *= d;
+  }
 }
 
 std::int64_t TensorDesc::spatial() const noexcept {

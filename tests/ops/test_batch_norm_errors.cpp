@@ -59,6 +59,22 @@ TEST(BatchNormErrors, RankAboveFive) {
         TensorDesc(DType::f32, Layout::channels_first, {1, -2});
       },
       ErrorKind::invalid_argument, {"dims[1] = -2", ">= 0"});
+  // A count that does not fit in int64 (2^64 elements would wrap to 0).
+  expect_error(
+      [] {
+        TensorDesc(DType::f32, Layout::channels_first, {std::int64_t{1} << 32, std::int64_t{1} << 32});
+      },
+      ErrorKind::invalid_argument, {"4294967296x4294967296", "fit in int64"});
+  expect_error(
+      [] {
+        TensorDesc(DType::f32, Layout::channels_first, {0, std::int64_t{1} << 31, std::int64_t{1} << 31, 4});
+      },
+      ErrorKind::invalid_argument, {"nonzero dims"});
+  // The largest that fits is a descriptor like any other.
+  const TensorDesc big(DType::bf16, Layout::channels_first, {std::int64_t{1} << 31, std::int64_t{1} << 30});
+  EXPECT_EQ(big.bytes(), std::size_t{1} << 62);
+  EXPECT_THROW(
+      TensorDesc(DType::bf16, Layout::channels_first, {std::int64_t{1} << 31, std::int64_t{1} << 31}), Error);
 }
 
 TEST(BatchNormErrors, ZeroChannels) {
