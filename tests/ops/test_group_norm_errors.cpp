@@ -157,6 +157,16 @@ TEST(GroupNormErrors, NullPointers) {
                {"'mean'", "N x G"});
   expect_error([&] { f.gn_bwd(f.desc, f.desc, f.desc, 2, f.mean.data(), nullptr); }, ErrorKind::null_pointer,
                {"'invstd'"});
+  // Instance norm has no G: its messages say N x C.
+  for (const bool no_mean : {true, false}) {
+    expect_error(
+        [&] {
+          instance_norm_backward(f.desc, f.src.data(), f.desc, f.dy.data(), f.desc, f.dst.data(), nullptr,
+                                 no_mean ? nullptr : f.mean.data(), no_mean ? f.invstd.data() : nullptr,
+                                 nullptr, nullptr);
+        },
+        ErrorKind::null_pointer, {no_mean ? "'mean'" : "'invstd'", "N x C"});
+  }
   expect_error(
       [&] {
         group_norm_backward(f.desc, nullptr, f.desc, f.dy.data(), f.desc, f.dst.data(), 2, nullptr, f.mean.data(),

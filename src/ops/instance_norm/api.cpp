@@ -87,6 +87,11 @@ void instance_norm_backward(const TensorDesc& src_desc, const void* src, const T
                         diff_gamma, diff_beta, BackwardStats::fixed);
     return;
   }
+  if (src_desc.elements() > 0 && (diff_src || diff_gamma || diff_beta)) {
+    // Checked here for instance norm's words (group norm's say N x G).
+    ops::require_pointer(mean, "mean", "the N x C save_mean of the training forward is required");
+    ops::require_pointer(invstd, "invstd", "the N x C save_invstd of the training forward is required");
+  }
   group_norm_backward(src_desc, src, diff_dst_desc, diff_dst, diff_src_desc, diff_src, src_desc.channels(), gamma,
                       mean, invstd, diff_gamma, diff_beta);
 }
