@@ -33,7 +33,8 @@ namespace bnorm {
 
 /// ONNX's axis (normalize dims [axis, rank); negative counts from the end)
 /// as the number of trailing normalized dims, rank - axis. Throws
-/// Error(invalid_argument) unless -rank <= axis < rank.
+/// Error(invalid_argument) unless 1 <= rank <= kMaxRank and -rank <= axis <
+/// rank.
 int normalized_dims_from_axis(int rank, std::int64_t axis);
 
 /// Forward. src_desc has rank 1 to 5 and Layout::channels_first; the last

@@ -117,6 +117,9 @@ TEST(LayerNormErrors, OnnxAxis) {
   for (std::int64_t axis : {4, -5, 100})
     expect_error([&] { normalized_dims_from_axis(4, axis); }, ErrorKind::invalid_argument,
                  {"axis", std::to_string(axis).c_str(), "[-rank, rank)"});
+  for (int rank : {0, 6})
+    expect_error([&] { normalized_dims_from_axis(rank, 0); }, ErrorKind::invalid_argument,
+                 {"'rank'", std::to_string(rank).c_str(), "1 to 5"});
 }
 
 TEST(LayerNormErrors, Layer) {

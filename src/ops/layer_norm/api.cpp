@@ -14,7 +14,11 @@ namespace bnorm {
 namespace oln = ops::layer_norm;
 
 int normalized_dims_from_axis(int rank, std::int64_t axis) {
-  if (rank < 1 || axis < -rank || axis >= rank) {
+  if (rank < 1 || rank > kMaxRank) {
+    throw Error(ErrorKind::invalid_argument, "argument 'rank' = " + std::to_string(rank) +
+                                                 ": it must be 1 to " + std::to_string(kMaxRank));
+  }
+  if (axis < -rank || axis >= rank) {
     throw Error(ErrorKind::invalid_argument, "argument 'axis' = " + std::to_string(axis) + " for rank " +
                                                  std::to_string(rank) + ": it must be in [-rank, rank)");
   }
