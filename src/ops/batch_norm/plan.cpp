@@ -114,35 +114,49 @@ void forward_training(const Problem& p, const Plan& plan, const void* src, void*
   }
 }
 
-void forward_inference(const Problem& p, const Plan& plan, const void* src, void* dst, const float* gamma,
-                       const float* beta, const float* mean, const float* var, double eps,
-                       const k::Epilogue& post) {
-  // Normalizers: center = the (f32) running mean, scale = gamma / sqrt(var +
-  // eps), shift = beta; cyclic arrays for rows (kernels.hpp).
+namespace {
+
+// The inference pass dst = (src - center) * scale + shift with per-channel
+// normalizers that fill(center, scale, shift, scratch) writes (C entries
+// each; scratch: 3 * C doubles); rows get the cyclic arrays of kernels.hpp.
+template <class Fill>
+void normalize_channels(const Problem& p, const Plan& plan, const void* src, void* dst,
+                        const k::Epilogue& post, Fill&& fill) {
   const std::int64_t C = p.c;
-  const std::size_t uC = static_cast<std::size_t>(C);
   const std::size_t uL = static_cast<std::size_t>(plan.strategy == Strategy::rows ? k::cyclic_length(C) : C);
   ScratchLayout layout;
   const std::size_t o_center = layout.add<float>(uL), o_scale = layout.add<float>(uL),
-                    o_shift = layout.add<float>(uL);
-  const std::size_t o_mean = layout.add<double>(uC), o_var = layout.add<double>(uC),
-                    o_inv = layout.add<double>(uC);
+                    o_shift = layout.add<float>(uL),
+                    o_scratch = layout.add<double>(3 * static_cast<std::size_t>(C));
   std::byte* base = thread_scratch(layout.bytes());
   float* center = scratch_at<float>(base, o_center);
   float* scale = scratch_at<float>(base, o_scale);
   float* shift = scratch_at<float>(base, o_shift);
-  double* mean_d = scratch_at<double>(base, o_mean);
-  double* var_d = scratch_at<double>(base, o_var);
-  std::copy(mean, mean + C, mean_d);
-  std::copy(var, var + C, var_d);
-  // count 1: m2 is the variance itself; the mean is already an f32.
-  k::finish_channels(C, 1.0, mean_d, var_d, eps, k::ZeroVariance::infinite, gamma, beta, center, scale, shift,
-                     scratch_at<double>(base, o_inv));
+  fill(center, scale, shift, scratch_at<double>(base, o_scratch));
   if (plan.strategy == Strategy::rows) {
     inference_rows(p, plan, src, dst, center, scale, shift, post);
   } else {
     inference_channels_first(p, plan, src, dst, center, scale, shift, post);
   }
+}
+
+}  // namespace
+
+void forward_inference(const Problem& p, const Plan& plan, const void* src, void* dst, const float* gamma,
+                       const float* beta, const float* mean, const float* var, double eps,
+                       const k::Epilogue& post) {
+  // center = the (f32) running mean, scale = gamma / sqrt(var + eps), shift =
+  // beta.
+  normalize_channels(p, plan, src, dst, post,
+                     [&](float* center, float* scale, float* shift, double* scratch) {
+                       const std::int64_t C = p.c;
+                       double *mean_d = scratch, *var_d = scratch + C;
+                       std::copy(mean, mean + C, mean_d);
+                       std::copy(var, var + C, var_d);
+                       // count 1: m2 is the variance itself; the mean is already an f32.
+                       k::finish_channels(C, 1.0, mean_d, var_d, eps, k::ZeroVariance::infinite, gamma, beta,
+                                          center, scale, shift, scratch + 2 * C);
+                     });
 }
 
 void backward(const Problem& p, const Plan& plan, const void* src, const void* diff_dst, void* diff_src,
@@ -153,6 +167,22 @@ void backward(const Problem& p, const Plan& plan, const void* src, const void* d
   // statistics were the batch's.
   const bool reduce = diff_gamma || diff_beta || (stats == BackwardStats::batch && diff_src);
   if (!reduce && !diff_src) return;
+  if (!reduce && !gate.gates() && !gate.dz) {
+    // Fixed statistics and dx alone: dx = dy * gamma * invstd is the
+    // inference pass on dy (center 0, scale gamma * invstd, shift 0). It
+    // does not read x: two streams instead of three, and a NaN in x stays
+    // out of dx, as in PyTorch's eval-mode backward.
+    normalize_channels(p, plan_for(p, plan.workers, Pass::inference), diff_dst, diff_src, {},
+                       [&](float* center, float* scale, float* shift, double*) {
+                         for (std::int64_t c = 0; c < p.c; ++c) {
+                           center[c] = shift[c] = 0.0f;
+                           // As backward_coefficients' k_dy.
+                           scale[c] = static_cast<float>((gamma ? static_cast<double>(gamma[c]) : 1.0) *
+                                                         static_cast<double>(invstd[c]));
+                         }
+                       });
+    return;
+  }
   if (plan.strategy == Strategy::rows) {
     backward_rows(p, plan, src, diff_dst, diff_src, mean, reduce, out);
   } else {
