@@ -14,12 +14,18 @@ void OutputComparison::add(const Tensor& a, const Tensor& b, std::int64_t offset
                 "output '" + name_ + "': the models give " + a.str() + " and " + b.str() + " for the same batch");
   for (std::int64_t i = 0; i < a.elements(); ++i) {
     const double x = value_at(a, i), y = value_at(b, i);
-    double diff = std::fabs(y - x);
-    // Equal infinities and two NaNs agree; a NaN on one side does not.
-    if (x == y || (std::isnan(x) && std::isnan(y))) diff = 0.0;
-    else if (std::isnan(diff)) diff = INFINITY;
-    const double excess = diff - (tol_.atol + tol_.rtol * std::fabs(x));
-    if (excess > 0 || std::isnan(excess)) ++violations_;
+    double diff = std::fabs(y - x), excess = -INFINITY;
+    // Equal infinities and two NaNs agree (never the worst element); a NaN
+    // on one side, or an infinity against anything else, is as far beyond
+    // the tolerance as can be.
+    if (x == y || (std::isnan(x) && std::isnan(y))) {
+      diff = 0.0;
+    } else {
+      if (std::isnan(diff)) diff = INFINITY;
+      excess = diff - (tol_.atol + tol_.rtol * std::fabs(x));
+      if (std::isnan(excess)) excess = INFINITY;  // inf - inf: an infinity against a finite value or -inf
+    }
+    if (excess > 0) ++violations_;
     if (diff > max_abs_) max_abs_ = diff;
     if (x != 0.0 && std::isfinite(x) && diff / std::fabs(x) > max_rel_) max_rel_ = diff / std::fabs(x);
     if (excess > worst_excess_ || worst_index_ < 0) {

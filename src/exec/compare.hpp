@@ -2,11 +2,11 @@
 // numpy.allclose's rule: |b - a| <= atol + rtol * |a|, a the reference.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
-#include <string>
-
 #include <filesystem>
 #include <functional>
+#include <string>
 #include <vector>
 
 #include "exec/tensor.hpp"
@@ -47,7 +47,7 @@ class OutputComparison {
   std::string name_;
   Tolerance tol_;
   std::int64_t elements_ = 0, violations_ = 0, worst_index_ = -1;
-  double max_abs_ = 0.0, max_rel_ = 0.0, worst_excess_ = -1e300, worst_a_ = 0.0, worst_b_ = 0.0;
+  double max_abs_ = 0.0, max_rel_ = 0.0, worst_excess_ = -INFINITY, worst_a_ = 0.0, worst_b_ = 0.0;
 };
 
 /// Runs `a` (the reference) and `b` on every row of `data` in batches and

@@ -10,6 +10,7 @@
 
 #include "bnorm/error.hpp"
 #include "common/test_util.hpp"
+#include "exec/compare.hpp"
 #include "exec/executor.hpp"
 #include "exec/input_data.hpp"
 #include "model/graph_builder.hpp"
@@ -25,6 +26,28 @@ Tensor filled(ElementType type, exec::Shape shape, std::vector<float> values) {
   Tensor t(ElementType::f32, std::move(shape));
   for (std::int64_t i = 0; i < t.elements(); ++i) t.data<float>()[i] = values[static_cast<std::size_t>(i) % values.size()];
   return type == ElementType::f32 ? t : exec::cast(t, type);
+}
+
+// verify's rule: two NaNs agree, a NaN on one side or an infinity against a
+// finite value is a difference, and the worst element is the one furthest
+// beyond the tolerance (a NaN or infinity before any finite excess).
+TEST(OutputComparison, NonFiniteValues) {
+  const float nan = std::nanf("");
+  {
+    exec::OutputComparison same("y", {});
+    same.add(filled(ElementType::f32, {3}, {1.0f, nan, INFINITY}),
+             filled(ElementType::f32, {3}, {1.0f, nan, INFINITY}), 0);
+    EXPECT_TRUE(same.passed());
+    EXPECT_EQ(same.max_abs(), 0.0);
+  }
+  exec::OutputComparison c("y", {.atol = 100.0, .rtol = 0.0});
+  // Within tolerance, NaN on one side, both NaN, infinity vs finite.
+  c.add(filled(ElementType::f32, {4}, {0.5f, nan, nan, INFINITY}),
+        filled(ElementType::f32, {4}, {1.5f, 2.0f, nan, 3.0f}), 10);
+  EXPECT_EQ(c.violations(), 2);
+  EXPECT_EQ(c.worst_index(), 11) << "the first element beyond the tolerance, not the one within it";
+  EXPECT_TRUE(std::isnan(c.worst_a()));
+  EXPECT_EQ(c.worst_b(), 2.0);
 }
 
 TEST(Executor, ScalarOperandsBroadcast) {
