@@ -18,10 +18,11 @@
 //   (do not average them over processes again).
 // Before the first collective of a call the processes agree on the call
 // (forward or backward), C and dtype with one small allgather; a mismatch is
-// Error(invalid_argument) on every process, not a hang. Every other check
-// (shapes, pointers, eps) is made before that allgather; a process whose
-// arguments are invalid throws there and the others then wait in the
-// collective, so validate identically on every process (the layer does).
+// Error(invalid_argument) on every process, not a hang. The other checks
+// (shapes, pointers, eps; the layer's C = num_features) run first, and their
+// outcome is part of that allgather: a process whose arguments are refused
+// throws its own error, every other process Error(invalid_argument) naming
+// its rank, and none runs the call.
 // Data: f32, bf16 or f16 in either layout, rank 2 to 5; parameters and
 // statistics f32. With one process it is batch_norm_forward_training /
 // batch_norm_backward.

@@ -256,6 +256,62 @@ TEST(SyncBatchNorm, MismatchesFailOnEveryRank) {
   EXPECT_NO_THROW(sync_batch_norm_forward_training(comm, d, x.data(), d, y.data(), g.data(), b.data(), m.data(), s.data()));
 }
 
+// One process's own arguments refused (a null pointer to the function, a C
+// other than num_features to the layer): that process throws its error,
+// every other one invalid_argument naming it; none waits in a collective.
+TEST(SyncBatchNorm, OneProcessRefusedFailsEveryRank) {
+  comm::Communicator& comm = world();
+  if (comm.size() < 2) GTEST_SKIP() << "needs 2 or more processes";
+  const int rank = comm.rank();
+  const bool odd_one = rank == comm.size() - 1;
+  auto expect = [&](const std::function<void()>& call, ErrorKind own, const std::string& own_word) {
+    try {
+      call();
+      ADD_FAILURE() << "no error on rank " << rank;
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), odd_one ? own : ErrorKind::invalid_argument) << e.what();
+      const std::string word =
+          odd_one ? own_word : "rank " + std::to_string(comm.size() - 1) + " refused its arguments";
+      EXPECT_NE(std::string(e.what()).find(word), std::string::npos) << e.what();
+    }
+  };
+  std::vector<float> g(4, 1.0f), b(4, 0.0f), m(4), s(4, 1.0f);
+  const TensorDesc d(DType::f32, Layout::channels_first, {2, 4, 3});
+  Buffer x(d), y(d), dy(d), dx(d);
+  fill_normal(x, 6);
+  fill_normal(dy, 7);
+  expect(
+      [&] {
+        sync_batch_norm_forward_training(comm, d, odd_one ? nullptr : x.data(), d, y.data(), g.data(),
+                                         b.data(), m.data(), s.data());
+      },
+      ErrorKind::null_pointer, "'src'");
+  expect(
+      [&] {
+        sync_batch_norm_backward(comm, d, x.data(), d, dy.data(), d, dx.data(), g.data(),
+                                 odd_one ? nullptr : m.data(), s.data(), nullptr, nullptr);
+      },
+      ErrorKind::null_pointer, "'mean'");
+  SyncBatchNorm layer({.num_features = 4}, comm);
+  const TensorDesc d3(DType::f32, Layout::channels_first, {2, 3, 3});
+  Buffer x3(d3), y3(d3);
+  fill_normal(x3, 8);
+  expect(
+      [&] {
+        odd_one ? layer.forward(d3, x3.data(), d3, y3.data()) : layer.forward(d, x.data(), d, y.data());
+      },
+      ErrorKind::shape_mismatch, "num_features = 4");
+  // In step afterwards: a forward and backward on every rank work.
+  EXPECT_NO_THROW(layer.forward(d, x.data(), d, y.data()));
+  expect(
+      [&] {
+        odd_one ? layer.backward(d3, x3.data(), d3, x3.data(), d3, y3.data())
+                : layer.backward(d, x.data(), d, dy.data(), d, dx.data());
+      },
+      ErrorKind::shape_mismatch, "num_features = 4");
+  EXPECT_NO_THROW(layer.backward(d, x.data(), d, dy.data(), d, dx.data()));
+}
+
 // Last (it leaves MPI's message stream in an unknown state): an MPI error
 // comes back as a bnorm runtime error naming the rank. Two processes whose
 // allgather sizes differ: rank 0's receive is truncated.

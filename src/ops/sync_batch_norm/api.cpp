@@ -5,6 +5,7 @@
 // over the processes and applies the global coefficients.
 
 #include <cstdint>
+#include <exception>
 #include <string>
 #include <vector>
 
@@ -12,6 +13,7 @@
 #include "bnorm/runtime.hpp"
 #include "bnorm/sync_batch_norm.hpp"
 #include "ops/batch_norm/plan.hpp"
+#include "ops/sync_batch_norm/sync.hpp"
 #include "ops/validate.hpp"
 
 namespace bnorm {
@@ -35,12 +37,16 @@ struct Header {
   std::int64_t call = 0;
   std::int64_t channels = 0;
   std::int64_t dtype = 0;
+  std::int64_t refused = 0;  // this process's own argument checks failed
 };
 
-void agree(comm::Communicator& comm, Call call, const TensorDesc& desc) {
+// `refused`: this process's argument checks failed with that error (null:
+// they passed). It is rethrown here once every process knows.
+void agree(comm::Communicator& comm, Call call, const TensorDesc& desc, const std::exception_ptr& refused) {
   const Header mine{.call = static_cast<std::int64_t>(call),
                     .channels = desc.channels(),
-                    .dtype = static_cast<std::int64_t>(desc.dtype())};
+                    .dtype = static_cast<std::int64_t>(desc.dtype()),
+                    .refused = refused ? 1 : 0};
   thread_local std::vector<Header> all;
   all.resize(static_cast<std::size_t>(comm.size()));
   comm.allgather(&mine, sizeof mine, all.data());
@@ -48,11 +54,20 @@ void agree(comm::Communicator& comm, Call call, const TensorDesc& desc) {
                            std::to_string(comm.size());
   for (int r = 0; r < comm.size(); ++r) {
     const Header& h = all[static_cast<std::size_t>(r)];
-    const std::string there = "rank " + std::to_string(r);
     if (h.magic != mine.magic || h.call != mine.call)
-      throw Error(ErrorKind::invalid_argument, here + ": " + there + " is in " + call_name(h.call) +
-                                                   ": every process must make the same collective calls in the "
-                                                   "same order");
+      throw Error(ErrorKind::invalid_argument,
+                  here + ": rank " + std::to_string(r) + " is in " + call_name(h.call) +
+                      ": every process must make the same collective calls in the "
+                      "same order");
+  }
+  if (refused) std::rethrow_exception(refused);
+  for (int r = 0; r < comm.size(); ++r) {
+    const Header& h = all[static_cast<std::size_t>(r)];
+    const std::string there = "rank " + std::to_string(r);
+    if (h.refused)
+      throw Error(ErrorKind::invalid_argument, here + ": " + there +
+                                                   " refused its arguments (its own error says why), so no "
+                                                   "process runs the call");
     if (h.channels != mine.channels)
       throw Error(ErrorKind::invalid_argument, here + ": argument 'src_desc' has C = " +
                                                    std::to_string(mine.channels) + " but " + there + " has C = " +
@@ -78,13 +93,22 @@ Scratch& scratch() {
 
 }  // namespace
 
-void sync_batch_norm_forward_training(comm::Communicator& comm, const TensorDesc& src_desc, const void* src,
-                                      const TensorDesc& dst_desc, void* dst, const float* gamma, const float* beta,
-                                      float* save_mean, float* save_invstd, const RunningStats& running,
-                                      const BatchNormConfig& config) {
-  const auto call = obn::check_training(src_desc, src, dst_desc, dst, running, config, /*shard=*/true);
+namespace ops::sync_batch_norm {
+
+void forward_training(comm::Communicator& comm, const TensorDesc& src_desc, const void* src,
+                      const TensorDesc& dst_desc, void* dst, const float* gamma, const float* beta,
+                      float* save_mean, float* save_invstd, const RunningStats& running,
+                      const BatchNormConfig& config, std::exception_ptr refused) {
+  obn::TrainingCall call;
+  if (!refused) {
+    try {
+      call = obn::check_training(src_desc, src, dst_desc, dst, running, config, /*shard=*/true);
+    } catch (const Error&) {
+      refused = std::current_exception();
+    }
+  }
+  agree(comm, Call::forward_training, src_desc, refused);
   const obn::Problem& p = call.problem;
-  agree(comm, Call::forward_training, src_desc);
 
   // This process's (count, mean[C], m2[C]), gathered from every process.
   const auto C = static_cast<std::size_t>(p.c), ranks = static_cast<std::size_t>(comm.size());
@@ -140,21 +164,27 @@ void sync_batch_norm_forward_training(comm::Communicator& comm, const TensorDesc
   }
 }
 
-void sync_batch_norm_backward(comm::Communicator& comm, const TensorDesc& src_desc, const void* src,
-                              const TensorDesc& diff_dst_desc, const void* diff_dst, const TensorDesc& diff_src_desc,
-                              void* diff_src, const float* gamma, const float* mean, const float* invstd,
-                              float* diff_gamma, float* diff_beta) {
-  ops::require_activation(src_desc, "src_desc", 2, kMaxRank);
-  ops::require_same(src_desc, "src_desc", diff_dst_desc, "diff_dst_desc");
-  ops::require_same(src_desc, "src_desc", diff_src_desc, "diff_src_desc");
-  ops::require_pointer(mean, "mean", "C values are required");
-  ops::require_pointer(invstd, "invstd", "C values are required");
-  const obn::Problem p = obn::Problem::of(src_desc);
-  if (p.elements() > 0) {
-    ops::require_pointer(src, "src", "the forward input is required");
-    ops::require_pointer(diff_dst, "diff_dst", "the output gradient is required");
+void backward(comm::Communicator& comm, const TensorDesc& src_desc, const void* src,
+              const TensorDesc& diff_dst_desc, const void* diff_dst, const TensorDesc& diff_src_desc,
+              void* diff_src, const float* gamma, const float* mean, const float* invstd, float* diff_gamma,
+              float* diff_beta, std::exception_ptr refused) {
+  if (!refused) {
+    try {
+      ops::require_activation(src_desc, "src_desc", 2, kMaxRank);
+      ops::require_same(src_desc, "src_desc", diff_dst_desc, "diff_dst_desc");
+      ops::require_same(src_desc, "src_desc", diff_src_desc, "diff_src_desc");
+      ops::require_pointer(mean, "mean", "C values are required");
+      ops::require_pointer(invstd, "invstd", "C values are required");
+      if (src_desc.elements() > 0) {
+        ops::require_pointer(src, "src", "the forward input is required");
+        ops::require_pointer(diff_dst, "diff_dst", "the output gradient is required");
+      }
+    } catch (const Error&) {
+      refused = std::current_exception();
+    }
   }
-  agree(comm, Call::backward, src_desc);
+  agree(comm, Call::backward, src_desc, refused);
+  const obn::Problem p = obn::Problem::of(src_desc);
 
   // This process's sum(dy) and sum(dy * (x - mean)), then every process's.
   const auto C = static_cast<std::size_t>(p.c);
@@ -191,6 +221,24 @@ void sync_batch_norm_backward(comm::Communicator& comm, const TensorDesc& src_de
   } else {
     obn::backward_channels_first(p, plan, src, diff_dst, diff_src, mean, false, out);
   }
+}
+
+}  // namespace ops::sync_batch_norm
+
+void sync_batch_norm_forward_training(comm::Communicator& comm, const TensorDesc& src_desc, const void* src,
+                                      const TensorDesc& dst_desc, void* dst, const float* gamma,
+                                      const float* beta, float* save_mean, float* save_invstd,
+                                      const RunningStats& running, const BatchNormConfig& config) {
+  ops::sync_batch_norm::forward_training(comm, src_desc, src, dst_desc, dst, gamma, beta, save_mean,
+                                         save_invstd, running, config, nullptr);
+}
+
+void sync_batch_norm_backward(comm::Communicator& comm, const TensorDesc& src_desc, const void* src,
+                              const TensorDesc& diff_dst_desc, const void* diff_dst,
+                              const TensorDesc& diff_src_desc, void* diff_src, const float* gamma,
+                              const float* mean, const float* invstd, float* diff_gamma, float* diff_beta) {
+  ops::sync_batch_norm::backward(comm, src_desc, src, diff_dst_desc, diff_dst, diff_src_desc, diff_src, gamma,
+                                 mean, invstd, diff_gamma, diff_beta, nullptr);
 }
 
 }  // namespace bnorm
