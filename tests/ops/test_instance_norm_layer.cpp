@@ -72,6 +72,13 @@ TEST(InstanceNormLayer, RunningStatisticsThenEval) {
       const BackwardExpectation fe =
           expect_backward(src, dy, w.data(), in.saved_mean().data(), in.saved_invstd().data(), false);
       ASSERT_TRUE(check_backward(fe, &dx, in.weight_grad().data(), in.bias_grad().data()));
+      // A backward of another batch size than the eval forward's is refused
+      // as after a training forward.
+      std::vector<std::int64_t> more(dims);
+      ++more[0];
+      const TensorDesc d2(DType::f32, layout, std::span<const std::int64_t>(more));
+      Buffer src2(d2), dy2(d2), dx2(d2);
+      EXPECT_THROW(in.backward(d2, src2.data(), d2, dy2.data(), d2, dx2.data()), Error);
       in.reset_parameters();
       for (float v : in.running_var()) EXPECT_EQ(v, 1.0f);
     }

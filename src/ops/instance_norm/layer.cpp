@@ -99,7 +99,7 @@ void InstanceNorm::backward(const TensorDesc& src_desc, const void* src, const T
                 "not exist yet");
   }
   check_input(src_desc, "src_desc");
-  if (*last_forward_ == BackwardStats::batch && src_desc.batch() != saved_batch_) {
+  if (src_desc.batch() != saved_batch_) {
     throw Error(ErrorKind::shape_mismatch, "argument 'src_desc' has N = " + std::to_string(src_desc.batch()) +
                                                " (dims " + src_desc.dims_str() +
                                                "): the last forward had N = " + std::to_string(saved_batch_));
