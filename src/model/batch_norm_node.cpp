@@ -16,14 +16,25 @@ BatchNormNode read_batch_norm(const OnnxModel& model, int index) {
   bn.output = n.output_size() > 0 ? n.output(0) : "";
   bn.epsilon = float_attribute(n, "epsilon", 1e-5f);
   bn.momentum = float_attribute(n, "momentum", 0.9f);
-  bn.training_mode = int_attribute(n, "training_mode", 0) != 0;
+  // Training mode by opset: the training_mode attribute (14 on); any output
+  // besides Y (7 to 13: "output case #1", read or not); is_test = 0, its
+  // default (before 7). As the executor reads them.
+  const std::int64_t opset = model.opset();
+  if (int_attribute(n, "training_mode", 0) != 0) bn.training_why = "training_mode = 1";
+  if (opset < 7 && int_attribute(n, "is_test", 0) == 0)
+    bn.training_why = "is_test = 0 (opset " + std::to_string(opset) + ")";
   for (int i = 0; i < 4; ++i) {
     bn.param[i] = n.input_size() > i + 1 ? n.input(i + 1) : "";
     bn.value[i] = bn.param[i].empty() ? nullptr : model.constant(bn.param[i]);
   }
-  for (int i = 1; i < n.output_size(); ++i)
-    if (!n.output(i).empty() && (!model.consumers(n.output(i)).empty() || model.is_graph_output(n.output(i))))
+  for (int i = 1; i < n.output_size(); ++i) {
+    if (n.output(i).empty()) continue;
+    if (opset < 14 && bn.training_why.empty())
+      bn.training_why = "output '" + n.output(i) + "' besides Y (opset " + std::to_string(opset) + ")";
+    if (!model.consumers(n.output(i)).empty() || model.is_graph_output(n.output(i)))
       bn.extra_outputs_used = true;
+  }
+  bn.training_mode = !bn.training_why.empty();
   return bn;
 }
 

@@ -22,6 +22,9 @@ struct BatchNormNode {
   double epsilon = 1e-5;
   double momentum = 0.9;
   bool training_mode = false;
+  /// What says so, for messages: "training_mode = 1", "is_test = 0 (opset
+  /// 6)" or "output 'm' besides Y (opset 9)".
+  std::string training_why;
   /// Names of scale (gamma), B (beta), input_mean, input_var.
   std::string param[4];
   /// The same as constants, null when not constant.

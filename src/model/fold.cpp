@@ -133,7 +133,7 @@ namespace {
 // Why the producer of a BN may not take over its work, before looking at
 // the producer's own op.
 std::optional<std::string> shared_checks(const OnnxModel& model, const BatchNormNode& bn) {
-  if (bn.training_mode) return "it runs in training mode (training_mode=1)";
+  if (bn.training_mode) return "it runs in training mode (" + bn.training_why + ")";
   if (bn.extra_outputs_used) return "its running-statistics outputs are used";
   const auto producer = model.producer(bn.input);
   if (!producer) return "its input '" + bn.input + "' is not produced by a node (a graph input or constant)";

@@ -168,9 +168,10 @@ struct Rules {
   void training_mode() const {
     if (bn.training_mode)
       add(Severity::warning, "training_mode",
-          "training_mode = 1: the node normalizes with batch statistics and updates running ones; an "
-          "inference "
-          "model should have training_mode = 0");
+          bn.training_why +
+              ": the node runs in training mode, normalizing with batch statistics and updating running "
+              "ones; an inference model should have training_mode = 0 (opset 14 on), no outputs besides Y, "
+              "and is_test = 1 before opset 7");
   }
 };
 

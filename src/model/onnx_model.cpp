@@ -208,6 +208,24 @@ void OnnxModel::refresh() {
     if (!initializer_.count(in.name())) graph_input_[in.name()] = true;
     used_names_[in.name()] = 1;
   }
+  // A subgraph (If, Loop, Scan) may read any name of the graphs around it:
+  // whatever it reads counts as read by the main-graph node that holds it
+  // (also names its own nodes define: an over-count only keeps a fold from
+  // happening or makes it copy). Its names are taken, for new ones.
+  std::function<void(const onnx::GraphProto&, int)> subgraph = [&](const onnx::GraphProto& sg, int holder) {
+    for (const auto& t : sg.initializer()) used_names_[t.name()] = 1;
+    for (const auto& in : sg.input()) used_names_[in.name()] = 1;
+    for (const auto& n : sg.node()) {
+      for (const auto& in : n.input())
+        if (!in.empty()) consumers_[in].push_back(holder);
+      for (const auto& out : n.output()) used_names_[out] = 1;
+      if (!n.name().empty()) used_names_[n.name()] = 1;
+      for (const auto& a : n.attribute()) {
+        if (a.has_g()) subgraph(a.g(), holder);
+        for (const auto& inner : a.graphs()) subgraph(inner, holder);
+      }
+    }
+  };
   for (int i = 0; i < g.node_size(); ++i) {
     const auto& n = g.node(i);
     for (const auto& out : n.output()) {
@@ -217,6 +235,10 @@ void OnnxModel::refresh() {
     }
     for (const auto& in : n.input())
       if (!in.empty()) consumers_[in].push_back(i);
+    for (const auto& a : n.attribute()) {
+      if (a.has_g()) subgraph(a.g(), i);
+      for (const auto& inner : a.graphs()) subgraph(inner, i);
+    }
     if (n.op_type() == "Constant" && n.output_size() == 1 && n.domain().empty())
       constant_node_[n.output(0)] = i;
     if (!n.name().empty()) used_names_[n.name()] = 1;

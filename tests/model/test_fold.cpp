@@ -293,9 +293,28 @@ TEST(FoldRefuses, EveryMustNotFoldCase) {
                 GraphBuilder::attr(*g.proto().mutable_graph()->mutable_node(1), "training_mode", std::int64_t{1});
               }),
               "training mode");
+  // Before opset 14 an output besides Y is training mode, read or not;
+  // before opset 7 so is is_test = 0, its default.
+  for (const bool read : {true, false})
+    expect_left(conv_bn([&](GraphBuilder& g) {
+                  g.proto().mutable_graph()->mutable_node(1)->add_output("running_mean");
+                  if (read) g.output("running_mean", TP::FLOAT, {3});
+                }),
+                "training mode (output 'running_mean' besides Y (opset 13))");
+  expect_left(conv_bn([](GraphBuilder& g) { g.proto().mutable_opset_import(0)->set_version(6); }),
+              "training mode (is_test = 0 (opset 6))");
+  {
+    model::OnnxModel m = conv_bn([](GraphBuilder& g) {
+      g.proto().mutable_opset_import(0)->set_version(6);
+      GraphBuilder::attr(*g.proto().mutable_graph()->mutable_node(1), "is_test", std::int64_t{1});
+    });
+    EXPECT_EQ(model::fold_batch_norms(m).outcomes[0].action, FoldOutcome::Action::folded) << "is_test = 1";
+  }
+  // From opset 14 such outputs belong to training_mode = 1 only; read with
+  // training_mode = 0 (not a valid model) they still keep the BN.
   expect_left(conv_bn([](GraphBuilder& g) {
-                auto* bn = g.proto().mutable_graph()->mutable_node(1);
-                bn->add_output("running_mean");
+                g.proto().mutable_opset_import(0)->set_version(15);
+                g.proto().mutable_graph()->mutable_node(1)->add_output("running_mean");
                 g.output("running_mean", TP::FLOAT, {3});
               }),
               "running-statistics outputs");
@@ -370,6 +389,50 @@ TEST(FoldRefuses, EveryMustNotFoldCase) {
                 model::set_values(*w, GraphBuilder::random(8, 21));
               }),
               "4 output channels");
+}
+
+// An If node on cond whose then-branch reads `then_reads` (through one node
+// of `op`) and whose else-branch returns x: a reader the main graph's
+// node list does not show.
+void add_if_reading(GraphBuilder& g, const std::string& op, const std::vector<std::string>& then_reads) {
+  g.input("cond", TP::BOOL, {});
+  auto& n = g.node("If", {"cond"}, {"z"}, "if");
+  auto branch = [&](const char* name, const std::string& body_op, const std::vector<std::string>& reads) {
+    auto* a = n.add_attribute();
+    a->set_name(name);
+    a->set_type(onnx::AttributeProto::GRAPH);
+    auto* sg = a->mutable_g();
+    sg->set_name(name);
+    auto* b = sg->add_node();
+    b->set_op_type(body_op);
+    b->set_name(std::string(name) + "_node");
+    for (const auto& r : reads) b->add_input(r);
+    b->add_output(std::string(name) + "_out");
+    sg->add_output()->set_name(std::string(name) + "_out");
+  };
+  branch("then_branch", op, then_reads);
+  branch("else_branch", "Identity", {"x"});
+  g.output("z", TP::FLOAT, {});
+}
+
+// A weight also read inside a subgraph is copied, not changed; a producer
+// output read inside one has another reader, so its BN is left.
+TEST(FoldSubgraphs, ReadersInsideIfBranchesCount) {
+  {
+    GraphBuilder g;
+    g.input("x", TP::FLOAT, {1, 2, 4, 4});
+    g.initializer("w", {3, 2, 1, 1}, GraphBuilder::random(6, 24));
+    g.node("Conv", {"x", "w"}, {"c1"}, "conv1");
+    g.batch_norm("bn", "c1", "y1", 3, 25);
+    g.output("y1", TP::FLOAT, {});
+    add_if_reading(g, "Conv", {"x", "w"});
+    const auto w0 = model::to_doubles(g.proto().graph().initializer(0), "w");
+    model::OnnxModel m = g.model();
+    ASSERT_EQ(model::fold_batch_norms(m).outcomes[0].action, FoldOutcome::Action::folded);
+    EXPECT_EQ(tensor(m, "w"), w0) << "the then-branch's Conv still reads w";
+    EXPECT_NE(producer_of(m, "y1")->input(1), "w");
+  }
+  expect_left(conv_bn([](GraphBuilder& g) { add_if_reading(g, "Identity", {"c"}); }), "1 other consumer");
 }
 
 TEST(FoldConv, SharedWeightsAreCopiedNotChanged) {

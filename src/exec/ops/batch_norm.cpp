@@ -99,7 +99,8 @@ std::unique_ptr<Op> make_batch_norm(NodeInfo& info) {
   if (epsilon < 0) info.invalid("epsilon " + std::to_string(epsilon) + " must be >= 0");
   if (info.i("spatial", 1) != 1) info.unsupported("spatial = 0 (opset < 9 per-activation statistics)");
   if (info.has("consumed_inputs")) info.unsupported("consumed_inputs (opset < 6)");
-  if (info.i("is_test", 1) != 1) info.unsupported("is_test = 0 (opset < 7 training)");
+  // is_test defaults to 0 (training) before opset 7, and does not exist after.
+  if (info.i("is_test", info.opset() < 7 ? 0 : 1) != 1) info.unsupported("is_test = 0 (opset < 7 training)");
   bool training = info.i("training_mode", 0) != 0;
   if (info.opset() < 14 && info.output_count() > 1) {
     // Opsets 9 to 13: the extra outputs exist only in training.
