@@ -75,6 +75,18 @@ def main():
         worst_var = max(worst_var, float(np.max(np.abs(var - want_var) / want_var)))
     check(worst_mean < 1e-3 and worst_var < 1e-3,
           f"recalibrated statistics equal PyTorch's (mean within {worst_mean:.1e} sd, var within {worst_var:.1e})")
+    # Without --eval, prepare evaluates on CALIB, with its labels when it has
+    # them: the same accuracies as naming that file as EVAL too.
+    eval_npz = os.path.join(example, "eval.npz")
+    runs = []
+    for extra in ([], ["--eval", eval_npz]):
+        r = subprocess.run([bnorm, "prepare", os.path.join(example, "model.onnx"), "--calib", eval_npz, "-o",
+                            os.path.join(work, "self.onnx"), "--batch-size", "1000", "--json"] + extra,
+                           capture_output=True, text=True)
+        runs.append(json.loads(r.stdout)["evaluation"] if r.returncode == 0 else None)
+    check(runs[0] is not None and runs[0]["original"]["accuracy"] is not None and
+          all(runs[0][k]["accuracy"] == runs[1][k]["accuracy"] for k in ("original", "calibrated", "folded")),
+          "without --eval the calibration set's labels score the models", runs)
     return 1 if failures else 0
 
 

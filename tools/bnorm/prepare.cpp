@@ -27,12 +27,12 @@ struct Evaluation {
 };
 
 // Runs `m` over `data` (a warm-up batch first) and scores argmax of the
-// first output against `labels` when given.
+// first output against the data's `labels` when it has them.
 Evaluation evaluate(const model::OnnxModel& m, const std::string& data_path, std::int64_t batch_size,
-                    bool with_labels, const char* label) {
+                    const char* label) {
   exec::Executor ex(m);
   const exec::InputData data = exec::InputData::open(data_path, ex.inputs());
-  const exec::NpyArray* labels = with_labels ? data.extra("labels") : nullptr;
+  const exec::NpyArray* labels = data.extra("labels");
   if (labels && (labels->rows() != data.rows() || labels->shape().size() != 1 ||
                  (labels->type() != exec::NpyType::i64 && labels->type() != exec::NpyType::i32)))
     throw Error(ErrorKind::invalid_argument, data_path + ": 'labels' must be a 1-D int64 or int32 array with one "
@@ -142,10 +142,9 @@ void add_prepare_command(CLI::App& app, Action& action) {
       bool parity_ok = true;
       for (const auto& p : parity) parity_ok &= p.passed();
       // 5. speed and accuracy before / after
-      const bool labels = !args->eval.empty();
-      const Evaluation before = evaluate(original, eval_path, args->batch_size, labels, "evaluate original");
-      const Evaluation recal = evaluate(calibrated, eval_path, args->batch_size, labels, "evaluate calibrated");
-      const Evaluation after = evaluate(folded, eval_path, args->batch_size, labels, "evaluate folded");
+      const Evaluation before = evaluate(original, eval_path, args->batch_size, "evaluate original");
+      const Evaluation recal = evaluate(calibrated, eval_path, args->batch_size, "evaluate calibrated");
+      const Evaluation after = evaluate(folded, eval_path, args->batch_size, "evaluate folded");
       if (parity_ok) folded.save(args->output);
       const int nodes_before = original.graph().node_size(), nodes_after = folded.graph().node_size();
       if (args->json) {
