@@ -86,6 +86,9 @@ def main():
     check(r.returncode == 0 and "--fail-on" in r.stdout, "bnorm inspect --help lists --fail-on")
     check(bnorm().returncode == 2, "no subcommand is a usage error (2)")
     check(bnorm("inspect", block, "--fail-on", "info").returncode == 2, "--fail-on info is a usage error (2)")
+    r = bnorm("inspect", block, "--bogus")
+    check(r.returncode == 2 and r.stderr.startswith("bnorm: error: ") and "--bogus" in r.stderr,
+          "a usage error is reported as 'bnorm: error: ...' naming the option", r.stderr)
 
     # inspect: text and JSON
     r = bnorm("inspect", block)
