@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <type_traits>
 
@@ -78,16 +79,39 @@ inline compute_t<T> widen(T v) noexcept {
   }
 }
 
+/// v as a float rounded to odd: the float toward zero, its last bit set when
+/// v was not exact. Rounding that to 16 bits (nearest even) gives what one
+/// rounding of v would (float keeps more than two bits beyond either 16-bit
+/// format); rounding v to nearest float first could round twice.
+inline float to_float_round_odd(double v) noexcept {
+  float f = static_cast<float>(v);
+  if (std::isnan(v) || static_cast<double>(f) == v) return f;
+  if (std::fabs(static_cast<double>(f)) > std::fabs(v)) f = std::nextafter(f, 0.0f);
+  std::uint32_t bits;
+  std::memcpy(&bits, &f, 4);
+  bits |= 1;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
 /// Converts a value of any arithmetic type to T with ONNX Cast semantics:
-/// to a 16-bit float rounds to nearest even (through float, exact for the
-/// values float holds); floating to integer truncates toward zero and
-/// saturates (NaN gives 0; ONNX leaves out-of-range undefined).
+/// to a 16-bit float rounds to nearest even (once, also from double);
+/// floating to integer truncates toward zero and saturates (NaN gives 0;
+/// ONNX leaves out-of-range undefined).
 template <class T, class V>
 inline T narrow(V v) noexcept {
+  // A float, or a wider value rounded to odd (exact in the 16-bit rounding).
+  auto as_float = [](V x) {
+    if constexpr (std::is_floating_point_v<V> && (sizeof(V) > sizeof(float))) {
+      return to_float_round_odd(static_cast<double>(x));
+    } else {
+      return static_cast<float>(x);
+    }
+  };
   if constexpr (std::is_same_v<T, Half>) {
-    return Half{kernels::float_to_f16_bits(static_cast<float>(v))};
+    return Half{kernels::float_to_f16_bits(as_float(v))};
   } else if constexpr (std::is_same_v<T, BFloat>) {
-    return BFloat{kernels::float_to_bf16_bits(static_cast<float>(v))};
+    return BFloat{kernels::float_to_bf16_bits(as_float(v))};
   } else if constexpr (std::is_same_v<T, bool>) {
     return v != V{};
   } else if constexpr (std::is_integral_v<T> && std::is_floating_point_v<V>) {

@@ -64,6 +64,7 @@ std::map<int, std::pair<int, FusedActivation>> find_fusions(const model::OnnxMod
         }
         (k == 1 ? f.alpha : f.beta) = static_cast<float>(model::to_doubles(*t, a.input(k))[0]);
       }
+      ok &= f.alpha <= f.beta;  // else every value is max: oneDNN's clip refuses that, the op alone does it
     } else {
       ok = false;
     }

@@ -11,6 +11,7 @@
 #include "bnorm/error.hpp"
 #include "common/test_util.hpp"
 #include "exec/compare.hpp"
+#include "exec/dispatch.hpp"
 #include "exec/executor.hpp"
 #include "exec/input_data.hpp"
 #include "model/graph_builder.hpp"
@@ -61,6 +62,103 @@ TEST(Executor, ScalarOperandsBroadcast) {
   const auto out = ex.run({filled(ElementType::f32, {}, {2.0f}), filled(ElementType::f32, {2, 3}, {1, 2, 3, 4, 5, 6})});
   ASSERT_EQ(out[0].shape(), (exec::Shape{2, 3}));
   for (int i = 0; i < 6; ++i) EXPECT_EQ(out[0].data<float>()[i], 2.0f * static_cast<float>(i + 1) + 2.0f);
+}
+
+// ONNX semantics at the edges (found by an audit against numpy / the spec).
+TEST(Executor, SpecEdgeCases) {
+  const float nan = std::nanf("");
+  auto run1 = [](GraphBuilder& g, const Tensor& x) { return exec::Executor(g.model()).run({x}); };
+  {
+    // Clip with min > max gives max everywhere (Min(max, Max(x, min))),
+    // also after a Conv (not fused: oneDNN's clip refuses such bounds); a
+    // NaN stays NaN, and Relu keeps NaN too.
+    GraphBuilder g;
+    g.input("x", TP::FLOAT, {1, 1, 1, 3});
+    g.initializer("w", {1, 1, 1, 1}, {1.0});
+    g.initializer("lo", {}, {1.0});
+    g.initializer("hi", {}, {-1.0});
+    g.node("Clip", {"x", "lo", "hi"}, {"a"});
+    g.node("Conv", {"x", "w"}, {"c"});
+    g.node("Clip", {"c", "lo", "hi"}, {"b"});
+    g.node("Relu", {"x"}, {"r"});
+    for (const char* o : {"a", "b", "r"}) g.output(o, TP::FLOAT, {1, 1, 1, 3});
+    const auto out = run1(g, filled(ElementType::f32, {1, 1, 1, 3}, {-5.0f, 0.5f, 7.0f}));
+    for (int i = 0; i < 3; ++i) {
+      EXPECT_EQ(out[0].data<float>()[i], -1.0f) << i;
+      EXPECT_EQ(out[1].data<float>()[i], -1.0f) << "fused " << i;
+    }
+    const auto nan_out = run1(g, filled(ElementType::f32, {1, 1, 1, 3}, {nan, 0.5f, -2.0f}));
+    EXPECT_TRUE(std::isnan(nan_out[0].data<float>()[0]));
+    EXPECT_TRUE(std::isnan(nan_out[2].data<float>()[0])) << "Relu(NaN)";
+    EXPECT_EQ(nan_out[2].data<float>()[2], 0.0f);
+  }
+  {
+    // Clip (opset 6) without max keeps a double beyond float's range.
+    GraphBuilder g(6);
+    g.input("x", TP::DOUBLE, {2});
+    GraphBuilder::attr(g.node("Clip", {"x"}, {"y"}), "min", 0.0f);
+    g.output("y", TP::DOUBLE, {2});
+    const auto out = run1(g, exec::cast(filled(ElementType::f32, {2}, {1.0f, -1.0f}), ElementType::f64));
+    EXPECT_EQ(out[0].data<double>()[1], 0.0);
+    Tensor big(ElementType::f64, {2});
+    big.data<double>()[0] = 1e300;
+    big.data<double>()[1] = -3.0;
+    EXPECT_EQ(run1(g, big)[0].data<double>()[0], 1e300);
+  }
+  {
+    // float64 -> float16 / bfloat16 rounds once: 1 + 2^-11 + 2^-40 is just
+    // above the float16 midpoint between 1 and 1 + 2^-10.
+    GraphBuilder g;
+    g.input("x", TP::DOUBLE, {1});
+    GraphBuilder::attr(g.node("Cast", {"x"}, {"h"}), "to", std::int64_t{TP::FLOAT16});
+    GraphBuilder::attr(g.node("Cast", {"x"}, {"b"}), "to", std::int64_t{TP::BFLOAT16});
+    g.output("h", TP::FLOAT16, {1});
+    g.output("b", TP::BFLOAT16, {1});
+    Tensor x(ElementType::f64, {1});
+    x.data<double>()[0] = 1.0 + std::ldexp(1.0, -11) + std::ldexp(1.0, -40);
+    const auto out = run1(g, x);
+    EXPECT_EQ(exec::widen(out[0].data<exec::Half>()[0]), 1.0f + std::ldexp(1.0f, -10));
+    x.data<double>()[0] = 1.0 + std::ldexp(1.0, -8) + std::ldexp(1.0, -40);
+    EXPECT_EQ(exec::widen(run1(g, x)[1].data<exec::BFloat>()[0]), 1.0f + std::ldexp(1.0f, -7));
+  }
+  {
+    // Dropout: before opset 7 is_test defaults to 0 (training): refused;
+    // in opsets 7 to 9 the mask has the input's type.
+    GraphBuilder g6(6);
+    g6.input("x", TP::FLOAT, {2});
+    g6.node("Dropout", {"x"}, {"y"});
+    g6.output("y", TP::FLOAT, {2});
+    EXPECT_THROW(exec::Executor ex(g6.model()), Error);
+    GraphBuilder g9(9);
+    g9.input("x", TP::FLOAT, {2});
+    g9.node("Dropout", {"x"}, {"y", "mask"});
+    g9.node("Mul", {"y", "mask"}, {"z"});
+    g9.output("z", TP::FLOAT, {2});
+    const auto out = run1(g9, filled(ElementType::f32, {2}, {3.0f, -4.0f}));
+    EXPECT_EQ(out[0].data<float>()[1], -4.0f);
+  }
+  // Invalid models are refused, not run: Concat of rank-0 inputs (wrote out
+  // of bounds), a Pad value of another type (read past it).
+  {
+    GraphBuilder g;
+    g.input("x", TP::FLOAT, {});
+    GraphBuilder::attr(g.node("Concat", {"x", "x"}, {"y"}), "axis", std::int64_t{0});
+    g.output("y", TP::FLOAT, {});
+    EXPECT_THROW(run1(g, filled(ElementType::f32, {}, {1.0f})), Error);
+  }
+  {
+    GraphBuilder g;
+    g.input("x", TP::DOUBLE, {2});
+    auto* pads = g.proto().mutable_graph()->add_initializer();
+    pads->set_name("pads");
+    pads->set_data_type(TP::INT64);
+    pads->add_dims(2);
+    for (int i = 0; i < 2; ++i) pads->add_int64_data(1);
+    g.initializer("v", {}, {2.0}, TP::FLOAT16);
+    g.node("Pad", {"x", "pads", "v"}, {"y"});
+    g.output("y", TP::DOUBLE, {4});
+    EXPECT_THROW(run1(g, exec::cast(filled(ElementType::f32, {2}, {1.0f}), ElementType::f64)), Error);
+  }
 }
 
 TEST(Executor, UnsupportedOpIsNamedBeforeAnythingRuns) {

@@ -7,7 +7,7 @@
 namespace bnorm::exec {
 
 int normalize_axis(std::int64_t axis, int rank, const std::string& node, const char* what) {
-  if (axis < -rank || axis >= std::max(rank, 1))
+  if (axis < -rank || axis >= rank)
     fail_shape(node, std::string(what) + " " + std::to_string(axis) + " is outside [" + std::to_string(-rank) + ", " +
                          std::to_string(rank) + ") for rank " + std::to_string(rank));
   return static_cast<int>(axis < 0 ? axis + rank : axis);

@@ -3,6 +3,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
+#include <optional>
 
 #include "bnorm/error.hpp"
 #include "exec/dispatch.hpp"
@@ -149,7 +151,7 @@ class Unary final : public Op {
     const float alpha = alpha_, beta = beta_;
     switch (kind_) {
       case UnaryKind::relu:
-        return body([](auto x) { return x > decltype(x)(0) ? x : decltype(x)(0); });
+        return body([](auto x) { return x < decltype(x)(0) ? decltype(x)(0) : x; });  // NaN stays NaN
       case UnaryKind::leaky_relu:
         return body([alpha](auto x) { return x >= decltype(x)(0) ? x : static_cast<decltype(x)>(alpha) * x; });
       case UnaryKind::sigmoid:
@@ -198,9 +200,11 @@ class Unary final : public Op {
   std::string node_;
 };
 
+// Clip: bounds from inputs 1 and 2 (opset 11 on) or from the min / max
+// attributes (before; absent: the element type's own limits).
 class Clip final : public Op {
  public:
-  Clip(bool from_inputs, float min, float max, std::string node)
+  Clip(bool from_inputs, std::optional<float> min, std::optional<float> max, std::string node)
       : from_inputs_(from_inputs), min_(min), max_(max), node_(std::move(node)) {}
 
   void run(const std::vector<const Tensor*>& in, std::vector<Tensor>& out, ExecContext&) override {
@@ -224,14 +228,15 @@ class Clip final : public Op {
           if (lo) low = widen(lo->data<T>()[0]);
           if (hi) high = widen(hi->data<T>()[0]);
         } else {
-          low = static_cast<C>(min_);
-          high = static_cast<C>(max_);
+          if (min_) low = static_cast<C>(*min_);
+          if (max_) high = static_cast<C>(*max_);
         }
         const T* px = x.data<T>();
         T* py = y.data<T>();
         for (std::int64_t i = 0; i < x.elements(); ++i) {
-          const C v = widen(px[i]);
-          py[i] = narrow<T>(v < low ? low : (v > high ? high : v));
+          // Min(max, Max(x, min)), the spec's order: min > max gives max.
+          const C v = widen(px[i]), raised = v < low ? low : v;
+          py[i] = narrow<T>(raised > high ? high : raised);
         }
       }
     });
@@ -240,7 +245,7 @@ class Clip final : public Op {
 
  private:
   bool from_inputs_;
-  float min_, max_;
+  std::optional<float> min_, max_;
   std::string node_;
 };
 
@@ -287,11 +292,12 @@ std::unique_ptr<Op> make_unary(NodeInfo& info) {
 
 std::unique_ptr<Op> make_clip(NodeInfo& info) {
   if (info.opset() < 11) {
-    const float lo = info.f("min", std::numeric_limits<float>::lowest());
-    const float hi = info.f("max", std::numeric_limits<float>::max());
+    std::optional<float> lo, hi;
+    if (info.has("min")) lo = info.f("min", 0.0f);
+    if (info.has("max")) hi = info.f("max", 0.0f);
     return std::make_unique<Clip>(false, lo, hi, info.describe());
   }
-  return std::make_unique<Clip>(true, 0.0f, 0.0f, info.describe());
+  return std::make_unique<Clip>(true, std::nullopt, std::nullopt, info.describe());
 }
 
 }  // namespace bnorm::exec

@@ -322,6 +322,9 @@ class Pad final : public Op {
     }
     Tensor y(x.type(), shape);
     const Tensor* value = in.size() > 2 ? in[2] : nullptr;
+    if (value && value->elements() > 0 && value->type() != x.type())
+      fail_shape(node_, "constant_value is " + value->str() + " for data " + x.str() +
+                            ": it must have the data's element type");
     dispatch(x.type(), [&](auto tag) {
       using T = typename decltype(tag)::type;
       const T fill = value && value->elements() > 0 ? value->data<T>()[0] : narrow<T>(value_);
@@ -367,7 +370,10 @@ class Pad final : public Op {
 // Identity, and Dropout at inference (its mask is all true).
 class Identity final : public Op {
  public:
-  Identity(bool dropout, float ratio, std::string node) : dropout_(dropout), ratio_(ratio), node_(std::move(node)) {}
+  // mask_of_input_type: Dropout's mask output has the input's type before
+  // opset 10 (all ones), bool from 10.
+  Identity(bool dropout, float ratio, bool mask_of_input_type, std::string node)
+      : dropout_(dropout), ratio_(ratio), mask_of_input_type_(mask_of_input_type), node_(std::move(node)) {}
 
   void run(const std::vector<const Tensor*>& in, std::vector<Tensor>& out, ExecContext&) override {
     const Tensor& x = *in[0];
@@ -380,7 +386,7 @@ class Identity final : public Op {
       if (out.size() > 1) {
         Tensor mask(ElementType::boolean, x.shape());
         std::fill_n(mask.data<bool>(), mask.elements(), true);
-        out[1] = std::move(mask);
+        out[1] = mask_of_input_type_ ? cast(mask, x.type()) : std::move(mask);
       }
     }
     out[0] = x;
@@ -389,6 +395,7 @@ class Identity final : public Op {
  private:
   bool dropout_;
   float ratio_;
+  bool mask_of_input_type_;
   std::string node_;
 };
 
@@ -587,10 +594,11 @@ std::unique_ptr<Op> make_identity(NodeInfo& info) {
   if (dropout) {
     ratio = info.f("ratio", 0.5f);
     info.ignore("seed");  // only matters in training, which is refused at run time
-    if (info.has("is_test") && info.i("is_test", 1) == 0)
-      info.unsupported("is_test = 0: Dropout in training mode (random masks)");
+    // Before opset 7, is_test defaults to 0: training.
+    if (info.i("is_test", info.opset() < 7 ? 0 : 1) == 0)
+      info.unsupported("is_test = 0 (the default before opset 7): Dropout in training mode (random masks)");
   }
-  return std::make_unique<Identity>(dropout, ratio, info.describe());
+  return std::make_unique<Identity>(dropout, ratio, dropout && info.opset() < 10, info.describe());
 }
 
 std::unique_ptr<Op> make_cast(NodeInfo& info) {
