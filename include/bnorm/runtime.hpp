@@ -14,7 +14,8 @@ int num_threads() noexcept;
 void set_num_threads(int n) noexcept;
 
 /// Name of the instruction set the optimized kernels dispatch to on this
-/// machine, e.g. "AVX3" (AVX-512), "AVX2", "SSE4" or "EMU128" (portable).
+/// machine, e.g. "AVX3" (AVX-512), "AVX2", "SSE4" or "SCALAR" (portable;
+/// "EMU128" with a Highway that builds that instead).
 std::string isa();
 
 /// Every instruction set compiled into this build that this CPU can run,

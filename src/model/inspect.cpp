@@ -33,7 +33,8 @@ int InspectReport::count(Severity s) const {
 namespace {
 
 constexpr double kF16SmallestNormal = 6.103515625e-05;                 // 2^-14
-constexpr double kF16SmallestSubnormalHalf = 2.98023223876953125e-08;  // 2^-25: rounds to 0 below
+constexpr double kF16SmallestSubnormalHalf =
+    2.98023223876953125e-08;  // 2^-25: rounds to 0 (ties to even) and below
 // A channel is an outlier when its robust z-score (distance from the
 // layer's median in units of 1.4826 median absolute deviations) exceeds this.
 constexpr double kOutlierZ = 10.0;
@@ -155,7 +156,7 @@ struct Rules {
     std::int32_t type = model.element_type(bn.input);
     if (type == 0 && bn.value[0]) type = bn.value[0]->data_type();
     if (type != onnx::TensorProto::FLOAT16) return;
-    if (bn.epsilon < kF16SmallestSubnormalHalf) {
+    if (bn.epsilon <= kF16SmallestSubnormalHalf) {
       add(Severity::error, "epsilon_underflow", "epsilon " + fmt(bn.epsilon) + " rounds to 0 in float16");
     } else if (bn.epsilon < kF16SmallestNormal) {
       add(Severity::warning, "epsilon_too_small",

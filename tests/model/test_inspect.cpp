@@ -113,6 +113,14 @@ TEST(Inspect, EpsilonTooSmallForFloat16) {
   d.type = TP::FLOAT16;
   d.epsilon = 1e-9f;
   EXPECT_TRUE(has(d.run(), "epsilon_underflow", Severity::error, "rounds to 0"));
+  for (const float eps : {0x1p-25f, 0x1.000002p-25f}) {
+    // Exactly half the smallest subnormal ties to even, 0; just above
+    // rounds up to the subnormal.
+    Crafted h;
+    h.type = TP::FLOAT16;
+    h.epsilon = eps;
+    EXPECT_EQ(find(h.run(), "epsilon_underflow") != nullptr, eps == 0x1p-25f) << eps;
+  }
   Crafted e;  // f32: 1e-5 is fine
   EXPECT_EQ(find(e.run(), "epsilon_too_small"), nullptr);
 }
