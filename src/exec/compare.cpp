@@ -61,6 +61,7 @@ std::vector<OutputComparison> compare_models(const model::OnnxModel& a, const mo
                       "' and '" + eb.outputs()[i].name + "'): outputs are compared by name, in order");
   const InputData data = InputData::open(data_path, ea.inputs());
   check_batch_size(eb.inputs(), batch_size, data.rows());  // run_batches checks a's
+  check_rows_independent(eb, data, batch_size, 0, data.rows());
   std::vector<OutputComparison> results;
   for (const auto& o : ea.outputs()) results.emplace_back(o.name, tol);
   std::vector<std::int64_t> offsets(results.size(), 0);

@@ -1,6 +1,7 @@
 #include "exec/input_data.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 
 #include "bnorm/error.hpp"
@@ -177,9 +178,51 @@ void check_batch_size(const std::vector<ValueInfo>& inputs, std::int64_t batch_s
                                                  std::to_string(want) + per);
 }
 
+void check_rows_independent(Executor& executor, const InputData& data, std::int64_t batch_size,
+                            std::int64_t first, std::int64_t last) {
+  if (last - first <= batch_size || fixed_batch_input(executor.inputs())) return;
+  const std::vector<Tensor> pair = executor.run(data.batch(first, 2));
+  const std::vector<Tensor> alone[2] = {executor.run(data.batch(first, 1)),
+                                        executor.run(data.batch(first + 1, 1))};
+  const std::string advice =
+      ": batches of " + std::to_string(batch_size) +
+      " rows would give other values than one "
+      "batch of all " +
+      std::to_string(last - first) +
+      " (e.g. Softmax over axis 0, "
+      "BatchNormalization in training mode, a Reshape across the batch, the batch size "
+      "read by Shape); run it with --batch-size " +
+      std::to_string(last - first);
+  for (std::size_t o = 0; o < pair.size(); ++o) {
+    const std::string what = "output '" + executor.outputs()[o].name + "'";
+    const Tensor& both = pair[o];
+    for (const std::vector<Tensor>& outputs : alone) {
+      const Tensor& one = outputs[o];
+      if (both.rank() == 0 || one.rank() == 0 || both.dim(0) != 2 || one.dim(0) != 1 ||
+          both.elements() != 2 * one.elements())
+        throw Error(ErrorKind::invalid_argument, "the model's " + what + " is " + both.str() +
+                                                     " for 2 rows and " + one.str() +
+                                                     " for 1: its rows are not the batch's" + advice);
+    }
+    const std::int64_t half = alone[0][o].elements();
+    for (std::int64_t i = 0; i < 2 * half; ++i) {
+      const double together = value_at(both, i), apart = value_at(alone[i / half][o], i % half);
+      const bool agree = together == apart || (std::isnan(together) && std::isnan(apart)) ||
+                         std::fabs(together - apart) <= 1e-4 + 1e-3 * std::fabs(apart);
+      if (!agree)
+        throw Error(ErrorKind::invalid_argument,
+                    "the model's " + what + " for row " + std::to_string(first + i / half) +
+                        " depends on the other " + "rows of its batch (element " + std::to_string(i % half) +
+                        ": " + std::to_string(apart) + " alone, " + std::to_string(together) +
+                        " beside row " + std::to_string(first + 1 - i / half) + ")" + advice);
+    }
+  }
+}
+
 void run_batches(Executor& executor, const InputData& data, std::int64_t batch_size, std::int64_t first,
                  std::int64_t last, const std::function<void(std::int64_t, std::vector<Tensor>&)>& sink) {
   check_batch_size(executor.inputs(), batch_size, last - first);
+  check_rows_independent(executor, data, batch_size, first, last);
   for (std::int64_t row = first; row < last; row += batch_size) {
     const std::int64_t count = std::min(batch_size, last - row);
     auto outputs = executor.run(data.batch(row, count));

@@ -64,10 +64,20 @@ std::int64_t default_batch_size(const std::vector<ValueInfo>& inputs, std::int64
 void check_batch_size(const std::vector<ValueInfo>& inputs, std::int64_t batch_size, std::int64_t rows,
                       std::int64_t processes = 1);
 
+/// When rows [first, last) would run in several batches of a model that
+/// takes any batch size: runs rows first and first + 1 together and each
+/// alone, and throws Error(invalid_argument) naming the output and the
+/// element when a row's outputs change with its batch (or an output's dim 0
+/// is not the batch's rows). Such a model is only right in one batch of
+/// all the rows (ONNX gives the whole tensor to each op). Tolerance 1e-4 +
+/// 1e-3 |value|, for kernels that block batches of 1 and 2 differently.
+void check_rows_independent(Executor& executor, const InputData& data, std::int64_t batch_size,
+                            std::int64_t first, std::int64_t last);
+
 /// Runs `executor` over rows [first, last) of `data` in batches of at most
 /// `batch_size` rows and calls sink(first row of the batch, outputs) after
-/// each. Throws Error(invalid_argument) as check_batch_size does, before
-/// the first batch.
+/// each. Throws Error(invalid_argument) as check_batch_size and
+/// check_rows_independent do, before the first batch.
 void run_batches(Executor& executor, const InputData& data, std::int64_t batch_size, std::int64_t first,
                  std::int64_t last, const std::function<void(std::int64_t, std::vector<Tensor>&)>& sink);
 

@@ -343,6 +343,30 @@ def check_fixed_batch(work):
               r.stderr)
 
 
+def check_rows_mixed(work):
+    # A model whose rows see each other (here Softmax over the batch axis) is
+    # only right in one batch of all the rows: split, it is refused before
+    # anything is written; in one batch it runs and matches torch.
+    class Mix(torch.nn.Module):
+        def forward(self, x):
+            return torch.softmax(x, dim=0)
+
+    x = torch.randn(5, 3)
+    path = os.path.join(work, "mix.onnx")
+    export(Mix(), x, path)
+    data = os.path.join(work, "mix_x.npy")
+    np.save(data, x.numpy())
+    out = os.path.join(work, "mix_y.npy")
+    r = bnorm("run", path, "--data", data, "-o", out, "--batch-size", 2)
+    check(r.returncode == 3 and "depends on the other rows" in r.stderr and "--batch-size 5" in r.stderr
+          and not os.path.exists(out), "a model mixing rows is refused when the rows are split", r.stderr)
+    r = bnorm("run", path, "--data", data, "-o", out, "--batch-size", 5)
+    ok = r.returncode == 0 and np.allclose(np.load(out), torch.softmax(x, dim=0).numpy(), atol=1e-6)
+    check(ok, "in one batch it runs and matches torch", r.stderr)
+    r = bnorm("verify", path, path, "--data", data, "--batch-size", 2)
+    check(r.returncode == 3 and "depends on the other rows" in r.stderr, "verify refuses it split too", r.stderr)
+
+
 def main():
     global BNORM
     BNORM, work = sys.argv[1:3]
@@ -353,6 +377,7 @@ def main():
     check_verify(work)
     check_bad_data(work)
     check_fixed_batch(work)
+    check_rows_mixed(work)
     return 1 if failures else 0
 
 
