@@ -184,15 +184,13 @@ void check_rows_independent(Executor& executor, const InputData& data, std::int6
   const std::vector<Tensor> pair = executor.run(data.batch(first, 2));
   const std::vector<Tensor> alone[2] = {executor.run(data.batch(first, 1)),
                                         executor.run(data.batch(first + 1, 1))};
+  const std::string all = std::to_string(last - first);
   const std::string advice =
-      ": batches of " + std::to_string(batch_size) +
-      " rows would give other values than one "
-      "batch of all " +
-      std::to_string(last - first) +
-      " (e.g. Softmax over axis 0, "
-      "BatchNormalization in training mode, a Reshape across the batch, the batch size "
-      "read by Shape); run it with --batch-size " +
-      std::to_string(last - first);
+      ": batches of " + std::to_string(batch_size) + " rows would give other values than one batch of all " +
+      all +
+      " (e.g. Softmax over axis 0, BatchNormalization in training mode, a Reshape across "
+      "the batch, the batch size read by Shape); run it with --batch-size " +
+      all;
   for (std::size_t o = 0; o < pair.size(); ++o) {
     const std::string what = "output '" + executor.outputs()[o].name + "'";
     const Tensor& both = pair[o];
@@ -212,7 +210,7 @@ void check_rows_independent(Executor& executor, const InputData& data, std::int6
       if (!agree)
         throw Error(ErrorKind::invalid_argument,
                     "the model's " + what + " for row " + std::to_string(first + i / half) +
-                        " depends on the other " + "rows of its batch (element " + std::to_string(i % half) +
+                        " depends on the other rows of its batch (element " + std::to_string(i % half) +
                         ": " + std::to_string(apart) + " alone, " + std::to_string(together) +
                         " beside row " + std::to_string(first + 1 - i / half) + ")" + advice);
     }
