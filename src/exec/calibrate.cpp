@@ -85,29 +85,34 @@ class Calibrator final : public BatchStatisticsSource {
   void statistics(int node, const Tensor& input, std::vector<double>& mean, std::vector<double>& var) override {
     Moments local;
     local.add(input);
-    const Moments global = merge_ranks(node, local);
-    if (global.count < 2)
-      throw Error(ErrorKind::invalid_argument,
-                  "a batch gives " + std::to_string(global.count) +
-                      " value(s) per channel: expected more than 1 value per channel when normalizing with batch "
-                      "statistics; use a larger --batch-size");
+    const Moments global = merge_global(node, local);
     mean = global.mean;
     var.resize(global.m2.size());
     for (std::size_t c = 0; c < var.size(); ++c) var[c] = global.m2[c] / static_cast<double>(global.count);
     total[node].merge(global);
   }
 
-  /// Takes part in a step without rows: every BN's collective, in graph order.
+  /// Takes part in a step without rows: every BN's collective, in graph
+  /// order, with its checks (a step too small fails on every process).
   void empty_step() {
-    for (const auto& [node, c] : channels_) {
-      const Moments global = merge_ranks(node, Moments{});
-      total[node].merge(global);
-    }
+    for (const auto& [node, c] : channels_) total[node].merge(merge_global(node, Moments{}));
   }
 
   std::map<int, Moments> total;
 
  private:
+  // merge_ranks, refusing a global batch of fewer than 2 values per channel.
+  Moments merge_global(int node, const Moments& local) {
+    Moments global = merge_ranks(node, local);
+    if (global.count < 2)
+      throw Error(
+          ErrorKind::invalid_argument,
+          "a batch gives " + std::to_string(global.count) +
+              " value(s) per channel: expected more than 1 value per channel when normalizing with batch "
+              "statistics; use a larger --batch-size");
+    return global;
+  }
+
   // Merges one BN's moments of every process, in rank order (so every
   // process computes the same result).
   Moments merge_ranks(int node, const Moments& local) {
@@ -169,6 +174,21 @@ std::vector<CalibratedNode> calibrate(model::OnnxModel& model, const std::filesy
   // process, and each process reads only its share of the rows.
   const std::int64_t rows = data.rows(), size = comm->size(), rank = comm->rank();
   check_batch_size(executor.inputs(), options.batch_size, rows, size);
+  if (size > 1) {
+    // Every process must walk the same steps: the same rows and batch.
+    const std::int64_t mine_shape[2] = {rows, options.batch_size};
+    std::vector<std::int64_t> all(2 * static_cast<std::size_t>(size));
+    comm->allgather(mine_shape, sizeof mine_shape, all.data());
+    for (std::int64_t r = 0; r < size; ++r)
+      if (all[2 * static_cast<std::size_t>(r)] != rows ||
+          all[2 * static_cast<std::size_t>(r) + 1] != options.batch_size)
+        throw Error(ErrorKind::invalid_argument,
+                    data_path.string() + " on rank " + std::to_string(rank) + " has " + std::to_string(rows) +
+                        " rows in batches of " + std::to_string(options.batch_size) + ", rank " +
+                        std::to_string(r) + " " + std::to_string(all[2 * static_cast<std::size_t>(r)]) +
+                        " in batches of " + std::to_string(all[2 * static_cast<std::size_t>(r) + 1]) +
+                        ": every process must read the same data with the same --batch-size");
+  }
   std::int64_t done = 0, mine = 0;
   for (std::int64_t step = 0; step < rows; step += options.batch_size) {
     const std::int64_t batch = std::min(options.batch_size, rows - step);

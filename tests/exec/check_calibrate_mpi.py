@@ -95,6 +95,29 @@ def main():
     check(r.returncode != 0 and "more than 1 value per channel" in r.stderr
           and not os.path.exists(os.path.join(work, "bad.onnx")),
           "an error under mpirun stops every rank with a message and no output", r.stderr[-500:])
+    # The same error found in a step where only rank 2 has rows (100 rows in
+    # batches of 3: the last one has 1 row): the ranks without rows fail
+    # too, and rank 0 writes nothing.
+    late = os.path.join(work, "late.onnx")
+    r = subprocess.run(mpi + ["-np", "3", bnorm, "calibrate", model_path, "--data", data, "-o", late,
+                              "--batch-size", "3"], capture_output=True, text=True, timeout=300)
+    check(r.returncode == 3 and not os.path.exists(late),
+          "an error in a step only one rank has rows for leaves no output (exit 3)", r.stderr[-500:])
+    # Each error keeps its exit status under mpirun (4: a missing file).
+    r = subprocess.run(mpi + ["-np", "2", bnorm, "calibrate", model_path, "--data", os.path.join(work, "none.npy"),
+                              "-o", late], capture_output=True, text=True, timeout=300)
+    check(r.returncode == 4, "a missing data file exits 4 under mpirun as in one process", r.stderr[-500:])
+    # Ranks reading data of different row counts (two programs, two working
+    # directories) are refused on every rank instead of one waiting forever.
+    for rank, rows in ((0, 37), (1, 53)):
+        os.makedirs(os.path.join(work, f"r{rank}"), exist_ok=True)
+        np.save(os.path.join(work, f"r{rank}", "x.npy"), np.ones((rows, 3, 6, 6), np.float32))
+    cmd = [bnorm, "calibrate", model_path, "--data", "x.npy", "-o", "out.onnx", "--batch-size", "8"]
+    r = subprocess.run(mpi + ["-np", "1", "-wdir", os.path.join(work, "r0")] + cmd + [":", "-np", "1", "-wdir",
+                              os.path.join(work, "r1")] + cmd, capture_output=True, text=True, timeout=300)
+    check(r.returncode == 3 and "every process must read the same data" in r.stderr
+          and not os.path.exists(os.path.join(work, "r0", "out.onnx")),
+          "ranks with different row counts are refused, nothing written", r.stderr[-500:])
     return 1 if failures else 0
 
 

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <vector>
 
 #include "bnorm/comm_world.hpp"
 #include "bnorm/error.hpp"
@@ -50,6 +51,11 @@ void add_calibrate_command(CLI::App& app, Action& action) {
           options.progress = [&](std::int64_t d, std::int64_t t) { progress.update(d, t); };
         const auto report = exec::calibrate(m, args->data, options);
         progress.done();
+        // Every process got here: one that failed aborts the job instead, so
+        // rank 0 never writes the model of a failed run.
+        const char ok = 1;
+        std::vector<char> all(static_cast<std::size_t>(world.size()));
+        world.allgather(&ok, 1, all.data());
         if (world.rank() != 0) return 0;
         m.save(args->output);
         print_calibration(report, args->json, {{"model", args->model},
@@ -60,9 +66,11 @@ void add_calibrate_command(CLI::App& app, Action& action) {
         return 0;
       } catch (const std::exception& e) {
         if (world.size() > 1) {
-          // Another rank may be waiting in a collective: stop them all.
+          // Another rank may be waiting in a collective: stop them all, with
+          // the status this error has in one process.
           std::cerr << "bnorm: error (rank " << world.rank() << "): " << e.what() << "\n";
-          world.abort(3);
+          const auto* error = dynamic_cast<const Error*>(&e);
+          world.abort(error ? exit_code(error->kind()) : 6);
         }
         throw;
       }

@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "bnorm/error.hpp"
+
 namespace bnorm::cli {
 
 /// What a subcommand does once its arguments are parsed; returns the exit code.
@@ -26,6 +28,10 @@ void add_verify_command(CLI::App& app, Action& action);
 void add_calibrate_command(CLI::App& app, Action& action);
 /// `bnorm prepare`: inspect, calibrate, fold and verify in one go.
 void add_prepare_command(CLI::App& app, Action& action);
+
+/// The exit status of an error of this kind (docs/CLI.md): 3 invalid input,
+/// 4 I/O, 5 invalid model, 6 runtime.
+int exit_code(ErrorKind kind) noexcept;
 
 /// Throws Error(invalid_argument) when the output path `out` names one of
 /// `inputs` (by any spelling): an input is never overwritten. `hint` ends

@@ -8,24 +8,20 @@
 #include "bnorm/bnorm.hpp"
 #include "command.hpp"
 
-namespace {
+namespace bnorm::cli {
 
-int exit_code(bnorm::ErrorKind kind) {
+int exit_code(ErrorKind kind) noexcept {
   switch (kind) {
-    case bnorm::ErrorKind::io:
+    case ErrorKind::io:
       return 4;
-    case bnorm::ErrorKind::invalid_model:
+    case ErrorKind::invalid_model:
       return 5;
-    case bnorm::ErrorKind::runtime:
+    case ErrorKind::runtime:
       return 6;
     default:
       return 3;
   }
 }
-
-}  // namespace
-
-namespace bnorm::cli {
 
 void refuse_overwrite(const std::string& out, const std::vector<std::string>& inputs, const std::string& hint) {
   std::error_code ec;
@@ -60,7 +56,7 @@ int main(int argc, char** argv) {
     return action ? action() : 0;
   } catch (const bnorm::Error& e) {
     std::cerr << "bnorm: error: " << e.what() << "\n";
-    return exit_code(e.kind());
+    return bnorm::cli::exit_code(e.kind());
   } catch (const std::exception& e) {
     std::cerr << "bnorm: error: " << e.what() << "\n";
     return 6;
