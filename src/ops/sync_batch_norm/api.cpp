@@ -100,13 +100,9 @@ void forward_training(comm::Communicator& comm, const TensorDesc& src_desc, cons
                       float* save_mean, float* save_invstd, const RunningStats& running,
                       const BatchNormConfig& config, std::exception_ptr refused) {
   obn::TrainingCall call;
-  if (!refused) {
-    try {
-      call = obn::check_training(src_desc, src, dst_desc, dst, running, config, /*shard=*/true);
-    } catch (const Error&) {
-      refused = std::current_exception();
-    }
-  }
+  if (!refused)
+    refused = error_of(
+        [&] { call = obn::check_training(src_desc, src, dst_desc, dst, running, config, /*shard=*/true); });
   agree(comm, Call::forward_training, src_desc, refused);
   const obn::Problem& p = call.problem;
 
@@ -169,7 +165,7 @@ void backward(comm::Communicator& comm, const TensorDesc& src_desc, const void* 
               void* diff_src, const float* gamma, const float* mean, const float* invstd, float* diff_gamma,
               float* diff_beta, std::exception_ptr refused) {
   if (!refused) {
-    try {
+    refused = error_of([&] {
       ops::require_activation(src_desc, "src_desc", 2, kMaxRank);
       ops::require_same(src_desc, "src_desc", diff_dst_desc, "diff_dst_desc");
       ops::require_same(src_desc, "src_desc", diff_src_desc, "diff_src_desc");
@@ -179,9 +175,7 @@ void backward(comm::Communicator& comm, const TensorDesc& src_desc, const void* 
         ops::require_pointer(src, "src", "the forward input is required");
         ops::require_pointer(diff_dst, "diff_dst", "the output gradient is required");
       }
-    } catch (const Error&) {
-      refused = std::current_exception();
-    }
+    });
   }
   agree(comm, Call::backward, src_desc, refused);
   const obn::Problem p = obn::Problem::of(src_desc);

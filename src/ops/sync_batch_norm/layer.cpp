@@ -1,9 +1,6 @@
 // bnorm::SyncBatchNorm: a BatchNorm (parameters, running statistics, eval)
 // whose training statistics come from sync_batch_norm_* over a communicator.
 
-#include <exception>
-
-#include "bnorm/error.hpp"
 #include "bnorm/sync_batch_norm.hpp"
 #include "ops/sync_batch_norm/sync.hpp"
 
@@ -18,23 +15,6 @@ SyncBatchNorm::SyncBatchNorm(const Options& options, comm::Communicator& comm)
                              .track_running_stats = options.track_running_stats}),
       comm_(comm) {}
 
-namespace {
-
-// What `check` threw (an Error), or null: the layer's own checks are carried
-// into the agreement between processes rather than thrown before it, where
-// the other processes would be left waiting in the first collective.
-template <class F>
-std::exception_ptr error_of(F&& check) {
-  try {
-    check();
-  } catch (const Error&) {
-    return std::current_exception();
-  }
-  return nullptr;
-}
-
-}  // namespace
-
 void SyncBatchNorm::forward(const TensorDesc& src_desc, const void* src, const TensorDesc& dst_desc, void* dst) {
   if (!bn_.training_ && options_.track_running_stats) {
     bn_.forward(src_desc, src, dst_desc, dst);  // running statistics: local
@@ -45,10 +25,10 @@ void SyncBatchNorm::forward(const TensorDesc& src_desc, const void* src, const T
     running = {bn_.running_mean_.data(), bn_.running_var_.data(), &bn_.num_batches_tracked_};
   const float* gamma = options_.affine ? bn_.weight_.data() : nullptr;
   const float* beta = options_.affine ? bn_.bias_.data() : nullptr;
-  ops::sync_batch_norm::forward_training(comm_, src_desc, src, dst_desc, dst, gamma, beta,
-                                         bn_.saved_mean_.data(), bn_.saved_invstd_.data(), running,
-                                         BatchNormConfig{options_.eps, options_.momentum},
-                                         error_of([&] { bn_.check_input(src_desc, "src_desc"); }));
+  ops::sync_batch_norm::forward_training(
+      comm_, src_desc, src, dst_desc, dst, gamma, beta, bn_.saved_mean_.data(), bn_.saved_invstd_.data(),
+      running, BatchNormConfig{options_.eps, options_.momentum},
+      ops::sync_batch_norm::error_of([&] { bn_.check_input(src_desc, "src_desc"); }));
   bn_.ghost_groups_ = 0;
   bn_.saved_count_ = static_cast<std::size_t>(options_.num_features);
   bn_.last_forward_ = BackwardStats::batch;
@@ -64,7 +44,7 @@ void SyncBatchNorm::backward(const TensorDesc& src_desc, const void* src, const 
       comm_, src_desc, src, diff_dst_desc, diff_dst, diff_src_desc, diff_src,
       options_.affine ? bn_.weight_.data() : nullptr, bn_.saved_mean_.data(), bn_.saved_invstd_.data(),
       options_.affine ? bn_.weight_grad_.data() : nullptr, options_.affine ? bn_.bias_grad_.data() : nullptr,
-      error_of([&] { bn_.check_input(src_desc, "src_desc"); }));
+      ops::sync_batch_norm::error_of([&] { bn_.check_input(src_desc, "src_desc"); }));
 }
 
 }  // namespace bnorm

@@ -6,9 +6,23 @@
 
 #include <exception>
 
+#include "bnorm/error.hpp"
 #include "bnorm/sync_batch_norm.hpp"
 
 namespace bnorm::ops::sync_batch_norm {
+
+/// What `check` threw (an Error), or null: a process's own checks are
+/// carried into the agreement between processes rather than thrown before
+/// it, where the other processes would be left waiting in the collective.
+template <class F>
+std::exception_ptr error_of(F&& check) {
+  try {
+    check();
+  } catch (const Error&) {
+    return std::current_exception();
+  }
+  return nullptr;
+}
 
 /// sync_batch_norm_forward_training; `refused` (may be null): the error of
 /// a check the caller made on this process. Every process then throws:
