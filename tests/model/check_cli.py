@@ -89,6 +89,19 @@ def main():
     r = bnorm("inspect", block, "--bogus")
     check(r.returncode == 2 and r.stderr.startswith("bnorm: error: ") and "--bogus" in r.stderr,
           "a usage error is reported as 'bnorm: error: ...' naming the option", r.stderr)
+    # --batch-size: a whole number in 1..INT64_MAX, or a usage error naming the value (CLI11 alone
+    # clamped 99999999999999999999 to INT64_MAX, and named another value for a negative one).
+    data = os.path.join(work, "batch_size_x.npy")
+    np.save(data, np.zeros((2, 3), np.float32))
+    for sub in ("run", "verify", "calibrate", "prepare"):
+        for value in ("99999999999999999999", "-99999999999999999999", "0", "2.5", "0x10"):
+            args = {"run": [block, "--data", data, "-o", os.path.join(work, "bs.npz")],
+                    "verify": [block, block, "--data", data],
+                    "calibrate": [block, "--data", data, "-o", os.path.join(work, "bs.onnx")],
+                    "prepare": [block, "--calib", data, "-o", os.path.join(work, "bs.onnx")]}[sub]
+            expect_error([sub, *args, "--batch-size", value], 2, ["--batch-size", f"'{value}'", "whole number"],
+                         f"{sub} --batch-size {value} is a usage error naming the value")
+    check(not any(f.startswith("bs.") for f in files(work)), "no output written after a bad --batch-size")
 
     # inspect: text and JSON
     r = bnorm("inspect", block)

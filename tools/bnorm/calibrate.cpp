@@ -31,9 +31,9 @@ void add_calibrate_command(CLI::App& app, Action& action) {
   cmd->add_option("MODEL", args->model, "The .onnx file")->required();
   cmd->add_option("--data", args->data, "Calibration inputs: .npy or .npz, as for bnorm run")->required();
   cmd->add_option("-o,--output", args->output, "Where to write the recalibrated model")->required();
-  cmd->add_option("--batch-size", args->batch_size,
-                  "Rows per batch; each BN normalizes a batch with its own statistics, as in training "
-                  "(default: the batch the model fixes times the processes, else 64)");
+  add_batch_size_option(*cmd, args->batch_size,
+                        "Rows per batch; each BN normalizes a batch with its own statistics, as in training "
+                        "(default: the batch the model fixes times the processes, else 64)");
   cmd->add_flag("--json", args->json, "Print the report as JSON on stdout (schema: docs/CLI.md)");
   cmd->callback([&action, args, cmd] {
     const bool batch_given = cmd->count("--batch-size") > 0;

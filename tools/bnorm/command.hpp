@@ -3,6 +3,7 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <cstdint>
 #include <functional>
 #include <string>
 #include <vector>
@@ -32,6 +33,11 @@ void add_prepare_command(CLI::App& app, Action& action);
 /// The exit status of an error of this kind (docs/CLI.md): 3 invalid input,
 /// 4 I/O, 5 invalid model, 6 runtime.
 int exit_code(ErrorKind kind) noexcept;
+
+/// Adds `--batch-size` to `cmd`, read into `value` as a whole number from 1
+/// to INT64_MAX: anything else is a usage error naming the value (CLI11
+/// alone clamps an out-of-range number without a word).
+CLI::Option* add_batch_size_option(CLI::App& cmd, std::int64_t& value, const std::string& help);
 
 /// Throws Error(invalid_argument) when the output path `out` names one of
 /// `inputs` (by any spelling): an input is never overwritten. `hint` ends

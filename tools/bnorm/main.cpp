@@ -2,8 +2,10 @@
 // failed, 2 usage error, 3 invalid input, 4 I/O error, 5 invalid model,
 // 6 runtime failure.
 
+#include <charconv>
 #include <filesystem>
 #include <iostream>
+#include <limits>
 
 #include "bnorm/bnorm.hpp"
 #include "command.hpp"
@@ -21,6 +23,20 @@ int exit_code(ErrorKind kind) noexcept {
     default:
       return 3;
   }
+}
+
+CLI::Option* add_batch_size_option(CLI::App& cmd, std::int64_t& value, const std::string& help) {
+  const CLI::Validator whole_number(
+      [](std::string& text) -> std::string {
+        std::int64_t v = 0;
+        const char* end = text.data() + text.size();
+        const auto [ptr, ec] = std::from_chars(text.data(), end, v);
+        if (ec == std::errc() && ptr == end && v >= 1) return {};
+        return "'" + text + "' is not a whole number from 1 to " +
+               std::to_string(std::numeric_limits<std::int64_t>::max());
+      },
+      "INT");
+  return cmd.add_option("--batch-size", value, help)->check(whole_number);
 }
 
 void refuse_overwrite(const std::string& out, const std::vector<std::string>& inputs, const std::string& hint) {

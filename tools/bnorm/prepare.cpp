@@ -106,8 +106,8 @@ void add_prepare_command(CLI::App& app, Action& action) {
   cmd->add_option("-o,--output", args->output, "Where to write the calibrated, folded model")->required();
   cmd->add_option("--eval", args->eval,
                   "Evaluation set (.npz with the inputs and, for accuracy, 'labels'); default: the calibration set");
-  cmd->add_option("--batch-size", args->batch_size,
-                  "Rows per batch (default: the batch the model fixes, else 64)");
+  add_batch_size_option(*cmd, args->batch_size,
+                        "Rows per batch (default: the batch the model fixes, else 64)");
   cmd->add_option("--atol", args->atol, "Parity tolerance of the folded model, absolute")->capture_default_str();
   cmd->add_option("--rtol", args->rtol, "Parity tolerance of the folded model, relative")->capture_default_str();
   cmd->add_flag("--json", args->json, "Print the report as JSON on stdout (schema: docs/CLI.md)");

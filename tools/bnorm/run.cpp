@@ -43,8 +43,9 @@ void add_run_command(CLI::App& app, Action& action) {
   cmd->add_option("-o,--output", args->output_path, "Where to write the output (.npy)")->required();
   cmd->add_option("--output-name", args->output_name,
                   "Which graph output to write (needed when there are several)");
-  cmd->add_option("--batch-size", args->batch_size,
-                  "Rows per batch (memory use grows with it; default: the batch the model fixes, else 64)");
+  add_batch_size_option(
+      *cmd, args->batch_size,
+      "Rows per batch (memory use grows with it; default: the batch the model fixes, else 64)");
   cmd->add_flag("--profile", args->profile, "Print the time spent per op type on stderr");
   cmd->callback([&action, args, cmd] {
     const bool batch_given = cmd->count("--batch-size") > 0;

@@ -28,7 +28,7 @@ void add_verify_command(CLI::App& app, Action& action) {
   cmd->add_option("--data", args->data, "Inputs: .npy or .npz, as for bnorm run")->required();
   cmd->add_option("--atol", args->atol, "Absolute tolerance")->capture_default_str();
   cmd->add_option("--rtol", args->rtol, "Relative tolerance: |b - a| <= atol + rtol * |a|")->capture_default_str();
-  cmd->add_option("--batch-size", args->batch_size, "Rows per batch (default: the batch A fixes, else 64)");
+  add_batch_size_option(*cmd, args->batch_size, "Rows per batch (default: the batch A fixes, else 64)");
   cmd->add_flag("--json", args->json, "Print the comparison as JSON on stdout (schema: docs/CLI.md)");
   cmd->callback([&action, args, cmd] {
     const bool batch_given = cmd->count("--batch-size") > 0;
