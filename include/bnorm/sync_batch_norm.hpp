@@ -14,8 +14,11 @@
 //   on every process;
 // - backward: per-channel sum(dy) and sum(dy * xhat) are summed over the
 //   processes (double, rank order), and diff_src uses the global count.
-//   diff_gamma / diff_beta are the global sums, identical on every process
-//   (do not average them over processes again).
+//   diff_gamma / diff_beta are the global sums, identical on every process:
+//   the gradient of the sum of every process's loss. (PyTorch returns each
+//   process's own sums, which DDP then averages: global sum / processes. To
+//   step as PyTorch + DDP does, divide these by comm.size(), as the other
+//   parameters' gradients are averaged.)
 // Before the first collective of a call the processes agree on the call
 // (forward or backward), C and dtype with one small allgather; a mismatch is
 // Error(invalid_argument) on every process, not a hang. The other checks
@@ -59,8 +62,9 @@ void sync_batch_norm_backward(comm::Communicator& comm, const TensorDesc& src_de
 /// torch.nn.SyncBatchNorm over a communicator: BatchNorm's options and
 /// modes; in training the statistics span every process (each process calls
 /// forward and backward with its shard, in the same order); in eval it is
-/// BatchNorm's inference (no communication). The communicator must outlive
-/// the layer.
+/// BatchNorm's eval, local (no communication): the running statistics, or
+/// without them this process's batch statistics, as PyTorch (which syncs
+/// only in training). The communicator must outlive the layer.
 class SyncBatchNorm {
  public:
   struct Options {
@@ -80,11 +84,13 @@ class SyncBatchNorm {
   const Options& options() const noexcept { return options_; }
   comm::Communicator& communicator() const noexcept { return comm_; }
 
-  /// Training (or no running statistics): synchronized batch statistics, a
-  /// collective. Eval: the running statistics, local.
+  /// Training: synchronized batch statistics, a collective. Eval: local, as
+  /// BatchNorm's eval (the running statistics, or without them this
+  /// process's batch statistics).
   void forward(const TensorDesc& src_desc, const void* src, const TensorDesc& dst_desc, void* dst);
-  /// Backward of the last forward (a collective after a training forward);
-  /// weight_grad / bias_grad are the global sums.
+  /// Backward of the last forward: a collective after a training forward,
+  /// then weight_grad / bias_grad are the global sums; local after an eval
+  /// forward (BatchNorm's backward of this process's shard).
   void backward(const TensorDesc& src_desc, const void* src, const TensorDesc& diff_dst_desc,
                 const void* diff_dst, const TensorDesc& diff_src_desc, void* diff_src);
 
@@ -102,6 +108,7 @@ class SyncBatchNorm {
   Options options_;
   BatchNorm bn_;  // parameters, running statistics, saved statistics, eval
   comm::Communicator& comm_;
+  bool synced_ = false;  // the last forward was the collective one
 };
 
 }  // namespace bnorm

@@ -187,6 +187,33 @@ TEST(SyncBatchNorm, LayerMatchesBatchNorm) {
   EXPECT_TRUE(shard_close(ys, y, n0, 1e-6, "eval dst"));
 }
 
+// Eval without running statistics is local, as in PyTorch (need_sync =
+// bn_training and self.training): each rank normalizes with its own batch
+// statistics, and backward is local too. Only rank 0 calls them a second
+// time: a collective would hang the test until its timeout.
+TEST(SyncBatchNorm, EvalWithoutRunningStatsIsLocal) {
+  comm::Communicator& comm = world();
+  const TensorDesc d(DType::f32, Layout::channels_first, {2 + comm.rank(), 3, 4});
+  BatchNorm ref({.num_features = 3, .track_running_stats = false});
+  SyncBatchNorm sync({.num_features = 3, .track_running_stats = false}, comm);
+  for (std::size_t c = 0; c < 3; ++c) ref.weight()[c] = sync.weight()[c] = 0.5f + static_cast<float>(c);
+  ref.eval();
+  sync.eval();
+  Buffer x(d), dy(d), y(d), dx(d), ys(d), dxs(d);
+  fill_normal(x, 50 + static_cast<std::uint64_t>(comm.rank()), 3.0, 2.0);
+  fill_normal(dy, 60 + static_cast<std::uint64_t>(comm.rank()));
+  ref.forward(d, x.data(), d, y.data());
+  ref.backward(d, x.data(), d, dy.data(), d, dx.data());
+  for (int call = 0; call < (comm.rank() == 0 ? 2 : 1); ++call) {
+    sync.forward(d, x.data(), d, ys.data());
+    sync.backward(d, x.data(), d, dy.data(), d, dxs.data());
+  }
+  EXPECT_EQ(ys.bytes, y.bytes) << "eval dst: this rank's batch statistics";
+  EXPECT_EQ(dxs.bytes, dx.bytes) << "eval diff_src: local backward";
+  EXPECT_TRUE(std::equal(sync.weight_grad().begin(), sync.weight_grad().end(), ref.weight_grad().begin()))
+      << "eval weight_grad: this rank's own sums";
+}
+
 // A mismatch is an error on every rank (all ranks reach this line; a hang
 // would time the test out).
 void expect_everywhere(const std::function<void()>& call, const std::string& word) {

@@ -16,12 +16,15 @@ SyncBatchNorm::SyncBatchNorm(const Options& options, comm::Communicator& comm)
       comm_(comm) {}
 
 void SyncBatchNorm::forward(const TensorDesc& src_desc, const void* src, const TensorDesc& dst_desc, void* dst) {
-  if (!bn_.training_ && options_.track_running_stats) {
-    bn_.forward(src_desc, src, dst_desc, dst);  // running statistics: local
+  if (!bn_.training_) {
+    // Local, as PyTorch's need_sync = bn_training and self.training: the
+    // running statistics, or without them this shard's batch statistics.
+    bn_.forward(src_desc, src, dst_desc, dst);
+    synced_ = false;
     return;
   }
   RunningStats running;
-  if (bn_.training_ && options_.track_running_stats)
+  if (options_.track_running_stats)
     running = {bn_.running_mean_.data(), bn_.running_var_.data(), &bn_.num_batches_tracked_};
   const float* gamma = options_.affine ? bn_.weight_.data() : nullptr;
   const float* beta = options_.affine ? bn_.bias_.data() : nullptr;
@@ -32,11 +35,12 @@ void SyncBatchNorm::forward(const TensorDesc& src_desc, const void* src, const T
   bn_.ghost_groups_ = 0;
   bn_.saved_count_ = static_cast<std::size_t>(options_.num_features);
   bn_.last_forward_ = BackwardStats::batch;
+  synced_ = true;
 }
 
 void SyncBatchNorm::backward(const TensorDesc& src_desc, const void* src, const TensorDesc& diff_dst_desc,
                              const void* diff_dst, const TensorDesc& diff_src_desc, void* diff_src) {
-  if (bn_.last_forward_ != BackwardStats::batch) {
+  if (!synced_) {
     bn_.backward(src_desc, src, diff_dst_desc, diff_dst, diff_src_desc, diff_src);  // before any forward, or eval
     return;
   }
