@@ -5,14 +5,17 @@
 //   eager mode runs them: batch norm, then in-place add_ / relu_ (backward:
 //   threshold_backward, then batch norm's);
 // - layer norm: native_layer_norm / native_layer_norm_backward;
-// - group norm: native_group_norm / native_group_norm_backward;
+// - group norm: at::group_norm (as torch.nn.functional calls it; 1.13 copies
+//   channels-last input to channels-first there), backward through
+//   autograd (native_group_norm_backward on channels-last strides reads the
+//   memory as channels-first: a wrong result);
 // - instance norm: at::instance_norm (batch norm on a (1, N*C, S) view),
 //   backward through autograd;
 // - RMS norm: 1.13 has none; the composite torch 2.4 runs on CPU
 //   (x * rsqrt(mean(x^2) + eps) * w), backward through autograd.
 // Parameters (and instance norm's running statistics) are in the data's
-// dtype except for batch norm, as ATen 1.13 wants them. Also "unfused": bnorm's batch norm followed by ATen's separate
-// add_ / relu_ passes, the fused ops' other baseline.
+// dtype except for batch norm, as ATen 1.13 wants them. Also "unfused": bnorm's batch norm followed by ATen's
+// separate add_ / relu_ passes, the fused ops' other baseline.
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -84,13 +87,7 @@ class Aten final : public Impl {
         save_invstd_ = std::get<2>(r);
         break;
       }
-      case Op::group_norm: {
-        auto r = at::native_group_norm(x_, w_, bias_, c.desc.batch(), c.desc.channels(), c.desc.spatial(), c.groups,
-                                       1e-5);
-        save_mean_ = std::get<1>(r);
-        save_invstd_ = std::get<2>(r);
-        break;
-      }
+      case Op::group_norm:
       case Op::rms_norm:
       case Op::instance_norm: {
         // A graph to differentiate, kept between calls.
@@ -101,7 +98,8 @@ class Aten final : public Impl {
           inputs_ = {xg_, wg_};
         } else {
           bg_ = bias_.detach().requires_grad_(true);
-          yg_ = at::instance_norm(xg_, wg_, bg_, rm_, rv_, true, 0.1, 1e-5, false);
+          yg_ = c.op == Op::group_norm ? at::group_norm(xg_, c.groups, wg_, bg_, 1e-5)
+                                       : at::instance_norm(xg_, wg_, bg_, rm_, rv_, true, 0.1, 1e-5, false);
           inputs_ = {xg_, wg_, bg_};
         }
         break;
@@ -135,8 +133,7 @@ class Aten final : public Impl {
         result_ = at::native_layer_norm(x_, {c_.row()}, w_, bias_, 1e-5);
         break;
       case Op::group_norm:
-        result_ = at::native_group_norm(x_, w_, bias_, c_.desc.batch(), c_.desc.channels(), c_.desc.spatial(),
-                                        c_.groups, 1e-5);
+        std::get<0>(result_) = at::group_norm(x_, c_.groups, w_, bias_, 1e-5);
         break;
       case Op::rms_norm:
         std::get<0>(result_) = rms_norm(x_, w_);
@@ -169,10 +166,6 @@ class Aten final : public Impl {
                                                  {true, true, true});
         break;
       case Op::group_norm:
-        result_ = at::native_group_norm_backward(dy_, x_, save_mean_, save_invstd_, w_, c_.desc.batch(),
-                                                 c_.desc.channels(), c_.desc.spatial(), c_.groups,
-                                                 {true, true, true});
-        break;
       case Op::rms_norm:
       case Op::instance_norm:
         grads_ = torch::autograd::grad({yg_}, inputs_, {dy_}, /*retain_graph=*/true);

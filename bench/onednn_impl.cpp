@@ -67,8 +67,11 @@ class OneDnn final : public Impl {
             engine_);
         detail_ = pd.impl_info_str();
         prim_ = dnnl::batch_normalization_forward(pd);
-        args_ = {{DNNL_ARG_SRC, src},     {DNNL_ARG_DST, dst},   {DNNL_ARG_SCALE, scale},
-                 {DNNL_ARG_SHIFT, shift}, {DNNL_ARG_MEAN, mean}, {DNNL_ARG_VARIANCE, var}};
+        // The running statistics, as bnorm and ATen normalize with.
+        const dnnl::memory running_mean = mem(channel, b.running_mean.data()),
+                           running_var = mem(channel, b.running_var.data());
+        args_ = {{DNNL_ARG_SRC, src},     {DNNL_ARG_DST, dst},           {DNNL_ARG_SCALE, scale},
+                 {DNNL_ARG_SHIFT, shift}, {DNNL_ARG_MEAN, running_mean}, {DNNL_ARG_VARIANCE, running_var}};
         return true;
       }
       std::unordered_map<int, dnnl::memory> train_args = {
