@@ -11,6 +11,7 @@
 // leaves all outputs untouched when it does.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <optional>
 #include <span>
@@ -211,8 +212,7 @@ class BatchNorm {
   /// Backward of the last forward: writes diff_src (optional) and the
   /// gradients of gamma and beta (weight_grad / bias_grad, when affine).
   /// Throws Error(invalid_argument) before any forward, and
-  /// Error(shape_mismatch) after a ghost forward (virtual_batch_size) when
-  /// src's batch size differs from that forward's.
+  /// Error(shape_mismatch) when src_desc's dims are not the last forward's.
   void backward(const TensorDesc& src_desc, const void* src, const TensorDesc& diff_dst_desc,
                 const void* diff_dst, const TensorDesc& diff_src_desc, void* diff_src);
 
@@ -231,8 +231,12 @@ class BatchNorm {
   std::span<const float> bias_grad() const noexcept { return bias_grad_; }
   /// Mean and invstd the last forward normalized with: C values, or G x C
   /// after a ghost forward of G groups.
-  std::span<const float> saved_mean() const noexcept { return {saved_mean_.data(), saved_count_}; }
-  std::span<const float> saved_invstd() const noexcept { return {saved_invstd_.data(), saved_count_}; }
+  std::span<const float> saved_mean() const noexcept {
+    return {saved_mean_.data(), std::min(saved_count_, saved_mean_.size())};
+  }
+  std::span<const float> saved_invstd() const noexcept {
+    return {saved_invstd_.data(), std::min(saved_count_, saved_invstd_.size())};
+  }
 
   /// Running mean 0, running var 1, num_batches_tracked 0.
   void reset_running_stats() noexcept;
@@ -261,6 +265,7 @@ class BatchNorm {
   std::size_t saved_count_ = 0;
   std::int64_t num_batches_tracked_ = 0;
   std::optional<BackwardStats> last_forward_;  // empty before the first forward
+  TensorDesc forward_desc_;                    // src of the last forward; rank 0 before
 };
 
 }  // namespace bnorm

@@ -59,7 +59,8 @@ class BatchRenormSchedule {
   /// is not finite, or a negative step count.
   explicit BatchRenormSchedule(double r_max = 3.0, double d_max = 5.0, std::int64_t warmup_steps = 5000,
                                std::int64_t r_ramp_steps = 35000, std::int64_t d_ramp_steps = 20000);
-  /// The limits at training step `step` (0-based).
+  /// The limits at training step `step` (0-based; a negative step is
+  /// warm-up). Any int64 step, INT64_MAX included, is valid.
   BatchRenormLimits at(std::int64_t step) const noexcept;
 
  private:
@@ -90,8 +91,9 @@ class BatchRenorm {
   /// current step, then the step advances. Eval: the running statistics.
   void forward(const TensorDesc& src_desc, const void* src, const TensorDesc& dst_desc, void* dst);
   /// Backward of the last training forward (diff_src optional); gradients
-  /// of gamma and beta go to weight_grad / bias_grad. Throws before any
-  /// training forward.
+  /// of gamma and beta go to weight_grad / bias_grad. Throws
+  /// Error(invalid_argument) before any training forward, and
+  /// Error(shape_mismatch) when src_desc's dims are not that forward's.
   void backward(const TensorDesc& src_desc, const void* src, const TensorDesc& diff_dst_desc,
                 const void* diff_dst, const TensorDesc& diff_src_desc, void* diff_src);
 
@@ -113,7 +115,7 @@ class BatchRenorm {
 
   Options options_;
   bool training_ = true;
-  bool has_forward_ = false;
+  TensorDesc forward_desc_;  // src of the last training forward; rank 0 before any
   std::int64_t step_ = 0;
   std::vector<float> weight_, bias_, running_mean_, running_var_;
   std::vector<float> weight_grad_, bias_grad_, saved_mean_, saved_invstd_, saved_r_, saved_d_;

@@ -13,6 +13,7 @@
 // untouched when it does.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <span>
 #include <vector>
@@ -87,8 +88,7 @@ class GroupNorm {
   /// Backward of the last forward: writes diff_src (optional) and the
   /// gradients of gamma and beta (weight_grad / bias_grad, when affine).
   /// Throws Error(invalid_argument) before any forward, and
-  /// Error(shape_mismatch) when src's batch size differs from the last
-  /// forward's.
+  /// Error(shape_mismatch) when src_desc's dims are not the last forward's.
   void backward(const TensorDesc& src_desc, const void* src, const TensorDesc& diff_dst_desc,
                 const void* diff_dst, const TensorDesc& diff_src_desc, void* diff_src);
 
@@ -101,9 +101,13 @@ class GroupNorm {
   /// d loss / d beta of the last backward (empty when affine = false).
   std::span<const float> bias_grad() const noexcept { return bias_grad_; }
   /// Mean of each (sample, group) of the last forward (N x G values).
-  std::span<const float> saved_mean() const noexcept { return {saved_mean_.data(), saved_count_}; }
+  std::span<const float> saved_mean() const noexcept {
+    return {saved_mean_.data(), std::min(saved_count_, saved_mean_.size())};
+  }
   /// 1/sqrt(var + eps) of each (sample, group) of the last forward.
-  std::span<const float> saved_invstd() const noexcept { return {saved_invstd_.data(), saved_count_}; }
+  std::span<const float> saved_invstd() const noexcept {
+    return {saved_invstd_.data(), std::min(saved_count_, saved_invstd_.size())};
+  }
 
   /// gamma 1, beta 0.
   void reset_parameters() noexcept;
@@ -117,7 +121,7 @@ class GroupNorm {
   // allocate); saved_count_ entries are valid.
   std::vector<float> saved_mean_, saved_invstd_;
   std::size_t saved_count_ = 0;
-  std::int64_t saved_batch_ = -1;  // N of the last forward; -1 before any
+  TensorDesc forward_desc_;  // src of the last forward; rank 0 before any
 };
 
 }  // namespace bnorm

@@ -18,6 +18,7 @@
 // untouched when it does.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <optional>
 #include <span>
@@ -109,8 +110,7 @@ class InstanceNorm {
   /// Backward of the last forward: writes diff_src (optional) and the
   /// gradients of gamma and beta (weight_grad / bias_grad, when affine).
   /// Throws Error(invalid_argument) before any forward, and
-  /// Error(shape_mismatch) when src's batch size differs from the last
-  /// forward's.
+  /// Error(shape_mismatch) when src_desc's dims are not the last forward's.
   void backward(const TensorDesc& src_desc, const void* src, const TensorDesc& diff_dst_desc,
                 const void* diff_dst, const TensorDesc& diff_src_desc, void* diff_src);
 
@@ -129,8 +129,12 @@ class InstanceNorm {
   /// Mean and invstd the last forward normalized with: N x C values after a
   /// forward with the instances' statistics, C values after one with the
   /// running statistics.
-  std::span<const float> saved_mean() const noexcept { return {saved_mean_.data(), saved_count_}; }
-  std::span<const float> saved_invstd() const noexcept { return {saved_invstd_.data(), saved_count_}; }
+  std::span<const float> saved_mean() const noexcept {
+    return {saved_mean_.data(), std::min(saved_count_, saved_mean_.size())};
+  }
+  std::span<const float> saved_invstd() const noexcept {
+    return {saved_invstd_.data(), std::min(saved_count_, saved_invstd_.size())};
+  }
 
   /// Running mean 0, running var 1.
   void reset_running_stats() noexcept;
@@ -146,7 +150,7 @@ class InstanceNorm {
   // Grown to the largest size seen, never shrunk (no allocation per call).
   std::vector<float> saved_mean_, saved_invstd_;
   std::size_t saved_count_ = 0;
-  std::int64_t saved_batch_ = -1;               // N of the last forward
+  TensorDesc forward_desc_;                    // src of the last forward
   std::optional<BackwardStats> last_forward_;  // empty before the first forward
 };
 

@@ -23,6 +23,7 @@
 // with dims (N, D, H, W, C) and normalized_dims = 1.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <span>
 #include <vector>
@@ -87,7 +88,8 @@ class LayerNorm {
 
   /// Backward of the last forward (same src): writes diff_src (optional)
   /// and weight_grad / bias_grad. Throws Error(invalid_argument) before any
-  /// forward or when src_desc has another number of rows than it had.
+  /// forward, and Error(shape_mismatch) when src_desc's dims are not the last
+  /// forward's.
   void backward(const TensorDesc& src_desc, const void* src, const TensorDesc& diff_dst_desc,
                 const void* diff_dst, const TensorDesc& diff_src_desc, void* diff_src);
 
@@ -100,8 +102,12 @@ class LayerNorm {
   /// d loss / d beta of the last backward (empty without beta).
   std::span<const float> bias_grad() const noexcept { return bias_grad_; }
   /// Row means and 1/sqrt(var + eps) of the last forward, one per row.
-  std::span<const float> saved_mean() const noexcept { return {saved_mean_.data(), rows_}; }
-  std::span<const float> saved_invstd() const noexcept { return {saved_invstd_.data(), rows_}; }
+  std::span<const float> saved_mean() const noexcept {
+    return {saved_mean_.data(), std::min(rows_, saved_mean_.size())};
+  }
+  std::span<const float> saved_invstd() const noexcept {
+    return {saved_invstd_.data(), std::min(rows_, saved_invstd_.size())};
+  }
 
   /// gamma 1, beta 0.
   void reset_parameters() noexcept;
@@ -112,7 +118,7 @@ class LayerNorm {
   Options options_;
   std::vector<float> weight_, bias_, weight_grad_, bias_grad_, saved_mean_, saved_invstd_;
   std::size_t rows_ = 0;
-  bool has_forward_ = false;
+  TensorDesc forward_desc_;  // src of the last forward; rank 0 before any
 };
 
 }  // namespace bnorm

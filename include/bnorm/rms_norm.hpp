@@ -15,6 +15,7 @@
 // outputs untouched when it does.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <optional>
 #include <span>
@@ -72,8 +73,8 @@ class RMSNorm {
   void forward(const TensorDesc& src_desc, const void* src, const TensorDesc& dst_desc, void* dst);
 
   /// Backward of the last forward (same src): writes diff_src (optional)
-  /// and weight_grad. Throws Error(invalid_argument) before any forward or
-  /// when src_desc has another number of rows than it had.
+  /// and weight_grad. Throws Error(invalid_argument) before any forward, and
+  /// Error(shape_mismatch) when src_desc's dims are not the last forward's.
   void backward(const TensorDesc& src_desc, const void* src, const TensorDesc& diff_dst_desc,
                 const void* diff_dst, const TensorDesc& diff_src_desc, void* diff_src);
 
@@ -82,7 +83,9 @@ class RMSNorm {
   /// d loss / d gamma of the last backward (empty without gamma).
   std::span<const float> weight_grad() const noexcept { return weight_grad_; }
   /// 1/sqrt(mean(x^2) + eps) of each row of the last forward.
-  std::span<const float> saved_invrms() const noexcept { return {saved_invrms_.data(), rows_}; }
+  std::span<const float> saved_invrms() const noexcept {
+    return {saved_invrms_.data(), std::min(rows_, saved_invrms_.size())};
+  }
 
   /// gamma 1.
   void reset_parameters() noexcept;
@@ -93,7 +96,7 @@ class RMSNorm {
   Options options_;
   std::vector<float> weight_, weight_grad_, saved_invrms_;
   std::size_t rows_ = 0;
-  bool has_forward_ = false;
+  TensorDesc forward_desc_;  // src of the last forward; rank 0 before any
 };
 
 }  // namespace bnorm

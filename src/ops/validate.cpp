@@ -1,7 +1,9 @@
 #include "ops/validate.hpp"
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
+#include <limits>
 
 namespace bnorm::ops {
 
@@ -46,6 +48,21 @@ void require_same(const TensorDesc& a, const char* a_name, const TensorDesc& b, 
                                              a_name + "'; both must have the same dtype, layout and dims");
 }
 
+void require_forward_of(const TensorDesc& src_desc, const TensorDesc& forward_desc, const char* layer) {
+  if (forward_desc.rank() == 0) {
+    throw Error(ErrorKind::invalid_argument,
+                std::string(layer) +
+                    "::backward called before any forward that saved statistics: there "
+                    "is nothing to differentiate through yet");
+  }
+  if (!std::ranges::equal(src_desc.dims(), forward_desc.dims())) {
+    throw Error(ErrorKind::shape_mismatch, "argument 'src_desc' has dims " + src_desc.dims_str() +
+                                               ": the last forward had " + forward_desc.dims_str() +
+                                               ", and " + layer +
+                                               "::backward differentiates through its statistics");
+  }
+}
+
 void require_eps(double eps, const char* name) {
   if (!(eps >= 0.0) || !std::isfinite(eps)) {
     throw Error(ErrorKind::invalid_argument, std::string("argument '") + name + "' = " + format_value(eps) +
@@ -57,6 +74,13 @@ void require_channels(std::int64_t channels, const char* name) {
   if (channels <= 0) {
     throw Error(ErrorKind::invalid_argument, std::string("argument '") + name + "' = " + std::to_string(channels) +
                                                  ": the number of channels must be > 0");
+  }
+  // As a TensorDesc's dims: C f32 values must have a byte count in int64.
+  if (channels > std::numeric_limits<std::int64_t>::max() / 4) {
+    throw Error(ErrorKind::invalid_argument,
+                std::string("argument '") + name + "' = " + std::to_string(channels) +
+                    ": too many channels; C times 4 bytes (f32 parameters) must fit "
+                    "in int64");
   }
 }
 

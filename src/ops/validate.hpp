@@ -19,6 +19,13 @@ void require_activation(const TensorDesc& desc, const char* name, int min_rank, 
 /// Throws Error(shape_mismatch) unless b has a's dtype, layout and dims.
 void require_same(const TensorDesc& a, const char* a_name, const TensorDesc& b, const char* b_name);
 
+/// A layer's backward (`layer` names it, e.g. "BatchNorm"): throws
+/// Error(invalid_argument) when no forward has saved statistics yet
+/// (forward_desc has rank 0), and Error(shape_mismatch) unless src_desc has
+/// the dims of that forward, whose statistics backward differentiates
+/// through.
+void require_forward_of(const TensorDesc& src_desc, const TensorDesc& forward_desc, const char* layer);
+
 /// Throws unless eps is finite and >= 0.
 void require_eps(double eps, const char* name);
 

@@ -232,6 +232,9 @@ TEST(BatchNormErrors, OneValuePerChannelWhenTraining) {
 TEST(BatchNormErrors, LayerErrors) {
   expect_error([] { BatchNorm(BatchNorm::Options{.num_features = 0}); }, ErrorKind::invalid_argument,
                {"num_features", "= 0", "> 0"});
+  // std::length_error from the vectors before.
+  expect_error([] { BatchNorm(BatchNorm::Options{.num_features = std::int64_t{1} << 62}); },
+               ErrorKind::invalid_argument, {"options.num_features", "4611686018427387904", "fit in int64"});
   expect_error([] { BatchNorm(BatchNorm::Options{.num_features = 4, .eps = -1.0}); },
                ErrorKind::invalid_argument, {"options.eps"});
   BatchNorm bn(BatchNorm::Options{.num_features = 4});
@@ -243,6 +246,41 @@ TEST(BatchNormErrors, LayerErrors) {
   Buffer s4(ok), o4(ok);
   expect_error([&] { bn.backward(ok, s4.data(), ok, s4.data(), ok, o4.data()); }, ErrorKind::invalid_argument,
                {"before any forward"});
+  // Backward differentiates the last forward: other dims (another N or
+  // spatial size, whose gradient no forward has) are refused, nothing
+  // written; in training and after an eval forward alike.
+  for (bool training : {true, false}) {
+    bn.train(training);
+    bn.forward(ok, s4.data(), ok, o4.data());
+    for (const TensorDesc& other : {TensorDesc(DType::f32, Layout::channels_first, {4, 4, 5}),
+                                    TensorDesc(DType::f32, Layout::channels_first, {2, 4, 5, 7})}) {
+      Buffer x(other), dx(other);
+      expect_error([&] { bn.backward(other, x.data(), other, x.data(), other, dx.data()); },
+                   ErrorKind::shape_mismatch, {other.dims_str().c_str(), "the last forward had 2x4x5"});
+      EXPECT_EQ(dx.bytes, Buffer(other).bytes);
+    }
+    EXPECT_NO_THROW(bn.backward(ok, s4.data(), ok, s4.data(), ok, o4.data()));
+  }
+}
+
+// A moved-from layer hands out empty saved statistics (they pointed at the
+// moved storage with the old length), and the moved-to layer works.
+TEST(LayerErrors, MovedFromLayersHaveNoSavedStatistics) {
+  const TensorDesc d(DType::f32, Layout::channels_first, {2, 4, 6});
+  Buffer x(d), y(d), dy(d), dx(d);
+  for (std::int64_t i = 0; i < d.elements(); ++i) x.set(i, static_cast<float>(i % 7) - 3.0f);
+  auto check = [&](auto layer, auto saved) {
+    layer.forward(d, x.data(), d, y.data());
+    auto moved = std::move(layer);
+    EXPECT_TRUE(saved(layer).empty());
+    EXPECT_FALSE(saved(moved).empty());
+    EXPECT_NO_THROW(moved.backward(d, x.data(), d, dy.data(), d, dx.data()));
+  };
+  check(BatchNorm({.num_features = 4}), [](const auto& l) { return l.saved_mean(); });
+  check(GroupNorm({.num_groups = 2, .num_channels = 4}), [](const auto& l) { return l.saved_invstd(); });
+  check(InstanceNorm({.num_features = 4}), [](const auto& l) { return l.saved_mean(); });
+  check(LayerNorm({.normalized_shape = {4, 6}}), [](const auto& l) { return l.saved_invstd(); });
+  check(RMSNorm({.normalized_shape = {6}}), [](const auto& l) { return l.saved_invrms(); });
 }
 
 // NaN and Inf: the affected channel's outputs are NaN (as in ATen), the other

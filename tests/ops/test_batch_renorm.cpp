@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <limits>
 
 #include "bnorm/batch_renorm.hpp"
 #include "bnorm/error.hpp"
@@ -252,6 +253,18 @@ TEST(BatchRenormSchedule, RampsFromBatchNormToTheTargets) {
   // A ramp to infinity would give (inf - 1) * 0 = NaN during warm-up.
   EXPECT_THROW(BatchRenormSchedule(INFINITY, 5.0), Error);
   EXPECT_THROW(BatchRenormSchedule(3.0, INFINITY), Error);
+  // Every int64 step: step - warmup + 1 overflowed at INT64_MAX (warm-up
+  // limits returned), and a very negative step wrapped to the targets.
+  constexpr std::int64_t kMax = std::numeric_limits<std::int64_t>::max(),
+                         kMin = std::numeric_limits<std::int64_t>::min();
+  const BatchRenormSchedule no_ramps(3.0, 5.0, 0, 0, 0);
+  EXPECT_EQ(no_ramps.at(kMax).r_max, 3.0);
+  EXPECT_EQ(no_ramps.at(kMax).d_max, 5.0);
+  EXPECT_EQ(s.at(kMax).r_max, 3.0);
+  for (std::int64_t step : {std::int64_t{-1}, kMin}) {
+    EXPECT_EQ(s.at(step).r_max, 1.0) << step;
+    EXPECT_EQ(s.at(step).d_max, 0.0) << step;
+  }
 }
 
 TEST(BatchRenormLayer, StepsTheScheduleAndEvaluatesLikeBatchNorm) {
@@ -308,15 +321,19 @@ TEST(BatchRenorm, Errors) {
   EXPECT_EQ(dst.bytes, before) << "outputs untouched on error";
   EXPECT_EQ(rm, std::vector<float>(3, 0.0f));
 
-  // The layer checks C in backward as in forward.
+  // The layer's backward takes the dims of its last training forward only
+  // (another C, or another N, which its statistics do not describe).
   BatchRenorm layer(BatchRenorm::Options{.num_features = 3});
   layer.forward(d, src.data(), d, dst.data());
-  const TensorDesc wide(DType::f32, Layout::channels_first, {2, 5, 4});
-  Buffer wsrc(wide), wdx(wide);
-  const auto wbefore = wdx.bytes;
-  expect([&] { layer.backward(wide, wsrc.data(), wide, wsrc.data(), wide, wdx.data()); }, ErrorKind::shape_mismatch,
-         "num_features = 3");
-  EXPECT_EQ(wdx.bytes, wbefore);
+  for (const TensorDesc& other : {TensorDesc(DType::f32, Layout::channels_first, {2, 5, 4}),
+                                  TensorDesc(DType::f32, Layout::channels_first, {4, 3, 4})}) {
+    Buffer wsrc(other), wdx(other);
+    const auto wbefore = wdx.bytes;
+    expect([&] { layer.backward(other, wsrc.data(), other, wsrc.data(), other, wdx.data()); },
+           ErrorKind::shape_mismatch,
+           ("has dims " + other.dims_str() + ": the last forward had " + d.dims_str()).c_str());
+    EXPECT_EQ(wdx.bytes, wbefore);
+  }
 }
 
 }  // namespace

@@ -295,15 +295,21 @@ TEST(GroupNormErrors, LayerOptionsAndInputs) {
   expect_error([&] { in.forward(s1, f.src.data(), s1, f.dst.data()); }, ErrorKind::invalid_argument,
                {"more than 1 spatial element when training"});
   f.expect_untouched();
-  // Backward with another batch size than the forward's statistics.
+  // Backward with other dims than the forward's statistics: another batch
+  // size, or another spatial size (accepted before, with the gradient of no
+  // forward).
   GroupNorm gn6(GroupNorm::Options{.num_groups = 2, .num_channels = 6});
   gn6.forward(f.desc, f.src.data(), f.desc, f.dst.data());
-  const TensorDesc n1(DType::f32, Layout::channels_first, {1, 6, 4});
-  expect_error([&] { gn6.backward(n1, f.src.data(), n1, f.dy.data(), n1, f.dst.data()); }, ErrorKind::shape_mismatch,
-               {"N = 1", "N = 2"});
   in.forward(f.desc, f.src.data(), f.desc, f.dst.data());
-  expect_error([&] { in.backward(n1, f.src.data(), n1, f.dy.data(), n1, f.dst.data()); }, ErrorKind::shape_mismatch,
-               {"N = 1", "N = 2"});
+  for (const TensorDesc& other : {TensorDesc(DType::f32, Layout::channels_first, {1, 6, 4}),
+                                  TensorDesc(DType::f32, Layout::channels_first, {2, 6, 3})}) {
+    expect_error([&] { gn6.backward(other, f.src.data(), other, f.dy.data(), other, f.dst.data()); },
+                 ErrorKind::shape_mismatch,
+                 {other.dims_str().c_str(), "the last forward had 2x6x4", "GroupNorm::backward"});
+    expect_error([&] { in.backward(other, f.src.data(), other, f.dy.data(), other, f.dst.data()); },
+                 ErrorKind::shape_mismatch,
+                 {other.dims_str().c_str(), "the last forward had 2x6x4", "InstanceNorm::backward"});
+  }
 }
 
 // Not errors: empty tensors and one value per group.

@@ -127,6 +127,14 @@ TEST(LayerNormErrors, Layer) {
                {"normalized_shape", "1 to 5"});
   expect_error([] { LayerNorm({.normalized_shape = {1, 2, 3, 4, 5, 6}}); }, ErrorKind::invalid_argument,
                {"normalized_shape"});
+  // A count that wrapped to 0 gave a layer with no weights.
+  expect_error(
+      [] {
+        LayerNorm({.normalized_shape = {std::int64_t{1} << 32, std::int64_t{1} << 32}});
+      },
+      ErrorKind::invalid_argument, {"options.normalized_shape", "[4294967296, 4294967296]", "fit in int64"});
+  expect_error([] { RMSNorm({.normalized_shape = {std::int64_t{1} << 62}}); }, ErrorKind::invalid_argument,
+               {"options.normalized_shape", "fit in int64"});
   expect_error([] { LayerNorm({.normalized_shape = {3, -1}}); }, ErrorKind::invalid_argument,
                {"normalized_shape", "[3, -1]", ">= 0"});
   expect_error([] { LayerNorm({.normalized_shape = {3}, .eps = -1.0}); }, ErrorKind::invalid_argument,
@@ -143,7 +151,7 @@ TEST(LayerNormErrors, Layer) {
   const TensorDesc more_rows(DType::f32, Layout::channels_first, {5, 3, 4});
   Buffer m(more_rows);
   expect_error([&] { ln.backward(more_rows, m.data(), more_rows, m.data(), more_rows, m.data()); },
-               ErrorKind::invalid_argument, {"5 rows", "last forward had 2"});
+               ErrorKind::shape_mismatch, {"5x3x4", "the last forward had 2x3x4"});
   EXPECT_EQ(f.dx.bytes, f.dx_before);
 }
 

@@ -93,6 +93,7 @@ void BatchNorm::forward(const TensorDesc& src_desc, const void* src, const Tenso
       saved_count_ = c;
     }
     last_forward_ = BackwardStats::batch;
+    forward_desc_ = src_desc;
     return;
   }
   batch_norm_forward_inference(src_desc, src, dst_desc, dst, gamma, beta, running_mean_.data(),
@@ -105,6 +106,7 @@ void BatchNorm::forward(const TensorDesc& src_desc, const void* src, const Tenso
   ghost_groups_ = 0;
   saved_count_ = c;
   last_forward_ = BackwardStats::fixed;
+  forward_desc_ = src_desc;
 }
 
 void BatchNorm::freeze(bool on) {
@@ -117,21 +119,9 @@ void BatchNorm::freeze(bool on) {
 
 void BatchNorm::backward(const TensorDesc& src_desc, const void* src, const TensorDesc& diff_dst_desc,
                          const void* diff_dst, const TensorDesc& diff_src_desc, void* diff_src) {
-  if (!last_forward_) {
-    throw Error(ErrorKind::invalid_argument,
-                "BatchNorm::backward called before any forward: the statistics to "
-                "differentiate through do not exist yet");
-  }
-  check_input(src_desc, "src_desc");
+  ops::require_forward_of(src_desc, forward_desc_, "BatchNorm");
   if (ghost_groups_ > 0) {
     // The saved statistics are per ghost group of the last forward's batch.
-    if (src_desc.batch() != ghost_groups_ * options_.virtual_batch_size) {
-      throw Error(ErrorKind::shape_mismatch,
-                  "argument 'src_desc' has N = " + std::to_string(src_desc.batch()) + " (dims " +
-                      src_desc.dims_str() + "): the last forward had N = " +
-                      std::to_string(ghost_groups_ * options_.virtual_batch_size) + " in " +
-                      std::to_string(ghost_groups_) + " ghost batches, whose statistics backward uses");
-    }
     ghost_batch_norm_backward(src_desc, src, diff_dst_desc, diff_dst, diff_src_desc, diff_src,
                               options_.virtual_batch_size, options_.affine ? weight_.data() : nullptr,
                               saved_mean_.data(), saved_invstd_.data(),

@@ -85,13 +85,15 @@ BatchRenormSchedule::BatchRenormSchedule(double r_max, double d_max, std::int64_
 }
 
 BatchRenormLimits BatchRenormSchedule::at(std::int64_t step) const noexcept {
-  // Fraction of a ramp done after `into` steps of it (a ramp of 0 steps is done at once).
-  auto done = [](std::int64_t into, std::int64_t ramp) {
-    if (into <= 0) return 0.0;
-    return ramp == 0 || into >= ramp ? 1.0 : static_cast<double>(into) / static_cast<double>(ramp);
+  if (step < warmup_) return {1.0, 0.0};  // warm-up, and any negative step
+  // Fraction of a ramp done at its 0-based step `after` (step warmup_ is
+  // the first, one step done; a ramp of 0 steps is done at once). No sum
+  // here can overflow, whatever the step.
+  const std::int64_t after = step - warmup_;
+  auto done = [after](std::int64_t ramp) {
+    return ramp == 0 || after >= ramp - 1 ? 1.0 : static_cast<double>(after + 1) / static_cast<double>(ramp);
   };
-  const std::int64_t into = step - warmup_ + 1;  // step warmup_ is the first ramp step
-  return {1.0 + (r_max_ - 1.0) * done(into, r_ramp_), d_max_ * done(into, d_ramp_)};
+  return {1.0 + (r_max_ - 1.0) * done(r_ramp_), d_max_ * done(d_ramp_)};
 }
 
 BatchRenorm::BatchRenorm(const Options& options) : options_(options) {
@@ -129,15 +131,12 @@ void BatchRenorm::forward(const TensorDesc& src_desc, const void* src, const Ten
                                 {running_mean_.data(), running_var_.data(), nullptr},
                                 options_.schedule.at(step_), config);
   ++step_;
-  has_forward_ = true;
+  forward_desc_ = src_desc;
 }
 
 void BatchRenorm::backward(const TensorDesc& src_desc, const void* src, const TensorDesc& diff_dst_desc,
                            const void* diff_dst, const TensorDesc& diff_src_desc, void* diff_src) {
-  if (!has_forward_)
-    throw Error(ErrorKind::invalid_argument,
-                "BatchRenorm::backward before any training forward: there are no saved statistics");
-  check_input(src_desc);
+  ops::require_forward_of(src_desc, forward_desc_, "BatchRenorm");
   batch_renorm_backward(src_desc, src, diff_dst_desc, diff_dst, diff_src_desc, diff_src, weight_.data(),
                         saved_mean_.data(), saved_invstd_.data(), saved_r_.data(), saved_d_.data(),
                         weight_grad_.data(), bias_grad_.data());

@@ -54,22 +54,12 @@ void GroupNorm::forward(const TensorDesc& src_desc, const void* src, const Tenso
                      options_.affine ? bias_.data() : nullptr, saved_mean_.data(), saved_invstd_.data(),
                      options_.eps);
   saved_count_ = count;
-  saved_batch_ = src_desc.batch();
+  forward_desc_ = src_desc;
 }
 
 void GroupNorm::backward(const TensorDesc& src_desc, const void* src, const TensorDesc& diff_dst_desc,
                          const void* diff_dst, const TensorDesc& diff_src_desc, void* diff_src) {
-  if (saved_batch_ < 0) {
-    throw Error(ErrorKind::invalid_argument,
-                "GroupNorm::backward called before any forward: the statistics to differentiate through do not "
-                "exist yet");
-  }
-  check_input(src_desc, "src_desc");
-  if (src_desc.batch() != saved_batch_) {
-    throw Error(ErrorKind::shape_mismatch, "argument 'src_desc' has N = " + std::to_string(src_desc.batch()) +
-                                               " (dims " + src_desc.dims_str() +
-                                               "): the last forward had N = " + std::to_string(saved_batch_));
-  }
+  ops::require_forward_of(src_desc, forward_desc_, "GroupNorm");
   group_norm_backward(src_desc, src, diff_dst_desc, diff_dst, diff_src_desc, diff_src, options_.num_groups,
                       options_.affine ? weight_.data() : nullptr, saved_mean_.data(), saved_invstd_.data(),
                       options_.affine ? weight_grad_.data() : nullptr,

@@ -46,18 +46,13 @@ void LayerNorm::forward(const TensorDesc& src_desc, const void* src, const Tenso
                      bias_.empty() ? nullptr : bias_.data(), saved_mean_.data(), saved_invstd_.data(),
                      options_.eps);
   rows_ = rows;
-  has_forward_ = true;
+  forward_desc_ = src_desc;
 }
 
 void LayerNorm::backward(const TensorDesc& src_desc, const void* src, const TensorDesc& diff_dst_desc,
                          const void* diff_dst, const TensorDesc& diff_src_desc, void* diff_src) {
-  if (!has_forward_) {
-    throw Error(ErrorKind::invalid_argument,
-                "LayerNorm::backward called before any forward: the row statistics to differentiate "
-                "through do not exist yet");
-  }
-  const int dims = check_input(src_desc, "src_desc");
-  ops::layer_norm::check_same_rows(src_desc, dims, rows_, "LayerNorm");
+  ops::require_forward_of(src_desc, forward_desc_, "LayerNorm");
+  const int dims = static_cast<int>(options_.normalized_shape.size());
   layer_norm_backward(src_desc, src, diff_dst_desc, diff_dst, diff_src_desc, diff_src, dims,
                       weight_.empty() ? nullptr : weight_.data(), saved_mean_.data(), saved_invstd_.data(),
                       weight_grad_.empty() ? nullptr : weight_grad_.data(),

@@ -1,5 +1,6 @@
 #include "ops/layer_norm/shape.hpp"
 
+#include <span>
 #include <string>
 
 #include "bnorm/error.hpp"
@@ -18,15 +19,22 @@ std::int64_t check_normalized_shape(const std::vector<std::int64_t>& shape) {
     throw Error(ErrorKind::invalid_argument, "argument 'options.normalized_shape' = " + dims_string(shape) +
                                                  ": it must have 1 to " + std::to_string(kMaxRank) + " dims");
   }
-  std::int64_t len = 1;
   for (std::int64_t d : shape) {
     if (d < 0) {
       throw Error(ErrorKind::invalid_argument, "argument 'options.normalized_shape' = " + dims_string(shape) +
                                                    ": dims must be >= 0");
     }
-    len *= d;
   }
-  return len;
+  // The count (and its f32 parameters' bytes) must fit in int64, as a
+  // TensorDesc's: TensorDesc's own check, on these dims.
+  try {
+    return TensorDesc(DType::f32, Layout::channels_first, std::span<const std::int64_t>(shape)).elements();
+  } catch (const Error&) {
+    throw Error(ErrorKind::invalid_argument,
+                "argument 'options.normalized_shape' = " + dims_string(shape) +
+                    ": too many elements; their count times 4 bytes (the f32 weight) "
+                    "must fit in int64");
+  }
 }
 
 void check_trailing_dims(const TensorDesc& desc, const char* name, const std::vector<std::int64_t>& shape) {
@@ -45,16 +53,6 @@ std::size_t leading_rows(const TensorDesc& desc, int normalized_dims) {
   std::int64_t rows = 1;
   for (int i = 0; i < desc.rank() - normalized_dims; ++i) rows *= desc.dim(i);
   return static_cast<std::size_t>(rows);
-}
-
-void check_same_rows(const TensorDesc& desc, int normalized_dims, std::size_t rows, const char* layer) {
-  const std::size_t here = leading_rows(desc, normalized_dims);
-  if (here != rows) {
-    throw Error(ErrorKind::invalid_argument,
-                std::string(layer) + "::backward: argument 'src_desc' (dims " + desc.dims_str() + ") has " +
-                    std::to_string(here) + " rows but the last forward had " + std::to_string(rows) +
-                    ": backward needs the input of the last forward");
-  }
 }
 
 }  // namespace bnorm::ops::layer_norm

@@ -21,8 +21,4 @@ void check_trailing_dims(const TensorDesc& desc, const char* name, const std::ve
 /// Product of the dims of desc before its last normalized_dims.
 std::size_t leading_rows(const TensorDesc& desc, int normalized_dims);
 
-/// Throws Error(invalid_argument) unless desc has `rows` rows: a layer's
-/// backward must see the input of its last forward.
-void check_same_rows(const TensorDesc& desc, int normalized_dims, std::size_t rows, const char* layer);
-
 }  // namespace bnorm::ops::layer_norm

@@ -3,6 +3,7 @@
 
 #include "bnorm/sync_batch_norm.hpp"
 #include "ops/sync_batch_norm/sync.hpp"
+#include "ops/validate.hpp"
 
 namespace bnorm {
 
@@ -35,6 +36,7 @@ void SyncBatchNorm::forward(const TensorDesc& src_desc, const void* src, const T
   bn_.ghost_groups_ = 0;
   bn_.saved_count_ = static_cast<std::size_t>(options_.num_features);
   bn_.last_forward_ = BackwardStats::batch;
+  bn_.forward_desc_ = src_desc;
   synced_ = true;
 }
 
@@ -48,7 +50,8 @@ void SyncBatchNorm::backward(const TensorDesc& src_desc, const void* src, const 
       comm_, src_desc, src, diff_dst_desc, diff_dst, diff_src_desc, diff_src,
       options_.affine ? bn_.weight_.data() : nullptr, bn_.saved_mean_.data(), bn_.saved_invstd_.data(),
       options_.affine ? bn_.weight_grad_.data() : nullptr, options_.affine ? bn_.bias_grad_.data() : nullptr,
-      ops::sync_batch_norm::error_of([&] { bn_.check_input(src_desc, "src_desc"); }));
+      ops::sync_batch_norm::error_of(
+          [&] { ops::require_forward_of(src_desc, bn_.forward_desc_, "SyncBatchNorm"); }));
 }
 
 }  // namespace bnorm
