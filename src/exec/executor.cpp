@@ -14,6 +14,14 @@ namespace bnorm::exec {
 
 namespace {
 
+// "2x3, scalar, absent" for messages.
+std::string shapes_of(const std::vector<const Tensor*>& tensors) {
+  std::string s;
+  for (const Tensor* t : tensors)
+    s += (s.empty() ? "" : ", ") + (t ? to_string(t->shape()) : std::string("absent"));
+  return s;
+}
+
 ValueInfo value_info(const onnx::ValueInfoProto& v) {
   ValueInfo info;
   info.name = v.name();
@@ -147,6 +155,7 @@ Executor::Executor(const model::OnnxModel& model)
     Step step;
     step.node = index;
     step.op_type = node.op_type();
+    step.where = info.describe();
     for (const auto& name : node.input()) {
       if (name.empty()) {
         step.inputs.push_back(-1);
@@ -233,7 +242,16 @@ std::vector<Tensor> Executor::run(const std::vector<Tensor>& inputs) {
     for (int v : step.inputs) in.push_back(value(v));
     out.assign(step.outputs.size(), Tensor());
     const auto start = profiling_ ? clock::now() : clock::time_point();
-    step.op->run(in, out, *ctx_);
+    try {
+      step.op->run(in, out, *ctx_);
+    } catch (const std::bad_alloc&) {
+      throw Error(ErrorKind::runtime,
+                  step.where + ": out of memory for its outputs (input shapes " + shapes_of(in) + ")");
+    } catch (const Error& e) {
+      // Most ops name themselves; a tensor too big to address does not.
+      if (std::string_view(e.what()).starts_with(step.where)) throw;
+      throw Error(e.kind(), step.where + ": " + e.what());
+    }
     if (profiling_) {
       const double seconds = std::chrono::duration<double>(clock::now() - start).count();
       profile_.seconds[step.op_type] += seconds;

@@ -89,6 +89,7 @@ class Executor {
     std::unique_ptr<Op> op;
     int node = -1;
     std::string op_type;
+    std::string where;         // "node 'name' (Op)": the prefix of its errors
     std::vector<int> inputs;   // value slots, -1 for absent
     std::vector<int> outputs;  // value slots, -1 for unnamed
     std::vector<int> release;  // slots whose last reader this is

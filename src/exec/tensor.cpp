@@ -179,8 +179,19 @@ TensorPool::~TensorPool() = default;
 TensorPool::Scope::Scope(TensorPool& pool) : previous_(current_pool) { current_pool = &pool; }
 TensorPool::Scope::~Scope() { current_pool = previous_; }
 
+std::size_t byte_count(const Shape& shape, ElementType type, const std::string& what) {
+  const std::int64_t n = element_count(shape, what);
+  std::int64_t bytes = 0;
+  if (__builtin_mul_overflow(n, static_cast<std::int64_t>(size_of(type)), &bytes))
+    throw Error(ErrorKind::invalid_argument, what + " " + to_string(shape) + " of " +
+                                                 std::string(to_string(type)) + ": " + std::to_string(n) +
+                                                 " elements, too many bytes to address");
+  return static_cast<std::size_t>(bytes);
+}
+
 Tensor::Tensor(ElementType type, Shape shape) : type_(type), shape_(std::move(shape)) {
-  elements_ = element_count(shape_, "tensor shape");
+  // The byte count must not wrap (a 1-byte block for 2^62 floats).
+  elements_ = static_cast<std::int64_t>(byte_count(shape_, type_, "tensor shape") / size_of(type_));
   // At least one byte, so that an empty tensor still has storage (and is
   // told apart from an absent one).
   const std::size_t bytes = std::max<std::size_t>(1, static_cast<std::size_t>(elements_) * size_of(type_));
@@ -238,21 +249,32 @@ std::string Tensor::str() const { return std::string(to_string(type_)) + " " + t
 Tensor from_onnx(const onnx::TensorProto& t, const std::string& what) {
   const ElementType type = from_onnx(t.data_type(), what);
   Shape shape(t.dims().begin(), t.dims().end());
-  Tensor out(type, shape);
   if (t.data_location() == TP::EXTERNAL)
     throw Error(ErrorKind::invalid_model, what + ": external data was not loaded");
+  // The data held is checked against the dims before anything is allocated:
+  // a small file cannot ask for a huge tensor.
+  std::size_t bytes = 0;
+  try {
+    bytes = byte_count(shape, type, what + " dims");
+  } catch (const Error& e) {
+    throw Error(ErrorKind::invalid_model, e.what());
+  }
+  const auto elements = static_cast<std::int64_t>(bytes / size_of(type));
   if (t.has_raw_data()) {
-    if (t.raw_data().size() != out.bytes())
+    if (t.raw_data().size() != bytes)
       throw Error(ErrorKind::invalid_model, what + ": holds " + std::to_string(t.raw_data().size()) +
-                                                " bytes, its dims and type need " + std::to_string(out.bytes()));
+                                                " bytes, its dims and type need " + std::to_string(bytes));
+    Tensor out(type, shape);
     std::memcpy(out.raw(), t.raw_data().data(), out.bytes());
     return out;
   }
+  Tensor out;
   // Typed fields (ONNX stores the small types widened in int32_data).
   auto fill = [&](const auto& field) {
-    if (static_cast<std::int64_t>(field.size()) != out.elements())
+    if (static_cast<std::int64_t>(field.size()) != elements)
       throw Error(ErrorKind::invalid_model, what + ": holds " + std::to_string(field.size()) +
-                                                " values, its dims say " + std::to_string(out.elements()));
+                                                " values, its dims say " + std::to_string(elements));
+    out = Tensor(type, shape);
     dispatch(type, [&](auto tag) {
       using T = typename decltype(tag)::type;
       T* dst = out.data<T>();

@@ -34,6 +34,9 @@ using Shape = std::vector<std::int64_t>;
 /// Number of elements of a shape; throws Error(invalid_argument) naming
 /// `what` when a dim is negative or the product overflows.
 std::int64_t element_count(const Shape& shape, const std::string& what = "shape");
+/// Bytes of a tensor of `shape` and `type`; throws Error(invalid_argument)
+/// naming `what` when they do not fit in int64.
+std::size_t byte_count(const Shape& shape, ElementType type, const std::string& what);
 /// "2x3x4" ("scalar" for rank 0).
 std::string to_string(const Shape& shape);
 

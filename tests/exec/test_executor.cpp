@@ -391,5 +391,39 @@ TEST(Executor, RunTimeErrorsNameTheNode) {
   }
 }
 
+// Sizes from a small model: 2^62 floats made a byte count that wrapped to 0
+// (a 1-byte block, then a segfault); 2^40 floats, std::bad_alloc without a
+// node; an initializer whose dims overflow with no data was allocated
+// before its data was checked.
+TEST(Executor, HugeTensorsAreRefusedNamingTheNode) {
+  for (const auto& [dim, kind, word] :
+       {std::tuple{std::int64_t{1} << 62, ErrorKind::invalid_argument, "too many bytes to address"},
+        std::tuple{std::int64_t{1} << 40, ErrorKind::runtime, "out of memory"}}) {
+    GraphBuilder g;
+    g.input("x", TP::FLOAT, {2});
+    auto* shape = g.proto().mutable_graph()->add_initializer();
+    shape->set_name("shape");
+    shape->set_data_type(TP::INT64);
+    shape->add_dims(1);
+    shape->add_int64_data(dim);
+    g.node("ConstantOfShape", {"shape"}, {"c"}, "cos");
+    g.node("Add", {"x", "c"}, {"y"});
+    g.output("y", TP::FLOAT, {-1});
+    exec::Executor ex(g.model());
+    expect_error(
+        [&] {
+          ex.run({filled(ElementType::f32, {2}, {1.0f, 2.0f})});
+        },
+        kind, {"ConstantOfShape 'cos'", word});
+  }
+  GraphBuilder g;
+  g.input("x", TP::DOUBLE, {1});
+  g.initializer("w", {std::int64_t{1} << 61}, {}, TP::DOUBLE);
+  g.node("Add", {"x", "w"}, {"y"});
+  g.output("y", TP::DOUBLE, {-1});
+  expect_error([&] { exec::Executor ex(g.model()); }, ErrorKind::invalid_model,
+               {"initializer 'w'", "too many bytes"});
+}
+
 }  // namespace
 }  // namespace bnorm::test
