@@ -3,6 +3,8 @@
 // channel o scales W[o] by a[o]; the bias becomes a*bias + b (created when
 // missing).
 
+#include <algorithm>
+
 #include "model/fold_passes.hpp"
 #include "model/tensor_data.hpp"
 
@@ -14,6 +16,7 @@ std::optional<std::string> fold_into_conv(OnnxModel& model, int node, const Chan
   if (!w) return why;
   const auto& dims = w->tensor->dims();
   if (dims.size() < 3) return "weight has rank " + std::to_string(dims.size()) + ", expected 3 or more";
+  if (std::find(dims.begin(), dims.end(), 0) != dims.end()) return "weight has no elements (a dim of 0)";
   const auto c_out = static_cast<std::size_t>(dims[0]);
   if (c_out != f.a.size())
     return "weight has " + std::to_string(c_out) + " output channels, the BatchNormalization " +

@@ -2,6 +2,8 @@
 // (C_in, C_out/group, k...), so W[i, j] feeds output channel
 // (i / (C_in/group)) * (C_out/group) + j; the bias becomes a*bias + b.
 
+#include <algorithm>
+
 #include "model/fold_passes.hpp"
 #include "model/tensor_data.hpp"
 
@@ -14,6 +16,7 @@ std::optional<std::string> fold_into_conv_transpose(OnnxModel& model, int node, 
   if (!w) return why;
   const auto& dims = w->tensor->dims();
   if (dims.size() < 3) return "weight has rank " + std::to_string(dims.size()) + ", expected 3 or more";
+  if (std::find(dims.begin(), dims.end(), 0) != dims.end()) return "weight has no elements (a dim of 0)";
   const std::int64_t group = int_attribute(model.graph().node(node), "group", 1);
   const auto c_in = static_cast<std::size_t>(dims[0]), per_group_out = static_cast<std::size_t>(dims[1]);
   if (group < 1 || c_in % static_cast<std::size_t>(group) != 0)

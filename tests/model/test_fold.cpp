@@ -326,6 +326,27 @@ TEST(FoldRefuses, EveryMustNotFoldCase) {
                 g.output("c", TP::FLOAT, {});
               }),
               "no output");
+  // A weight with a 0 dim (the fold divided by it: SIGFPE; found by a
+  // helper's audit): a Conv with no output channels, a ConvTranspose with
+  // no input channels.
+  {
+    GraphBuilder g;
+    g.input("x", TP::FLOAT, {1, 1, 4, 4});
+    g.initializer("w", {0, 1, 3, 3}, {});
+    g.node("Conv", {"x", "w"}, {"c"}, "conv");
+    g.batch_norm("bn", "c", "y", 0, 13);
+    g.output("y", TP::FLOAT, {1, 0, 2, 2});
+    expect_left(g.model(), "weight has no elements");
+  }
+  {
+    GraphBuilder g;
+    g.input("x", TP::FLOAT, {1, 0, 4, 4});
+    g.initializer("w", {0, 2, 3, 3}, {});
+    g.node("ConvTranspose", {"x", "w"}, {"c"}, "convT");
+    g.batch_norm("bn", "c", "y", 2, 13);
+    g.output("y", TP::FLOAT, {1, 2, 6, 6});
+    expect_left(g.model(), "weight has no elements");
+  }
   // Weights that are a graph input (not a constant).
   expect_left(conv_bn([](GraphBuilder& g) {
                 g.proto().mutable_graph()->mutable_initializer()->DeleteSubrange(0, 1);
