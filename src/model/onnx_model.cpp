@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <charconv>
 #include <climits>
 #include <cstring>
 #include <fstream>
@@ -25,19 +26,21 @@ namespace {
 std::string quoted(const fs::path& p) { return "'" + p.string() + "'"; }
 
 // Reads the external data of a tensor into raw_data. The location must name
-// a file inside `dir` (after resolving links).
-void load_external(onnx::TensorProto& t, const fs::path& dir, const std::string& what) {
+// a regular file inside `dir` (after resolving links); its path is added to
+// `files`.
+void load_external(onnx::TensorProto& t, const fs::path& dir, const std::string& what,
+                   std::vector<std::string>& files) {
   std::string location;
   std::int64_t offset = 0, length = -1;
   for (const auto& kv : t.external_data()) {
-    try {
-      if (kv.key() == "location") location = kv.value();
-      if (kv.key() == "offset") offset = std::stoll(kv.value());
-      if (kv.key() == "length") length = std::stoll(kv.value());
-    } catch (const std::exception&) {
+    if (kv.key() == "location") location = kv.value();
+    if (kv.key() != "offset" && kv.key() != "length") continue;
+    std::int64_t& v = kv.key() == "offset" ? offset : length;
+    const char* end = kv.value().data() + kv.value().size();
+    const auto [ptr, ec] = std::from_chars(kv.value().data(), end, v);
+    if (ec != std::errc() || ptr != end)
       throw Error(ErrorKind::invalid_model,
-                  what + ": external data " + kv.key() + " '" + kv.value() + "' is not a number");
-    }
+                  what + ": external data " + kv.key() + " '" + kv.value() + "' is not a whole number");
   }
   if (location.empty()) throw Error(ErrorKind::invalid_model, what + ": external data without a location");
   const fs::path rel(location);
@@ -51,9 +54,12 @@ void load_external(onnx::TensorProto& t, const fs::path& dir, const std::string&
   if (ec || end != base.end() || file == base)
     throw Error(ErrorKind::invalid_model, what + ": external data location '" + location +
                                               "' leaves the model's directory " + quoted(dir));
+  // A regular file before opening it: opening a FIFO would wait forever.
+  if (!fs::is_regular_file(file, ec))
+    throw Error(ErrorKind::io, what + ": external data " + quoted(file) + " is not a regular file");
   std::ifstream in(file, std::ios::binary);
-  if (!in || !fs::is_regular_file(file, ec))
-    throw Error(ErrorKind::io, what + ": cannot open external data file " + quoted(file));
+  if (!in) throw Error(ErrorKind::io, what + ": cannot open external data file " + quoted(file));
+  files.push_back(file.string());
   in.seekg(0, std::ios::end);
   const std::int64_t size = in.tellg();
   if (size < 0 || offset < 0 || offset > size || length < -1 || (length >= 0 && length > size - offset))
@@ -71,16 +77,28 @@ void load_external(onnx::TensorProto& t, const fs::path& dir, const std::string&
   if (is_floating(t.data_type())) check_data(t, what + " (external data " + quoted(file) + ")");
 }
 
-void load_graph_external(onnx::GraphProto& g, const fs::path& dir) {
-  for (auto& t : *g.mutable_initializer())
-    if (t.data_location() == onnx::TensorProto::EXTERNAL)
-      load_external(t, dir, "initializer '" + t.name() + "'");
+// Every tensor of the graph and its subgraphs that can hold external data:
+// initializers, sparse initializers, tensor and sparse tensor attributes.
+void load_graph_external(onnx::GraphProto& g, const fs::path& dir, std::vector<std::string>& files) {
+  auto load = [&](onnx::TensorProto& t, const std::string& what) {
+    if (t.data_location() == onnx::TensorProto::EXTERNAL) load_external(t, dir, what, files);
+  };
+  auto load_sparse = [&](onnx::SparseTensorProto& s, const std::string& what) {
+    load(*s.mutable_values(), what + " values");
+    load(*s.mutable_indices(), what + " indices");
+  };
+  for (auto& t : *g.mutable_initializer()) load(t, "initializer '" + t.name() + "'");
+  for (auto& s : *g.mutable_sparse_initializer())
+    load_sparse(s, "sparse initializer '" + s.values().name() + "'");
   for (auto& n : *g.mutable_node()) {
     for (auto& a : *n.mutable_attribute()) {
-      if (a.has_t() && a.t().data_location() == onnx::TensorProto::EXTERNAL)
-        load_external(*a.mutable_t(), dir, "node '" + n.name() + "' attribute '" + a.name() + "'");
-      if (a.has_g()) load_graph_external(*a.mutable_g(), dir);
-      for (auto& sub : *a.mutable_graphs()) load_graph_external(sub, dir);
+      const std::string what = "node '" + n.name() + "' attribute '" + a.name() + "'";
+      if (a.has_t()) load(*a.mutable_t(), what);
+      for (auto& t : *a.mutable_tensors()) load(t, what);
+      if (a.has_sparse_tensor()) load_sparse(*a.mutable_sparse_tensor(), what);
+      for (auto& s : *a.mutable_sparse_tensors()) load_sparse(s, what);
+      if (a.has_g()) load_graph_external(*a.mutable_g(), dir, files);
+      for (auto& sub : *a.mutable_graphs()) load_graph_external(sub, dir, files);
     }
   }
 }
@@ -131,8 +149,10 @@ void validate(const onnx::ModelProto& m, const fs::path& path) {
 
 namespace {
 
-// Parses, validates and loads external data; `source` names the model in messages.
-OnnxModel parse(google::protobuf::io::ZeroCopyInputStream& raw, const fs::path& source, const fs::path& dir) {
+// Parses, validates and loads external data (the files read go to `files`,
+// each once); `source` names the model in messages.
+onnx::ModelProto parse(google::protobuf::io::ZeroCopyInputStream& raw, const fs::path& source,
+                       const fs::path& dir, std::vector<std::string>& files) {
   onnx::ModelProto proto;
   google::protobuf::io::CodedInputStream coded(&raw);
   coded.SetTotalBytesLimit(INT_MAX);
@@ -140,8 +160,10 @@ OnnxModel parse(google::protobuf::io::ZeroCopyInputStream& raw, const fs::path& 
     throw Error(ErrorKind::invalid_model,
                 quoted(source) + " is not a valid ONNX model: it does not parse as one (truncated, or another format)");
   validate(proto, source);
-  load_graph_external(*proto.mutable_graph(), dir);
-  return OnnxModel(std::move(proto));
+  load_graph_external(*proto.mutable_graph(), dir, files);
+  std::sort(files.begin(), files.end());
+  files.erase(std::unique(files.begin(), files.end()), files.end());
+  return proto;
 }
 
 }  // namespace
@@ -150,8 +172,10 @@ OnnxModel OnnxModel::load(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw Error(ErrorKind::io, "cannot open model " + quoted(path) + ": " + std::strerror(errno));
   google::protobuf::io::IstreamInputStream raw(&in);
-  auto model = parse(raw, path, path.has_parent_path() ? path.parent_path() : fs::path("."));
+  std::vector<std::string> files;
+  OnnxModel model(parse(raw, path, path.has_parent_path() ? path.parent_path() : fs::path("."), files));
   if (in.bad()) throw Error(ErrorKind::io, "cannot read model " + quoted(path));
+  model.external_files_ = std::move(files);
   return model;
 }
 
@@ -159,7 +183,10 @@ OnnxModel OnnxModel::from_bytes(std::string_view bytes, const fs::path& dir) {
   if (bytes.size() > static_cast<std::size_t>(INT_MAX))
     throw Error(ErrorKind::invalid_model, "a serialized model larger than 2 GiB cannot be parsed from memory");
   google::protobuf::io::ArrayInputStream raw(bytes.data(), static_cast<int>(bytes.size()));
-  return parse(raw, "<memory>", dir);
+  std::vector<std::string> files;
+  OnnxModel model(parse(raw, "<memory>", dir, files));
+  model.external_files_ = std::move(files);
+  return model;
 }
 
 OnnxModel::OnnxModel(onnx::ModelProto proto) : proto_(std::move(proto)) { refresh(); }

@@ -30,6 +30,10 @@ class OnnxModel {
   /// load(); external data is looked up (confined) in `dir`.
   static OnnxModel from_bytes(std::string_view bytes, const std::filesystem::path& dir);
 
+  /// The external data files load() read (resolved paths, each once): the
+  /// model's inputs as much as the .onnx file is.
+  const std::vector<std::string>& external_files() const noexcept { return external_files_; }
+
   /// Wraps a model built in memory.
   explicit OnnxModel(onnx::ModelProto proto);
 
@@ -99,6 +103,7 @@ class OnnxModel {
   mutable bool inferred_ = false;
   mutable std::unordered_map<std::string, std::pair<int, std::int32_t>> types_;  // rank, element type
   std::unordered_map<std::string, int> used_names_;
+  std::vector<std::string> external_files_;
 };
 
 /// Attribute helpers for nodes.

@@ -153,6 +153,26 @@ def main():
     expect_error(["fold", escaping, "-o", os.path.join(work, "out.onnx")], 5, ["../../etc/passwd", "directory"],
                  "external data escaping the directory is refused")
 
+    # -o naming the model's external data file (an input too) is refused by every command that writes,
+    # and the file is left as it was (fold -o weights.bin replaced it, and the model then read garbage).
+    ext_dir = os.path.join(work, "ext")
+    os.makedirs(ext_dir)
+    m = onnx.load(block)
+    from onnx.external_data_helper import convert_model_to_external_data
+    convert_model_to_external_data(m, all_tensors_to_one_file=True, location="weights.bin", size_threshold=0)
+    ext_model = os.path.join(ext_dir, "model.onnx")
+    onnx.save(m, ext_model)
+    weights = os.path.join(ext_dir, "weights.bin")
+    weights_digest = digest(weights)
+    x_block = os.path.join(work, "x_block.npy")
+    np.save(x_block, np.random.default_rng(0).standard_normal((4, 8, 6, 6)).astype(np.float32))
+    for args in (["fold", ext_model], ["calibrate", ext_model, "--data", x_block], ["run", ext_model, "--data", x_block],
+                 ["prepare", ext_model, "--calib", x_block]):
+        expect_error(args + ["-o", weights], 3, ["weights.bin", "never overwritten"],
+                     f"{args[0]} -o the model's external data file is refused")
+    check(digest(weights) == weights_digest and files(ext_dir) == ["model.onnx", "weights.bin"],
+          "the external data file is unchanged and nothing else was written")
+
     # fold: outputs, and nothing lost on error
     before = files(work)
     expect_error(["fold", block], 3, ["-o", "--in-place"], "fold without -o or --in-place is refused")

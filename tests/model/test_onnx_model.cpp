@@ -423,6 +423,74 @@ TEST_F(ModelFiles, ExternalDataErrors) {
   write(path("w.bin"), std::string(54 * 4, '\0'));
   expect_load_error(with_external_weight("w.bin", 8, 54 * 4), ErrorKind::invalid_model, "range");
   expect_load_error(with_external_weight("w.bin", -4), ErrorKind::invalid_model, "offset");
+  // Numbers are whole (std::stoll read "4junk" as 4).
+  {
+    std::string bytes = with_external_weight("w.bin");
+    onnx::ModelProto m;
+    ASSERT_TRUE(m.ParseFromString(bytes));
+    auto* e = m.mutable_graph()->mutable_initializer(0)->add_external_data();
+    e->set_key("offset");
+    e->set_value("4junk");
+    expect_load_error(m.SerializeAsString(), ErrorKind::invalid_model,
+                      "offset '4junk' is not a whole number");
+  }
+  // A FIFO is not opened (that waited forever for a writer).
+  ASSERT_EQ(mkfifo(path("pipe.bin").c_str(), 0600), 0);
+  expect_load_error(with_external_weight("pipe.bin"), ErrorKind::io, "is not a regular file");
+}
+
+// External data of sparse initializers and of TENSORS attributes is loaded
+// (and confined) as an initializer's is: both were passed through unchecked,
+// pointing anywhere. The files read are the model's inputs too.
+TEST_F(ModelFiles, EveryExternalTensorIsLoadedAndListed) {
+  write(dir_ / "outside.bin", std::string(8, '\0'));
+  auto external = [](onnx::TensorProto& t, const std::string& location) {
+    t.clear_raw_data();
+    t.set_data_location(TP::EXTERNAL);
+    auto* e = t.add_external_data();
+    e->set_key("location");
+    e->set_value(location);
+  };
+  auto sparse = [&](const std::string& location) {
+    auto g = conv_bn();
+    auto* s = g.proto().mutable_graph()->add_sparse_initializer();
+    s->add_dims(4);
+    auto* v = s->mutable_values();
+    v->set_name("s");
+    v->set_data_type(TP::FLOAT);
+    v->add_dims(2);
+    external(*v, location);
+    auto* i = s->mutable_indices();
+    i->set_data_type(TP::INT64);
+    i->add_dims(2);
+    i->add_int64_data(0);
+    i->add_int64_data(3);
+    return g.proto().SerializeAsString();
+  };
+  auto tensors_attribute = [&](const std::string& location) {
+    auto g = conv_bn();
+    auto& n = g.node("Foo", {"x"}, {"foo"}, "foo");  // a domain whose schema is not checked
+    n.set_domain("test.domain");
+    auto* a = n.add_attribute();
+    a->set_name("extra");
+    a->set_type(onnx::AttributeProto::TENSORS);
+    auto* t = a->add_tensors();
+    t->set_data_type(TP::FLOAT);
+    t->add_dims(2);
+    external(*t, location);
+    return g.proto().SerializeAsString();
+  };
+  expect_load_error(sparse("../outside.bin"), ErrorKind::invalid_model, "sparse initializer 's' values");
+  expect_load_error(tensors_attribute("../outside.bin"), ErrorKind::invalid_model,
+                    "leaves the model's directory");
+  write(path("v.bin"), std::string(8, '\0'));
+  write(path("s.onnx"), sparse("v.bin"));
+  const auto m = model::OnnxModel::load(path("s.onnx"));
+  EXPECT_EQ(m.graph().sparse_initializer(0).values().data_location(), TP::DEFAULT);
+  EXPECT_EQ(m.graph().sparse_initializer(0).values().raw_data().size(), 8u);
+  EXPECT_EQ(m.external_files(), std::vector<std::string>{fs::weakly_canonical(path("v.bin")).string()});
+  write(path("t.onnx"), tensors_attribute("v.bin"));
+  EXPECT_EQ(model::OnnxModel::load(path("t.onnx")).external_files().size(), 1u);
 }
 
 TEST_F(ModelFiles, ParametersFromConstantNodes) {

@@ -42,6 +42,7 @@ void add_calibrate_command(CLI::App& app, Action& action) {
       try {
         refuse_overwrite(args->output, {args->model, args->data});
         model::OnnxModel m = model::OnnxModel::load(args->model);
+        refuse_overwrite(args->output, m.external_files());
         if (!batch_given) args->batch_size = exec::default_batch_size(exec::graph_inputs(m), world.size());
         Progress progress(world.size() > 1 ? "calibrate (rank 0)" : "calibrate");
         exec::CalibrationOptions options;

@@ -50,6 +50,7 @@ void add_fold_command(CLI::App& app, Action& action) {
       const std::string out = args->in_place ? args->model : args->output;
       if (!args->in_place) refuse_overwrite(out, {args->model}, " unless --in-place is given");
       model::OnnxModel m = model::OnnxModel::load(args->model);
+      refuse_overwrite(out, m.external_files());
       const model::FoldReport report = model::fold_batch_norms(m, {args->scale_shift});
       m.save(out);
       const int folded = report.count(model::FoldOutcome::Action::folded);

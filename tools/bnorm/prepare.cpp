@@ -119,6 +119,7 @@ void add_prepare_command(CLI::App& app, Action& action) {
       refuse_overwrite(args->output, inputs);
       const std::string eval_path = args->eval.empty() ? args->calib : args->eval;
       const model::OnnxModel original = model::OnnxModel::load(args->model);
+      refuse_overwrite(args->output, original.external_files());
       if (!batch_given) args->batch_size = exec::default_batch_size(exec::graph_inputs(original));
       // 1. inspect
       const model::InspectReport inspection = model::inspect(original);

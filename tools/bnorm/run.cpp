@@ -52,6 +52,7 @@ void add_run_command(CLI::App& app, Action& action) {
     action = [args, batch_given] {
       refuse_overwrite(args->output_path, {args->data, args->model});
       const auto model = model::OnnxModel::load(args->model);
+      refuse_overwrite(args->output_path, model.external_files());
       if (!batch_given) args->batch_size = exec::default_batch_size(exec::graph_inputs(model));
       exec::Executor executor(model);
       const int out = output_index(executor, args->output_name);
