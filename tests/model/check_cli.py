@@ -173,6 +173,27 @@ def main():
     check(digest(weights) == weights_digest and files(ext_dir) == ["model.onnx", "weights.bin"],
           "the external data file is unchanged and nothing else was written")
 
+    # --json with a name that is not UTF-8 (protobuf does not check): the byte prints as U+FFFD; the
+    # JSON writer threw after fold had written its output (exit 6, no report).
+    m = onnx.load(block)
+    bn = next(n for n in m.graph.node if n.op_type == "BatchNormalization")
+    bn.name = "BN_NOT_UTF8"
+    raw = m.SerializeToString()
+    assert raw.count(b"BN_NOT_UTF8") == 1
+    not_utf8 = os.path.join(work, "not_utf8.onnx")
+    with open(not_utf8, "wb") as f:
+        f.write(raw.replace(b"BN_NOT_UTF8", b"BN_NOT_UTF\xff"))
+    for args in (["inspect", not_utf8, "--json"], ["fold", not_utf8, "-o", os.path.join(work, "u8.onnx"), "--json"]):
+        r = bnorm(*args)
+        ok = r.returncode == 0
+        try:
+            names = [row.get("name") or row.get("batch_norm") for row in json.loads(r.stdout)["batch_norms"]]
+        except (ValueError, KeyError):
+            ok, names = False, []
+        check(ok and "BN_NOT_UTF\ufffd" in names, f"{args[0]} --json reports a name that is not UTF-8",
+              r.stdout[-300:] + r.stderr)
+    os.remove(os.path.join(work, "u8.onnx"))
+
     # fold: outputs, and nothing lost on error
     before = files(work)
     expect_error(["fold", block], 3, ["-o", "--in-place"], "fold without -o or --in-place is refused")

@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <iostream>
 
+#include "command.hpp"
 
 namespace bnorm::cli {
 namespace {
@@ -44,7 +45,7 @@ void print_calibration(const std::vector<exec::CalibratedNode>& report, bool jso
     nlohmann::json nodes = nlohmann::json::array();
     for (const auto& n : report) nodes.push_back(calibration_json(n));
     header["batch_norms"] = nodes;
-    std::cout << header.dump(2) << "\n";
+    print_json(header);
     return;
   }
   std::printf("%-40s %6s %12s %12s %12s %12s %16s %16s\n", "batch_norm", "C", "mean before", "mean after",

@@ -5,6 +5,7 @@
 #include <CLI/CLI.hpp>
 #include <cstdint>
 #include <functional>
+#include <nlohmann/json_fwd.hpp>
 #include <string>
 #include <vector>
 
@@ -38,6 +39,11 @@ int exit_code(ErrorKind kind) noexcept;
 /// to INT64_MAX: anything else is a usage error naming the value (CLI11
 /// alone clamps an out-of-range number without a word).
 CLI::Option* add_batch_size_option(CLI::App& cmd, std::int64_t& value, const std::string& help);
+
+/// Prints `report` on stdout as --json does (indent 2, newline). Bytes that
+/// are not UTF-8 (protobuf does not check names, nor the file system paths)
+/// print as U+FFFD instead of failing after the output was written.
+void print_json(const nlohmann::json& report);
 
 /// Throws Error(invalid_argument) when the output path `out` names one of
 /// `inputs` (by any spelling): an input is never overwritten. `hint` ends

@@ -65,13 +65,11 @@ void add_fold_command(CLI::App& app, Action& action) {
                {"target", o.target.empty() ? nlohmann::json(nullptr) : nlohmann::json(o.target)},
                {"reason", o.reason.empty() ? nlohmann::json(nullptr) : nlohmann::json(o.reason)}});
         }
-        std::cout << nlohmann::json{{"model", args->model},
-                                    {"output", out},
-                                    {"batch_norms", items},
-                                    {"summary",
-                                     {{"folded", folded}, {"scale_shift", replaced}, {"left", left}}}}
-                         .dump(2)
-                  << "\n";
+        print_json(
+            nlohmann::json{{"model", args->model},
+                           {"output", out},
+                           {"batch_norms", items},
+                           {"summary", {{"folded", folded}, {"scale_shift", replaced}, {"left", left}}}});
       } else {
         for (const auto& o : report.outcomes) std::cout << model::to_string(o) << "\n";
         std::cout << folded << " folded, " << replaced << " replaced by Mul + Add, " << left

@@ -103,7 +103,7 @@ void add_inspect_command(CLI::App& app, Action& action) {
       const model::OnnxModel m = model::OnnxModel::load(args->model);
       const model::InspectReport report = model::inspect(m);
       if (args->json) {
-        std::cout << report_json(args->model, report).dump(2) << "\n";
+        print_json(report_json(args->model, report));
       } else {
         print_text(report);
       }

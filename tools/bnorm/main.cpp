@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <iostream>
 #include <limits>
+#include <nlohmann/json.hpp>
 
 #include "bnorm/bnorm.hpp"
 #include "command.hpp"
@@ -37,6 +38,10 @@ CLI::Option* add_batch_size_option(CLI::App& cmd, std::int64_t& value, const std
       },
       "INT");
   return cmd.add_option("--batch-size", value, help)->check(whole_number);
+}
+
+void print_json(const nlohmann::json& report) {
+  std::cout << report.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
 }
 
 void refuse_overwrite(const std::string& out, const std::vector<std::string>& inputs, const std::string& hint) {

@@ -165,25 +165,23 @@ void add_prepare_command(CLI::App& app, Action& action) {
                          {"max_rel_error", p.max_rel()},
                          {"violations", p.violations()},
                          {"passed", p.passed()}});
-        std::cout << nlohmann::json{{"model", args->model},
-                                    {"output", parity_ok ? nlohmann::json(args->output) : nlohmann::json(nullptr)},
-                                    {"findings", findings},
-                                    {"calibration", cal},
-                                    {"fold",
-                                     {{"folded", fold.count(model::FoldOutcome::Action::folded)},
-                                      {"left", fold.count(model::FoldOutcome::Action::left)},
-                                      {"nodes_before", nodes_before},
-                                      {"nodes_after", nodes_after}}},
-                                    {"parity", {{"atol", args->atol}, {"rtol", args->rtol}, {"outputs", par},
-                                                {"passed", parity_ok}}},
-                                    {"evaluation",
-                                     {{"data", eval_path},
-                                      {"rows", before.rows},
-                                      {"original", evaluation_json(before)},
-                                      {"calibrated", evaluation_json(recal)},
-                                      {"folded", evaluation_json(after)}}}}
-                         .dump(2)
-                  << "\n";
+        print_json(nlohmann::json{
+            {"model", args->model},
+            {"output", parity_ok ? nlohmann::json(args->output) : nlohmann::json(nullptr)},
+            {"findings", findings},
+            {"calibration", cal},
+            {"fold",
+             {{"folded", fold.count(model::FoldOutcome::Action::folded)},
+              {"left", fold.count(model::FoldOutcome::Action::left)},
+              {"nodes_before", nodes_before},
+              {"nodes_after", nodes_after}}},
+            {"parity", {{"atol", args->atol}, {"rtol", args->rtol}, {"outputs", par}, {"passed", parity_ok}}},
+            {"evaluation",
+             {{"data", eval_path},
+              {"rows", before.rows},
+              {"original", evaluation_json(before)},
+              {"calibrated", evaluation_json(recal)},
+              {"folded", evaluation_json(after)}}}});
       } else {
         std::printf("bnorm prepare %s\n\n", args->model.c_str());
         std::printf("1. inspect: %zu BatchNormalization nodes, %d errors, %d warnings\n", inspection.rows.size(),

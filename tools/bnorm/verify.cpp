@@ -54,15 +54,13 @@ void add_verify_command(CLI::App& app, Action& action) {
                           {"violations", r.violations()},
                           {"worst", {{"index", r.worst_index()}, {"a", r.worst_a()}, {"b", r.worst_b()}}},
                           {"passed", r.passed()}});
-        std::cout << nlohmann::json{{"a", args->a},
-                                    {"b", args->b},
-                                    {"data", args->data},
-                                    {"atol", args->atol},
-                                    {"rtol", args->rtol},
-                                    {"outputs", outs},
-                                    {"passed", ok}}
-                         .dump(2)
-                  << "\n";
+        print_json(nlohmann::json{{"a", args->a},
+                                  {"b", args->b},
+                                  {"data", args->data},
+                                  {"atol", args->atol},
+                                  {"rtol", args->rtol},
+                                  {"outputs", outs},
+                                  {"passed", ok}});
       } else {
         for (const auto& r : results)
           std::printf("%-4s %s: %lld elements, max abs error %.3g, max rel error %.3g, %lld beyond tolerance; "
