@@ -120,6 +120,9 @@ InputData InputData::open(const std::filesystem::path& path, const std::vector<V
       throw Error(ErrorKind::invalid_argument, path.string() + ": arrays '" + d.arrays_[0].source() + "' and '" +
                                                    d.arrays_[i].source() + "' differ in their number of rows");
   }
+  // Every command reads rows: verify and prepare passed on nothing compared.
+  if (d.rows_ == 0)
+    throw Error(ErrorKind::invalid_argument, path.string() + " holds no rows: there is nothing to run on");
   return d;
 }
 

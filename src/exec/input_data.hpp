@@ -28,7 +28,8 @@ class InputData {
   /// "labels", has another name. Every array must match its input's rank
   /// and fixed dims except the first (the batch), all arrays must have the
   /// same number of rows, and the dtype must be the input's or, for a float
-  /// input, another float dtype (converted per batch). Throws Error(io) or
+  /// input, another float dtype (converted per batch); there must be at
+  /// least one row. Throws Error(io) or
   /// Error(invalid_argument) naming the file, the array and the rule.
   static InputData open(const std::filesystem::path& path, const std::vector<ValueInfo>& inputs);
 

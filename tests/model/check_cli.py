@@ -165,7 +165,7 @@ def main():
     weights = os.path.join(ext_dir, "weights.bin")
     weights_digest = digest(weights)
     x_block = os.path.join(work, "x_block.npy")
-    np.save(x_block, np.random.default_rng(0).standard_normal((4, 8, 6, 6)).astype(np.float32))
+    np.save(x_block, np.random.default_rng(0).standard_normal((4, 3, 16, 16)).astype(np.float32))
     for args in (["fold", ext_model], ["calibrate", ext_model, "--data", x_block], ["run", ext_model, "--data", x_block],
                  ["prepare", ext_model, "--calib", x_block]):
         expect_error(args + ["-o", weights], 3, ["weights.bin", "never overwritten"],
@@ -193,6 +193,17 @@ def main():
         check(ok and "BN_NOT_UTF\ufffd" in names, f"{args[0]} --json reports a name that is not UTF-8",
               r.stdout[-300:] + r.stderr)
     os.remove(os.path.join(work, "u8.onnx"))
+
+    # Data without rows is refused by every command that reads data (verify and prepare passed on it,
+    # with nothing compared, and prepare printed an accuracy of nan%).
+    no_rows = os.path.join(work, "no_rows.npy")
+    np.save(no_rows, np.zeros((0, 3, 16, 16), np.float32))
+    for args in (["run", block, "--data", no_rows, "-o", os.path.join(work, "nr.npy")],
+                 ["verify", block, block, "--data", no_rows],
+                 ["calibrate", block, "--data", no_rows, "-o", os.path.join(work, "nr.onnx")],
+                 ["prepare", block, "--calib", x_block, "--eval", no_rows, "-o", os.path.join(work, "nr.onnx")]):
+        expect_error(args, 3, ["no_rows.npy", "holds no rows"], f"{args[0]} refuses data without rows")
+    check(not any(f.startswith("nr.") for f in files(work)), "nothing written for data without rows")
 
     # fold: outputs, and nothing lost on error
     before = files(work)
