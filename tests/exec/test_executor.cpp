@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <cmath>
 #include <functional>
+#include <limits>
+#include <tuple>
 
 #include "bnorm/error.hpp"
 #include "common/test_util.hpp"
@@ -149,15 +151,31 @@ TEST(Executor, SpecEdgeCases) {
   {
     GraphBuilder g;
     g.input("x", TP::DOUBLE, {2});
-    auto* pads = g.proto().mutable_graph()->add_initializer();
-    pads->set_name("pads");
-    pads->set_data_type(TP::INT64);
-    pads->add_dims(2);
-    for (int i = 0; i < 2; ++i) pads->add_int64_data(1);
+    g.int64_initializer("pads", {1, 1});
     g.initializer("v", {}, {2.0}, TP::FLOAT16);
     g.node("Pad", {"x", "pads", "v"}, {"y"});
     g.output("y", TP::DOUBLE, {4});
     EXPECT_THROW(run1(g, exec::cast(filled(ElementType::f32, {2}, {1.0f}), ElementType::f64)), Error);
+  }
+  {
+    // Slice with steps of magnitude near 2^63 takes one element, as numpy's
+    // x[0::big] (the count's e - b + step - 1 overflowed to 0 elements).
+    constexpr std::int64_t kMax = std::numeric_limits<std::int64_t>::max();
+    for (const auto& [start, step, want] :
+         {std::tuple{std::int64_t{0}, kMax, 5.0f}, std::tuple{std::int64_t{-1}, -kMax, 8.0f},
+          std::tuple{std::int64_t{-1}, std::numeric_limits<std::int64_t>::min(), 8.0f}}) {
+      GraphBuilder g;
+      g.input("x", TP::FLOAT, {4});
+      g.int64_initializer("starts", {start});
+      g.int64_initializer("ends", {step > 0 ? kMax : -kMax});
+      g.int64_initializer("axes", {0});
+      g.int64_initializer("steps", {step});
+      g.node("Slice", {"x", "starts", "ends", "axes", "steps"}, {"y"});
+      g.output("y", TP::FLOAT, {-1});
+      const auto out = run1(g, filled(ElementType::f32, {4}, {5.0f, 6.0f, 7.0f, 8.0f}));
+      ASSERT_EQ(out[0].shape(), exec::Shape{1}) << "step " << step;
+      EXPECT_EQ(out[0].data<float>()[0], want) << "step " << step;
+    }
   }
 }
 
@@ -401,11 +419,7 @@ TEST(Executor, HugeTensorsAreRefusedNamingTheNode) {
         std::tuple{std::int64_t{1} << 40, ErrorKind::runtime, "out of memory"}}) {
     GraphBuilder g;
     g.input("x", TP::FLOAT, {2});
-    auto* shape = g.proto().mutable_graph()->add_initializer();
-    shape->set_name("shape");
-    shape->set_data_type(TP::INT64);
-    shape->add_dims(1);
-    shape->add_int64_data(dim);
+    g.int64_initializer("shape", {dim});
     g.node("ConstantOfShape", {"shape"}, {"c"}, "cos");
     g.node("Add", {"x", "c"}, {"y"});
     g.output("y", TP::FLOAT, {-1});

@@ -42,6 +42,17 @@ class GraphBuilder {
     return *t;
   }
 
+  /// A 1-D int64 initializer (shapes, pads, axes, steps): exact beyond
+  /// 2^53, unlike initializer()'s doubles.
+  onnx::TensorProto& int64_initializer(const std::string& name, const std::vector<std::int64_t>& values) {
+    auto* t = model_.mutable_graph()->add_initializer();
+    t->set_name(name);
+    t->set_data_type(onnx::TensorProto::INT64);
+    t->add_dims(static_cast<std::int64_t>(values.size()));
+    for (auto v : values) t->add_int64_data(v);
+    return *t;
+  }
+
   onnx::NodeProto& node(const std::string& op, const std::vector<std::string>& inputs,
                         const std::vector<std::string>& outputs, const std::string& name = "") {
     auto* n = model_.mutable_graph()->add_node();

@@ -538,14 +538,8 @@ TEST(TensorTypes, PropagateThroughCnnOps) {
   g.input("x", TP::FLOAT, {2, 3, 8, 8});
   g.initializer("w", {4, 3, 3, 3}, GraphBuilder::random(108, 1));
   g.initializer("fc", {4, 5}, GraphBuilder::random(20, 2));
-  for (const auto& [name, values] : std::vector<std::pair<std::string, std::vector<std::int64_t>>>{
-           {"axes", {1}}, {"shape", {2, 2, -1}}}) {
-    auto* t = g.proto().mutable_graph()->add_initializer();
-    t->set_name(name);
-    t->set_data_type(TP::INT64);
-    t->add_dims(static_cast<std::int64_t>(values.size()));
-    for (auto v : values) t->add_int64_data(v);
-  }
+  g.int64_initializer("axes", {1});
+  g.int64_initializer("shape", {2, 2, -1});
   g.node("Conv", {"x", "w"}, {"c"});
   g.node("Relu", {"c"}, {"r"});
   g.node("GlobalAveragePool", {"r"}, {"p"});

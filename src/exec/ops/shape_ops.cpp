@@ -454,8 +454,13 @@ class Slice final : public Op {
       // ONNX: clamp to [0, n] for positive steps, [-1, n - 1] for negative.
       const std::int64_t b = st > 0 ? clamp(starts[i], 0, n) : clamp(starts[i], -1, n - 1);
       const std::int64_t e = st > 0 ? clamp(ends[i], 0, n) : clamp(ends[i], -1, n - 1);
-      const std::int64_t count = st > 0 ? std::max<std::int64_t>(0, (e - b + st - 1) / st)
-                                        : std::max<std::int64_t>(0, (b - e - st - 1) / -st);
+      // ceil(span / |step|), without forming span + step - 1 (which
+      // overflowed for steps near INT64_MAX) or -step (INT64_MIN).
+      const std::int64_t span = st > 0 ? e - b : b - e;
+      const std::uint64_t magnitude =
+          st > 0 ? static_cast<std::uint64_t>(st) : 0 - static_cast<std::uint64_t>(st);
+      const std::int64_t count =
+          span <= 0 ? 0 : 1 + static_cast<std::int64_t>(static_cast<std::uint64_t>(span - 1) / magnitude);
       first[static_cast<std::size_t>(a)] = b;
       step[static_cast<std::size_t>(a)] = st;
       shape[static_cast<std::size_t>(a)] = count;
