@@ -35,6 +35,7 @@ BatchNormNode read_batch_norm(const OnnxModel& model, int index) {
       bn.extra_outputs_used = true;
   }
   bn.training_mode = !bn.training_why.empty();
+  bn.per_activation = opset < 9 && int_attribute(n, "spatial", 1) == 0;
   return bn;
 }
 
@@ -49,10 +50,19 @@ std::vector<int> batch_norm_nodes(const OnnxModel& model) {
 }
 
 std::optional<ChannelAffine> channel_affine(const BatchNormNode& bn, std::string* why) {
+  if (bn.per_activation) {
+    *why = "spatial = 0: its parameters are per activation (C, D1, ...), not one value per channel";
+    return std::nullopt;
+  }
   std::vector<double> v[4];
   for (int i = 0; i < 4; ++i) {
     if (!bn.value[i]) {
       *why = std::string(kBatchNormParams[i]) + " '" + bn.param[i] + "' is not a constant";
+      return std::nullopt;
+    }
+    if (bn.value[i]->dims_size() != 1) {
+      *why = std::string(kBatchNormParams[i]) + " '" + bn.param[i] + "' has " +
+             std::to_string(bn.value[i]->dims_size()) + " dims; a per-channel parameter has 1 (C)";
       return std::nullopt;
     }
     if (!is_floating(bn.value[i]->data_type())) {

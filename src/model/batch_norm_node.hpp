@@ -31,6 +31,9 @@ struct BatchNormNode {
   const onnx::TensorProto* value[4] = {nullptr, nullptr, nullptr, nullptr};
   /// Outputs beyond Y (running statistics) that something reads.
   bool extra_outputs_used = false;
+  /// spatial = 0 (opsets 7 and 8): parameters per activation (C, D1, ...),
+  /// not per channel.
+  bool per_activation = false;
 };
 
 /// Names of the four parameters, for messages.
@@ -44,8 +47,9 @@ std::vector<int> batch_norm_nodes(const OnnxModel& model);
 
 /// The inference-mode map y = a * x + b of each channel, computed in double:
 /// a = scale / sqrt(var + eps), b = B - mean * a. nullopt (with the reason in
-/// *why) when a parameter is not a constant, holds a non-floating type, or
-/// the four disagree on the channel count.
+/// *why) when the node normalizes per activation (spatial = 0), a parameter
+/// is not a 1-D constant, holds a non-floating type, or the four disagree on
+/// the channel count.
 struct ChannelAffine {
   std::vector<double> a, b;
 };

@@ -326,6 +326,24 @@ TEST(FoldRefuses, EveryMustNotFoldCase) {
                 g.output("c", TP::FLOAT, {});
               }),
               "no output");
+  // spatial = 0 (opsets 7 and 8): parameters per activation, not per
+  // channel. --scale-shift turned them into Mul / Add constants that
+  // broadcast to another output shape (found by a helper's audit).
+  for (const bool scale_shift : {false, true}) {
+    GraphBuilder g(8);
+    g.input("x", TP::FLOAT, {2, 1, 4});
+    g.node("Relu", {"x"}, {"r"});
+    auto& bn = g.node("BatchNormalization", {"r", "s", "b", "m", "v"}, {"y"}, "bn");
+    GraphBuilder::attr(bn, "spatial", std::int64_t{0});
+    for (const char* p : {"s", "b", "m", "v"}) g.initializer(p, {1, 4}, {1.0, 2.0, 3.0, 4.0});
+    g.output("y", TP::FLOAT, {2, 1, 4});
+    model::OnnxModel m = g.model();
+    const std::string before = m.proto().SerializeAsString();
+    const auto report = model::fold_batch_norms(m, {scale_shift});
+    EXPECT_EQ(report.outcomes[0].action, FoldOutcome::Action::left);
+    EXPECT_NE(report.outcomes[0].reason.find("spatial = 0"), std::string::npos) << report.outcomes[0].reason;
+    EXPECT_EQ(m.proto().SerializeAsString(), before);
+  }
   // A weight with a 0 dim (the fold divided by it: SIGFPE; found by a
   // helper's audit): a Conv with no output channels, a ConvTranspose with
   // no input channels.
