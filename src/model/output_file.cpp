@@ -5,7 +5,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
+#include <climits>
+#include <csignal>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -20,6 +23,61 @@ namespace fs = std::filesystem;
 namespace {
 
 std::string quoted(const fs::path& p) { return "'" + p.string() + "'"; }
+
+// The temporaries being written, for a signal that ends the process before
+// their destructors run (Ctrl-C, kill, a closed terminal). Fixed slots, so
+// that the handler only reads memory and calls unlink (async-signal-safe).
+// A slot is free, claimed (its path being copied) or published.
+enum SlotState : int { kFree, kClaimed, kPublished };
+struct TempSlot {
+  std::atomic<int> state{kFree};
+  char path[PATH_MAX];
+};
+TempSlot temp_slots[16];
+
+extern "C" void remove_temporaries(int sig) {
+  for (TempSlot& slot : temp_slots)
+    if (slot.state.load() == kPublished) ::unlink(slot.path);
+  std::signal(sig, SIG_DFL);  // then end as the signal would have
+  std::raise(sig);
+}
+
+// Installs remove_temporaries, once, for the signals whose action is still
+// the default: an application's own handlers are left alone.
+void install_cleanup() {
+  static const bool installed = [] {
+    for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGQUIT}) {
+      struct sigaction old {};
+      if (::sigaction(sig, nullptr, &old) != 0 || old.sa_handler != SIG_DFL) continue;
+      struct sigaction act {};
+      act.sa_handler = remove_temporaries;
+      sigemptyset(&act.sa_mask);
+      ::sigaction(sig, &act, nullptr);
+    }
+    return true;
+  }();
+  (void)installed;
+}
+
+// The slot now holding `temp`, or -1 when none is free (a signal then
+// leaves that temporary behind).
+int register_temporary(const fs::path& temp) {
+  const std::string& s = temp.native();
+  if (s.size() >= PATH_MAX) return -1;
+  install_cleanup();
+  for (int i = 0; i < static_cast<int>(std::size(temp_slots)); ++i) {
+    int expected = kFree;
+    if (!temp_slots[i].state.compare_exchange_strong(expected, kClaimed)) continue;
+    std::memcpy(temp_slots[i].path, s.c_str(), s.size() + 1);
+    temp_slots[i].state.store(kPublished);
+    return i;
+  }
+  return -1;
+}
+
+void release_temporary(int slot) noexcept {
+  if (slot >= 0) temp_slots[slot].state.store(kFree);
+}
 
 // `path` with the links of its last component followed, as open() would
 // follow them, also when the last one dangles. Renaming over `path` itself
@@ -88,6 +146,7 @@ OutputFile::OutputFile(const fs::path& path) : path_(path) {
                                      quoted(dir) + ": " + std::strerror(err));
   }
   state_ = State::open;
+  slot_ = register_temporary(temp_);
   // The replacement keeps the permissions of the file it replaces, set
   // before any data is written so that a private file's contents are never
   // readable by others through the temporary.
@@ -99,7 +158,8 @@ OutputFile::OutputFile(OutputFile&& other) noexcept
       destination_(std::move(other.destination_)),
       temp_(std::move(other.temp_)),
       fd_(std::exchange(other.fd_, -1)),
-      state_(std::exchange(other.state_, State::abandoned)) {}
+      state_(std::exchange(other.state_, State::abandoned)),
+      slot_(std::exchange(other.slot_, -1)) {}
 
 OutputFile& OutputFile::operator=(OutputFile&& other) noexcept {
   if (this != &other) {
@@ -109,6 +169,7 @@ OutputFile& OutputFile::operator=(OutputFile&& other) noexcept {
     temp_ = std::move(other.temp_);
     fd_ = std::exchange(other.fd_, -1);
     state_ = std::exchange(other.state_, State::abandoned);
+    slot_ = std::exchange(other.slot_, -1);
   }
   return *this;
 }
@@ -125,6 +186,7 @@ void OutputFile::abandon() noexcept {
   fd_ = -1;
   if (state_ == State::open) ::unlink(temp_.c_str());
   if (state_ != State::committed) state_ = State::abandoned;
+  release_temporary(std::exchange(slot_, -1));
 }
 
 void OutputFile::fail(int err) {
@@ -162,6 +224,7 @@ void OutputFile::commit() {
                 "cannot move the written file into place at " + describe() + ": " + std::strerror(err));
   }
   state_ = State::committed;
+  release_temporary(std::exchange(slot_, -1));
   // The new name is durable once its directory is: without this fsync a
   // crash soon after could bring back the old file (or none).
   const fs::path dir = destination_.has_parent_path() ? destination_.parent_path() : fs::path(".");

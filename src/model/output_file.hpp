@@ -24,7 +24,10 @@ namespace bnorm::model {
 ///
 /// commit() makes the data durable (fsync), renames it into place and syncs
 /// the directory; abandon() and the destructor of an uncommitted file remove
-/// the temporary.
+/// the temporary. So does SIGINT, SIGTERM, SIGHUP or SIGQUIT while it is
+/// open, when the process left that signal's action at its default: the
+/// first OutputFile installs a handler that removes the open temporaries,
+/// then ends the process as the signal would have.
 /// Errors are Error(io) naming `path` and the reason; any failure up to the
 /// rename abandons the file. Movable, not copyable.
 class OutputFile {
@@ -84,6 +87,7 @@ class OutputFile {
   std::filesystem::path temp_;
   int fd_ = -1;
   State state_ = State::abandoned;
+  int slot_ = -1;  // in the signal handler's list of temporaries
 };
 
 }  // namespace bnorm::model

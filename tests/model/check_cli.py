@@ -11,8 +11,10 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import onnx
@@ -204,6 +206,27 @@ def main():
                  ["prepare", block, "--calib", x_block, "--eval", no_rows, "-o", os.path.join(work, "nr.onnx")]):
         expect_error(args, 3, ["no_rows.npy", "holds no rows"], f"{args[0]} refuses data without rows")
     check(not any(f.startswith("nr.") for f in files(work)), "nothing written for data without rows")
+
+    # A signal while run writes its output (Ctrl-C, kill) removes the temporary file (it was left behind,
+    # as large as the output written so far) and ends the process as the signal does.
+    sig_dir = os.path.join(work, "signal")
+    os.makedirs(sig_dir)
+    big = os.path.join(work, "big_x.npy")
+    np.save(big, np.random.default_rng(1).standard_normal((20000, 3, 16, 16)).astype(np.float32))
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        p = subprocess.Popen([BNORM, "run", block, "--data", big, "-o", os.path.join(sig_dir, "y.npy")],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        seen = False
+        while p.poll() is None and not seen:
+            seen = any(".tmp-" in f for f in os.listdir(sig_dir))
+            time.sleep(0.001)
+        if seen:
+            p.send_signal(sig)
+        p.wait(timeout=60)
+        check(seen and p.returncode == -sig and os.listdir(sig_dir) == [],
+              f"{signal.Signals(sig).name} while run writes leaves no file behind",
+              f"temporary seen {seen}, exit {p.returncode}, left {os.listdir(sig_dir)}")
+    os.remove(big)
 
     # fold: outputs, and nothing lost on error
     before = files(work)
