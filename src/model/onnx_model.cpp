@@ -13,6 +13,7 @@
 #include <cstring>
 #include <fstream>
 #include <functional>
+#include <unordered_set>
 
 #include "bnorm/error.hpp"
 #include "model/output_file.hpp"
@@ -138,8 +139,11 @@ void validate(const onnx::ModelProto& m, const fs::path& path) {
                 " schema: " + e.what());
     }
   }
+  std::unordered_set<std::string> names;
   for (const auto& t : m.graph().initializer()) {
     if (t.name().empty()) throw bad("an initializer has no name");
+    // onnx::checker's rule; readers would take one of them silently.
+    if (!names.insert(t.name()).second) throw bad("two initializers are named '" + t.name() + "'");
     for (std::int64_t d : t.dims())
       if (d < 0) throw bad("initializer '" + t.name() + "' has a negative dimension");
   }
@@ -169,6 +173,9 @@ onnx::ModelProto parse(google::protobuf::io::ZeroCopyInputStream& raw, const fs:
 }  // namespace
 
 OnnxModel OnnxModel::load(const fs::path& path) {
+  std::error_code ec;
+  if (fs::is_directory(path, ec))
+    throw Error(ErrorKind::io, "cannot read model " + quoted(path) + ": it is a directory");
   std::ifstream in(path, std::ios::binary);
   if (!in) throw Error(ErrorKind::io, "cannot open model " + quoted(path) + ": " + std::strerror(errno));
   google::protobuf::io::IstreamInputStream raw(&in);

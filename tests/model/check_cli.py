@@ -230,12 +230,13 @@ def main():
 
     # fold: outputs, and nothing lost on error
     before = files(work)
-    expect_error(["fold", block], 3, ["-o", "--in-place"], "fold without -o or --in-place is refused")
+    expect_error(["fold", block], 2, ["-o", "--in-place"], "fold without -o or --in-place is a usage error")
+    expect_error(["fold", block, "-o", os.path.join(work, "both.onnx"), "--in-place"], 2, ["exclude each other"],
+                 "fold with -o and --in-place is a usage error")
+    expect_error(["inspect", work], 4, ["it is a directory"], "a directory as MODEL is an I/O error")
     expect_error(["fold", block, "-o", block], 3, ["never overwritten", "--in-place"], "fold -o INPUT is refused")
     expect_error(["fold", block, "-o", os.path.join(work, ".", "block.onnx")], 3, ["--in-place"],
                  "fold -o INPUT by another spelling is refused")
-    expect_error(["fold", block, "-o", os.path.join(work, "x.onnx"), "--in-place"], 3, ["exclude"],
-                 "-o with --in-place is refused")
     expect_error(["fold", block, "-o", os.path.join(work, "no_dir", "x.onnx")], 4, ["no_dir"],
                  "fold into a missing directory is an I/O error")
     expect_error(["fold", truncated, "-o", os.path.join(work, "x.onnx")], 5, ["truncated.onnx"],

@@ -379,6 +379,12 @@ TEST_F(ModelFiles, StructurallyBrokenModelsAreRefused) {
     GraphBuilder::attr(*g.proto().mutable_graph()->mutable_node(1), "epsilon", std::int64_t{1});
     expect_load_error(g.proto().SerializeAsString(), ErrorKind::invalid_model, "epsilon");
   }
+  {  // two initializers of one name (onnx::checker refuses; run took the last)
+    auto g = conv_bn();
+    *g.proto().mutable_graph()->add_initializer() = g.proto().graph().initializer(0);
+    expect_load_error(g.proto().SerializeAsString(), ErrorKind::invalid_model,
+                      "two initializers are named 'w'");
+  }
 }
 
 TEST_F(ModelFiles, ExternalDataInsideTheDirectoryIsLoaded) {

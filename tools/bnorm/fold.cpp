@@ -42,11 +42,12 @@ void add_fold_command(CLI::App& app, Action& action) {
   cmd->add_flag("--scale-shift", args->scale_shift,
                 "Replace each BatchNormalization that cannot be folded by Mul + Add with constants");
   cmd->callback([&action, args] {
+    // Usage errors (exit 2), found while parsing.
+    if (args->output.empty() && !args->in_place)
+      throw CLI::ValidationError("no output: give -o OUT, or --in-place to overwrite MODEL");
+    if (!args->output.empty() && args->in_place)
+      throw CLI::ValidationError("-o and --in-place exclude each other");
     action = [args] {
-      if (args->output.empty() && !args->in_place)
-        throw Error(ErrorKind::invalid_argument, "no output: give -o OUT, or --in-place to overwrite MODEL");
-      if (!args->output.empty() && args->in_place)
-        throw Error(ErrorKind::invalid_argument, "-o and --in-place exclude each other");
       const std::string out = args->in_place ? args->model : args->output;
       if (!args->in_place) refuse_overwrite(out, {args->model}, " unless --in-place is given");
       model::OnnxModel m = model::OnnxModel::load(args->model);
