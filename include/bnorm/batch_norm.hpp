@@ -225,6 +225,11 @@ class BatchNorm {
   /// Running unbiased variance (empty when track_running_stats = false).
   std::span<float> running_var() noexcept { return running_var_; }
   std::int64_t num_batches_tracked() const noexcept { return num_batches_tracked_; }
+  /// Restores the count from a checkpoint, as PyTorch's load_state_dict
+  /// does with the buffer: with momentum = nullopt the next training
+  /// forward weighs its batch 1 / (count + 1). Throws
+  /// Error(invalid_argument) for count < 0.
+  void set_num_batches_tracked(std::int64_t count);
   /// d loss / d gamma of the last backward (empty when affine = false).
   std::span<const float> weight_grad() const noexcept { return weight_grad_; }
   /// d loss / d beta of the last backward (empty when affine = false).

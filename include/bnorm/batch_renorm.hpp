@@ -108,6 +108,10 @@ class BatchRenorm {
   std::span<const float> saved_d() const noexcept { return saved_d_; }
   /// Training steps taken (the schedule's position).
   std::int64_t step() const noexcept { return step_; }
+  /// Resumes the schedule at `step` (restoring a checkpoint): the next
+  /// training forward uses options().schedule.at(step). Throws
+  /// Error(invalid_argument) for step < 0.
+  void set_step(std::int64_t step);
   const Options& options() const noexcept { return options_; }
 
  private:

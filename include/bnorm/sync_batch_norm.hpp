@@ -99,6 +99,8 @@ class SyncBatchNorm {
   std::span<float> running_mean() noexcept { return bn_.running_mean(); }
   std::span<float> running_var() noexcept { return bn_.running_var(); }
   std::int64_t num_batches_tracked() const noexcept { return bn_.num_batches_tracked(); }
+  /// As BatchNorm::set_num_batches_tracked (restoring a checkpoint).
+  void set_num_batches_tracked(std::int64_t count) { bn_.set_num_batches_tracked(count); }
   std::span<const float> weight_grad() const noexcept { return bn_.weight_grad(); }
   std::span<const float> bias_grad() const noexcept { return bn_.bias_grad(); }
   std::span<const float> saved_mean() const noexcept { return bn_.saved_mean(); }

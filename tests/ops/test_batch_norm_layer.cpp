@@ -67,6 +67,34 @@ TEST(BatchNormLayer, RunningStatisticsOverSteps) {
   }
 }
 
+// A checkpoint restored into a new layer (parameters, running statistics
+// and num_batches_tracked, as PyTorch's state_dict) continues exactly: the
+// cumulative average weighs the next batch 1 / (count + 1), not 1.
+TEST(BatchNormLayer, RestoredCountContinuesTheCumulativeAverage) {
+  const TensorDesc d(DType::f32, Layout::channels_first, {4, 3, 5});
+  const BatchNorm::Options o{.num_features = 3, .momentum = std::nullopt};
+  BatchNorm trained(o), restored(o);
+  Buffer x(d), y(d);
+  for (std::uint64_t k = 0; k < 3; ++k) {
+    fill_normal(x, 300 + k, 1.0 + static_cast<double>(k), 2.0);
+    trained.forward(d, x.data(), d, y.data());
+  }
+  std::copy_n(trained.running_mean().begin(), 3, restored.running_mean().begin());
+  std::copy_n(trained.running_var().begin(), 3, restored.running_var().begin());
+  restored.set_num_batches_tracked(trained.num_batches_tracked());
+  fill_normal(x, 310, -2.0, 0.5);
+  trained.forward(d, x.data(), d, y.data());
+  restored.forward(d, x.data(), d, y.data());
+  EXPECT_EQ(restored.num_batches_tracked(), 4);
+  for (std::size_t c = 0; c < 3; ++c) {
+    EXPECT_EQ(restored.running_mean()[c], trained.running_mean()[c]) << c;
+    EXPECT_EQ(restored.running_var()[c], trained.running_var()[c]) << c;
+  }
+  expect_error([&] { restored.set_num_batches_tracked(-1); }, ErrorKind::invalid_argument,
+               {"'count' = -1", ">= 0"});
+  EXPECT_EQ(restored.num_batches_tracked(), 4);
+}
+
 TEST(BatchNormLayer, EvalUsesRunningStatistics) {
   const TensorDesc d(DType::bf16, Layout::channels_last, {3, 4, 7});
   BatchNorm bn(BatchNorm::Options{.num_features = 4, .eps = 1e-3});

@@ -294,6 +294,21 @@ TEST(BatchRenormLayer, StepsTheScheduleAndEvaluatesLikeBatchNorm) {
   layer.forward(d, src.data(), d, dst.data());
   EXPECT_EQ(dst.bytes, inf.bytes);
   EXPECT_EQ(layer.step(), 3) << "eval does not advance the schedule";
+  // Resumed at a step (a checkpoint): the next training forward uses that
+  // step's limits, as the functions given schedule.at(step) do.
+  layer.train();
+  layer.set_step(1);
+  std::vector<float> rm(layer.running_mean().begin(), layer.running_mean().end()),
+      rv(layer.running_var().begin(), layer.running_var().end()), m(3), s(3), r(3), dd(3);
+  Buffer want(d);
+  batch_renorm_forward_training(d, src.data(), d, want.data(), layer.weight().data(), layer.bias().data(),
+                                m.data(), s.data(), r.data(), dd.data(), {rm.data(), rv.data(), nullptr},
+                                o.schedule.at(1), BatchNormConfig{o.eps, o.momentum});
+  layer.forward(d, src.data(), d, dst.data());
+  EXPECT_EQ(dst.bytes, want.bytes);
+  EXPECT_EQ(layer.step(), 2);
+  EXPECT_THROW(layer.set_step(-1), Error);
+  EXPECT_EQ(layer.step(), 2);
 }
 
 TEST(BatchRenorm, Errors) {

@@ -41,6 +41,13 @@ void BatchNorm::reset_running_stats() noexcept {
   num_batches_tracked_ = 0;
 }
 
+void BatchNorm::set_num_batches_tracked(std::int64_t count) {
+  if (count < 0)
+    throw Error(ErrorKind::invalid_argument,
+                "argument 'count' = " + std::to_string(count) + ": num_batches_tracked must be >= 0");
+  num_batches_tracked_ = count;
+}
+
 void BatchNorm::reset_parameters() noexcept {
   reset_running_stats();
   std::fill(weight_.begin(), weight_.end(), 1.0f);

@@ -108,6 +108,13 @@ BatchRenorm::BatchRenorm(const Options& options) : options_(options) {
   for (auto* v : {&weight_grad_, &bias_grad_, &saved_mean_, &saved_invstd_, &saved_r_, &saved_d_}) v->assign(c, 0.0f);
 }
 
+void BatchRenorm::set_step(std::int64_t step) {
+  if (step < 0)
+    throw Error(ErrorKind::invalid_argument,
+                "argument 'step' = " + std::to_string(step) + ": a training step count must be >= 0");
+  step_ = step;
+}
+
 void BatchRenorm::check_input(const TensorDesc& desc) const {
   ops::require_activation(desc, "src_desc", 2, kMaxRank);
   if (desc.channels() != options_.num_features)
