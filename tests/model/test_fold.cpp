@@ -347,22 +347,17 @@ TEST(FoldRefuses, EveryMustNotFoldCase) {
   // A weight with a 0 dim (the fold divided by it: SIGFPE; found by a
   // helper's audit): a Conv with no output channels, a ConvTranspose with
   // no input channels.
-  {
+  for (const auto& [op, x, w, channels, y] :
+       {std::tuple{"Conv", std::vector<std::int64_t>{1, 1, 4, 4}, std::vector<std::int64_t>{0, 1, 3, 3}, 0,
+                   std::vector<std::int64_t>{1, 0, 2, 2}},
+        std::tuple{"ConvTranspose", std::vector<std::int64_t>{1, 0, 4, 4},
+                   std::vector<std::int64_t>{0, 2, 3, 3}, 2, std::vector<std::int64_t>{1, 2, 6, 6}}}) {
     GraphBuilder g;
-    g.input("x", TP::FLOAT, {1, 1, 4, 4});
-    g.initializer("w", {0, 1, 3, 3}, {});
-    g.node("Conv", {"x", "w"}, {"c"}, "conv");
-    g.batch_norm("bn", "c", "y", 0, 13);
-    g.output("y", TP::FLOAT, {1, 0, 2, 2});
-    expect_left(g.model(), "weight has no elements");
-  }
-  {
-    GraphBuilder g;
-    g.input("x", TP::FLOAT, {1, 0, 4, 4});
-    g.initializer("w", {0, 2, 3, 3}, {});
-    g.node("ConvTranspose", {"x", "w"}, {"c"}, "convT");
-    g.batch_norm("bn", "c", "y", 2, 13);
-    g.output("y", TP::FLOAT, {1, 2, 6, 6});
+    g.input("x", TP::FLOAT, x);
+    g.initializer("w", w, {});
+    g.node(op, {"x", "w"}, {"c"}, "conv");
+    g.batch_norm("bn", "c", "y", channels, 13);
+    g.output("y", TP::FLOAT, y);
     expect_left(g.model(), "weight has no elements");
   }
   // Weights that are a graph input (not a constant).
