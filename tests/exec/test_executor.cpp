@@ -179,6 +179,55 @@ TEST(Executor, SpecEdgeCases) {
   }
 }
 
+// Found by a helper's differential audit against the spec.
+TEST(Executor, EmptyDimsAndSliceClamps) {
+  auto run1 = [](GraphBuilder& g, const Tensor& x) { return exec::Executor(g.model()).run({x}); };
+  {
+    // A product with a 0 dim: zeros, or empty, plus C (oneDNN divided by
+    // the dims: SIGFPE).
+    for (const auto& [k, n] : {std::pair<std::int64_t, std::int64_t>{0, 5}, {4, 0}}) {
+      GraphBuilder g;
+      g.input("a", TP::FLOAT, {3, k});
+      g.initializer("b", {k, n}, std::vector<double>(static_cast<std::size_t>(k * n), 1.0));
+      g.initializer("c", {n}, std::vector<double>(static_cast<std::size_t>(n), 2.5));
+      g.node("MatMul", {"a", "b"}, {"m"});
+      g.node("Gemm", {"a", "b", "c"}, {"y"});
+      g.output("m", TP::FLOAT, {3, n});
+      g.output("y", TP::FLOAT, {3, n});
+      const auto out = run1(g, filled(ElementType::f32, {3, k}, {1.0f}));
+      ASSERT_EQ(out[0].shape(), (exec::Shape{3, n}));
+      ASSERT_EQ(out[1].shape(), (exec::Shape{3, n}));
+      for (std::int64_t i = 0; i < 3 * n; ++i) {
+        EXPECT_EQ(out[0].data<float>()[i], 0.0f) << i;
+        EXPECT_EQ(out[1].data<float>()[i], 2.5f) << i;
+      }
+    }
+  }
+  {
+    // Flatten with a 0 dim before the axis keeps the inner product.
+    GraphBuilder g;
+    g.input("x", TP::FLOAT, {1, 0, 3});
+    GraphBuilder::attr(g.node("Flatten", {"x"}, {"y"}), "axis", std::int64_t{2});
+    g.output("y", TP::FLOAT, {0, 3});
+    EXPECT_EQ(run1(g, filled(ElementType::f32, {1, 0, 3}, {1.0f}))[0].shape(), (exec::Shape{0, 3}));
+  }
+  {
+    // Slice-13: with a negative step, starts clamp to [0, n - 1]: -10 on 4
+    // elements is element 0 (numpy's rule gave nothing).
+    GraphBuilder g;
+    g.input("x", TP::FLOAT, {4});
+    g.int64_initializer("starts", {-10});
+    g.int64_initializer("ends", {-100});
+    g.int64_initializer("axes", {0});
+    g.int64_initializer("steps", {-1});
+    g.node("Slice", {"x", "starts", "ends", "axes", "steps"}, {"y"});
+    g.output("y", TP::FLOAT, {-1});
+    const auto out = run1(g, filled(ElementType::f32, {4}, {5.0f, 6.0f, 7.0f, 8.0f}));
+    ASSERT_EQ(out[0].shape(), exec::Shape{1});
+    EXPECT_EQ(out[0].data<float>()[0], 5.0f);
+  }
+}
+
 TEST(Executor, UnsupportedOpIsNamedBeforeAnythingRuns) {
   GraphBuilder g;
   g.input("x", TP::FLOAT, {1, 2});

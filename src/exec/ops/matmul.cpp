@@ -2,6 +2,7 @@
 // expressed as strides, batch dims broadcast as numpy does). Other float
 // types are converted to f32 and back.
 
+#include <algorithm>
 #include <map>
 
 #include "bnorm/error.hpp"
@@ -90,23 +91,30 @@ class Gemm final : public Op {
     const Shape dst = {m, n};
     if (c && broadcast_shapes(dst, c->shape(), node_) != dst)
       fail_shape(node_, "C " + to_string(c->shape()) + " does not broadcast to the output " + to_string(dst));
+    // A product with a 0 dim is all zeros (or empty): oneDNN is not asked
+    // (it divides by the dims), and C is added below.
+    const bool empty = m == 0 || n == 0 || k == 0;
     // C goes in as oneDNN's bias when nothing scales it.
-    const bool fused = c && alpha_ == 1.0f && beta_ == 1.0f;
+    const bool fused = !empty && c && alpha_ == 1.0f && beta_ == 1.0f;
     Shape bias_shape;
     if (fused) {
       bias_shape = c->shape();
       while (bias_shape.size() < 2) bias_shape.insert(bias_shape.begin(), 1);
     }
-    Shape key = {a.dim(0), a.dim(1), b.dim(0), b.dim(1)};
-    key.insert(key.end(), bias_shape.begin(), bias_shape.end());
-    auto it = cache_.find(key);
-    if (it == cache_.end())
-      it = cache_.emplace(key, make_matmul_primitive({m, k}, ta_, {k, n}, tb_, bias_shape, dst, ctx, node_)).first;
-    const Tensor af = to_f32(a), bf = to_f32(b);
     Tensor y(ElementType::f32, dst);
     Tensor cf;
     if (c) cf = to_f32(*c);
-    execute(it->second, af, bf, fused ? &cf : nullptr, y, ctx);
+    if (empty) {
+      std::fill_n(y.data<float>(), y.elements(), 0.0f);
+    } else {
+      Shape key = {a.dim(0), a.dim(1), b.dim(0), b.dim(1)};
+      key.insert(key.end(), bias_shape.begin(), bias_shape.end());
+      auto it = cache_.find(key);
+      if (it == cache_.end())
+        it = cache_.emplace(key, make_matmul_primitive({m, k}, ta_, {k, n}, tb_, bias_shape, dst, ctx, node_))
+                 .first;
+      execute(it->second, to_f32(a), to_f32(b), fused ? &cf : nullptr, y, ctx);
+    }
     if (!fused && (alpha_ != 1.0f || c)) {
       float* py = y.data<float>();
       const float* pc = c ? cf.data<float>() : nullptr;
@@ -152,14 +160,17 @@ class MatMul final : public Op {
     Shape dst = broadcast_shapes(batch_a, batch_b, node_);
     dst.push_back(a[rank - 2]);
     dst.push_back(b[rank - 1]);
-    Shape key = a;
-    key.insert(key.end(), b.begin(), b.end());
-    auto it = cache_.find(key);
-    if (it == cache_.end())
-      it = cache_.emplace(key, make_matmul_primitive(a, false, b, false, {}, dst, ctx, node_)).first;
-    const Tensor af = to_f32(a0), bf = to_f32(b0);
     Tensor y(ElementType::f32, dst);
-    execute(it->second, af, bf, nullptr, y, ctx);
+    if (y.elements() == 0 || a[rank - 1] == 0) {
+      std::fill_n(y.data<float>(), y.elements(), 0.0f);  // a 0 dim: oneDNN is not asked (it divides by them)
+    } else {
+      Shape key = a;
+      key.insert(key.end(), b.begin(), b.end());
+      auto it = cache_.find(key);
+      if (it == cache_.end())
+        it = cache_.emplace(key, make_matmul_primitive(a, false, b, false, {}, dst, ctx, node_)).first;
+      execute(it->second, to_f32(a0), to_f32(b0), nullptr, y, ctx);
+    }
     Shape final_shape = dst;
     if (b0.rank() == 1) final_shape.pop_back();
     if (a0.rank() == 1) final_shape.erase(final_shape.end() - (b0.rank() == 1 ? 1 : 2));

@@ -81,9 +81,11 @@ class Flatten final : public Op {
       fail_shape(node_, "axis " + std::to_string(axis_) + " is outside [" + std::to_string(-r) + ", " +
                             std::to_string(r) + "]");
     const int axis = static_cast<int>(axis_ < 0 ? axis_ + r : axis_);
-    std::int64_t outer = 1;
-    for (int i = 0; i < axis; ++i) outer *= x.dim(i);
-    out[0] = x.reshaped({outer, outer ? x.elements() / outer : 0});
+    // Both products from the dims (elements / outer lost the inner dims
+    // when an outer one was 0).
+    std::int64_t outer = 1, inner = 1;
+    for (int i = 0; i < r; ++i) (i < axis ? outer : inner) *= x.dim(i);
+    out[0] = x.reshaped({outer, inner});
   }
 
  private:
@@ -451,8 +453,12 @@ class Slice final : public Op {
         if (v < 0) v += n;
         return std::clamp(v, lo, hi);
       };
-      // ONNX: clamp to [0, n] for positive steps, [-1, n - 1] for negative.
-      const std::int64_t b = st > 0 ? clamp(starts[i], 0, n) : clamp(starts[i], -1, n - 1);
+      // Slice-13's text: starts clamp to [0, n] for positive steps and to
+      // [0, n - 1] for negative ones (numpy's -1 there made x[-10:-100:-1]
+      // of 5 elements empty instead of element 0); ends to [0, n] and
+      // [-1, n - 1]. An empty dim stays empty.
+      const std::int64_t b =
+          st > 0 ? clamp(starts[i], 0, n) : clamp(starts[i], 0, std::max<std::int64_t>(n - 1, 0));
       const std::int64_t e = st > 0 ? clamp(ends[i], 0, n) : clamp(ends[i], -1, n - 1);
       // ceil(span / |step|), without forming span + step - 1 (which
       // overflowed for steps near INT64_MAX) or -step (INT64_MIN).
@@ -460,7 +466,9 @@ class Slice final : public Op {
       const std::uint64_t magnitude =
           st > 0 ? static_cast<std::uint64_t>(st) : 0 - static_cast<std::uint64_t>(st);
       const std::int64_t count =
-          span <= 0 ? 0 : 1 + static_cast<std::int64_t>(static_cast<std::uint64_t>(span - 1) / magnitude);
+          span <= 0 || n == 0
+              ? 0
+              : 1 + static_cast<std::int64_t>(static_cast<std::uint64_t>(span - 1) / magnitude);
       first[static_cast<std::size_t>(a)] = b;
       step[static_cast<std::size_t>(a)] = st;
       shape[static_cast<std::size_t>(a)] = count;
