@@ -369,6 +369,35 @@ TEST(Executor, BatchStatisticsModeNormalizesWithTheBatch) {
   }
 }
 
+// Opsets 9 to 13: extra outputs make training mode; saved_mean / saved_var
+// listed with empty names are absent, so the model runs (it was refused
+// for them, which no valid model could avoid: the checker wants 1 or 5
+// outputs). Named, they are refused as not computed.
+TEST(Executor, Opset12TrainingWithEmptySavedOutputsRuns) {
+  for (const bool named : {false, true}) {
+    GraphBuilder g(12);
+    g.input("x", TP::FLOAT, {4, 2, 3});
+    const auto params = g.batch_norm_params("bn", 2, 5);
+    std::vector<std::string> inputs = {"x"};
+    inputs.insert(inputs.end(), params.begin(), params.end());
+    g.node("BatchNormalization", inputs, {"y", "rm", "rv", named ? "sm" : "", named ? "sv" : ""}, "bn");
+    g.output("y", TP::FLOAT, {4, 2, 3});
+    if (named) {
+      expect_error([&] { exec::Executor ex(g.model()); }, ErrorKind::unsupported, {"saved_mean / saved_var"});
+      continue;
+    }
+    exec::Executor ex(g.model());
+    const auto y = ex.run({filled(ElementType::f32, {4, 2, 3}, {1, 5, -2, 7, 3, 3.5f, 0, 9})})[0];
+    const auto bias = model::to_doubles(*g.model().constant("bn_bias"), "bn_bias");
+    for (int c = 0; c < 2; ++c) {  // training: each channel's mean is B
+      double sum = 0;
+      for (int n = 0; n < 4; ++n)
+        for (int k = 0; k < 3; ++k) sum += y.data<float>()[(n * 2 + c) * 3 + k];
+      EXPECT_NEAR(sum / 12, bias[static_cast<std::size_t>(c)], 1e-5) << c;
+    }
+  }
+}
+
 // Opset 14 on, running_mean and running_var are outputs of training_mode = 1
 // only: a model listing them in inference is refused when compiled, not run
 // with outputs no one fills. Omitted ones (empty names) are fine.

@@ -102,12 +102,15 @@ std::unique_ptr<Op> make_batch_norm(NodeInfo& info) {
   // is_test defaults to 0 (training) before opset 7, and does not exist after.
   if (info.i("is_test", info.opset() < 7 ? 0 : 1) != 1) info.unsupported("is_test = 0 (opset < 7 training)");
   bool training = info.i("training_mode", 0) != 0;
+  // Outputs 3 and 4 (saved mean / variance, opsets 9 to 13) are not
+  // computed; listed with empty names they are absent.
+  const bool saved_outputs = info.has_output(3) || info.has_output(4);
   if (info.opset() < 14 && info.output_count() > 1) {
     // Opsets 9 to 13: the extra outputs exist only in training.
     training = true;
-    if (info.output_count() > 3) info.unsupported("the saved_mean / saved_var outputs (opset < 14)");
+    if (saved_outputs) info.unsupported("the saved_mean / saved_var outputs (opset < 14) are not computed");
   }
-  if (training && info.output_count() > 3) info.unsupported("more than 3 outputs");
+  if (training && saved_outputs) info.unsupported("more than 3 outputs");
   // Opset 14 on: running_mean and running_var are outputs of training only;
   // left unfilled, their readers would get no value.
   for (int o = 1; !training && o < info.output_count(); ++o)

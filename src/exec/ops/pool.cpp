@@ -85,7 +85,11 @@ class Pool final : public Op {
     if (a_.count_include_pad && a_.ceil_mode) {
       // The ceil_mode window would count padding oneDNN added: not ONNX.
       for (std::size_t i = 0; i < k; ++i)
-        if (pad_r[i] != end[i]) fail_unsupported(node_, "ceil_mode with count_include_pad");
+        if (pad_r[i] != end[i])
+          fail_unsupported(
+              node_,
+              "ceil_mode = 1 with count_include_pad = 1 is not supported when the last window "
+              "reaches past the end padding (oneDNN would count the padding it adds; ONNX does not)");
     }
     return c;
   }
