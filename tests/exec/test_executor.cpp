@@ -204,6 +204,21 @@ TEST(Executor, EmptyDimsAndSliceClamps) {
     }
   }
   {
+    // A Conv with 0 channels is refused naming them (oneDNN's message spoke
+    // of dilation).
+    GraphBuilder g;
+    g.input("x", TP::FLOAT, {2, 0, 5, 5});
+    g.initializer("w", {3, 0, 3, 3}, {});
+    g.node("Conv", {"x", "w"}, {"y"}, "conv");
+    g.output("y", TP::FLOAT, {2, 3, 3, 3});
+    exec::Executor ex(g.model());
+    expect_error(
+        [&] {
+          ex.run({filled(ElementType::f32, {2, 0, 5, 5}, {1.0f})});
+        },
+        ErrorKind::unsupported, {"Conv 'conv'", "0 input and 3 output channels"});
+  }
+  {
     // Flatten with a 0 dim before the axis keeps the inner product.
     GraphBuilder g;
     g.input("x", TP::FLOAT, {1, 0, 3});

@@ -188,6 +188,10 @@ class Window final : public Op {
                               std::to_string(g));
       c_out = w[1] * g;
     }
+    if (c_in == 0 || c_out == 0)
+      fail_unsupported(node_, "input X " + to_string(x) + " and weight W " + to_string(w) + " give " +
+                                  std::to_string(c_in) + " input and " + std::to_string(c_out) +
+                                  " output channels; 0 channels are not supported");
     std::vector<std::int64_t> in(x.begin() + 2, x.end()), begin, end;
     Shape dst = {x[0], c_out};
     if (!transpose_) {
