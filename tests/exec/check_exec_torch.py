@@ -109,6 +109,20 @@ class Block(nn.Module):
         return self.bn3(self.fc(F.adaptive_avg_pool2d(y, 1).flatten(1)))
 
 
+class Unreached(nn.Module):
+    """ConvTranspose with output_padding at or past the stride (ONNX and PyTorch allow it below the dilation):
+    the last outputs get no input, only the bias; oneDNN refuses that and the executor adds them itself, also
+    through a fused Relu."""
+
+    def __init__(self):
+        super().__init__()
+        self.up = nn.ConvTranspose2d(2, 3, 3, stride=1, dilation=2, output_padding=1)
+        self.up2 = nn.ConvTranspose2d(3, 2, 3, stride=2, dilation=3, output_padding=2)
+
+    def forward(self, x):
+        return self.up2(F.relu(self.up(x)))
+
+
 def bn_stats_from_onnx(path):
     m = onnx.load(path)
     inits = {t.name: numpy_helper.to_array(t) for t in m.graph.initializer}
@@ -117,7 +131,8 @@ def bn_stats_from_onnx(path):
 
 
 def check_run(work):
-    for name, model, x in (("zoo", Zoo(), torch.randn(5, 3, 16, 16)), ("block", Block(), torch.randn(7, 3, 9, 9))):
+    for name, model, x in (("zoo", Zoo(), torch.randn(5, 3, 16, 16)), ("block", Block(), torch.randn(7, 3, 9, 9)),
+                           ("unreached", Unreached(), torch.randn(4, 2, 5, 5))):
         model = randomize(model)
         path = os.path.join(work, name + ".onnx")
         export(model, x, path)

@@ -3,7 +3,9 @@
 // reordered once into the layout oneDNN prefers). Other float types are
 // converted to f32 and back.
 
+#include <algorithm>
 #include <map>
+#include <utility>
 
 #include "bnorm/error.hpp"
 #include "exec/ops/ops.hpp"
@@ -72,7 +74,48 @@ struct Compiled {
   Shape dst_shape;
   dnnl::memory weights_mem;  // reordered weights, when they are constant
   bool has_bias = false;
+  // A ConvTranspose output longer than the inputs reach (output_padding or
+  // output_shape past the natural size) where oneDNN refuses it: oneDNN
+  // writes this prefix of dst_shape, and the rest is the bias (through the
+  // fused activation). Empty: oneDNN writes all of dst_shape.
+  Shape reached;
 };
+
+// The fused activation of one value (the tail a ConvTranspose's inputs do
+// not reach).
+float activate(const FusedActivation& f, float v) {
+  switch (f.kind) {
+    case FusedActivation::Kind::relu:
+      return v > 0.0f ? v : 0.0f;
+    case FusedActivation::Kind::leaky_relu:
+      return v >= 0.0f ? v : f.alpha * v;
+    case FusedActivation::Kind::clip:
+      return std::min(std::max(v, f.alpha), f.beta);
+    case FusedActivation::Kind::none:
+      break;
+  }
+  return v;
+}
+
+// `whole` from `part`, whose dims are a prefix of each of whole's: every
+// element outside part is tail[its channel] (dim 1).
+void embed_prefix(const Tensor& part, const std::vector<float>& tail, Tensor& whole) {
+  const int r = whole.rank();
+  std::vector<std::int64_t> idx(static_cast<std::size_t>(r), 0);
+  const float* src = part.data<float>();
+  float* dst = whole.data<float>();
+  for (std::int64_t e = 0; e < whole.elements(); ++e) {
+    std::int64_t at = 0;
+    bool inside = true;
+    for (int d = 0; d < r; ++d) {
+      inside = inside && idx[static_cast<std::size_t>(d)] < part.dim(d);
+      at = at * part.dim(d) + idx[static_cast<std::size_t>(d)];
+    }
+    dst[e] = inside ? src[at] : tail[static_cast<std::size_t>(idx[1])];
+    for (int d = r - 1; d >= 0 && ++idx[static_cast<std::size_t>(d)] == whole.dim(d); --d)
+      idx[static_cast<std::size_t>(d)] = 0;
+  }
+}
 
 class Window final : public Op {
  public:
@@ -93,9 +136,11 @@ class Window final : public Op {
     Compiled& c = compiled(x.shape(), w.shape(), b != nullptr, ctx);
     const Tensor xf = to_f32(x);
     Tensor yf(ElementType::f32, c.dst_shape);
+    Tensor reached;  // oneDNN's part of yf, when it is not all of it
+    if (!c.reached.empty()) reached = Tensor(ElementType::f32, c.reached);
     auto& eng = ctx.engine();
     dnnl::memory src(c.src, eng, const_cast<void*>(xf.raw()));  // reassigned when reordered
-    dnnl::memory dst(c.dst, eng, yf.raw());
+    dnnl::memory dst(c.dst, eng, c.reached.empty() ? yf.raw() : reached.raw());
     dnnl::memory weights = c.weights_mem;
     Tensor wf;
     if (!weights) {
@@ -121,6 +166,12 @@ class Window final : public Op {
     ctx.execute(transpose_ ? "deconvolution" : "convolution", c.prim, args);
     if (reorder_dst) dnnl::reorder(c.dst_buffer, dst).execute(ctx.stream(), c.dst_buffer, dst);
     ctx.stream().wait();
+    if (!c.reached.empty()) {
+      std::vector<float> tail(static_cast<std::size_t>(c.dst_shape[1]));
+      for (std::size_t o = 0; o < tail.size(); ++o)
+        tail[o] = activate(fused_, b ? bf.data<float>()[o] : 0.0f);
+      embed_prefix(reached, tail, yf);
+    }
     out[0] = x.type() == ElementType::f32 ? std::move(yf) : cast(yf, x.type());
   }
 
@@ -242,19 +293,36 @@ class Window final : public Op {
       } else {
         // output_padding extends the output at the end: less end padding.
         for (std::size_t i = 0; i < k; ++i) pad_r[i] = end[i] - a.output_padding[i];
-        const auto d = has_bias ? dnnl::deconvolution_forward::desc(
-                                      dnnl::prop_kind::forward_inference, dnnl::algorithm::deconvolution_direct,
-                                      src_any, weights_any, c.bias, dst_any, to_dims(a.strides), to_dims(dil),
-                                      to_dims(begin), to_dims(pad_r))
-                                : dnnl::deconvolution_forward::desc(
-                                      dnnl::prop_kind::forward_inference, dnnl::algorithm::deconvolution_direct,
-                                      src_any, weights_any, dst_any, to_dims(a.strides), to_dims(dil), to_dims(begin),
-                                      to_dims(pad_r));
-        const dnnl::deconvolution_forward::primitive_desc pd(d, post_ops(), ctx.engine());
-        c.weights = pd.weights_desc();
-        c.src_inner = pd.src_desc();
-        c.dst_inner = pd.dst_desc();
-        c.prim = dnnl::deconvolution_forward(pd);
+        auto make = [&](const dnnl::memory::desc& out_any) {
+          const auto d =
+              has_bias ? dnnl::deconvolution_forward::desc(dnnl::prop_kind::forward_inference,
+                                                           dnnl::algorithm::deconvolution_direct, src_any,
+                                                           weights_any, c.bias, out_any, to_dims(a.strides),
+                                                           to_dims(dil), to_dims(begin), to_dims(pad_r))
+                       : dnnl::deconvolution_forward::desc(dnnl::prop_kind::forward_inference,
+                                                           dnnl::algorithm::deconvolution_direct, src_any,
+                                                           weights_any, out_any, to_dims(a.strides),
+                                                           to_dims(dil), to_dims(begin), to_dims(pad_r));
+          const dnnl::deconvolution_forward::primitive_desc pd(d, post_ops(), ctx.engine());
+          c.weights = pd.weights_desc();
+          c.src_inner = pd.src_desc();
+          c.dst_inner = pd.dst_desc();
+          c.prim = dnnl::deconvolution_forward(pd);
+        };
+        try {
+          make(dst_any);
+        } catch (const dnnl::error&) {
+          // Negative end padding is output no input reaches (ONNX allows
+          // output_padding up to max(stride, dilation) - 1; oneDNN refuses
+          // it from the stride on): oneDNN computes the reached prefix,
+          // run() adds the rest.
+          if (std::all_of(pad_r.begin(), pad_r.end(), [](std::int64_t p) { return p >= 0; })) throw;
+          c.reached = dst;
+          for (std::size_t i = 0; i < k; ++i)
+            if (pad_r[i] < 0) c.reached[i + 2] += std::exchange(pad_r[i], 0);
+          c.dst = plain_desc(c.reached);
+          make(dnnl::memory::desc(c.dst.dims(), dt::f32, dnnl::memory::format_tag::any));
+        }
       }
     } catch (const dnnl::error& e) {
       fail_unsupported(node_, std::string("oneDNN cannot run this configuration (") + e.what() + ")");
