@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
+#include <numeric>
 #include <sstream>
 
 #include "bnorm/error.hpp"
@@ -54,20 +56,27 @@ std::string channel_list(const std::vector<std::size_t>& channels) {
   return out + (channels.size() > 8 ? ", ...)" : ")");
 }
 
-// Channels whose value is a robust outlier in the layer.
+// The median (the mean of the middle two for an even count).
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const std::size_t h = v.size() / 2;
+  return v.size() % 2 ? v[h] : 0.5 * (v[h - 1] + v[h]);
+}
+
+// Channels whose value is a robust outlier in the layer: modified z-score
+// |x - median| / (1.4826 MAD), or, when more than half the values are
+// equal (MAD 0), / (1.2533 mean absolute deviation) (Iglewicz and Hoaglin).
 std::vector<std::size_t> outliers(const std::vector<double>& v) {
-  std::vector<double> sorted(v);
-  std::sort(sorted.begin(), sorted.end());
-  const double median = sorted[sorted.size() / 2];
+  const double m = median(v);
   std::vector<double> dev(v.size());
-  for (std::size_t i = 0; i < v.size(); ++i) dev[i] = std::fabs(v[i] - median);
-  std::vector<double> sorted_dev(dev);
-  std::sort(sorted_dev.begin(), sorted_dev.end());
-  const double mad = 1.4826 * sorted_dev[sorted_dev.size() / 2];
+  for (std::size_t i = 0; i < v.size(); ++i) dev[i] = std::fabs(v[i] - m);
+  double scale = 1.4826 * median(dev);
+  if (scale == 0.0)
+    scale = 1.2533 * std::accumulate(dev.begin(), dev.end(), 0.0) / static_cast<double>(dev.size());
   std::vector<std::size_t> out;
-  if (!(mad > 0.0)) return out;
+  if (!(scale > 0.0)) return out;  // all equal (or NaN)
   for (std::size_t i = 0; i < v.size(); ++i)
-    if (dev[i] / mad > kOutlierZ) out.push_back(i);
+    if (dev[i] / scale > kOutlierZ) out.push_back(i);
   return out;
 }
 
@@ -80,12 +89,11 @@ struct Rules {
     report.findings.push_back({s, code, bn.name, message});
   }
 
-  // Statistics missing or computed at run time.
+  // Parameters computed at run time. (A missing one is refused by the
+  // schema check when the model is loaded.)
   void statistics_constant() const {
     for (int i = 0; i < 4; ++i) {
-      if (bn.param[i].empty()) {
-        add(Severity::error, "missing_parameter", std::string(kBatchNormParams[i]) + " is missing");
-      } else if (!bn.value[i]) {
+      if (!bn.value[i]) {
         const auto p = model.producer(bn.param[i]);
         const std::string from = p ? "computed by " + describe(model.graph().node(*p), *p)
                                  : model.is_graph_input(bn.param[i]) ? "a graph input"
@@ -151,8 +159,14 @@ struct Rules {
     }
   }
 
-  // eps too small for a float16 model.
+  // eps negative, or too small for a float16 model.
   void epsilon() const {
+    if (bn.epsilon < 0.0) {
+      add(Severity::error, "negative_epsilon",
+          "epsilon " + fmt(bn.epsilon) +
+              " is negative: var + eps can be 0 or negative (division by zero, NaN)");
+      return;
+    }
     std::int32_t type = model.element_type(bn.input);
     if (type == 0 && bn.value[0]) type = bn.value[0]->data_type();
     if (type != onnx::TensorProto::FLOAT16) return;
@@ -211,13 +225,19 @@ InspectReport inspect(const OnnxModel& model) {
         continue;
       }
       if (!v[i].empty()) {
-        Summary s{v[i][0], v[i][0], 0.0};
+        // Over the finite values (NaN compared in whatever order it came);
+        // the others are the non_finite finding's. NaN when there is none.
+        const double nan = std::numeric_limits<double>::quiet_NaN();
+        Summary s{nan, nan, 0.0};
+        std::size_t finite = 0;
         for (double x : v[i]) {
-          s.min = std::min(s.min, x);
-          s.max = std::max(s.max, x);
+          if (!std::isfinite(x)) continue;
+          s.min = finite ? std::min(s.min, x) : x;
+          s.max = finite ? std::max(s.max, x) : x;
           s.mean += x;
+          ++finite;
         }
-        s.mean /= static_cast<double>(v[i].size());
+        s.mean = finite ? s.mean / static_cast<double>(finite) : nan;
         row.params[i] = s;
       }
       if (row.channels < 0) row.channels = static_cast<std::int64_t>(v[i].size());

@@ -196,7 +196,35 @@ OnnxModel OnnxModel::from_bytes(std::string_view bytes, const fs::path& dir) {
   return model;
 }
 
-OnnxModel::OnnxModel(onnx::ModelProto proto) : proto_(std::move(proto)) { refresh(); }
+OnnxModel::OnnxModel(onnx::ModelProto proto) : proto_(std::move(proto)) {
+  // Constant's value_float(s) / value_int(s) (opset 12 on) as the `value`
+  // tensor they stand for, so that constant() finds them like any other.
+  for (auto& n : *proto_.mutable_graph()->mutable_node()) {
+    if (n.op_type() != "Constant" || !(n.domain().empty() || n.domain() == "ai.onnx") ||
+        n.attribute_size() != 1)
+      continue;
+    onnx::AttributeProto& a = *n.mutable_attribute(0);
+    onnx::TensorProto t;
+    if (a.name() == "value_float" || a.name() == "value_floats") {
+      t.set_data_type(onnx::TensorProto::FLOAT);
+      if (a.name() == "value_float") t.add_float_data(a.f());
+      for (float v : a.floats()) t.add_float_data(v);
+      if (a.name() == "value_floats") t.add_dims(a.floats_size());
+    } else if (a.name() == "value_int" || a.name() == "value_ints") {
+      t.set_data_type(onnx::TensorProto::INT64);
+      if (a.name() == "value_int") t.add_int64_data(a.i());
+      for (std::int64_t v : a.ints()) t.add_int64_data(v);
+      if (a.name() == "value_ints") t.add_dims(a.ints_size());
+    } else {
+      continue;
+    }
+    a.Clear();
+    a.set_name("value");
+    a.set_type(onnx::AttributeProto::TENSOR);
+    *a.mutable_t() = std::move(t);
+  }
+  refresh();
+}
 
 void OnnxModel::save(const fs::path& path) const {
   try {

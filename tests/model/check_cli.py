@@ -114,6 +114,9 @@ def main():
     check(set(report) == {"model", "batch_norms", "findings", "summary"}, "inspect JSON top-level keys")
     check(len(report["batch_norms"]) == 4 and all(set(row) == SCHEMA_INSPECT_ROW for row in report["batch_norms"]),
           "inspect JSON rows follow the schema")
+    check(all(row["epsilon"] == 1e-5 and row["momentum"] == 0.9 for row in report["batch_norms"]),
+          "inspect JSON gives epsilon and momentum as written (1e-05, not the float's 9.999999747378752e-06)",
+          str([(row["epsilon"], row["momentum"]) for row in report["batch_norms"]]))
     check(all(set(f) == SCHEMA_FINDING for f in report["findings"]), "inspect JSON findings follow the schema")
     check(set(report["summary"]) == {"batch_norms", "errors", "warnings", "infos"}, "inspect JSON summary keys")
     row = report["batch_norms"][0]

@@ -96,6 +96,32 @@ TEST(Inspect, NonFiniteParameters) {
   EXPECT_TRUE(has(r, "non_finite", Severity::error, "scale is NaN or Inf in 1 channel (3)"));
 }
 
+// min / max / mean summarize the finite values: a NaN first made all three
+// NaN, a NaN later was skipped by min and max only (found by a helper).
+TEST(Inspect, SummariesAreOverTheFiniteValues) {
+  for (std::size_t at : {std::size_t{0}, std::size_t{5}}) {
+    Crafted c;
+    c.var[at] = std::numeric_limits<double>::quiet_NaN();
+    c.mean[at + 1] = -std::numeric_limits<double>::infinity();
+    const auto r = c.run();
+    const auto& var = *r.rows[0].params[3];
+    const auto& mean = *r.rows[0].params[2];
+    EXPECT_TRUE(std::isfinite(var.min) && std::isfinite(var.max) && std::isfinite(var.mean)) << at;
+    EXPECT_TRUE(std::isfinite(mean.min)) << "-inf is not a summary value, at " << at;
+  }
+}
+
+TEST(Inspect, NegativeEpsilon) {
+  for (const std::int32_t type : {TP::FLOAT, TP::FLOAT16}) {
+    Crafted c;
+    c.type = type;
+    c.epsilon = -1.0f;
+    const auto r = c.run();
+    EXPECT_TRUE(has(r, "negative_epsilon", Severity::error, "epsilon -1 is negative"));
+    EXPECT_EQ(find(r, "epsilon_underflow"), nullptr) << "-1 does not round to 0";
+  }
+}
+
 TEST(Inspect, NegativeVarianceAndZeroDenominator) {
   Crafted c;
   c.var[2] = -0.5;
@@ -139,6 +165,48 @@ TEST(Inspect, OutlierStatistics) {
   const auto r = c.run();
   EXPECT_TRUE(has(r, "outlier_mean", Severity::warning, "1 channel (4)"));
   EXPECT_TRUE(has(r, "outlier_variance", Severity::warning, "1 channel (11)"));
+}
+
+// The median of an even count is the mean of the middle two (it was the
+// upper one), and when more than half the channels share a value (MAD 0)
+// the mean absolute deviation scales the distance (nothing fired).
+TEST(Inspect, OutliersWithEvenCountsAndEqualValues) {
+  Crafted c;
+  c.mean = {0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 30};  // median 1, MAD 1: z(30) = 19.6
+  EXPECT_TRUE(has(c.run(), "outlier_mean", Severity::warning, "1 channel (15)"));
+  Crafted d;
+  d.mean.assign(16, 0.5);
+  d.mean[3] = 1000.0;  // MAD 0; z = 999.5 / (1.2533 * 999.5 / 16) = 12.8
+  d.var.assign(16, 1.0);
+  d.var[9] = 1e6;
+  const auto r = d.run();
+  EXPECT_TRUE(has(r, "outlier_mean", Severity::warning, "1 channel (3)"));
+  EXPECT_TRUE(has(r, "outlier_variance", Severity::warning, "1 channel (9)"));
+  Crafted e;
+  e.mean.assign(16, 0.5);  // all equal: no outlier, and no division by 0
+  EXPECT_EQ(find(e.run(), "outlier_mean"), nullptr);
+}
+
+// Constant's value_floats is a constant like its value tensor (it was
+// reported as computed at run time, and the BN as not foldable).
+TEST(Inspect, ConstantValueFloatsIsAConstant) {
+  GraphBuilder g;
+  g.input("x", TP::FLOAT, {1, 2, 4, 4});
+  g.initializer("w", {2, 2, 1, 1}, {1, 0, 0, 1});
+  g.node("Conv", {"x", "w"}, {"c"}, "conv");
+  for (const char* p : {"s", "b", "v"}) g.initializer(p, {2}, {1.0, 1.0});
+  auto* a = g.node("Constant", {}, {"m"}, "cm").add_attribute();
+  a->set_name("value_floats");
+  a->set_type(onnx::AttributeProto::FLOATS);
+  a->add_floats(0.1f);
+  a->add_floats(0.2f);
+  g.node("BatchNormalization", {"c", "s", "b", "m", "v"}, {"y"}, "bn");
+  g.output("y", TP::FLOAT, {});
+  const auto r = model::inspect(g.model());
+  EXPECT_EQ(find(r, "runtime_statistics"), nullptr);
+  EXPECT_TRUE(has(r, "foldable", Severity::info, "Conv 'conv'"));
+  ASSERT_TRUE(r.rows[0].params[2].has_value());
+  EXPECT_FLOAT_EQ(static_cast<float>(r.rows[0].params[2]->max), 0.2f);
 }
 
 TEST(Inspect, TrainingModeLeftOn) {

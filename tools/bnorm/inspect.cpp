@@ -3,6 +3,8 @@
 
 #include "model/inspect.hpp"
 
+#include <charconv>
+#include <cstdlib>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
@@ -12,6 +14,14 @@ namespace bnorm::cli {
 namespace {
 
 using model::Severity;
+
+// A float attribute as written (1e-05, not 9.999999747378752e-06): the
+// shortest decimal that reads back as the same float.
+double as_written(double v) {
+  char buf[32];
+  const auto r = std::to_chars(buf, buf + sizeof buf, static_cast<float>(v));
+  return std::strtod(std::string(buf, r.ptr).c_str(), nullptr);
+}
 
 nlohmann::json summary_json(const std::optional<model::Summary>& s) {
   if (!s) return nullptr;
@@ -28,8 +38,8 @@ nlohmann::json report_json(const std::string& path, const model::InspectReport& 
          {"input", row.input},
          {"output", row.output},
          {"channels", row.channels < 0 ? nlohmann::json(nullptr) : nlohmann::json(row.channels)},
-         {"epsilon", row.epsilon},
-         {"momentum", row.momentum},
+         {"epsilon", as_written(row.epsilon)},
+         {"momentum", as_written(row.momentum)},
          {"training_mode", row.training_mode},
          {"scale", summary_json(row.params[0])},
          {"bias", summary_json(row.params[1])},
@@ -66,8 +76,9 @@ void print_text(const model::InspectReport& r) {
   std::printf("%-24s %-28s %6s %9s %8s %5s %-17s %-17s %-17s %-17s\n", "batch_norm", "producer", "C",
               "epsilon", "momentum", "train", "scale", "bias", "mean", "var");
   for (const auto& row : r.rows) {
-    std::printf("%-24s %-28s %6lld %9.3g %8.3g %5s %-17s %-17s %-17s %-17s\n", row.name.c_str(),
-                row.producer.c_str(), static_cast<long long>(row.channels), row.epsilon, row.momentum,
+    const std::string channels = row.channels < 0 ? "-" : std::to_string(row.channels);
+    std::printf("%-24s %-28s %6s %9.3g %8.3g %5s %-17s %-17s %-17s %-17s\n", row.name.c_str(),
+                row.producer.c_str(), channels.c_str(), row.epsilon, row.momentum,
                 row.training_mode ? "yes" : "no", summary_text(row.params[0]).c_str(),
                 summary_text(row.params[1]).c_str(), summary_text(row.params[2]).c_str(),
                 summary_text(row.params[3]).c_str());
