@@ -269,8 +269,11 @@ TEST(FrozenBatchNorm, NonFiniteValueStaysInItsElement) {
                           invstd.data(), nullptr, nullptr, BackwardStats::fixed);
       const double want = static_cast<double>(dy.get(nan_at)) * gamma[1] * invstd[1];
       EXPECT_NEAR(dx_only.get(nan_at), want, tol * (1.0 + std::fabs(want)));
-      for (std::int64_t i = 0; i < d.elements(); ++i)
-        if (i != nan_at) ASSERT_EQ(dx_only.get(i), dx.get(i)) << i;
+      for (std::int64_t i = 0; i < d.elements(); ++i) {
+        if (i != nan_at) {
+          ASSERT_EQ(dx_only.get(i), dx.get(i)) << i;
+        }
+      }
     }
   }
 }
