@@ -151,6 +151,19 @@ TEST(Inspect, EpsilonTooSmallForFloat16) {
   EXPECT_EQ(find(e.run(), "epsilon_too_small"), nullptr);
 }
 
+// A float16 activation that reaches the BN through Resize is float16 too
+// (Resize was not in the type propagation: the f32 parameters decided).
+TEST(Inspect, Float16ThroughResize) {
+  GraphBuilder g;
+  g.input("x", TP::FLOAT16, {1, 2, 4, 4});
+  g.initializer("scales", {4}, {1.0, 1.0, 2.0, 2.0});
+  g.node("Resize", {"x", "", "scales"}, {"r"}, "resize");
+  for (const char* p : {"s", "b", "m", "v"}) g.initializer(p, {2}, {1.0, 1.0});
+  GraphBuilder::attr(g.node("BatchNormalization", {"r", "s", "b", "m", "v"}, {"y"}, "bn"), "epsilon", 1e-7f);
+  g.output("y", TP::FLOAT16, {});
+  EXPECT_TRUE(has(model::inspect(g.model()), "epsilon_too_small", Severity::warning, "float16"));
+}
+
 TEST(Inspect, DeadChannels) {
   Crafted c;
   c.scale[0] = 0.0;

@@ -272,8 +272,12 @@ TEST(SyncBatchNorm, MismatchesFailOnEveryRank) {
     Buffer x(d), y(d);
     fill_normal(x, 4);
     std::vector<float> rm(8, 0.5f), rv(8, 2.0f);
-    expect_everywhere([&] { sync_batch_norm_forward_training(comm, d, x.data(), d, y.data(), g.data(), b.data(), m.data(), s.data(), {rm.data(), rv.data(), nullptr}); },
-                      "expected more than 1");
+    expect_everywhere(
+        [&] {
+          sync_batch_norm_forward_training(comm, d, x.data(), d, y.data(), g.data(), b.data(), m.data(),
+                                           s.data(), {rm.data(), rv.data(), nullptr});
+        },
+        "'src_desc' has dims " + d.dims_str() + "): expected more than 1");
     EXPECT_EQ(rm, std::vector<float>(8, 0.5f));
   }
   // Still in step afterwards: a normal call works on every rank.

@@ -135,7 +135,8 @@ void forward_training(comm::Communicator& comm, const TensorDesc& src_desc, cons
     throw Error(ErrorKind::invalid_argument,
                 "sync_batch_norm_forward_training: the global batch has " + ops::format_value(count) +
                     " value(s) per channel over " + std::to_string(comm.size()) +
-                    " process(es): expected more than 1 when training");
+                    " process(es) (this one's argument 'src_desc' has dims " + src_desc.dims_str() +
+                    "): expected more than 1 when training");
   }
 
   // Normalizers from the global statistics; saved and running statistics
