@@ -1,5 +1,6 @@
 #include "exec/calibrate.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <map>
@@ -231,13 +232,14 @@ std::vector<CalibratedNode> calibrate(model::OnnxModel& model, const std::filesy
     for (std::size_t c = 0; c < m.m2.size(); ++c) {
       r.new_var[c] = m.m2[c] / static_cast<double>(m.count - 1);  // unbiased, as PyTorch stores it
       const double shift = std::fabs(r.new_mean[c] - r.old_mean[c]) / std::sqrt(std::max(r.old_var[c], 0.0) + bn.epsilon);
-      if (shift > r.max_mean_shift || !std::isfinite(shift)) {
+      // The first non-finite value (the old statistics' NaN) stays.
+      if (std::isfinite(r.max_mean_shift) && (shift > r.max_mean_shift || !std::isfinite(shift))) {
         r.max_mean_shift = shift;
         r.max_mean_shift_channel = static_cast<std::int64_t>(c);
       }
       const double a = r.new_var[c] + bn.epsilon, b = std::max(r.old_var[c], 0.0) + bn.epsilon;
       const double ratio = std::max(a / b, b / a);
-      if (ratio > r.max_var_ratio) {
+      if (std::isfinite(r.max_var_ratio) && (ratio > r.max_var_ratio || !std::isfinite(ratio))) {
         r.max_var_ratio = ratio;
         r.max_var_ratio_channel = static_cast<std::int64_t>(c);
       }
@@ -245,12 +247,27 @@ std::vector<CalibratedNode> calibrate(model::OnnxModel& model, const std::filesy
     report.push_back(std::move(r));
   }
   // Write the new statistics into the model, rounded once to their type;
-  // write_weight copies a tensor that other nodes also read.
+  // write_weight copies a tensor that other nodes also read. A NaN or an
+  // infinity (from the data, or a value beyond the type's range) would make
+  // the BN's every output NaN or 0: refused, and the caller writes nothing.
   for (const auto& r : report) {
-    model::write_weight(model, r.node, 3, r.new_mean);
-    model.refresh();
-    model::write_weight(model, r.node, 4, r.new_var);
-    model.refresh();
+    for (int slot = 3; slot < 5; ++slot) {
+      model::write_weight(model, r.node, slot, slot == 3 ? r.new_mean : r.new_var);
+      model.refresh();
+      const auto bn = model::read_batch_norm(model, r.node);
+      const std::vector<double> stored = model::to_doubles(*bn.value[slot - 1], bn.param[slot - 1]);
+      const auto bad = std::find_if(stored.begin(), stored.end(), [](double v) { return !std::isfinite(v); });
+      if (bad != stored.end())
+        throw Error(ErrorKind::invalid_argument,
+                    "BatchNormalization '" + r.name + "': the recalibrated " +
+                        model::kBatchNormParams[slot - 1] + " of channel " +
+                        std::to_string(bad - stored.begin()) + " is " +
+                        (std::isnan(*bad) ? "NaN"
+                         : *bad > 0       ? "inf"
+                                          : "-inf") +
+                        " (the data gave this BN NaN or infinite inputs, or a statistic beyond its type's "
+                        "range); a model with it would give NaN, or the same value, for every input");
+    }
   }
   return report;
 }

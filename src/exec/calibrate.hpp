@@ -36,10 +36,12 @@ struct CalibratedNode {
   std::int64_t count = 0;  // values per channel seen
   std::vector<double> old_mean, old_var, new_mean, new_var;
   /// Largest |new_mean - old_mean| / sqrt(old_var + eps) over the channels
-  /// (the shift in units of the old standard deviation), and its channel.
+  /// (the shift in units of the old standard deviation), and its channel;
+  /// NaN, and the first such channel, when a channel's old statistics are.
   double max_mean_shift = 0.0;
   std::int64_t max_mean_shift_channel = 0;
-  /// Largest new_var / old_var, or its inverse when larger, and its channel.
+  /// Largest (new_var + eps) / (old_var + eps), or its inverse when larger,
+  /// and its channel; NaN as for max_mean_shift.
   double max_var_ratio = 1.0;
   std::int64_t max_var_ratio_channel = 0;
 };
@@ -58,9 +60,11 @@ struct CalibrationOptions {
 
 /// Recalibrates `model` in place from `data` and returns, per BN node in
 /// graph order, the old and new statistics. Throws Error(invalid_argument)
-/// when a BN's input_mean or input_var is not a constant of the model, or a
+/// when a BN's input_mean or input_var is not a constant of the model, a
 /// batch gives a BN fewer than 2 values per channel (a larger batch size is
-/// needed); Error from the executor otherwise.
+/// needed), or a new statistic is NaN or infinite as stored (the model is
+/// then partly rewritten: the caller must not write it); Error from the
+/// executor otherwise.
 std::vector<CalibratedNode> calibrate(model::OnnxModel& model, const std::filesystem::path& data,
                                       const CalibrationOptions& options);
 

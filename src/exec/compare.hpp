@@ -31,7 +31,7 @@ class OutputComparison {
 
   const std::string& name() const noexcept { return name_; }
   std::int64_t elements() const noexcept { return elements_; }
-  /// Elements outside the tolerance (a NaN on one side only counts).
+  /// Elements outside the tolerance (every NaN counts, on one side or both).
   std::int64_t violations() const noexcept { return violations_; }
   double max_abs() const noexcept { return max_abs_; }
   /// Largest |b - a| / |a| over elements with a != 0.

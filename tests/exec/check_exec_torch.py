@@ -244,6 +244,34 @@ def check_calibrate(work):
     check(r.returncode == 3 and "more than 1 value per channel" in r.stderr and "--batch-size" in r.stderr
           and not os.path.exists(os.path.join(work, "c1.onnx")),
           "calibrate with batches of 1 row is refused (BatchNorm1d needs 2 values per channel)", r.stderr)
+    # Old statistics with a NaN channel: the report names that channel for
+    # both figures (the variance ratio skipped it).
+    m = onnx.load(path)
+    first_bn = next(n for n in m.graph.node if n.op_type == "BatchNormalization")
+    var = next(t for t in m.graph.initializer if t.name == first_bn.input[4])
+    values = numpy_helper.to_array(var).copy()
+    values[2] = np.nan
+    var.CopyFrom(numpy_helper.from_array(values, var.name))
+    nan_var = os.path.join(work, "calib_nan_var.onnx")
+    onnx.save(m, nan_var)
+    r = bnorm("calibrate", nan_var, "--data", data, "-o", os.path.join(work, "c_nan_var.onnx"), "--json")
+    first = json.loads(r.stdout)["batch_norms"][0] if r.returncode == 0 else {}
+    check(first.get("max_mean_shift") == {"value": None, "channel": 2}
+          and first.get("max_var_ratio") == {"value": None, "channel": 2},
+          "calibrate's report names the channel whose old variance is NaN", r.stdout + r.stderr)
+    # One NaN in the data makes every statistic after it NaN: refused, and
+    # nothing written (prepare wrote a model that gave NaN for every input,
+    # exit 0: its parity check let NaN agree with NaN).
+    poisoned = x.numpy().copy()
+    poisoned[3, 0, 5, 5] = np.nan
+    nan_data = os.path.join(work, "calib_nan_x.npy")
+    np.save(nan_data, poisoned)
+    for cmd in (["calibrate", path, "--data", nan_data, "-o", os.path.join(work, "c_nan.onnx")],
+                ["prepare", path, "--calib", nan_data, "-o", os.path.join(work, "c_nan.onnx")]):
+        r = bnorm(*cmd)
+        check(r.returncode == 3 and "recalibrated input_mean of channel" in r.stderr and " is NaN" in r.stderr
+              and not os.path.exists(os.path.join(work, "c_nan.onnx")),
+              f"{cmd[0]} with a NaN in the data is refused, nothing written", f"exit {r.returncode}: {r.stderr}")
 
 
 def check_verify(work):
@@ -264,6 +292,19 @@ def check_verify(work):
     r = bnorm("verify", src, perturbed, "--data", data)
     check(r.returncode == 1 and "FAIL" in r.stdout and "the models differ" in r.stdout,
           "verify fails (exit 1) on a perturbed model", r.stdout + r.stderr)
+    # Two models that both give NaN everywhere do not agree (numpy.allclose).
+    m = onnx.load(src)
+    var = next(t for t in m.graph.initializer if "running_var" in t.name)
+    var.CopyFrom(numpy_helper.from_array(np.full(numpy_helper.to_array(var).shape, -1.0, np.float32), var.name))
+    nan_a = os.path.join(work, "block_nan_a.onnx")
+    onnx.save(m, nan_a)
+    var.CopyFrom(numpy_helper.from_array(np.full(numpy_helper.to_array(var).shape, -5.0, np.float32), var.name))
+    nan_b = os.path.join(work, "block_nan_b.onnx")
+    onnx.save(m, nan_b)
+    r = bnorm("verify", nan_a, nan_b, "--data", data, "--json")
+    report = json.loads(r.stdout) if r.stdout else {}
+    check(r.returncode == 1 and report.get("passed") is False, "verify fails two models that both give NaN",
+          r.stdout + r.stderr)
     # Outputs are paired by position: a model whose output has another name
     # is refused rather than compared against the wrong tensor.
     m = onnx.load(folded)
