@@ -9,7 +9,9 @@
 namespace bnorm::exec {
 
 void OutputComparison::add(const Tensor& a, const Tensor& b, std::int64_t offset) {
-  if (a.shape() != b.shape() || a.type() != b.type())
+  // Float outputs of different types (a float16 model against its float32
+  // original) are compared as their values.
+  if (a.shape() != b.shape() || (a.type() != b.type() && !(is_floating(a.type()) && is_floating(b.type()))))
     throw Error(ErrorKind::shape_mismatch,
                 "output '" + name_ + "': the models give " + a.str() + " and " + b.str() + " for the same batch");
   for (std::int64_t i = 0; i < a.elements(); ++i) {
@@ -60,15 +62,18 @@ std::vector<OutputComparison> compare_models(const model::OnnxModel& a, const mo
       throw Error(ErrorKind::invalid_argument,
                   "the models' outputs differ (output " + std::to_string(i) + ": '" + ea.outputs()[i].name +
                       "' and '" + eb.outputs()[i].name + "'): outputs are compared by name, in order");
+  // Each model gets the rows in its own input types (a float array feeds
+  // any float input).
   const InputData data = InputData::open(data_path, ea.inputs());
+  const InputData data_b = InputData::open(data_path, eb.inputs());
   check_batch_size(eb.inputs(), batch_size, data.rows());  // run_batches checks a's
-  check_rows_independent(eb, data, batch_size, 0, data.rows());
+  check_rows_independent(eb, data_b, batch_size, 0, data.rows());
   std::vector<OutputComparison> results;
   for (const auto& o : ea.outputs()) results.emplace_back(o.name, tol);
   std::vector<std::int64_t> offsets(results.size(), 0);
   run_batches(ea, data, batch_size, 0, data.rows(), [&](std::int64_t row, std::vector<Tensor>& outputs_a) {
     const std::int64_t count = std::min(batch_size, data.rows() - row);
-    const auto outputs_b = eb.run(data.batch(row, count));
+    const auto outputs_b = eb.run(data_b.batch(row, count));
     for (std::size_t i = 0; i < results.size(); ++i) {
       results[i].add(outputs_a[i], outputs_b[i], offsets[i]);
       offsets[i] += outputs_a[i].elements();

@@ -26,7 +26,8 @@ class OutputComparison {
 
   /// Compares a batch: `a` (reference) and `b` of the same shape, whose
   /// first element is element `offset` of the whole output. Throws
-  /// Error(shape_mismatch) when the shapes or types differ.
+  /// Error(shape_mismatch) when the shapes differ, or the types unless both
+  /// are floating-point.
   void add(const Tensor& a, const Tensor& b, std::int64_t offset);
 
   const std::string& name() const noexcept { return name_; }

@@ -25,7 +25,7 @@ import onnx
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from onnx import numpy_helper
+from onnx import helper, numpy_helper
 
 torch.manual_seed(0)
 np.random.seed(0)
@@ -292,6 +292,22 @@ def check_verify(work):
     r = bnorm("verify", src, perturbed, "--data", data)
     check(r.returncode == 1 and "FAIL" in r.stdout and "the models differ" in r.stdout,
           "verify fails (exit 1) on a perturbed model", r.stdout + r.stderr)
+    # A float16 model against its float32 original: each gets the data in
+    # its own input type, and the outputs are compared as values (verify
+    # refused the float16 input).
+    for elem, name in ((onnx.TensorProto.FLOAT, "relu32.onnx"), (onnx.TensorProto.FLOAT16, "relu16.onnx")):
+        g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "relu",
+                              [helper.make_tensor_value_info("x", elem, ["n", 3, 9, 9])],
+                              [helper.make_tensor_value_info("y", elem, ["n", 3, 9, 9])])
+        onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), os.path.join(work, name))
+    relu32, relu16 = os.path.join(work, "relu32.onnx"), os.path.join(work, "relu16.onnx")
+    r = bnorm("verify", relu32, relu16, "--data", data, "--rtol", "1e-3", "--json")
+    report = json.loads(r.stdout) if r.stdout else {}
+    worst = report["outputs"][0]["max_rel_error"] if report.get("outputs") else 1.0
+    check(r.returncode == 0 and 1e-5 < worst <= 2 ** -11,
+          f"verify compares a float16 model with a float32 one (max rel error {worst:.1e})", r.stdout + r.stderr)
+    r = bnorm("verify", relu32, relu16, "--data", data)
+    check(r.returncode == 1, "... and fails it at the default rtol 1e-4", r.stdout + r.stderr)
     # Two models that both give NaN everywhere do not agree (numpy.allclose).
     m = onnx.load(src)
     var = next(t for t in m.graph.initializer if "running_var" in t.name)

@@ -64,6 +64,18 @@ TEST(OutputComparison, NonFiniteValues) {
   EXPECT_EQ(c.worst_b(), 2.0);
 }
 
+// Float outputs of different types are compared as values; other types
+// must match.
+TEST(OutputComparison, FloatTypesCompareAsValues) {
+  exec::OutputComparison c("y", {.atol = 0.0, .rtol = 1e-3});
+  c.add(filled(ElementType::f32, {2}, {1.0f, 0.1f}), filled(ElementType::f16, {2}, {1.0f, 0.1f}), 0);
+  EXPECT_TRUE(c.passed());
+  EXPECT_GT(c.max_abs(), 0.0) << "0.1 rounds in float16";
+  EXPECT_THROW(c.add(filled(ElementType::f32, {2}, {1.0f}), filled(ElementType::i64, {2}, {1.0f}), 2), Error);
+  EXPECT_THROW(c.add(filled(ElementType::f32, {2}, {1.0f}), filled(ElementType::f16, {1, 2}, {1.0f}), 2),
+               Error);
+}
+
 TEST(Executor, ScalarOperandsBroadcast) {
   GraphBuilder g;
   g.input("x", TP::FLOAT, {});
