@@ -89,6 +89,55 @@ TEST(Executor, ScalarOperandsBroadcast) {
   for (int i = 0; i < 6; ++i) EXPECT_EQ(out[0].data<float>()[i], 2.0f * static_cast<float>(i + 1) + 2.0f);
 }
 
+// NaN goes through a Conv's fused activation and through MaxPool as it goes
+// through the ops alone and through PyTorch (oneDNN's post-ops turned it
+// into 0 or a bound, and its max pooling skipped it: an all-NaN window gave
+// -FLT_MAX). Found by an audit of calibrate, which a NaN then fed finite
+// garbage.
+TEST(Executor, NaNThroughFusedActivationsAndMaxPool) {
+  const float nan = std::nanf("");
+  GraphBuilder g;
+  g.input("x", TP::FLOAT, {1, 1, 2, 2});
+  g.initializer("w", {1, 1, 1, 1}, {1.0});
+  g.initializer("lo", {}, {0.0});
+  g.initializer("hi", {}, {6.0});
+  for (const char* act : {"Relu", "LeakyRelu", "Clip"}) {
+    const std::string c = std::string("c_") + act, y = std::string("y_") + act;
+    g.node("Conv", {"x", "w"}, {c});
+    if (std::string(act) == "Clip") {
+      g.node("Clip", {c, "lo", "hi"}, {y});
+    } else {
+      g.node(act, {c}, {y});
+    }
+    g.output(y, TP::FLOAT, {1, 1, 2, 2});
+  }
+  auto& pool = g.node("MaxPool", {"x"}, {"p"});
+  GraphBuilder::attr(pool, "kernel_shape", std::vector<std::int64_t>{1, 2});
+  g.output("p", TP::FLOAT, {1, 1, 2, 1});
+  exec::Executor ex(g.model());
+  ex.set_profiling(true);
+  // Row 0 holds a NaN, row 1 only NaN; then finite values, fused as before.
+  auto out = ex.run({filled(ElementType::f32, {1, 1, 2, 2}, {nan, -2.0f, nan, nan})});
+  for (const char* fused : {"Conv+Relu", "Conv+LeakyRelu", "Conv+Clip"})
+    EXPECT_EQ(ex.profile().calls.count(fused), 1u) << fused;
+  for (int o = 0; o < 3; ++o) {
+    const float* y = out[static_cast<std::size_t>(o)].data<float>();
+    EXPECT_TRUE(std::isnan(y[0]) && std::isnan(y[2]) && std::isnan(y[3])) << "output " << o;
+    EXPECT_EQ(y[1], o == 1 ? -0.02f : 0.0f) << "output " << o;
+  }
+  EXPECT_TRUE(std::isnan(out[3].data<float>()[0])) << "a window with a NaN";
+  EXPECT_TRUE(std::isnan(out[3].data<float>()[1])) << "a window of NaN only";
+  out = ex.run({filled(ElementType::f32, {1, 1, 2, 2}, {-1.0f, 7.0f, INFINITY, 2.0f})});
+  EXPECT_EQ(out[0].data<float>()[0], 0.0f);
+  EXPECT_EQ(out[2].data<float>()[1], 6.0f);
+  EXPECT_EQ(out[2].data<float>()[2], 6.0f) << "Clip(inf)";
+  EXPECT_EQ(out[3].data<float>()[0], 7.0f);
+  EXPECT_EQ(out[3].data<float>()[1], INFINITY);
+  out = ex.run({filled(ElementType::f32, {1, 1, 2, 2}, {-1.0f, 7.0f, 0.5f, 2.0f})});
+  EXPECT_EQ(out[2].data<float>()[1], 6.0f);
+  EXPECT_EQ(out[1].data<float>()[0], -0.01f);
+}
+
 // ONNX semantics at the edges (found by an audit against numpy / the spec).
 TEST(Executor, SpecEdgeCases) {
   const float nan = std::nanf("");

@@ -1,4 +1,5 @@
 #include <algorithm>
+#include <cstring>
 
 #include "bnorm/error.hpp"
 #include "exec/dispatch.hpp"
@@ -14,6 +15,20 @@ int normalize_axis(std::int64_t axis, int rank, const std::string& node, const c
 }
 
 Tensor to_f32(const Tensor& x) { return x.type() == ElementType::f32 ? x : cast(x, ElementType::f32); }
+
+bool any_non_finite(const Tensor& f32) {
+  const float* p = f32.data<float>();
+  const std::int64_t n = f32.elements();
+  bool found = false;
+  // All exponent bits set: an infinity or a NaN (a test that vectorizes).
+#pragma omp parallel for reduction(|| : found) if (n > (1 << 18)) schedule(static)
+  for (std::int64_t i = 0; i < n; ++i) {
+    std::uint32_t bits;
+    std::memcpy(&bits, p + i, sizeof bits);
+    found = found | ((bits & 0x7f800000u) == 0x7f800000u);
+  }
+  return found;
+}
 
 void require_floating(const Tensor& x, const std::string& node, const char* what) {
   if (!is_floating(x.type()))

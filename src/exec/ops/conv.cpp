@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <map>
+#include <optional>
 #include <utility>
 
 #include "bnorm/error.hpp"
@@ -81,16 +82,17 @@ struct Compiled {
   Shape reached;
 };
 
-// The fused activation of one value (the tail a ConvTranspose's inputs do
-// not reach).
+// The fused activation of one value, NaN kept as the ops alone keep it (the
+// tail a ConvTranspose's inputs do not reach, and the output of a run
+// without the fused activation).
 float activate(const FusedActivation& f, float v) {
   switch (f.kind) {
     case FusedActivation::Kind::relu:
-      return v > 0.0f ? v : 0.0f;
+      return v < 0.0f ? 0.0f : v;
     case FusedActivation::Kind::leaky_relu:
-      return v >= 0.0f ? v : f.alpha * v;
+      return v < 0.0f ? f.alpha * v : v;
     case FusedActivation::Kind::clip:
-      return std::min(std::max(v, f.alpha), f.beta);
+      return v < f.alpha ? f.alpha : v > f.beta ? f.beta : v;
     case FusedActivation::Kind::none:
       break;
   }
@@ -133,8 +135,16 @@ class Window final : public Op {
     if (w.rank() != x.rank())
       fail_shape(node_, "weight W " + to_string(w.shape()) + " and input X " + to_string(x.shape()) +
                             " differ in rank");
-    Compiled& c = compiled(x.shape(), w.shape(), b != nullptr, ctx);
     const Tensor xf = to_f32(x);
+    // oneDNN's fused activations turn NaN into 0 or a bound. Where the
+    // inputs are not all finite (so the convolution may give NaN), the
+    // activation runs after it, as the op alone would.
+    if (fused_.kind != FusedActivation::Kind::none && !constant_w_non_finite_)
+      constant_w_non_finite_ = constant_w_ && any_non_finite(to_f32(*constant_w_));
+    const bool apart = fused_.kind != FusedActivation::Kind::none &&
+                       (*constant_w_non_finite_ || any_non_finite(xf) ||
+                        (!constant_w_ && any_non_finite(to_f32(w))) || (b && any_non_finite(to_f32(*b))));
+    Compiled& c = compiled(x.shape(), w.shape(), b != nullptr, !apart, ctx);
     Tensor yf(ElementType::f32, c.dst_shape);
     Tensor reached;  // oneDNN's part of yf, when it is not all of it
     if (!c.reached.empty()) reached = Tensor(ElementType::f32, c.reached);
@@ -168,9 +178,17 @@ class Window final : public Op {
     ctx.stream().wait();
     if (!c.reached.empty()) {
       std::vector<float> tail(static_cast<std::size_t>(c.dst_shape[1]));
-      for (std::size_t o = 0; o < tail.size(); ++o)
-        tail[o] = activate(fused_, b ? bf.data<float>()[o] : 0.0f);
+      for (std::size_t o = 0; o < tail.size(); ++o) {
+        const float bias = b ? bf.data<float>()[o] : 0.0f;
+        tail[o] = apart ? bias : activate(fused_, bias);
+      }
       embed_prefix(reached, tail, yf);
+    }
+    if (apart) {
+      float* y = yf.data<float>();
+      const std::int64_t n = yf.elements();
+#pragma omp parallel for if (n > (1 << 16)) schedule(static)
+      for (std::int64_t i = 0; i < n; ++i) y[i] = activate(fused_, y[i]);
     }
     out[0] = x.type() == ElementType::f32 ? std::move(yf) : cast(yf, x.type());
   }
@@ -213,10 +231,12 @@ class Window final : public Op {
     return mem;
   }
 
-  Compiled& compiled(const Shape& x, const Shape& w, bool has_bias, ExecContext& ctx) {
+  // `fuse`: with the fused activation as a post-op.
+  Compiled& compiled(const Shape& x, const Shape& w, bool has_bias, bool fuse, ExecContext& ctx) {
     Shape key = x;
     key.insert(key.end(), w.begin(), w.end());
     key.push_back(has_bias);
+    key.push_back(fuse);
     auto it = cache_.find(key);
     if (it != cache_.end()) return it->second;
     const std::size_t k = x.size() - 2;
@@ -285,7 +305,7 @@ class Window final : public Op {
                                       dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
                                       src_any, weights_any, dst_any, to_dims(a.strides), to_dims(dil), to_dims(begin),
                                       to_dims(pad_r));
-        const dnnl::convolution_forward::primitive_desc pd(d, post_ops(), ctx.engine());
+        const dnnl::convolution_forward::primitive_desc pd(d, post_ops(fuse), ctx.engine());
         c.weights = pd.weights_desc();
         c.src_inner = pd.src_desc();
         c.dst_inner = pd.dst_desc();
@@ -303,7 +323,7 @@ class Window final : public Op {
                                                            dnnl::algorithm::deconvolution_direct, src_any,
                                                            weights_any, out_any, to_dims(a.strides),
                                                            to_dims(dil), to_dims(begin), to_dims(pad_r));
-          const dnnl::deconvolution_forward::primitive_desc pd(d, post_ops(), ctx.engine());
+          const dnnl::deconvolution_forward::primitive_desc pd(d, post_ops(fuse), ctx.engine());
           c.weights = pd.weights_desc();
           c.src_inner = pd.src_desc();
           c.dst_inner = pd.dst_desc();
@@ -336,11 +356,11 @@ class Window final : public Op {
     return cache_.emplace(std::move(key), std::move(c)).first->second;
   }
 
-  // The fused activation, as a oneDNN eltwise post-op.
-  dnnl::primitive_attr post_ops() const {
+  // The fused activation, as a oneDNN eltwise post-op (none unless `fuse`).
+  dnnl::primitive_attr post_ops(bool fuse) const {
     dnnl::primitive_attr attr;
     dnnl::post_ops ops;
-    switch (fused_.kind) {
+    switch (fuse ? fused_.kind : FusedActivation::Kind::none) {
       case FusedActivation::Kind::none:
         return attr;
       case FusedActivation::Kind::relu:
@@ -399,6 +419,7 @@ class Window final : public Op {
   WindowAttributes attr_;
   const Tensor* constant_w_;
   FusedActivation fused_;
+  std::optional<bool> constant_w_non_finite_;  // known after the first run
   std::string node_;
   std::map<Shape, Compiled> cache_;
 };

@@ -50,6 +50,8 @@ Tensor constant_value(NodeInfo& info);
 int normalize_axis(std::int64_t axis, int rank, const std::string& node, const char* what = "axis");
 /// x itself when it is f32, else converted to f32.
 Tensor to_f32(const Tensor& x);
+/// Whether an f32 tensor holds a NaN or an infinity.
+bool any_non_finite(const Tensor& f32);
 /// Throws unless x is one of f32, f64, f16, bf16.
 void require_floating(const Tensor& x, const std::string& node, const char* what);
 /// The numpy broadcast of two shapes; throws naming the node.

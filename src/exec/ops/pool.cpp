@@ -2,6 +2,8 @@
 // converted to f32 and back, which is exact for max pooling of 8-bit
 // integers and 16-bit floats), and GlobalAveragePool.
 
+#include <cmath>
+#include <limits>
 #include <map>
 
 #include "bnorm/error.hpp"
@@ -41,6 +43,7 @@ class Pool final : public Op {
     auto& eng = ctx.engine();
     ctx.execute("pooling", c.prim, {{DNNL_ARG_SRC, dnnl::memory(c.src, eng, const_cast<void*>(xf.raw()))},
                                     {DNNL_ARG_DST, dnnl::memory(c.dst, eng, yf.raw())}});
+    if (a_.max && any_non_finite(xf)) propagate_nan(xf, c.begin, yf);
     out[0] = x.type() == ElementType::f32 ? std::move(yf) : cast(yf, x.type());
   }
 
@@ -49,7 +52,50 @@ class Pool final : public Op {
     dnnl::primitive prim;
     dnnl::memory::desc src, dst;
     Shape dst_shape;
+    std::vector<std::int64_t> begin;  // the begin pads
   };
+
+  // oneDNN's max skips NaN (a window of NaN only gives -FLT_MAX); ONNX's
+  // Max, numpy's and PyTorch's max pooling give NaN when any value of the
+  // window is NaN. Run only when x holds a NaN or an infinity.
+  void propagate_nan(const Tensor& xf, const std::vector<std::int64_t>& begin, Tensor& yf) const {
+    // The spatial dims as three, missing leading ones of size 1.
+    std::int64_t in[3] = {1, 1, 1}, out[3] = {1, 1, 1}, ker[3] = {1, 1, 1}, st[3] = {1, 1, 1},
+                 dil[3] = {1, 1, 1}, pad[3] = {0, 0, 0};
+    const int k = xf.rank() - 2;
+    for (int i = 0; i < k; ++i) {
+      const auto j = static_cast<std::size_t>(3 - k + i), u = static_cast<std::size_t>(i);
+      in[j] = xf.dim(i + 2);
+      out[j] = yf.dim(i + 2);
+      ker[j] = a_.kernel[u];
+      st[j] = a_.strides[u];
+      dil[j] = a_.dilations[u];
+      pad[j] = begin[u];
+    }
+    const std::int64_t planes = xf.dim(0) * xf.dim(1), in_plane = in[0] * in[1] * in[2],
+                       out_plane = out[0] * out[1] * out[2];
+    const float* px = xf.data<float>();
+    float* py = yf.data<float>();
+#pragma omp parallel for schedule(static)
+    for (std::int64_t e = 0; e < planes * out_plane; ++e) {
+      const std::int64_t o[3] = {e % out_plane / (out[1] * out[2]), e % (out[1] * out[2]) / out[2],
+                                 e % out[2]};
+      const float* plane = px + e / out_plane * in_plane;
+      bool nan = false;
+      for (std::int64_t w = 0; w < ker[0] * ker[1] * ker[2] && !nan; ++w) {
+        const std::int64_t kk[3] = {w / (ker[1] * ker[2]), w % (ker[1] * ker[2]) / ker[2], w % ker[2]};
+        std::int64_t at = 0;
+        bool inside = true;
+        for (int d = 0; d < 3; ++d) {
+          const std::int64_t i = o[d] * st[d] - pad[d] + kk[d] * dil[d];
+          inside = inside && i >= 0 && i < in[d];
+          at = at * in[d] + i;
+        }
+        nan = inside && std::isnan(plane[at]);
+      }
+      if (nan) py[e] = std::numeric_limits<float>::quiet_NaN();
+    }
+  }
 
   Compiled compile(const Shape& x, ExecContext& ctx) const {
     const std::size_t k = a_.kernel.size();
@@ -69,6 +115,7 @@ class Pool final : public Op {
       const std::int64_t span = (a_.kernel[i] - 1) * a_.dilations[i] + 1;
       pad_r[i] = std::max(end[i], (o - 1) * a_.strides[i] + span - in[i] - begin[i]);
     }
+    c.begin = begin;
     c.src = plain_desc(x);
     c.dst = plain_desc(c.dst_shape);
     const auto alg = a_.max ? dnnl::algorithm::pooling_max
