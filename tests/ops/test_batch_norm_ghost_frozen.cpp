@@ -106,6 +106,17 @@ TEST(GhostBatchNorm, Errors) {
   EXPECT_THROW(layer.forward(huge, nullptr, huge, dst.data()), Error);
 }
 
+// An empty batch, as batch_norm_backward takes it: no data required, zero
+// parameter gradients (the ghost version refused the null src).
+TEST(GhostBatchNorm, BackwardOfAnEmptyBatch) {
+  const TensorDesc d(DType::f32, Layout::channels_first, {0, 3, 4});
+  std::vector<float> mean(3), invstd(3), dg(3, 7.0f), db(3, 7.0f);
+  ghost_batch_norm_backward(d, nullptr, d, nullptr, d, nullptr, 2, nullptr, mean.data(), invstd.data(),
+                            dg.data(), db.data());
+  EXPECT_EQ(dg, std::vector<float>(3, 0.0f));
+  EXPECT_EQ(db, std::vector<float>(3, 0.0f));
+}
+
 TEST(BatchNormLayer, VirtualBatchSizeRunsGhostBatchNorm) {
   BatchNorm::Options o;
   o.num_features = 3;

@@ -88,6 +88,52 @@ TEST(BatchRenorm, WithUnitLimitsIgnoresNonFiniteRunningStatistics) {
   for (float v : dd) EXPECT_TRUE(v == 0.0f && !std::signbit(v)) << v;
 }
 
+// ... nor with other values of beta and gamma: -0 stays -0 (beta + gamma * d
+// made +0 of it) and an infinite gamma makes BatchNorm's output, not NaN.
+TEST(BatchRenorm, WithUnitLimitsKeepsBatchNormsSignedZerosAndInfinities) {
+  const TensorDesc d(DType::f32, Layout::channels_first, {4, 2, 3});
+  Buffer src(d), dst_bn(d), dst_rn(d);
+  fill_normal(src, 1, 3.0, 2.0);
+  const std::vector<float> gamma{0.0f, INFINITY}, beta{-0.0f, 1.0f};
+  std::vector<float> rm(2, 0.0f), rv(2, 1.0f), m(2), is(2), r(2), dd(2), rm_bn = rm, rv_bn = rv;
+  batch_norm_forward_training(d, src.data(), d, dst_bn.data(), gamma.data(), beta.data(), m.data(), is.data(),
+                              {rm_bn.data(), rv_bn.data(), nullptr});
+  batch_renorm_forward_training(d, src.data(), d, dst_rn.data(), gamma.data(), beta.data(), m.data(),
+                                is.data(), r.data(), dd.data(), {rm.data(), rv.data(), nullptr}, {1.0, 0.0});
+  EXPECT_EQ(dst_bn.bytes, dst_rn.bytes);
+}
+
+// Running var 0 with eps 0 (a dead channel's, or a constant one's) and
+// infinite running statistics: r and d take the limits of their quotients
+// (0 / 0 is r = 1, d = 0; x / 0 and inf / inf clip), never NaN. An audit
+// found a constant channel's output NaN where BatchNorm gives beta.
+TEST(BatchRenorm, DegenerateRunningStatisticsClipToTheLimits) {
+  const TensorDesc d(DType::f32, Layout::channels_first, {3, 4, 2});
+  Buffer src(d), dst(d);
+  for (std::int64_t i = 0; i < d.elements(); ++i) {
+    const std::int64_t c = i / 2 % 4;
+    src.set(i, c < 2 ? 2.0f : 1.0f + static_cast<float>(i % 5));  // channels 0, 1 constant
+  }
+  const std::vector<float> gamma{1.5f, 1.5f, 1.5f, 1.5f}, beta{0.25f, 0.25f, 0.25f, 0.25f};
+  std::vector<float> rm{2.0f, 1.0f, 0.0f, INFINITY}, rv{0.0f, 0.0f, 0.0f, INFINITY};
+  std::vector<float> m(4), is(4), r(4), dd(4);
+  BatchNormConfig config;
+  config.eps = 0.0;
+  batch_renorm_forward_training(d, src.data(), d, dst.data(), gamma.data(), beta.data(), m.data(), is.data(),
+                                r.data(), dd.data(), {rm.data(), rv.data(), nullptr}, {2.0, 3.0}, config);
+  EXPECT_EQ(r, (std::vector<float>{1.0f, 1.0f, 2.0f, 0.5f}));
+  EXPECT_EQ(dd, (std::vector<float>{0.0f, 3.0f, 3.0f, -3.0f}));
+  for (std::int64_t i = 0; i < d.elements(); ++i) {
+    const std::int64_t c = i / 2 % 4;
+    ASSERT_FALSE(std::isnan(dst.get(i))) << i;
+    if (c == 0) {
+      EXPECT_EQ(dst.get(i), 0.25) << "beta, as BatchNorm gives";
+    } else if (c == 1) {
+      EXPECT_EQ(dst.get(i), 1.5 * 3.0 + 0.25) << "gamma * d + beta";
+    }
+  }
+}
+
 // The paper's forward in double, from the data and the old running stats.
 struct RenormRef {
   std::vector<double> dst, mean, var, r, d, xhat;
@@ -309,6 +355,15 @@ TEST(BatchRenormLayer, StepsTheScheduleAndEvaluatesLikeBatchNorm) {
   EXPECT_EQ(layer.step(), 2);
   EXPECT_THROW(layer.set_step(-1), Error);
   EXPECT_EQ(layer.step(), 2);
+  // The count saturates (++ past INT64_MAX wrapped to a negative step, i.e.
+  // warm-up: plain BN again).
+  const std::int64_t last = std::numeric_limits<std::int64_t>::max();
+  layer.set_step(last);
+  for (int i = 0; i < 2; ++i) layer.forward(d, src.data(), d, dst.data());
+  EXPECT_EQ(layer.step(), last);
+  moved = false;
+  for (float v : layer.saved_d()) moved |= v != 0.0f;
+  EXPECT_TRUE(moved) << "still at the targets";
 }
 
 TEST(BatchRenorm, Errors) {

@@ -73,6 +73,16 @@ namespace {
 
 // Batch renormalization's normalizers: BN's with gamma * r and beta + gamma
 // * d, in chunks through small local arrays (no allocation).
+// a / b (b >= 0) where its 0 / 0 and inf / inf forms have a limit: `zero`
+// for 0 / 0 (a channel constant in the batch, with running var 0 and eps 0:
+// r = 1, d = 0), an infinity of a's sign for inf / inf (the limit it clips
+// to). A NaN operand stays NaN.
+double renorm_quotient(double a, double b, double zero) {
+  if (a == 0.0 && b == 0.0) return zero;
+  if (std::isinf(a) && std::isinf(b)) return std::copysign(INFINITY, a);
+  return a / b;
+}
+
 void finish_renorm(const TrainingOutputs& o, std::int64_t c0, std::int64_t c1, double count, const double* mean,
                    const double* m2, float* center, float* scale, float* shift, double* invstd, bool write) {
   constexpr std::int64_t kChunk = 64;
@@ -86,13 +96,18 @@ void finish_renorm(const TrainingOutputs& o, std::int64_t c0, std::int64_t c1, d
       const double sigma = std::sqrt(static_cast<double>(rn.old_var[c]) + o.eps);
       // Limits of 1 and 0 pin r and d whatever the running statistics hold
       // (a NaN there must not leave BatchNorm, which those limits are).
-      const double r = rn.r_max == 1.0 ? 1.0 : std::clamp(sigma_b / sigma, 1.0 / rn.r_max, rn.r_max);
-      const double d = rn.d_max == 0.0 ? 0.0
-                                       : std::clamp((mean[j] - static_cast<double>(rn.old_mean[c])) / sigma,
-                                                    -rn.d_max, rn.d_max);
+      const double r =
+          rn.r_max == 1.0 ? 1.0 : std::clamp(renorm_quotient(sigma_b, sigma, 1.0), 1.0 / rn.r_max, rn.r_max);
+      const double d =
+          rn.d_max == 0.0
+              ? 0.0
+              : std::clamp(renorm_quotient(mean[j] - static_cast<double>(rn.old_mean[c]), sigma, 0.0),
+                           -rn.d_max, rn.d_max);
       const double gamma = o.gamma ? o.gamma[c] : 1.0, beta = o.beta ? o.beta[c] : 0.0;
       g[i] = static_cast<float>(gamma * r);
-      b[i] = static_cast<float>(beta + gamma * d);
+      // d = 0 leaves beta as BatchNorm has it (a -0 stays -0, an infinite
+      // gamma makes no NaN).
+      b[i] = static_cast<float>(d == 0.0 ? beta : beta + gamma * d);
       if (write && rn.save_r) rn.save_r[c] = static_cast<float>(r);
       if (write && rn.save_d) rn.save_d[c] = static_cast<float>(d);
     }

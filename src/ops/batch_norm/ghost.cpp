@@ -69,8 +69,10 @@ void ghost_batch_norm_backward(const TensorDesc& src_desc, const void* src, cons
   ops::require_same(src_desc, "src_desc", diff_src_desc, "diff_src_desc");
   ops::require_pointer(mean, "mean", "G * C values are required");
   ops::require_pointer(invstd, "invstd", "G * C values are required");
-  ops::require_pointer(src, "src", "the forward input is required");
-  ops::require_pointer(diff_dst, "diff_dst", "the output gradient is required");
+  // An empty batch: zero parameter gradients, and no data to require.
+  if (!ops::batch_norm::backward_has_work(ops::batch_norm::Problem::of(src_desc), src, diff_dst, diff_gamma,
+                                          diff_beta))
+    return;
   const std::int64_t c = group.channels(), step = group.elements();
   const auto uc = static_cast<std::size_t>(c);
   // Per-group parameter gradients, summed in double (the buffers grow only

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <string>
 #include <utility>
 #include <vector>
@@ -137,7 +138,8 @@ void BatchRenorm::forward(const TensorDesc& src_desc, const void* src, const Ten
                                 saved_invstd_.data(), saved_r_.data(), saved_d_.data(),
                                 {running_mean_.data(), running_var_.data(), nullptr},
                                 options_.schedule.at(step_), config);
-  ++step_;
+  if (step_ < std::numeric_limits<std::int64_t>::max())
+    ++step_;  // the schedule is at its targets long before
   forward_desc_ = src_desc;
 }
 
