@@ -6,11 +6,15 @@
 
 namespace bnorm {
 
-/// Threads bnorm's kernels use (OpenMP). Defaults to omp_get_max_threads(),
-/// i.e. OMP_NUM_THREADS or the number of cores.
+/// Threads bnorm's kernels use (OpenMP). Defaults to the calling thread's
+/// omp_get_max_threads(), i.e. OMP_NUM_THREADS or the number of cores. The
+/// functions may be called from several threads at once (docs/OPS.md,
+/// "Threads and instruction sets"); their results depend on this count in
+/// the last bits.
 int num_threads() noexcept;
 
-/// Sets the thread count for later calls; n <= 0 restores the default.
+/// Sets the thread count for later calls (also while others run); n <= 0
+/// restores the default.
 void set_num_threads(int n) noexcept;
 
 /// Name of the instruction set the optimized kernels dispatch to on this
@@ -26,7 +30,8 @@ std::vector<std::string> supported_isas();
 /// or, for an empty name, restores automatic selection. Throws
 /// Error(invalid_argument) for an unknown or unsupported name, after
 /// restoring automatic selection. Meant for testing and benchmarking; affects
-/// the whole process (not to be called while kernels run).
+/// the whole process. Not to be called while kernels run: the dispatcher
+/// could then stay on another instruction set than isa() reports.
 void set_isa(const std::string& name);
 
 }  // namespace bnorm
