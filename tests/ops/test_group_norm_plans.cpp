@@ -13,6 +13,7 @@
 #include "common/test_util.hpp"
 #include "kernels/instance_norm/ref.hpp"
 #include "ops/group_norm/plan.hpp"
+#include "ops/parallel.hpp"
 
 namespace bnorm::test {
 namespace {
@@ -141,7 +142,7 @@ TEST(GroupNormPlans, PipelinedRows) {
 
 // The plans the public functions pick for large problems, on 2 threads.
 TEST(GroupNormPlans, Choices) {
-  auto plan = [](Layout layout, std::vector<std::int64_t> dims, std::int64_t groups, ogn::Pass pass) {
+  auto plan = [](Layout layout, const std::vector<std::int64_t>& dims, std::int64_t groups, ogn::Pass pass) {
     return ogn::plan_for(ogn::Problem::of(TensorDesc(DType::f32, layout, std::span<const std::int64_t>(dims)), groups),
                          2, pass);
   };
@@ -160,12 +161,18 @@ TEST(GroupNormPlans, Choices) {
   EXPECT_TRUE(rows == ogn::Strategy::samples || rows == ogn::Strategy::split_samples);
   EXPECT_EQ(plan(Layout::channels_last, {1, 64, 32, 32}, 8, f).strategy, ogn::Strategy::split_samples);
   EXPECT_EQ(plan(Layout::channels_last, {64, 64, 8, 8}, 8, f).strategy, ogn::Strategy::samples);
-  // Samples that fit a core's L2 take turns; 16 MB samples (more than any
-  // core's L2) are pipelined.
-  EXPECT_TRUE(plan(Layout::channels_last, {4, 256, 128, 128}, 32, f).pipelined);
-  EXPECT_TRUE(plan(Layout::channels_last, {4, 256, 128, 128}, 32, ogn::Pass::backward).pipelined);
+  // Samples that fit a core's L2 take turns; larger ones are pipelined,
+  // backward only up to 4 L2 of x and dy (C = 256 f32: 1 KiB of x per
+  // position).
+  const auto l2_positions = static_cast<std::int64_t>(ops::l2_cache_bytes() / 1024);
+  const auto b = ogn::Pass::backward;
   EXPECT_FALSE(plan(Layout::channels_last, {64, 64, 8, 8}, 8, f).pipelined);
-  EXPECT_FALSE(plan(Layout::channels_last, {64, 64, 8, 8}, 8, ogn::Pass::backward).pipelined);
+  EXPECT_FALSE(plan(Layout::channels_last, {64, 64, 8, 8}, 8, b).pipelined);
+  EXPECT_TRUE(plan(Layout::channels_last, {4, 256, 2 * l2_positions, 1}, 32, f).pipelined);
+  EXPECT_TRUE(plan(Layout::channels_last, {4, 256, 2 * l2_positions, 1}, 32, b).pipelined)
+      << "x and dy: 4 L2";
+  EXPECT_TRUE(plan(Layout::channels_last, {4, 256, 2 * l2_positions + 1, 1}, 32, f).pipelined);
+  EXPECT_FALSE(plan(Layout::channels_last, {4, 256, 2 * l2_positions + 1, 1}, 32, b).pipelined);
 }
 
 }  // namespace

@@ -46,11 +46,18 @@ Plan plan_for(const Problem& p, int threads, Pass pass) {
     plan.strategy = w == 1 || even ? Strategy::samples : Strategy::split_samples;
     // Pipelined, the output's pass reads the sample from memory again,
     // where taking turns reads much of it from L2 when it nearly fits.
-    // Separate processes alternating, 64x256x56x56, 2 threads: forward f32
-    // (3.2 MB samples) 0.80-0.90 the time, bf16 (1.6 MB) 1.05-1.12;
-    // backward (x and dy: 6.4 / 3.2 MB) 0.77-0.87, f32 and bf16.
+    // Separate processes alternating, 64x256x56x56, 2 threads, on a 2 MB L2:
+    // forward f32 (3.2 MB samples) 0.80-0.90 the time, bf16 (1.6 MB)
+    // 1.05-1.12; backward (x and dy: 6.4 / 3.2 MB) 0.77-0.87, f32 and bf16.
+    // A backward sample of more than 4 L2 takes turns: pipelined, each worker
+    // keeps two samples of x and dy in flight, and the one it re-reads no
+    // longer stays in L3. One process alternating, 2 threads, 1 MB L2 and
+    // 32 MB L3: turns took 0.82-0.93 the time for samples of 6.4-51 MB,
+    // f32 and bf16, 0.93-1.05 at 3.2 MB and 1.08-1.18 at 1.6 MB. The
+    // forward, one stream, gained nothing from turns there (0.90-1.11).
     const std::size_t sample_bytes = static_cast<std::size_t>(p.s * p.c) * per_value;
-    plan.pipelined = plan.strategy == Strategy::samples && sample_bytes > l2_cache_bytes();
+    plan.pipelined = plan.strategy == Strategy::samples && sample_bytes > l2_cache_bytes() &&
+                     (pass != Pass::backward || sample_bytes <= 4 * l2_cache_bytes());
     return plan;
   }
   const std::int64_t blocks = p.n * p.g;
