@@ -32,7 +32,9 @@ std::vector<ogn::Plan> plans_for(const ogn::Problem& p) {
         plans.push_back({ogn::Strategy::samples, workers, 7, stream, 1, true});
       } else {
         for (std::int64_t unit : {1, 2, 3, 1 << 20})
-          plans.push_back({ogn::Strategy::blocks, workers, 1, stream, unit});
+          for (bool pipelined :
+               {false, true})  // forward: planes walked with the next sums, or blocks summed whole
+            plans.push_back({ogn::Strategy::blocks, workers, 1, stream, unit, pipelined});
         plans.push_back({ogn::Strategy::split_blocks, workers, 1, stream});
       }
     }
@@ -161,6 +163,12 @@ TEST(GroupNormPlans, Choices) {
   EXPECT_TRUE(rows == ogn::Strategy::samples || rows == ogn::Strategy::split_samples);
   EXPECT_EQ(plan(Layout::channels_last, {1, 64, 32, 32}, 8, f).strategy, ogn::Strategy::split_samples);
   EXPECT_EQ(plan(Layout::channels_last, {64, 64, 8, 8}, 8, f).strategy, ogn::Strategy::samples);
+  // Channels-first forward sums whole blocks of 4 or more planes under 256
+  // bytes instead of walking each plane with the next step's sums.
+  EXPECT_TRUE(plan(Layout::channels_first, {64, 256, 56, 56}, 32, f).pipelined);
+  EXPECT_FALSE(plan(Layout::channels_first, {64, 512, 7, 7}, 32, f).pipelined);
+  EXPECT_TRUE(plan(Layout::channels_first, {64, 512, 8, 8}, 32, f).pipelined);
+  EXPECT_TRUE(plan(Layout::channels_first, {64, 512, 7, 7}, 256, f).pipelined) << "2 planes per block";
   // Samples that fit a core's L2 take turns; larger ones are pipelined,
   // backward only up to 4 L2 of x and dy (C = 256 f32: 1 KiB of x per
   // position).

@@ -112,12 +112,13 @@ void forward_blocks(const Problem& p, const Plan& plan, const void* src, void* d
         if (b0 == b_end) return;
         auto x_at = [&](std::int64_t b) { return element_ptr(src, dt, b * m); };
         auto step_end = [&](std::int64_t b) { return std::min(b + unit, b_end); };
-        // The first step's sums alone.
-        for (std::int64_t b = b0; b < step_end(b0); ++b) {
-          const auto j = static_cast<std::size_t>(b - b0);
+        // Block b's pivot and sums, whole, into slot j.
+        auto sum_block = [&](std::int64_t b, std::int64_t j) {
           block_pivots[j] = block_pivot(dt, x_at(b), cg, p.s);
           k::shifted_sums(dt, x_at(b), k::Runs{1, m, m}, block_pivots[j], block_sums + 2 * j);
-        }
+        };
+        // The first step's sums alone.
+        for (std::int64_t b = b0; b < step_end(b0); ++b) sum_block(b, b - b0);
         for (std::int64_t u0 = b0, u1 = step_end(b0); u0 < b_end; u0 = u1, u1 = step_end(u1)) {
           const std::int64_t nb = u1 - u0, next_end = step_end(u1), nn = next_end - u1;
           for (std::int64_t j = 0; j < nb; ++j) {
@@ -138,6 +139,14 @@ void forward_blocks(const Problem& p, const Plan& plan, const void* src, void* d
           }
           // This step's statistics are done: its pivots and sums make way
           // for the next step's.
+          if (!plan.pipelined) {
+            // Small planes: the step's output alone, then the next step's
+            // sums, block by block.
+            k::normalize_and_sum(dt, x_at(u0), element_ptr(dst, dt, u0 * m), nb * cg, p.s, s.center, s.scale,
+                                 s.shift, plan.stream, nullptr, nullptr, nullptr);
+            for (std::int64_t j = 0; j < nn; ++j) sum_block(u1 + j, j);
+            continue;
+          }
           for (std::int64_t j = 0; j < nn; ++j) {
             block_pivots[j] = block_pivot(dt, x_at(u1 + j), cg, p.s);
             std::fill_n(s.pivots + j * cg, cg, block_pivots[j]);

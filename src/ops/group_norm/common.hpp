@@ -22,9 +22,11 @@ Stats contiguous_stats(DType dt, const void* x, std::int64_t n);
 
 /// A pivot for a (sample, group) block of `planes` planes of s values: the
 /// mean of the first (up to 8) values of each plane (up to 64 planes spread
-/// over the block). Reading plane starts only keeps it to a few cache lines,
-/// which the block's own pass reads next anyway; one value per channel
-/// keeps channels with different means represented.
+/// over the block), and of no more than an eighth of a small block. Reading
+/// plane starts only keeps it to a few cache lines, which the block's own
+/// pass reads next anyway; one value per channel keeps channels with
+/// different means represented. (Any pivot gives exact statistics: one too
+/// far from the mean costs a second pass over the block.)
 float block_pivot(DType dt, const void* x, std::int64_t planes, std::int64_t s);
 
 /// Statistics of n contiguous values from their shifted sums about pivot,

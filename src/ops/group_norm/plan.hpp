@@ -69,6 +69,9 @@ struct Plan {
   /// rows down the tiles' columns) or dx (backward) walks in one loop with
   /// the next sample's sums, for samples whose x (and dy) are too big for a
   /// core's L2, so that their second read comes from memory either way.
+  /// blocks, forward: a step's output walks plane by plane with the next
+  /// step's sums; otherwise (planes too small for per-plane sums to pay)
+  /// the next step's blocks are summed whole after it.
   bool pipelined = false;
 };
 
