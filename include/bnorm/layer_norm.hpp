@@ -7,9 +7,10 @@
 //   mean, var : mean and biased variance of the row;
 //   dst       = (src - mean) / sqrt(var + eps) * gamma[j] + beta[j],
 // j the position in the row. ONNX LayerNormalization-17 is the same with
-// normalized_dims = rank - axis (see normalized_dims_from_axis) and
-// stash_type = 1: statistics are computed in f32 or better and returned as
-// f32 (stash_type = 11 would return double Mean and InvStdDev; convert).
+// normalized_dims = rank - axis (see normalized_dims_from_axis; axis = rank,
+// every element its own row, is refused) and stash_type = 1: statistics are
+// computed in f32 or better and returned as f32 (docs/OPS.md, "ONNX forms",
+// for stash_type 16, 16-bit rounding and Scale / B broadcasts).
 //
 // Data may be f32, bf16 or f16 in plain C order (Layout::channels_first;
 // channels_last is refused, see below); gamma, beta, the per-row statistics

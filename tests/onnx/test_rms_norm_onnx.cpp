@@ -1,5 +1,5 @@
 // ONNX RMSNormalization-23 cases written from the operator's specification
-// by make_rms_norm_cases.py (python3-onnx 1.12 predates the op), run through
+// by make_spec_cases.py (python3-onnx 1.12 predates the op), run through
 // rms_norm_forward with normalized_dims = rank - axis and ONNX's default
 // epsilon 1e-5.
 
