@@ -26,8 +26,9 @@ namespace bnorm {
 struct RunningStats {
   float* mean = nullptr;  ///< C values, updated in place
   float* var = nullptr;   ///< C values (unbiased), updated in place
-  /// Incremented by each training step when not null; required when
-  /// momentum is std::nullopt (cumulative moving average).
+  /// Incremented by each training step when not null (up to INT64_MAX,
+  /// where it stays); required when momentum is std::nullopt (cumulative
+  /// moving average). Must be >= 0 (invalid_argument otherwise).
   std::int64_t* num_batches_tracked = nullptr;
 };
 

@@ -41,8 +41,9 @@ inline constexpr int kMaxRank = 5;
 class TensorDesc {
  public:
   TensorDesc() = default;
-  /// Throws Error(invalid_argument) for a rank above kMaxRank, a negative dim,
-  /// or more elements than int64 counts in bytes.
+  /// Throws Error(invalid_argument) for a dtype or layout that is none of
+  /// the enumerators, a rank above kMaxRank, a negative dim, or more
+  /// elements than int64 counts in bytes.
   TensorDesc(DType dtype, Layout layout, std::initializer_list<std::int64_t> dims);
   /// Same, from a span of dims.
   TensorDesc(DType dtype, Layout layout, std::span<const std::int64_t> dims);

@@ -34,6 +34,14 @@ TensorDesc::TensorDesc(DType dtype, Layout layout, std::initializer_list<std::in
 
 TensorDesc::TensorDesc(DType dtype, Layout layout, std::span<const std::int64_t> dims)
     : dtype_(dtype), layout_(layout) {
+  if (dtype != DType::f32 && dtype != DType::bf16 && dtype != DType::f16) {
+    throw Error(ErrorKind::invalid_argument, "TensorDesc dtype " + std::to_string(static_cast<int>(dtype)) +
+                                                 ": not a DType (f32, bf16 or f16)");
+  }
+  if (layout != Layout::channels_first && layout != Layout::channels_last) {
+    throw Error(ErrorKind::invalid_argument, "TensorDesc layout " + std::to_string(static_cast<int>(layout)) +
+                                                 ": not a Layout (channels_first or channels_last)");
+  }
   if (dims.size() > static_cast<std::size_t>(kMaxRank)) {
     throw Error(ErrorKind::invalid_argument, "TensorDesc dims: rank " + std::to_string(dims.size()) +
                                                  " is above the maximum rank " + std::to_string(kMaxRank) +

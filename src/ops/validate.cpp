@@ -63,6 +63,18 @@ void require_forward_of(const TensorDesc& src_desc, const TensorDesc& forward_de
   }
 }
 
+void grow_saved(std::vector<float>& saved, std::size_t count, const TensorDesc& src_desc) {
+  const std::size_t want = std::max<std::size_t>(count, 1);
+  if (saved.size() >= want) return;
+  try {
+    saved.resize(want);
+  } catch (const std::exception&) {  // std::bad_alloc, std::length_error
+    throw Error(ErrorKind::runtime, "argument 'src_desc' (dims " + src_desc.dims_str() +
+                                        "): the layer saves " + std::to_string(count) +
+                                        " statistics for its backward, which cannot be allocated");
+  }
+}
+
 void require_eps(double eps, const char* name) {
   if (!(eps >= 0.0) || !std::isfinite(eps)) {
     throw Error(ErrorKind::invalid_argument, std::string("argument '") + name + "' = " + format_value(eps) +

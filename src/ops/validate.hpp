@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "bnorm/error.hpp"
 #include "bnorm/tensor.hpp"
@@ -25,6 +26,13 @@ void require_same(const TensorDesc& a, const char* a_name, const TensorDesc& b, 
 /// the dims of that forward, whose statistics backward differentiates
 /// through.
 void require_forward_of(const TensorDesc& src_desc, const TensorDesc& forward_desc, const char* layer);
+
+/// Grows a layer's saved statistics to at least max(count, 1) values (never
+/// shrinks: a repeated or smaller batch allocates nothing; never empty, so
+/// the pointers handed to backward are valid even for an empty batch).
+/// Throws Error(runtime) naming src_desc and the count when they cannot be
+/// allocated (an empty input with 2^60 rows), before anything is written.
+void grow_saved(std::vector<float>& saved, std::size_t count, const TensorDesc& src_desc);
 
 /// Throws unless eps is finite and >= 0.
 void require_eps(double eps, const char* name);

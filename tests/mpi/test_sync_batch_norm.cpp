@@ -196,6 +196,18 @@ TEST(SyncBatchNorm, EvalWithoutRunningStatsIsLocal) {
   const TensorDesc d(DType::f32, Layout::channels_first, {2 + comm.rank(), 3, 4});
   BatchNorm ref({.num_features = 3, .track_running_stats = false});
   SyncBatchNorm sync({.num_features = 3, .track_running_stats = false}, comm);
+  {
+    // Before any forward, the error names this class (it named BatchNorm).
+    Buffer x0(d), dx0(d);
+    try {
+      sync.backward(d, x0.data(), d, x0.data(), d, dx0.data());
+      ADD_FAILURE() << "backward before any forward";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("SyncBatchNorm::backward called before any forward"),
+                std::string::npos)
+          << e.what();
+    }
+  }
   for (std::size_t c = 0; c < 3; ++c) ref.weight()[c] = sync.weight()[c] = 0.5f + static_cast<float>(c);
   ref.eval();
   sync.eval();

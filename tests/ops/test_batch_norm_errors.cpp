@@ -263,6 +263,64 @@ TEST(BatchNormErrors, LayerErrors) {
   }
 }
 
+// The batch counter: a negative one is refused before anything is written
+// (it made the cumulative average's weight 1/0: NaN running statistics);
+// at INT64_MAX it stops (++ overflowed into a negative weight).
+TEST(BatchNormErrors, NumBatchesTracked) {
+  Fixture f;
+  const Buffer before = f.dst;
+  std::int64_t count = -1;
+  RunningStats r{f.rmean.data(), f.rvar.data(), &count};
+  for (const std::optional<double> momentum : {std::optional<double>(), std::optional<double>(0.1)})
+    expect_error(
+        [&] {
+          f.train(f.desc, f.desc, BatchNormConfig{1e-5, momentum}, nullptr, nullptr, &r);
+        },
+        ErrorKind::invalid_argument, {"'*running.num_batches_tracked' = -1", ">= 0"});
+  EXPECT_EQ(count, -1);
+  f.expect_untouched(before);
+  count = std::numeric_limits<std::int64_t>::max();
+  f.train(f.desc, f.desc, BatchNormConfig{1e-5, std::nullopt}, nullptr, nullptr, &r);
+  EXPECT_EQ(count, std::numeric_limits<std::int64_t>::max());
+  EXPECT_EQ(f.rmean, std::vector<float>(3, 0.25f)) << "the next batch weighs 1 / 2^63";
+  BatchNorm bn({.num_features = 3, .momentum = std::nullopt});
+  bn.set_num_batches_tracked(std::numeric_limits<std::int64_t>::max());
+  bn.forward(f.desc, f.src.data(), f.desc, f.dst.data());
+  EXPECT_EQ(bn.num_batches_tracked(), std::numeric_limits<std::int64_t>::max());
+}
+
+// An empty input whose saved statistics cannot be allocated (2^60 rows of
+// nothing) is an Error, not std::bad_alloc.
+TEST(LayerErrors, SavedStatisticsThatCannotBeAllocated) {
+  const TensorDesc rows(DType::f32, Layout::channels_first, {std::int64_t{1} << 60, 0});
+  const TensorDesc groups(DType::f32, Layout::channels_first,
+                          {std::int64_t{1} << 30, std::int64_t{1} << 30, 0});
+  LayerNorm ln({.normalized_shape = {0}});
+  RMSNorm rms({.normalized_shape = {0}});
+  GroupNorm gn({.num_groups = std::int64_t{1} << 30, .num_channels = std::int64_t{1} << 30, .affine = false});
+  expect_error([&] { ln.forward(rows, nullptr, rows, nullptr); }, ErrorKind::runtime,
+               {"'src_desc'", "1152921504606846976 statistics", "cannot be allocated"});
+  expect_error([&] { rms.forward(rows, nullptr, rows, nullptr); }, ErrorKind::runtime,
+               {"cannot be allocated"});
+  expect_error([&] { gn.forward(groups, nullptr, groups, nullptr); }, ErrorKind::runtime,
+               {"cannot be allocated"});
+}
+
+// Descriptors of an out-of-range dtype or layout are refused (one ran as if
+// valid).
+TEST(BatchNormErrors, DescriptorEnumerators) {
+  expect_error(
+      [] {
+        TensorDesc(static_cast<DType>(7), Layout::channels_first, {2, 3});
+      },
+      ErrorKind::invalid_argument, {"dtype 7", "f32, bf16 or f16"});
+  expect_error(
+      [] {
+        TensorDesc(DType::f32, static_cast<Layout>(2), {2, 3});
+      },
+      ErrorKind::invalid_argument, {"layout 2"});
+}
+
 // A moved-from layer hands out empty saved statistics (they pointed at the
 // moved storage with the old length), and the moved-to layer works.
 TEST(LayerErrors, MovedFromLayersHaveNoSavedStatistics) {

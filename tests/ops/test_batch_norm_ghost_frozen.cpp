@@ -6,8 +6,10 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <functional>
 
 #include "bnorm/batch_norm.hpp"
+#include "bnorm/batch_renorm.hpp"
 #include "bnorm/error.hpp"
 #include "bnorm/runtime.hpp"
 #include "common/test_util.hpp"
@@ -106,15 +108,41 @@ TEST(GhostBatchNorm, Errors) {
   EXPECT_THROW(layer.forward(huge, nullptr, huge, dst.data()), Error);
 }
 
-// An empty batch, as batch_norm_backward takes it: no data required, zero
-// parameter gradients (the ghost version refused the null src).
-TEST(GhostBatchNorm, BackwardOfAnEmptyBatch) {
+// The backward of an empty batch needs no data and no saved statistics (a
+// null pointer for a buffer of no values, as the docs say) and gives zero
+// parameter gradients, in every backward of the family (all but the plain
+// batch one refused a null src, mean, r, dst or mask).
+TEST(GhostBatchNorm, BackwardOfAnEmptyBatchNeedsNoBuffers) {
   const TensorDesc d(DType::f32, Layout::channels_first, {0, 3, 4});
-  std::vector<float> mean(3), invstd(3), dg(3, 7.0f), db(3, 7.0f);
-  ghost_batch_norm_backward(d, nullptr, d, nullptr, d, nullptr, 2, nullptr, mean.data(), invstd.data(),
-                            dg.data(), db.data());
-  EXPECT_EQ(dg, std::vector<float>(3, 0.0f));
-  EXPECT_EQ(db, std::vector<float>(3, 0.0f));
+  std::vector<float> dg(3), db(3);
+  auto check = [&](const char* what, const std::function<void()>& call) {
+    dg.assign(3, 7.0f);
+    db.assign(3, 7.0f);
+    EXPECT_NO_THROW(call()) << what;
+    EXPECT_EQ(dg, std::vector<float>(3, 0.0f)) << what;
+    EXPECT_EQ(db, std::vector<float>(3, 0.0f)) << what;
+  };
+  for (BackwardStats stats : {BackwardStats::batch, BackwardStats::fixed})
+    check("batch_norm_backward", [&] {
+      batch_norm_backward(d, nullptr, d, nullptr, d, nullptr, nullptr, nullptr, nullptr, dg.data(), db.data(),
+                          stats);
+    });
+  check("ghost", [&] {
+    ghost_batch_norm_backward(d, nullptr, d, nullptr, d, nullptr, 2, nullptr, nullptr, nullptr, dg.data(),
+                              db.data());
+  });
+  check("renorm", [&] {
+    batch_renorm_backward(d, nullptr, d, nullptr, d, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr,
+                          dg.data(), db.data());
+  });
+  check("fused, dst", [&] {
+    batch_norm_backward_fused(d, nullptr, static_cast<const void*>(nullptr), true, d, nullptr, d, nullptr,
+                              nullptr, nullptr, nullptr, dg.data(), db.data(), nullptr);
+  });
+  check("fused, mask", [&] {
+    batch_norm_backward_fused(d, nullptr, static_cast<const std::uint8_t*>(nullptr), d, nullptr, d, nullptr,
+                              nullptr, nullptr, nullptr, dg.data(), db.data(), nullptr);
+  });
 }
 
 TEST(BatchNormLayer, VirtualBatchSizeRunsGhostBatchNorm) {

@@ -193,6 +193,20 @@ TEST(GroupNormErrors, NullPointers) {
       ErrorKind::null_pointer, {"'bias'"});
   expect_error([&] { instance_norm_onnx(f.desc, f.src.data(), nullptr, f.beta.data(), f.desc, f.dst.data()); },
                ErrorKind::null_pointer, {"'scale'"});
+  // The ONNX forms name their own arguments (they said 'src' / 'dst').
+  const OnnxGroupNormalization two{.num_groups = 2};
+  expect_error(
+      [&] { group_norm_onnx(f.desc, nullptr, f.gamma.data(), f.beta.data(), f.desc, f.dst.data(), two); },
+      ErrorKind::null_pointer, {"argument 'x'"});
+  expect_error(
+      [&] { group_norm_onnx(f.desc, f.src.data(), f.gamma.data(), f.beta.data(), f.desc, nullptr, two); },
+      ErrorKind::null_pointer, {"argument 'y'"});
+  expect_error(
+      [&] { instance_norm_onnx(f.desc, nullptr, f.gamma.data(), f.beta.data(), f.desc, f.dst.data()); },
+      ErrorKind::null_pointer, {"argument 'x'"});
+  expect_error(
+      [&] { instance_norm_onnx(f.desc, f.src.data(), f.gamma.data(), f.beta.data(), f.desc, nullptr); },
+      ErrorKind::null_pointer, {"argument 'y'"});
   expect_error([&] { instance_norm_onnx(f.desc, f.src.data(), f.gamma.data(), nullptr, f.desc, f.dst.data()); },
                ErrorKind::null_pointer, {"'b'"});
   expect_error(

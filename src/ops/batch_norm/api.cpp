@@ -2,6 +2,7 @@
 // Semantics: DESIGN.md section 2.
 
 #include <algorithm>
+#include <limits>
 #include <string>
 
 #include "bnorm/batch_norm.hpp"
@@ -26,9 +27,17 @@ Problem check_backward(const TensorDesc& src_desc, const TensorDesc& diff_dst_de
   ops::require_activation(src_desc, "src_desc", 2, kMaxRank);
   ops::require_same(src_desc, "src_desc", diff_dst_desc, "diff_dst_desc");
   ops::require_same(src_desc, "src_desc", diff_src_desc, "diff_src_desc");
-  check_channel_array(mean, "mean");
-  check_channel_array(invstd, "invstd");
-  return Problem::of(src_desc);
+  const Problem p = Problem::of(src_desc);
+  if (p.elements() > 0) {  // an empty batch has nothing to differentiate: its statistics may be null
+    check_channel_array(mean, "mean");
+    check_channel_array(invstd, "invstd");
+  }
+  return p;
+}
+
+void count_batch(const RunningStats& running) noexcept {
+  if (running.num_batches_tracked && *running.num_batches_tracked < std::numeric_limits<std::int64_t>::max())
+    ++*running.num_batches_tracked;
 }
 
 bool backward_has_work(const Problem& p, const void* src, const void* diff_dst, float* diff_gamma,
@@ -56,6 +65,11 @@ TrainingCall check_training(const TensorDesc& src_desc, const void* src, const T
                     "' is null while the other running statistic is given: pass both "
                     "(track_running_stats) or neither");
   }
+  if (running.num_batches_tracked && *running.num_batches_tracked < 0) {
+    throw Error(ErrorKind::invalid_argument,
+                "argument '*running.num_batches_tracked' = " + std::to_string(*running.num_batches_tracked) +
+                    ": a count of batches must be >= 0");
+  }
   if (running.mean && !config.momentum && running.num_batches_tracked == nullptr) {
     throw Error(ErrorKind::null_pointer,
                 "argument 'running.num_batches_tracked' is null: it is required when momentum is "
@@ -74,7 +88,8 @@ TrainingCall check_training(const TensorDesc& src_desc, const void* src, const T
   }
   double factor = 0.0;
   if (running.mean) {
-    factor = config.momentum ? *config.momentum : 1.0 / static_cast<double>(*running.num_batches_tracked + 1);
+    factor =
+        config.momentum ? *config.momentum : 1.0 / (static_cast<double>(*running.num_batches_tracked) + 1.0);
   }
   return {p, factor};
 }
@@ -90,7 +105,7 @@ void batch_norm_forward_training(const TensorDesc& src_desc, const void* src, co
       call.problem, ops::batch_norm::plan_for(call.problem, num_threads(), ops::batch_norm::Pass::training), src,
       dst, gamma, beta, save_mean, save_invstd, running.mean, running.var, config.eps, call.factor,
       config.unbiased_running_var);
-  if (running.num_batches_tracked) ++*running.num_batches_tracked;
+  ops::batch_norm::count_batch(running);
 }
 
 void batch_norm_forward_inference(const TensorDesc& src_desc, const void* src, const TensorDesc& dst_desc,

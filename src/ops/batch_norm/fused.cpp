@@ -67,7 +67,7 @@ void batch_norm_forward_training_fused(const TensorDesc& src_desc, const void* s
       call.problem, ops::batch_norm::plan_for(call.problem, num_threads(), ops::batch_norm::Pass::training),
       src, dst, gamma, beta, save_mean, save_invstd, running.mean, running.var, config.eps, call.factor,
       config.unbiased_running_var, nullptr, post);
-  if (running.num_batches_tracked) ++*running.num_batches_tracked;
+  ops::batch_norm::count_batch(running);
 }
 
 void batch_norm_forward_inference_fused(const TensorDesc& src_desc, const void* src, const TensorDesc& dst_desc,
@@ -94,7 +94,8 @@ void batch_norm_backward_fused(const TensorDesc& src_desc, const void* src, cons
                                const float* mean, const float* invstd, float* diff_gamma, float* diff_beta,
                                void* diff_residual, BackwardStats stats) {
   const auto p = ops::batch_norm::check_backward(src_desc, diff_dst_desc, diff_src_desc, mean, invstd);
-  if (relu) ops::require_pointer(dst, "dst", "the forward output is required to recompute the ReLU's mask");
+  if (relu && p.elements() > 0)
+    ops::require_pointer(dst, "dst", "the forward output is required to recompute the ReLU's mask");
   backward_fused(p, src, {relu ? dst : nullptr, nullptr}, diff_dst, diff_src, gamma, mean, invstd, diff_gamma,
                  diff_beta, diff_residual, stats);
 }
@@ -105,8 +106,9 @@ void batch_norm_backward_fused(const TensorDesc& src_desc, const void* src, cons
                                const float* mean, const float* invstd, float* diff_gamma, float* diff_beta,
                                void* diff_residual, BackwardStats stats) {
   const auto p = ops::batch_norm::check_backward(src_desc, diff_dst_desc, diff_src_desc, mean, invstd);
-  ops::require_pointer(relu_mask, "relu_mask",
-                       "the forward's ReLU mask is required (BatchNormFusion::relu_mask)");
+  if (p.elements() > 0)
+    ops::require_pointer(relu_mask, "relu_mask",
+                         "the forward's ReLU mask is required (BatchNormFusion::relu_mask)");
   backward_fused(p, src, {nullptr, nullptr, relu_mask, 0}, diff_dst, diff_src, gamma, mean, invstd,
                  diff_gamma, diff_beta, diff_residual, stats);
 }

@@ -56,7 +56,7 @@ void ghost_batch_norm_forward_training(const TensorDesc& src_desc, const void* s
                                       save_mean ? save_mean + g * c : nullptr,
                                       save_invstd ? save_invstd + g * c : nullptr, running.mean, running.var,
                                       config.eps, call.factor, config.unbiased_running_var);
-    if (running.num_batches_tracked) ++*running.num_batches_tracked;
+    ops::batch_norm::count_batch(running);
   }
 }
 
@@ -67,12 +67,13 @@ void ghost_batch_norm_backward(const TensorDesc& src_desc, const void* src, cons
   const auto [group, groups] = group_desc(src_desc, virtual_batch_size);
   ops::require_same(src_desc, "src_desc", diff_dst_desc, "diff_dst_desc");
   ops::require_same(src_desc, "src_desc", diff_src_desc, "diff_src_desc");
-  ops::require_pointer(mean, "mean", "G * C values are required");
-  ops::require_pointer(invstd, "invstd", "G * C values are required");
-  // An empty batch: zero parameter gradients, and no data to require.
+  // An empty batch: zero parameter gradients, and no data or statistics to
+  // require.
   if (!ops::batch_norm::backward_has_work(ops::batch_norm::Problem::of(src_desc), src, diff_dst, diff_gamma,
                                           diff_beta))
     return;
+  ops::require_pointer(mean, "mean", "G * C values are required");
+  ops::require_pointer(invstd, "invstd", "G * C values are required");
   const std::int64_t c = group.channels(), step = group.elements();
   const auto uc = static_cast<std::size_t>(c);
   // Per-group parameter gradients, summed in double (the buffers grow only

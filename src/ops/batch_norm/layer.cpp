@@ -85,10 +85,8 @@ void BatchNorm::forward(const TensorDesc& src_desc, const void* src, const Tenso
       ops::batch_norm::check_training(src_desc, src, dst_desc, dst, running, config);
       const std::int64_t groups = src_desc.batch() / options_.virtual_batch_size;
       const auto size = static_cast<std::size_t>(std::max<std::int64_t>(groups, 1) * options_.num_features);
-      if (saved_mean_.size() < size) {
-        saved_mean_.resize(size);
-        saved_invstd_.resize(size);
-      }
+      ops::grow_saved(saved_mean_, size, src_desc);
+      ops::grow_saved(saved_invstd_, size, src_desc);
       ghost_batch_norm_forward_training(src_desc, src, dst_desc, dst, options_.virtual_batch_size, gamma, beta,
                                         saved_mean_.data(), saved_invstd_.data(), running, config);
       ghost_groups_ = groups;

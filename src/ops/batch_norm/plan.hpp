@@ -106,6 +106,10 @@ struct TrainingCall {
   Problem problem;
   double factor = 0.0;
 };
+/// Counts a training step in running.num_batches_tracked (when given); the
+/// count stops at INT64_MAX, where 1 / (count + 1) is 0 in double anyway.
+void count_batch(const RunningStats& running) noexcept;
+
 /// The argument checks of batch_norm_forward_training (api.cpp), shared by
 /// its variants; throws Error naming the argument. A shard (SyncBatchNorm)
 /// may hold any number of values, none included (then src / dst may be

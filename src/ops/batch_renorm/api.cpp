@@ -51,17 +51,17 @@ void batch_renorm_forward_training(const TensorDesc& src_desc, const void* src, 
       call.problem, ops::batch_norm::plan_for(call.problem, num_threads(), ops::batch_norm::Pass::training), src,
       dst, gamma, beta, save_mean, save_invstd, running.mean, running.var, config.eps, call.factor,
       config.unbiased_running_var, &renorm);
-  if (running.num_batches_tracked) ++*running.num_batches_tracked;
+  ops::batch_norm::count_batch(running);
 }
 
 void batch_renorm_backward(const TensorDesc& src_desc, const void* src, const TensorDesc& diff_dst_desc,
                            const void* diff_dst, const TensorDesc& diff_src_desc, void* diff_src,
                            const float* gamma, const float* mean, const float* invstd, const float* r,
                            const float* d, float* diff_gamma, float* diff_beta) {
-  ops::require_pointer(r, "r", "the r saved by the forward is required");
-  ops::require_pointer(d, "d", "the d saved by the forward is required");
   const auto p = ops::batch_norm::check_backward(src_desc, diff_dst_desc, diff_src_desc, mean, invstd);
   if (!ops::batch_norm::backward_has_work(p, src, diff_dst, diff_gamma, diff_beta)) return;
+  ops::require_pointer(r, "r", "the r saved by the forward is required");
+  ops::require_pointer(d, "d", "the d saved by the forward is required");
   ops::batch_norm::backward(p, ops::batch_norm::plan_for(p, num_threads(), ops::batch_norm::Pass::backward), src,
                             diff_dst, diff_src, gamma, mean, invstd, diff_gamma, diff_beta, BackwardStats::batch, r,
                             d);

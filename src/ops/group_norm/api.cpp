@@ -30,7 +30,8 @@ void check_groups(const TensorDesc& desc, std::int64_t num_groups, const char* n
 }
 
 void forward_checked(const TensorDesc& src_desc, const void* src, void* dst, std::int64_t num_groups,
-                     const float* gamma, const float* beta, float* save_mean, float* save_invstd, double eps) {
+                     const float* gamma, const float* beta, float* save_mean, float* save_invstd, double eps,
+                     const char* src_name = "src", const char* dst_name = "dst") {
   const Problem p = Problem::of(src_desc, num_groups);
   if (p.elements() == 0) {
     // Groups with no values (S = 0): ATen's mean 0 and invstd NaN.
@@ -39,8 +40,8 @@ void forward_checked(const TensorDesc& src_desc, const void* src, void* dst, std
     if (save_invstd) std::fill_n(save_invstd, stats, std::numeric_limits<float>::quiet_NaN());
     return;
   }
-  ops::require_pointer(src, "src", "the input data is required");
-  ops::require_pointer(dst, "dst", "the output buffer is required");
+  ops::require_pointer(src, src_name, "the input data is required");
+  ops::require_pointer(dst, dst_name, "the output buffer is required");
   ops::group_norm::forward(p, ops::group_norm::plan_for(p, num_threads(), ops::group_norm::Pass::forward), src,
                            dst, gamma, beta, save_mean, save_invstd, eps);
 }
@@ -96,7 +97,8 @@ void group_norm_onnx(const TensorDesc& x_desc, const void* x, const float* scale
   }
   ops::require_pointer(scale, "scale", "ONNX GroupNormalization-21 requires C scale values");
   ops::require_pointer(bias, "bias", "ONNX GroupNormalization-21 requires C bias values");
-  forward_checked(x_desc, x, y, attributes.num_groups, scale, bias, nullptr, nullptr, attributes.epsilon);
+  forward_checked(x_desc, x, y, attributes.num_groups, scale, bias, nullptr, nullptr, attributes.epsilon, "x",
+                  "y");
 }
 
 }  // namespace bnorm

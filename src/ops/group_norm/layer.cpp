@@ -44,12 +44,8 @@ void GroupNorm::forward(const TensorDesc& src_desc, const void* src, const Tenso
   check_input(src_desc, "src_desc");
   ops::require_same(src_desc, "src_desc", dst_desc, "dst_desc");
   const auto count = static_cast<std::size_t>(src_desc.batch() * options_.num_groups);
-  // Grow only (no allocation when the batch size repeats or shrinks); at
-  // least one value, so an empty batch still has statistics to pass on.
-  if (saved_mean_.size() < std::max<std::size_t>(count, 1)) {
-    saved_mean_.resize(std::max<std::size_t>(count, 1));
-    saved_invstd_.resize(std::max<std::size_t>(count, 1));
-  }
+  ops::grow_saved(saved_mean_, count, src_desc);
+  ops::grow_saved(saved_invstd_, count, src_desc);
   group_norm_forward(src_desc, src, dst_desc, dst, options_.num_groups, options_.affine ? weight_.data() : nullptr,
                      options_.affine ? bias_.data() : nullptr, saved_mean_.data(), saved_invstd_.data(),
                      options_.eps);

@@ -23,7 +23,8 @@ namespace {
 void forward_checked(const TensorDesc& src_desc, const void* src, void* dst, const float* gamma,
                      const float* beta, float* save_mean, float* save_invstd,
                      const ogn::GroupRunning* running, double eps,
-                     kernels::batch_norm::ZeroVariance zero_variance) {
+                     kernels::batch_norm::ZeroVariance zero_variance, const char* src_name = "src",
+                     const char* dst_name = "dst") {
   const ogn::Problem p = ogn::Problem::of(src_desc, src_desc.channels());
   if (p.elements() == 0) {
     // No values per instance (S = 0): group norm's (ATen's) mean 0 and
@@ -32,8 +33,8 @@ void forward_checked(const TensorDesc& src_desc, const void* src, void* dst, con
     if (save_invstd) std::fill_n(save_invstd, p.n * p.c, std::numeric_limits<float>::quiet_NaN());
     return;
   }
-  ops::require_pointer(src, "src", "the input data is required");
-  ops::require_pointer(dst, "dst", "the output buffer is required");
+  ops::require_pointer(src, src_name, "the input data is required");
+  ops::require_pointer(dst, dst_name, "the output buffer is required");
   ogn::forward(p, ogn::plan_for(p, num_threads(), ogn::Pass::forward), src, dst, gamma, beta, save_mean,
                save_invstd, eps, running, zero_variance);
 }
@@ -104,7 +105,7 @@ void instance_norm_onnx(const TensorDesc& x_desc, const void* x, const float* sc
   ops::require_pointer(scale, "scale", "ONNX InstanceNormalization requires C scale values");
   ops::require_pointer(b, "b", "ONNX InstanceNormalization requires C bias values (B)");
   forward_checked(x_desc, x, y, scale, b, nullptr, nullptr, nullptr, epsilon,
-                  kernels::batch_norm::ZeroVariance::infinite);
+                  kernels::batch_norm::ZeroVariance::infinite, "x", "y");
 }
 
 }  // namespace bnorm

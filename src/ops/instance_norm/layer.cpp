@@ -64,12 +64,8 @@ void InstanceNorm::forward(const TensorDesc& src_desc, const void* src, const Te
                                                  "): expected more than 1 spatial element when training, got " +
                                                  std::to_string(src_desc.spatial()));
   }
-  // Grow only: no allocation when shapes repeat; at least one value, so an
-  // empty batch still has statistics to pass on.
-  if (saved_mean_.size() < std::max<std::size_t>(count, 1)) {
-    saved_mean_.resize(std::max<std::size_t>(count, 1));
-    saved_invstd_.resize(std::max<std::size_t>(count, 1));
-  }
+  ops::grow_saved(saved_mean_, count, src_desc);
+  ops::grow_saved(saved_invstd_, count, src_desc);
   if (use_input_stats) {
     const bool update = training_ && options_.track_running_stats;
     instance_norm_forward_training(src_desc, src, dst_desc, dst, gamma, beta, saved_mean_.data(),

@@ -36,12 +36,8 @@ int LayerNorm::check_input(const TensorDesc& desc, const char* name) const {
 void LayerNorm::forward(const TensorDesc& src_desc, const void* src, const TensorDesc& dst_desc, void* dst) {
   const int dims = check_input(src_desc, "src_desc");
   const std::size_t rows = ops::layer_norm::leading_rows(src_desc, dims);
-  // Grows only (a smaller batch reuses the storage); never empty, so the
-  // pointers handed to backward are valid even for zero rows.
-  if (saved_mean_.size() < std::max<std::size_t>(rows, 1)) {
-    saved_mean_.resize(std::max<std::size_t>(rows, 1));
-    saved_invstd_.resize(std::max<std::size_t>(rows, 1));
-  }
+  ops::grow_saved(saved_mean_, rows, src_desc);
+  ops::grow_saved(saved_invstd_, rows, src_desc);
   layer_norm_forward(src_desc, src, dst_desc, dst, dims, weight_.empty() ? nullptr : weight_.data(),
                      bias_.empty() ? nullptr : bias_.data(), saved_mean_.data(), saved_invstd_.data(),
                      options_.eps);

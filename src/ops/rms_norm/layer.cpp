@@ -30,7 +30,7 @@ void RMSNorm::forward(const TensorDesc& src_desc, const void* src, const TensorD
   const int dims = check_input(src_desc, "src_desc");
   const std::size_t rows = ops::layer_norm::leading_rows(src_desc, dims);
   // Grows only; never empty, so backward gets a valid pointer for zero rows.
-  if (saved_invrms_.size() < std::max<std::size_t>(rows, 1)) saved_invrms_.resize(std::max<std::size_t>(rows, 1));
+  ops::grow_saved(saved_invrms_, rows, src_desc);
   rms_norm_forward(src_desc, src, dst_desc, dst, dims, weight_.empty() ? nullptr : weight_.data(),
                    saved_invrms_.data(), options_.eps);
   rows_ = rows;

@@ -152,7 +152,7 @@ void forward_training(comm::Communicator& comm, const TensorDesc& src_desc, cons
                                  config.unbiased_running_var};
   out.finish(0, p.c, count, s.mean.data(), s.m2.data(), s.center.data(), s.scale.data(), s.shift.data(),
              s.invstd.data(), true);
-  if (running.num_batches_tracked) ++*running.num_batches_tracked;
+  ops::batch_norm::count_batch(running);
   if (p.elements() == 0) return;
   if (plan.strategy == obn::Strategy::rows) {
     obn::inference_rows(p, plan, src, dst, s.center.data(), s.scale.data(), s.shift.data(), {});

@@ -43,7 +43,9 @@ void SyncBatchNorm::forward(const TensorDesc& src_desc, const void* src, const T
 void SyncBatchNorm::backward(const TensorDesc& src_desc, const void* src, const TensorDesc& diff_dst_desc,
                              const void* diff_dst, const TensorDesc& diff_src_desc, void* diff_src) {
   if (!synced_) {
-    bn_.backward(src_desc, src, diff_dst_desc, diff_dst, diff_src_desc, diff_src);  // before any forward, or eval
+    // Before any forward (refused, naming this class), or after an eval one.
+    ops::require_forward_of(src_desc, bn_.forward_desc_, "SyncBatchNorm");
+    bn_.backward(src_desc, src, diff_dst_desc, diff_dst, diff_src_desc, diff_src);
     return;
   }
   ops::sync_batch_norm::backward(
