@@ -19,15 +19,18 @@ Tensor to_f32(const Tensor& x) { return x.type() == ElementType::f32 ? x : cast(
 bool any_non_finite(const Tensor& f32) {
   const float* p = f32.data<float>();
   const std::int64_t n = f32.elements();
-  bool found = false;
-  // All exponent bits set: an infinity or a NaN (a test that vectorizes).
-#pragma omp parallel for reduction(|| : found) if (n > (1 << 18)) schedule(static)
+  // All exponent bits set (an infinity or a NaN) carry into the sign bit
+  // when the exponent's lowest bit is added: an AND, an ADD and an OR per
+  // value, which vectorize on every x86-64 (a compare or a max per value
+  // ran at a quarter of the speed).
+  std::uint32_t acc = 0;
+#pragma omp parallel for reduction(| : acc) if (n > (1 << 18)) schedule(static)
   for (std::int64_t i = 0; i < n; ++i) {
     std::uint32_t bits;
     std::memcpy(&bits, p + i, sizeof bits);
-    found = found | ((bits & 0x7f800000u) == 0x7f800000u);
+    acc |= (bits & 0x7f800000u) + 0x00800000u;
   }
-  return found;
+  return (acc & 0x80000000u) != 0;
 }
 
 void require_floating(const Tensor& x, const std::string& node, const char* what) {
