@@ -61,6 +61,30 @@ TEST(GroupNormNumerics, AdversarialWithin1e5) {
   }
 }
 
+// Samples of one row (S = 1) take their groups' moments from the row: two
+// passes in double for up to 64 channels per group, the shifted sums
+// (with their guard) beyond.
+TEST(GroupNormNumerics, OneRowSamplesWithin1e5) {
+  for (Layout layout : {Layout::channels_first, Layout::channels_last}) {
+    const TensorDesc d(DType::f32, layout, {16, 256});
+    for (std::int64_t groups : {2, 8}) {  // 128 and 32 channels per group
+      const ogn::Problem p = ogn::Problem::of(d, groups);
+      for (const Distribution& dist : kAdversarial) {
+        Buffer src(d);
+        fill_normal(src, 43, dist.mean, dist.stddev);
+        const GroupExpectation e = expect_group_norm(src, groups, nullptr, nullptr, 1e-5);
+        for (const ogn::Plan& plan : plans(p)) {
+          Buffer dst(d);
+          std::vector<float> mean(16 * static_cast<std::size_t>(groups)), invstd(mean.size());
+          ogn::forward(p, plan, src.data(), dst.data(), nullptr, nullptr, mean.data(), invstd.data(), 1e-5);
+          EXPECT_LE(max_abs_error(dst, e.dst), 1e-5)
+              << to_string(layout) << " G=" << groups << " N(" << dist.mean << ", " << dist.stddev << ")";
+        }
+      }
+    }
+  }
+}
+
 // Through the public instance-norm function with running statistics (f32
 // data).
 TEST(GroupNormNumerics, InstanceNormPublicFunction) {
