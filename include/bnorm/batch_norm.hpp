@@ -92,7 +92,7 @@ struct BatchNormFusion {
   /// Apply max(., 0) (NaN stays NaN). false with a residual: BN+Add.
   bool relu = true;
   /// Optional, with relu: receives the ReLU's mask, one bit per element,
-  /// set where dst > 0; a buffer of batch_norm_relu_mask_bytes(src_desc)
+  /// set where dst is not <= 0 (positive or NaN); a buffer of batch_norm_relu_mask_bytes(src_desc)
   /// bytes (its padding is neither written nor needs initializing). The
   /// backward overload that takes it then needs neither dst nor its bytes:
   /// the mask is 1/32 of f32 data, 1/16 of bf16 / f16.
@@ -116,7 +116,8 @@ void batch_norm_forward_inference_fused(const TensorDesc& src_desc, const void* 
                                         const float* beta, const float* mean, const float* var, double eps = 1e-5);
 
 /// Backward of a fused forward. The ReLU's mask is recomputed from the
-/// forward's output `dst` (dst > 0 exactly where the ReLU passed its input;
+/// forward's output `dst` (the gradient passes where dst is not <= 0, NaN
+/// included, as in PyTorch's relu backward;
 /// in bf16/f16 a positive sum that rounds to 0 counts as the kink, gradient
 /// 0), so nothing beside dst needs keeping (the overload below reads a kept
 /// mask instead); `relu` says whether the forward had one. diff_src is

@@ -62,15 +62,16 @@ std::vector<std::uint8_t> blank_mask(const TensorDesc& desc) {
   return std::vector<std::uint8_t>(batch_norm_relu_mask_bytes(desc), kPad);
 }
 
-// Whether a mask kept by a forward says where its output y is > 0: bit i
-// (bit i % 8 of byte i / 8) set exactly where y[i] > 0, and every bit past
+// Whether a mask kept by a forward says where its output y is not <= 0:
+// bit i (bit i % 8 of byte i / 8) set exactly where y[i] > 0 or is NaN
+// (PyTorch passes the gradient there), and every bit past
 // the last element still as blank_mask left it.
 ::testing::AssertionResult mask_of(const std::vector<std::uint8_t>& mask, const Buffer& y) {
   if (mask.size() != batch_norm_relu_mask_bytes(y.desc))
     return ::testing::AssertionFailure() << "mask of " << mask.size() << " bytes";
   for (std::int64_t i = 0; i < static_cast<std::int64_t>(8 * mask.size()); ++i) {
     const bool bit = (mask[static_cast<std::size_t>(i / 8)] >> (i % 8)) & 1;
-    const bool want = i < y.size() ? y.get(i) > 0.0f : ((kPad >> (i % 8)) & 1) != 0;
+    const bool want = i < y.size() ? !(y.get(i) <= 0.0f) : ((kPad >> (i % 8)) & 1) != 0;
     if (bit != want)
       return ::testing::AssertionFailure()
              << "mask bit " << i << " of " << y.size() << " is " << bit
@@ -143,7 +144,7 @@ void check(const TensorDesc& desc) {
       // of dy, which is then also the residual's gradient).
       Buffer gated(desc), dx_want(desc), dx(desc), dz(desc);
       for (std::int64_t i = 0; i < dy.size(); ++i)
-        gated.set(i, !relu || fused.get(i) > 0.0f ? dy.get(i) : 0.0f);
+        gated.set(i, !relu || !(fused.get(i) <= 0.0f) ? dy.get(i) : 0.0f);
       const void* gate_y = relu ? fused.data() : nullptr;
       std::vector<float> dg_w(C), db_w(C), dg(C), db(C);
       obn::backward(p, plan, src.data(), gated.data(), dx_want.data(), gamma.data(), m1.data(), i1.data(),
@@ -255,6 +256,23 @@ TEST(BatchNormFused, PublicFunctions) {
   batch_norm_forward_inference_fused(d, src.data(), d, inf.data(), {nullptr, true}, gamma.data(), beta.data(),
                                      rm.data(), rv.data());
   EXPECT_TRUE(std::isnan(inf.get(0)));
+  // ... and so does the gradient where the output is NaN (PyTorch's relu
+  // backward: result <= 0 ? 0 : grad; the gate was dst > 0): a NaN in the
+  // residual leaves the BN's channel finite, and its gradient is dy there.
+  Buffer zn = z, yn(d), mask_dz(d);
+  zn.set(4, std::numeric_limits<float>::quiet_NaN());
+  std::vector<std::uint8_t> mask(batch_norm_relu_mask_bytes(d));
+  batch_norm_forward_training_fused(d, plain.data(), d, yn.data(), {zn.data(), true, mask.data()},
+                                    gamma.data(), beta.data(), m.data(), is.data());
+  ASSERT_TRUE(std::isnan(yn.get(4)));
+  EXPECT_TRUE((mask[0] >> 4) & 1) << "the mask passes the NaN output's gradient";
+  batch_norm_backward_fused(d, plain.data(), yn.data(), true, d, dy.data(), d, dx.data(), gamma.data(),
+                            m.data(), is.data(), dg.data(), db.data(), dz.data());
+  batch_norm_backward_fused(d, plain.data(), mask.data(), d, dy.data(), d, dx_plain.data(), gamma.data(),
+                            m.data(), is.data(), dg.data(), db.data(), mask_dz.data());
+  EXPECT_EQ(dz.get(4), dy.get(4));
+  EXPECT_EQ(mask_dz.bytes, dz.bytes);
+  EXPECT_EQ(dx_plain.bytes, dx.bytes);
   // Errors.
   EXPECT_THROW(batch_norm_backward_fused(d, src.data(), nullptr, true, d, dy.data(), d, dx.data(),
                                          gamma.data(), m.data(), is.data(), nullptr, nullptr, nullptr),

@@ -187,7 +187,10 @@ HWY_INLINE auto BitsFor(const batch_norm::Epilogue& post, std::int64_t offset) {
 template <DType kType, bool kAdd, bool kRelu, class Bits>
 HWY_INLINE VF Post(DF d, VF v, const Storage<kType>* HWY_RESTRICT z, size_t i, size_t count, Bits& bits) {
   if constexpr (kAdd) v = hn::Add(v, LoadSomeAsF32<kType>(d, z + i, count, 0.0f));
-  if constexpr (!std::is_same_v<Bits, NoBits>) bits.Put(d, hn::Gt(v, hn::Set(d, kZeroBelow<kType>)), count);
+  // The gate passes where the output is not <= 0, NaN included (PyTorch's
+  // threshold_backward: result <= 0 ? 0 : grad).
+  if constexpr (!std::is_same_v<Bits, NoBits>)
+    bits.Put(d, hn::Not(hn::Le(v, hn::Set(d, kZeroBelow<kType>))), count);
   if constexpr (kRelu) v = hn::IfThenZeroElse(hn::Lt(v, hn::Zero(d)), v);  // NaN stays NaN
   return v;
 }
@@ -221,7 +224,7 @@ HWY_INLINE VF Gated(DF d, VF g, Y y, size_t i, size_t count) {
     (void)count;
     return hn::IfThenElseZero(hn::RebindMask(d, on), g);
   } else {
-    return hn::IfThenElseZero(hn::Gt(LoadSomeAsF32<kType>(d, y + i, count, 0.0f), hn::Zero(d)), g);
+    return hn::IfThenZeroElse(hn::Le(LoadSomeAsF32<kType>(d, y + i, count, 0.0f), hn::Zero(d)), g);
   }
 }
 
