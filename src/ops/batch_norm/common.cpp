@@ -71,8 +71,6 @@ bool stats_from_shifted_sums(std::int64_t channels, double n, const float* pivot
 
 namespace {
 
-// Batch renormalization's normalizers: BN's with gamma * r and beta + gamma
-// * d, in chunks through small local arrays (no allocation).
 // a / b (b >= 0) where its 0 / 0 and inf / inf forms have a limit: `zero`
 // for 0 / 0 (a channel constant in the batch, with running var 0 and eps 0:
 // r = 1, d = 0), an infinity of a's sign for inf / inf (the limit it clips
@@ -83,6 +81,8 @@ double renorm_quotient(double a, double b, double zero) {
   return a / b;
 }
 
+// Batch renormalization's normalizers: BN's with gamma * r and beta + gamma
+// * d, in chunks through small local arrays (no allocation).
 void finish_renorm(const TrainingOutputs& o, std::int64_t c0, std::int64_t c1, double count, const double* mean,
                    const double* m2, float* center, float* scale, float* shift, double* invstd, bool write) {
   constexpr std::int64_t kChunk = 64;

@@ -157,11 +157,7 @@ void finish_sample(const Problem& p, std::int64_t n, double rows, const RowBuffe
       for (std::int64_t j = 0; j < cg; ++j)
         gm2 += (static_cast<double>(v[j]) - gm) * (static_cast<double>(v[j]) - gm);
     } else if (x) {
-      const void* xg = element_ptr(x, p.dtype, g * cg);
-      double sums[2] = {0.0, 0.0};
-      const float pivot = block_pivot(p.dtype, xg, cg, 1);
-      k::shifted_sums(p.dtype, xg, k::Runs{1, cg, cg}, pivot, sums);
-      const Stats st = stats_from_sums(p.dtype, xg, cg, pivot, sums);
+      const Stats st = contiguous_stats(p.dtype, element_ptr(x, p.dtype, g * cg), cg);
       gm = st.mean;
       gm2 = st.m2;
     } else {
