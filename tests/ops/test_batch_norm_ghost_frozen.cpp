@@ -101,6 +101,24 @@ TEST(GhostBatchNorm, Errors) {
     }
     EXPECT_EQ(dst.bytes, before);
   }
+  // The layer names its option, and changes nothing.
+  for (std::int64_t vbs : {4, 1}) {  // 4 does not divide 6; groups of 1x2 have one value per channel
+    const TensorDesc one(DType::f32, Layout::channels_first, {6, 2});
+    BatchNorm named(BatchNorm::Options{.num_features = 2, .virtual_batch_size = vbs});
+    const auto before = dst.bytes;
+    try {
+      named.forward(vbs == 4 ? d : one, src.data(), vbs == 4 ? d : one, dst.data());
+      ADD_FAILURE() << vbs;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("'options.virtual_batch_size' = " + std::to_string(vbs)),
+                std::string::npos)
+          << e.what();
+    }
+    EXPECT_EQ(dst.bytes, before);
+    EXPECT_EQ(named.num_batches_tracked(), 0);
+    EXPECT_EQ(std::vector<float>(named.running_mean().begin(), named.running_mean().end()),
+              std::vector<float>(2, 0.0f));
+  }
   // The layer checks its input before its saved statistics grow to G x C:
   // a null src with a huge batch is an Error, not std::bad_alloc.
   BatchNorm layer(BatchNorm::Options{.num_features = 2, .virtual_batch_size = 3});

@@ -15,36 +15,36 @@
 #include "ops/validate.hpp"
 
 namespace bnorm {
-namespace {
+namespace ops::batch_norm {
 
-// The descriptor of one group, and the number of groups; throws unless
-// virtual_batch_size divides the batch.
-std::pair<TensorDesc, std::int64_t> group_desc(const TensorDesc& d, std::int64_t vbs) {
-  ops::require_activation(d, "src_desc", 2, kMaxRank);
+std::pair<TensorDesc, std::int64_t> ghost_groups(const TensorDesc& d, std::int64_t vbs, const char* name,
+                                                 bool training) {
+  require_activation(d, "src_desc", 2, kMaxRank);
   if (vbs < 1 || d.batch() % vbs != 0)
-    throw Error(ErrorKind::invalid_argument,
-                "argument 'virtual_batch_size' = " + std::to_string(vbs) + ": it must be >= 1 and divide N = " +
-                    std::to_string(d.batch()) + " (dims " + d.dims_str() + ")");
+    throw Error(ErrorKind::invalid_argument, std::string("argument '") + name + "' = " + std::to_string(vbs) +
+                                                 ": it must be >= 1 and divide N = " +
+                                                 std::to_string(d.batch()) + " (dims " + d.dims_str() + ")");
   std::vector<std::int64_t> dims(d.dims().begin(), d.dims().end());
   dims[0] = vbs;
-  return {TensorDesc(d.dtype(), d.layout(), dims), d.batch() / vbs};
+  const TensorDesc group(d.dtype(), d.layout(), dims);
+  if (training && group.batch() * group.spatial() <= 1)
+    throw Error(ErrorKind::invalid_argument,
+                std::string("argument '") + name + "' = " + std::to_string(vbs) + " for src_desc dims " +
+                    d.dims_str() + ": each group would have " +
+                    std::to_string(group.batch() * group.spatial()) +
+                    " value per channel; training needs more than 1 (virtual_batch_size * spatial >= 2)");
+  return {group, d.batch() / vbs};
 }
 
-}  // namespace
+}  // namespace ops::batch_norm
 
 void ghost_batch_norm_forward_training(const TensorDesc& src_desc, const void* src, const TensorDesc& dst_desc,
                                        void* dst, std::int64_t virtual_batch_size, const float* gamma,
                                        const float* beta, float* save_mean, float* save_invstd,
                                        const RunningStats& running, const BatchNormConfig& config) {
-  const auto [group, groups] = group_desc(src_desc, virtual_batch_size);
+  const auto [group, groups] = ops::batch_norm::ghost_groups(src_desc, virtual_batch_size);
   // Every check on the first group's call before anything is written.
   ops::batch_norm::check_training(src_desc, src, dst_desc, dst, running, config);
-  if (group.batch() * group.spatial() <= 1)
-    throw Error(ErrorKind::invalid_argument,
-                "argument 'virtual_batch_size' = " + std::to_string(virtual_batch_size) +
-                    " for src_desc dims " + src_desc.dims_str() + ": each group would have " +
-                    std::to_string(group.batch() * group.spatial()) +
-                    " value per channel; training needs more than 1 (virtual_batch_size * spatial >= 2)");
   ops::batch_norm::check_training(group, src, group, dst, running, config);
   const std::int64_t c = group.channels(), step = group.elements();
   const ops::batch_norm::Plan plan =
@@ -64,7 +64,8 @@ void ghost_batch_norm_backward(const TensorDesc& src_desc, const void* src, cons
                                const void* diff_dst, const TensorDesc& diff_src_desc, void* diff_src,
                                std::int64_t virtual_batch_size, const float* gamma, const float* mean,
                                const float* invstd, float* diff_gamma, float* diff_beta) {
-  const auto [group, groups] = group_desc(src_desc, virtual_batch_size);
+  const auto [group, groups] =
+      ops::batch_norm::ghost_groups(src_desc, virtual_batch_size, "virtual_batch_size", false);
   ops::require_same(src_desc, "src_desc", diff_dst_desc, "diff_dst_desc");
   ops::require_same(src_desc, "src_desc", diff_src_desc, "diff_src_desc");
   // An empty batch: zero parameter gradients, and no data or statistics to

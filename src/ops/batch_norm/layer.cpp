@@ -82,8 +82,10 @@ void BatchNorm::forward(const TensorDesc& src_desc, const void* src, const Tenso
     const BatchNormConfig config{options_.eps, options_.momentum};
     if (training_ && options_.virtual_batch_size > 0) {
       // The arguments are checked before the saved statistics grow to G x C.
+      const std::int64_t groups =
+          ops::batch_norm::ghost_groups(src_desc, options_.virtual_batch_size, "options.virtual_batch_size")
+              .second;
       ops::batch_norm::check_training(src_desc, src, dst_desc, dst, running, config);
-      const std::int64_t groups = src_desc.batch() / options_.virtual_batch_size;
       const auto size = static_cast<std::size_t>(std::max<std::int64_t>(groups, 1) * options_.num_features);
       ops::grow_saved(saved_mean_, size, src_desc);
       ops::grow_saved(saved_invstd_, size, src_desc);

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <utility>
 
 #include "bnorm/batch_norm.hpp"
 #include "bnorm/tensor.hpp"
@@ -117,6 +118,14 @@ void count_batch(const RunningStats& running) noexcept;
 TrainingCall check_training(const TensorDesc& src_desc, const void* src, const TensorDesc& dst_desc,
                             const void* dst, const RunningStats& running, const BatchNormConfig& config,
                             bool shard = false);
+
+/// Ghost batch norm's split of src_desc into groups of `vbs` samples: one
+/// group's descriptor and the number of groups. Throws Error naming `name`
+/// unless vbs divides the batch and, for training, each group holds more
+/// than one value per channel. The layer checks with its option's name.
+std::pair<TensorDesc, std::int64_t> ghost_groups(const TensorDesc& d, std::int64_t vbs,
+                                                 const char* name = "virtual_batch_size",
+                                                 bool training = true);
 
 /// The argument checks of batch_norm_backward (api.cpp), shared by its
 /// variants: the descriptors and the saved statistics.
