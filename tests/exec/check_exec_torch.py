@@ -256,8 +256,8 @@ def check_calibrate(work):
     onnx.save(m, nan_var)
     r = bnorm("calibrate", nan_var, "--data", data, "-o", os.path.join(work, "c_nan_var.onnx"), "--json")
     first = json.loads(r.stdout)["batch_norms"][0] if r.returncode == 0 else {}
-    check(first.get("max_mean_shift") == {"value": None, "channel": 2}
-          and first.get("max_var_ratio") == {"value": None, "channel": 2},
+    check(first.get("max_mean_shift") == {"value": "NaN", "channel": 2}
+          and first.get("max_var_ratio") == {"value": "NaN", "channel": 2},
           "calibrate's report names the channel whose old variance is NaN", r.stdout + r.stderr)
     # One NaN in the data makes every statistic after it NaN: refused, and
     # nothing written (prepare wrote a model that gave NaN for every input,
@@ -321,6 +321,17 @@ def check_verify(work):
     report = json.loads(r.stdout) if r.stdout else {}
     check(r.returncode == 1 and report.get("passed") is False, "verify fails two models that both give NaN",
           r.stdout + r.stderr)
+    # ... and says so in strict JSON: NaN and infinity are spelled as strings
+    # (both were null, which the schema uses for "absent").
+    def strict(token):
+        raise ValueError(f"non-standard JSON token {token}")
+    try:
+        out = json.loads(r.stdout, parse_constant=strict)["outputs"][0]
+    except (ValueError, KeyError, IndexError) as e:
+        out = {"error": str(e)}
+    check(out.get("max_abs_error") == "Infinity" and out.get("worst", {}).get("a") == "NaN"
+          and out.get("worst", {}).get("b") == "NaN",
+          "verify --json writes NaN and infinity as \"NaN\" / \"Infinity\"", r.stdout)
     # Outputs are paired by position: a model whose output has another name
     # is refused rather than compared against the wrong tensor.
     m = onnx.load(folded)

@@ -3,6 +3,7 @@
 // 6 runtime failure.
 
 #include <charconv>
+#include <cmath>
 #include <filesystem>
 #include <iostream>
 #include <limits>
@@ -40,8 +41,26 @@ CLI::Option* add_batch_size_option(CLI::App& cmd, std::int64_t& value, const std
   return cmd.add_option("--batch-size", value, help)->check(whole_number);
 }
 
+namespace {
+
+// JSON has no NaN or infinity (nlohmann writes both as null, which also
+// means "absent" in the schemas): they become the strings JavaScript and
+// Python's json module use for them.
+void spell_non_finite(nlohmann::json& j) {
+  if (j.is_structured()) {
+    for (auto& v : j) spell_non_finite(v);
+  } else if (j.is_number_float()) {
+    const double v = j.get<double>();
+    if (!std::isfinite(v)) j = std::isnan(v) ? "NaN" : v > 0 ? "Infinity" : "-Infinity";
+  }
+}
+
+}  // namespace
+
 void print_json(const nlohmann::json& report) {
-  std::cout << report.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+  nlohmann::json spelled = report;
+  spell_non_finite(spelled);
+  std::cout << spelled.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
 }
 
 void refuse_overwrite(const std::string& out, const std::vector<std::string>& inputs, const std::string& hint) {
