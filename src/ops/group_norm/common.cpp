@@ -99,15 +99,24 @@ void update_running(const Team& team, const Problem& p, const double* mean, cons
   // Each sample's copy: (1 - m) * r + m * stat; their average over the batch.
   const double m = running.momentum, inv_n = 1.0 / static_cast<double>(p.n);
   const double unbias = 1.0 / static_cast<double>(p.group_count() - 1);
+  // Groups in chunks, samples outer: the statistics are N x G, and a walk
+  // down one group's column touched a page per sample.
+  constexpr std::int64_t kChunk = 64;
   team.for_each_worker([&](int w) {
-    for (std::int64_t g = split_point(p.g, team.workers, w); g < split_point(p.g, team.workers, w + 1); ++g) {
-      double sum_mean = 0.0, sum_var = 0.0;
-      for (std::int64_t n = 0; n < p.n; ++n) {
-        sum_mean += mean[n * p.g + g];
-        sum_var += m2[n * p.g + g] * unbias;
+    const std::int64_t g_end = split_point(p.g, team.workers, w + 1);
+    for (std::int64_t g0 = split_point(p.g, team.workers, w); g0 < g_end; g0 += kChunk) {
+      const std::int64_t len = std::min(kChunk, g_end - g0);
+      double sum_mean[kChunk] = {}, sum_var[kChunk] = {};
+      for (std::int64_t n = 0; n < p.n; ++n)
+        for (std::int64_t j = 0; j < len; ++j) {
+          sum_mean[j] += mean[n * p.g + g0 + j];
+          sum_var[j] += m2[n * p.g + g0 + j] * unbias;
+        }
+      for (std::int64_t j = 0; j < len; ++j) {
+        const std::int64_t g = g0 + j;
+        running.mean[g] = static_cast<float>((1.0 - m) * running.mean[g] + m * sum_mean[j] * inv_n);
+        running.var[g] = static_cast<float>((1.0 - m) * running.var[g] + m * sum_var[j] * inv_n);
       }
-      running.mean[g] = static_cast<float>((1.0 - m) * running.mean[g] + m * sum_mean * inv_n);
-      running.var[g] = static_cast<float>((1.0 - m) * running.var[g] + m * sum_var * inv_n);
     }
   });
 }
