@@ -163,12 +163,14 @@ TEST(GroupNormPlans, Choices) {
   EXPECT_TRUE(rows == ogn::Strategy::samples || rows == ogn::Strategy::split_samples);
   EXPECT_EQ(plan(Layout::channels_last, {1, 64, 32, 32}, 8, f).strategy, ogn::Strategy::split_samples);
   EXPECT_EQ(plan(Layout::channels_last, {64, 64, 8, 8}, 8, f).strategy, ogn::Strategy::samples);
-  // Channels-first forward sums whole blocks of 4 or more planes under 256
-  // bytes instead of walking each plane with the next step's sums.
+  // Channels-first forward takes the moments of whole blocks of planes of
+  // up to 400 values instead of walking each plane with the next step's
+  // sums, whatever the number of planes per block or the dtype.
   EXPECT_TRUE(plan(Layout::channels_first, {64, 256, 56, 56}, 32, f).pipelined);
-  EXPECT_FALSE(plan(Layout::channels_first, {64, 512, 7, 7}, 32, f).pipelined);
-  EXPECT_TRUE(plan(Layout::channels_first, {64, 512, 8, 8}, 32, f).pipelined);
-  EXPECT_TRUE(plan(Layout::channels_first, {64, 512, 7, 7}, 256, f).pipelined) << "2 planes per block";
+  EXPECT_TRUE(plan(Layout::channels_first, {64, 256, 401}, 256, f).pipelined);
+  EXPECT_FALSE(plan(Layout::channels_first, {64, 512, 20, 20}, 32, f).pipelined);
+  EXPECT_FALSE(plan(Layout::channels_first, {64, 512, 7, 7}, 512, f).pipelined) << "instance norm";
+  EXPECT_FALSE(plan(Layout::channels_first, {64, 512, 7, 7}, 256, f).pipelined) << "2 planes per block";
   // Samples that fit a core's L2 take turns; larger ones are pipelined,
   // backward only up to 4 L2 of x and dy (C = 256 f32: 1 KiB of x per
   // position).

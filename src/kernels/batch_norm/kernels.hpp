@@ -81,6 +81,11 @@ struct Runs {
 
 /// out = {sum of d, sum of d^2} with d = x - pivot, in one pass.
 void shifted_sums(DType dtype, const void* x, Runs runs, float pivot, double out[2]);
+/// mean[b] and m2[b] (sum of squared deviations) of `blocks` consecutive
+/// blocks of len >= 1 values each, in two exact passes over each block (for
+/// blocks that stay in cache between them).
+void block_moments(DType dtype, const void* x, std::int64_t blocks, std::int64_t len, double* mean,
+                   double* m2);
 /// Sum of (x - center)^2 over the runs (the exact second pass).
 double sum_sq_centered(DType dtype, const void* x, Runs runs, float center);
 /// y = (x - center) * scale + shift over the runs (y has x's strides).

@@ -132,6 +132,52 @@ double SumSqCenteredT(const Storage<kType>* x, Runs runs, float center) {
   return out[0];
 }
 
+// Exact two-pass moments of contiguous blocks (small enough to stay in L1
+// or L2 between the passes): the sum of w = x - pivot (the block's first
+// value), then of (w - mean(w))^2, in f32 lanes folded into double every
+// kAddsPerFlush vectors. The pivot keeps w small where the values are
+// large against their spread; the centered second pass needs no guard.
+template <DType kType>
+void BlockMomentsT(const Storage<kType>* x, std::int64_t blocks, std::int64_t len, double* mean, double* m2) {
+  const DF d;
+  const size_t lanes = hn::Lanes(d), n = static_cast<size_t>(len);
+  const double count = static_cast<double>(len);
+  // Sum of term(v, k) over the block's vectors (k valid lanes; padded
+  // lanes load as the pivot).
+  auto sum_over = [&](const Storage<kType>* HWY_RESTRICT p, float pivot, const auto& term) HWY_ATTR {
+    double total = 0.0;
+    VF acc = hn::Zero(d);
+    size_t rounds = 0;
+    for (size_t i = 0; i < n; i += lanes) {
+      const size_t k = std::min(lanes, n - i);
+      acc = hn::Add(acc, term(LoadSomeAsF32<kType>(d, p + i, k, pivot), k));
+      if (HWY_UNLIKELY(++rounds == kAddsPerFlush)) {
+        total += SumLanesInDouble(d, acc);
+        acc = hn::Zero(d);
+        rounds = 0;
+      }
+    }
+    return total + SumLanesInDouble(d, acc);
+  };
+  for (std::int64_t b = 0; b < blocks; ++b) {
+    const Storage<kType>* HWY_RESTRICT p = x + static_cast<size_t>(b) * n;
+    float pivot = hn::GetLane(LoadSomeAsF32<kType>(d, p, 1, 0.0f));
+    if (!(pivot - pivot == 0.0f)) pivot = 0.0f;  // an infinite or NaN first value
+    const VF vp = hn::Set(d, pivot);
+    const double mean_w = sum_over(p, pivot, [&](VF v, size_t) HWY_ATTR { return hn::Sub(v, vp); }) / count;
+    const float center_w = static_cast<float>(mean_w);
+    const VF vc = hn::Set(d, center_w);
+    const double sq = sum_over(p, pivot, [&](VF v, size_t k) HWY_ATTR {
+      VF e = hn::Sub(hn::Sub(v, vp), vc);
+      if (k < lanes) e = hn::IfThenElseZero(hn::FirstN(d, k), e);
+      return hn::Mul(e, e);
+    });
+    const double dm = mean_w - static_cast<double>(center_w);
+    mean[b] = static_cast<double>(pivot) + mean_w;
+    m2[b] = std::max(sq - count * dm * dm, 0.0);  // std::max keeps a NaN first argument
+  }
+}
+
 // Backward's terms of elements [i, i + 2 * Lanes) of a run: the (gated) dy
 // into g0 / g1, dy * (x - center) into h0 / h1.
 template <DType kType, bool kGate, class Y>
@@ -937,6 +983,10 @@ void BackwardCoefficients(std::int64_t n, double inv_count, const double* sum_dy
 void ShiftedSums(DType dt, const void* x, Runs runs, float pivot, double out[2]) {
   WithDType(dt, [&](auto t) { ShiftedSumsT<t()>(static_cast<const Storage<t()>*>(x), runs, pivot, out); });
 }
+void BlockMoments(DType dt, const void* x, std::int64_t blocks, std::int64_t len, double* mean, double* m2) {
+  WithDType(dt,
+            [&](auto t) { BlockMomentsT<t()>(static_cast<const Storage<t()>*>(x), blocks, len, mean, m2); });
+}
 double SumSqCentered(DType dt, const void* x, Runs runs, float center) {
   return WithDType(
       dt, [&](auto t) { return SumSqCenteredT<t()>(static_cast<const Storage<t()>*>(x), runs, center); });
@@ -1082,6 +1132,7 @@ HWY_AFTER_NAMESPACE();
 namespace bnorm::kernels::batch_norm {
 
 HWY_EXPORT(ShiftedSums);
+HWY_EXPORT(BlockMoments);
 HWY_EXPORT(SumSqCentered);
 HWY_EXPORT(Normalize);
 HWY_EXPORT(BackwardReduce);
@@ -1101,6 +1152,10 @@ HWY_EXPORT(BackwardCoefficients);
 
 void shifted_sums(DType dtype, const void* x, Runs runs, float pivot, double out[2]) {
   HWY_DYNAMIC_DISPATCH(ShiftedSums)(dtype, x, runs, pivot, out);
+}
+void block_moments(DType dtype, const void* x, std::int64_t blocks, std::int64_t len, double* mean,
+                   double* m2) {
+  HWY_DYNAMIC_DISPATCH(BlockMoments)(dtype, x, blocks, len, mean, m2);
 }
 double sum_sq_centered(DType dtype, const void* x, Runs runs, float center) {
   return HWY_DYNAMIC_DISPATCH(SumSqCentered)(dtype, x, runs, center);

@@ -117,13 +117,21 @@ void forward_blocks(const Problem& p, const Plan& plan, const void* src, void* d
           block_pivots[j] = block_pivot(dt, x_at(b), cg, p.s);
           k::shifted_sums(dt, x_at(b), k::Runs{1, m, m}, block_pivots[j], block_sums + 2 * j);
         };
-        // The first step's sums alone.
-        for (std::int64_t b = b0; b < step_end(b0); ++b) sum_block(b, b - b0);
+        // Pipelined, the first step's sums alone.
+        if (plan.pipelined)
+          for (std::int64_t b = b0; b < step_end(b0); ++b) sum_block(b, b - b0);
         for (std::int64_t u0 = b0, u1 = step_end(b0); u0 < b_end; u0 = u1, u1 = step_end(u1)) {
           const std::int64_t nb = u1 - u0, next_end = step_end(u1), nn = next_end - u1;
+          // Small planes: the step's moments in two passes (the second from
+          // L1), then its output.
+          double* step_mean = block_sums;
+          double* step_m2 = block_sums + unit;
+          if (!plan.pipelined) k::block_moments(dt, x_at(u0), nb, m, step_mean, step_m2);
           for (std::int64_t j = 0; j < nb; ++j) {
             const auto uj = static_cast<std::size_t>(j);
-            const Stats st = stats_from_sums(dt, x_at(u0 + j), m, block_pivots[uj], block_sums + 2 * uj);
+            const Stats st = plan.pipelined
+                                 ? stats_from_sums(dt, x_at(u0 + j), m, block_pivots[uj], block_sums + 2 * uj)
+                                 : Stats{static_cast<double>(m), step_mean[j], step_m2[j]};
             std::fill_n(s.mean_rep + j * cg, cg, st.mean);
             std::fill_n(s.m2_rep + j * cg, cg, st.m2);
             if (a.running) {
@@ -140,11 +148,8 @@ void forward_blocks(const Problem& p, const Plan& plan, const void* src, void* d
           // This step's statistics are done: its pivots and sums make way
           // for the next step's.
           if (!plan.pipelined) {
-            // Small planes: the step's output alone, then the next step's
-            // sums, block by block.
             k::normalize_and_sum(dt, x_at(u0), element_ptr(dst, dt, u0 * m), nb * cg, p.s, s.center, s.scale,
                                  s.shift, plan.stream, nullptr, nullptr, nullptr);
-            for (std::int64_t j = 0; j < nn; ++j) sum_block(u1 + j, j);
             continue;
           }
           for (std::int64_t j = 0; j < nn; ++j) {

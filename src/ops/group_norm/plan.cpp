@@ -18,16 +18,16 @@ constexpr std::int64_t kGrainElements = 32768;
 // Owned blocks are pipelined in steps of about this many bytes (of x).
 constexpr std::size_t kUnitBytes = 8192;
 
-// Planes smaller than this are not worth a walk and a sum each: the forward
-// sums the next step's blocks whole instead, when a block holds at least
-// kWholeBlockPlanes of them (each block then costs a pivot and a call). One
-// process alternating, 2 threads, f32 64x512xS: summing blocks whole took
-// 0.58-0.86 the time at S = 4 to 49 with 16 planes per block (f32 and
-// bf16), 0.90-1.0 at S = 100, 1.0-1.13 at 196; at S = 4 and 49 with 8 or 4
-// planes 0.74-0.92, with 2 planes 0.97-1.12, with 1 (instance norm)
-// 1.33-1.74.
-constexpr std::size_t kPipelinedPlaneBytes = 256;
-constexpr std::int64_t kWholeBlockPlanes = 4;
+// Planes of at most this many values are not worth a walk and a sum each:
+// the forward takes each step's moments whole (two passes, the second from
+// L1 / L2), then its output. One process alternating against the walk, 2
+// threads, 64 x C x S: instance norm f32 0.51-0.61 the time at S = 4 to 64,
+// 0.77-0.91 at 196 to 512, 1.11 at 784; bf16 0.50-0.79 at S = 4 to 256,
+// 0.86-0.93 at 320 and 400, 1.02 at 448, 1.15 at 512; group norm with 2 to
+// 32 planes per block 0.58-0.97 at S = 16 to 196. (The moments had been a
+// pivot and shifted sums per block, after the step's output; against those,
+// group norm f32 64x512x4 took 0.57 the time, 64x512x7x7 0.88.)
+constexpr std::int64_t kWholePlaneValues = 400;
 
 }  // namespace
 
@@ -80,8 +80,7 @@ Plan plan_for(const Problem& p, int threads, Pass pass) {
   if (plan.strategy == Strategy::blocks)
     plan.unit_blocks = std::clamp<std::int64_t>(static_cast<std::int64_t>(kUnitBytes / block_bytes), 1,
                                                 std::max<std::int64_t>(1, blocks / w));
-  plan.pipelined =
-      static_cast<std::size_t>(p.s) * esize >= kPipelinedPlaneBytes || p.group_channels() < kWholeBlockPlanes;
+  plan.pipelined = p.s > kWholePlaneValues;
   return plan;
 }
 

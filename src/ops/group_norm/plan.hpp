@@ -71,7 +71,8 @@ struct Plan {
   /// core's L2, so that their second read comes from memory either way.
   /// blocks, forward: a step's output walks plane by plane with the next
   /// step's sums; otherwise (planes too small for per-plane sums to pay)
-  /// the next step's blocks are summed whole after it.
+  /// each step's moments are taken whole, in two passes (the second from
+  /// cache), before its output.
   bool pipelined = false;
 };
 
