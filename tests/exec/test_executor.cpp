@@ -138,6 +138,92 @@ TEST(Executor, NaNThroughFusedActivationsAndMaxPool) {
   EXPECT_EQ(out[1].data<float>()[0], -0.01f);
 }
 
+// A non-finite Conv weight on zero padding gives NaN (0 times NaN or
+// infinity), as the ONNX definition and PyTorch have it; oneDNN skips the
+// padding, so those outputs were finite. Checked against a direct loop that
+// multiplies the padding, with the weight constant and as an input, grouped,
+// strided, dilated, with asymmetric pads, and through a fused Relu.
+TEST(Executor, NonFiniteConvWeightOnPadding) {
+  const float nan = std::nanf("");
+  constexpr std::int64_t N = 2, C = 16, M = 16, G = 2, H = 6, W = 7, Cg = C / G;
+  const exec::Shape xs = {N, C, H, W}, ws = {M, Cg, 3, 3};
+  std::vector<float> w(static_cast<std::size_t>(M * Cg * 9));
+  for (std::size_t j = 0; j < w.size(); ++j)
+    w[j] = static_cast<float>(static_cast<int>(j * 5 % 9) - 4) * 0.0625f;
+  auto tap = [&](std::int64_t m, std::int64_t i, std::int64_t kh, std::int64_t kw) -> float& {
+    return w[static_cast<std::size_t>(((m * Cg + i) * 3 + kh) * 3 + kw)];
+  };
+  tap(0, 3, 0, 0) = nan;
+  tap(5, 0, 1, 1) = -INFINITY;  // the centre tap
+  tap(9, 7, 2, 1) = INFINITY;   // in the second group; the other channels are finite
+  const Tensor x = [&] {
+    Tensor t(ElementType::f32, xs);
+    for (std::int64_t i = 0; i < t.elements(); ++i)
+      t.data<float>()[i] = 0.5f + 0.1f * static_cast<float>(i * 7 % 11);
+    return t;
+  }();
+  struct Window {
+    std::vector<std::int64_t> pads, strides, dilations;
+  };
+  for (const Window& win : {Window{{1, 1, 1, 1}, {1, 1}, {1, 1}}, Window{{2, 0, 1, 2}, {2, 1}, {1, 2}}})
+    for (bool constant : {true, false})
+      for (bool relu : {false, true}) {
+        const std::string what = "pads " + exec::to_string(win.pads) + (constant ? " constant" : " input") +
+                                 (relu ? " + Relu" : "");
+        std::vector<std::int64_t> out(2);
+        for (int d = 0; d < 2; ++d)
+          out[d] =
+              (xs[d + 2] + win.pads[d] + win.pads[d + 2] - win.dilations[d] * 2 - 1) / win.strides[d] + 1;
+        GraphBuilder g;
+        g.input("x", TP::FLOAT, xs);
+        if (constant) {
+          g.initializer("w", ws, std::vector<double>(w.begin(), w.end()));
+        } else {
+          g.input("w", TP::FLOAT, ws);
+        }
+        auto& conv = g.node("Conv", {"x", "w"}, {relu ? "c" : "y"});
+        GraphBuilder::attr(conv, "group", G);
+        GraphBuilder::attr(conv, "pads", win.pads);
+        GraphBuilder::attr(conv, "strides", win.strides);
+        GraphBuilder::attr(conv, "dilations", win.dilations);
+        if (relu) g.node("Relu", {"c"}, {"y"});
+        g.output("y", TP::FLOAT, {N, M, out[0], out[1]});
+        exec::Executor ex(g.model());
+        std::vector<Tensor> in = {x};
+        if (!constant) in.push_back(filled(ElementType::f32, ws, w));
+        const auto y = ex.run(in);
+        ASSERT_EQ(y[0].shape(), (exec::Shape{N, M, out[0], out[1]})) << what;
+        int nans = 0;
+        for (std::int64_t n = 0; n < N; ++n)
+          for (std::int64_t m = 0; m < M; ++m)
+            for (std::int64_t oh = 0; oh < out[0]; ++oh)
+              for (std::int64_t ow = 0; ow < out[1]; ++ow) {
+                float ref = 0.0f;
+                for (std::int64_t i = 0; i < Cg; ++i)
+                  for (std::int64_t kh = 0; kh < 3; ++kh)
+                    for (std::int64_t kw = 0; kw < 3; ++kw) {
+                      const std::int64_t ih = oh * win.strides[0] - win.pads[0] + kh * win.dilations[0];
+                      const std::int64_t iw = ow * win.strides[1] - win.pads[1] + kw * win.dilations[1];
+                      const bool inside = ih >= 0 && ih < H && iw >= 0 && iw < W;
+                      const std::int64_t c = m / (M / G) * Cg + i;
+                      ref += tap(m, i, kh, kw) *
+                             (inside ? x.data<float>()[((n * C + c) * H + ih) * W + iw] : 0.0f);
+                    }
+                if (relu && ref < 0.0f) ref = 0.0f;
+                const float got = y[0].data<float>()[((n * M + m) * out[0] + oh) * out[1] + ow];
+                const std::string at = what + " at " + std::to_string(n) + "," + std::to_string(m) + "," +
+                                       std::to_string(oh) + "," + std::to_string(ow);
+                nans += std::isnan(ref);
+                if (std::isnan(ref) || std::isinf(ref)) {
+                  EXPECT_TRUE(std::isnan(ref) ? std::isnan(got) : got == ref)
+                      << at << ": " << got << " vs " << ref;
+                } else {
+                  EXPECT_NEAR(got, ref, 1e-4f) << at;
+                }
+              }
+        EXPECT_GT(nans, N * out[0] * out[1]) << what << ": padding NaN beyond channel 0";
+      }
+}
 // ONNX semantics at the edges (found by an audit against numpy / the spec).
 TEST(Executor, SpecEdgeCases) {
   const float nan = std::nanf("");

@@ -4,6 +4,7 @@
 // converted to f32 and back.
 
 #include <algorithm>
+#include <cmath>
 #include <map>
 #include <optional>
 #include <utility>
@@ -80,6 +81,9 @@ struct Compiled {
   // writes this prefix of dst_shape, and the rest is the bias (through the
   // fused activation). Empty: oneDNN writes all of dst_shape.
   Shape reached;
+  // Conv: the input's spatial dims and the resolved window, to find the
+  // outputs whose window puts a weight on padding.
+  std::vector<std::int64_t> in, pad_begin, strides, dilations;
 };
 
 // The fused activation of one value, NaN kept as the ops alone keep it (the
@@ -97,6 +101,45 @@ float activate(const FusedActivation& f, float v) {
       break;
   }
   return v;
+}
+
+// ONNX's Conv pads with zeros, and 0 times NaN or infinity is NaN: an output
+// whose window puts a non-finite weight on padding is NaN (as in PyTorch,
+// which multiplies the padding; oneDNN skips it and gave a finite value).
+// `wf` is Conv's f32 weight (M, C/group, k...), `y` its output.
+void nan_where_padding_meets_non_finite(const Compiled& c, const Tensor& wf, Tensor& y) {
+  const std::size_t k = c.in.size();
+  const std::int64_t m_count = wf.dim(0), per_m = wf.elements() / m_count;
+  std::int64_t taps = 1, positions = 1;
+  for (std::size_t d = 0; d < k; ++d) {
+    taps *= wf.dim(static_cast<int>(d) + 2);
+    positions *= c.dst_shape[d + 2];
+  }
+  std::vector<std::int64_t> tap(k), at(k);
+  float* out = y.data<float>();
+  for (std::int64_t m = 0; m < m_count; ++m) {
+    const float* w = wf.data<float>() + m * per_m;
+    for (std::int64_t t = 0; t < taps; ++t) {
+      bool finite = true;
+      for (std::int64_t i = t; i < per_m && finite; i += taps) finite = std::isfinite(w[i]);
+      if (finite) continue;
+      for (std::size_t d = k, rest = static_cast<std::size_t>(t); d-- > 0;) {
+        tap[d] = static_cast<std::int64_t>(rest) % wf.dim(static_cast<int>(d) + 2);
+        rest /= static_cast<std::size_t>(wf.dim(static_cast<int>(d) + 2));
+      }
+      std::fill(at.begin(), at.end(), 0);
+      for (std::int64_t p = 0; p < positions; ++p) {
+        bool padding = false;
+        for (std::size_t d = 0; d < k; ++d) {
+          const std::int64_t i = at[d] * c.strides[d] - c.pad_begin[d] + tap[d] * c.dilations[d];
+          padding = padding || i < 0 || i >= c.in[d];
+        }
+        if (padding)
+          for (std::int64_t n = 0; n < c.dst_shape[0]; ++n) out[(n * m_count + m) * positions + p] = NAN;
+        for (std::size_t d = k; d-- > 0 && ++at[d] == c.dst_shape[d + 2];) at[d] = 0;
+      }
+    }
+  }
 }
 
 // `whole` from `part`, whose dims are a prefix of each of whole's: every
@@ -136,14 +179,15 @@ class Window final : public Op {
       fail_shape(node_, "weight W " + to_string(w.shape()) + " and input X " + to_string(x.shape()) +
                             " differ in rank");
     const Tensor xf = to_f32(x);
+    if (!constant_w_non_finite_) constant_w_non_finite_ = constant_w_ && any_non_finite(to_f32(*constant_w_));
+    Tensor wf;  // the weight in f32, unless it is constant (reordered once)
+    if (!constant_w_) wf = to_f32(w);
+    const bool w_non_finite = constant_w_ ? *constant_w_non_finite_ : any_non_finite(wf);
     // oneDNN's fused activations turn NaN into 0 or a bound. Where the
     // inputs are not all finite (so the convolution may give NaN), the
     // activation runs after it, as the op alone would.
-    if (fused_.kind != FusedActivation::Kind::none && !constant_w_non_finite_)
-      constant_w_non_finite_ = constant_w_ && any_non_finite(to_f32(*constant_w_));
     const bool apart = fused_.kind != FusedActivation::Kind::none &&
-                       (*constant_w_non_finite_ || any_non_finite(xf) ||
-                        (!constant_w_ && any_non_finite(to_f32(w))) || (b && any_non_finite(to_f32(*b))));
+                       (w_non_finite || any_non_finite(xf) || (b && any_non_finite(to_f32(*b))));
     Compiled& c = compiled(x.shape(), w.shape(), b != nullptr, !apart, ctx);
     Tensor yf(ElementType::f32, c.dst_shape);
     Tensor reached;  // oneDNN's part of yf, when it is not all of it
@@ -152,11 +196,7 @@ class Window final : public Op {
     dnnl::memory src(c.src, eng, const_cast<void*>(xf.raw()));  // reassigned when reordered
     dnnl::memory dst(c.dst, eng, c.reached.empty() ? yf.raw() : reached.raw());
     dnnl::memory weights = c.weights_mem;
-    Tensor wf;
-    if (!weights) {
-      wf = to_f32(w);
-      weights = reorder_weights(c, wf, ctx);
-    }
+    if (!weights) weights = reorder_weights(c, wf, ctx);
     const bool reorder_src = c.src_inner != c.src, reorder_dst = c.dst_inner != c.dst;
     if (reorder_src) {
       dnnl::reorder(src, c.src_buffer).execute(ctx.stream(), src, c.src_buffer);
@@ -184,6 +224,8 @@ class Window final : public Op {
       }
       embed_prefix(reached, tail, yf);
     }
+    if (!transpose_ && w_non_finite)
+      nan_where_padding_meets_non_finite(c, constant_w_ ? to_f32(*constant_w_) : wf, yf);
     if (apart) {
       float* y = yf.data<float>();
       const std::int64_t n = yf.elements();
@@ -284,6 +326,12 @@ class Window final : public Op {
     }
     Compiled c;
     c.dst_shape = dst;
+    if (!transpose_) {
+      c.in = in;
+      c.pad_begin = begin;
+      c.strides = a.strides;
+      c.dilations = a.dilations;
+    }
     c.src = plain_desc(x);
     c.dst = plain_desc(dst);
     c.has_bias = has_bias;
