@@ -188,7 +188,9 @@ TEST(GroupNormNumerics, SmallPlanesWithin1e5) {
             const bool poisoned = b == 1 * groups || b == 2 * groups + 1;
             EXPECT_EQ(std::isnan(dst.get(i)), poisoned)
                 << d.dims_str() << " G=" << groups << " element " << i;
-            if (!poisoned) EXPECT_TRUE(std::isfinite(dst.get(i)));
+            if (!poisoned) {
+              EXPECT_TRUE(std::isfinite(dst.get(i)));
+            }
           }
           EXPECT_TRUE(std::isnan(mean[1 * groups]) == std::isnan(bad));
           EXPECT_TRUE(std::isfinite(mean[0]) && std::isfinite(invstd[0]));
