@@ -154,6 +154,12 @@ TEST(GroupNormPlans, Choices) {
   EXPECT_EQ(plan(Layout::channels_first, {1, 256, 56, 56}, 1, f).strategy, ogn::Strategy::split_blocks);
   EXPECT_EQ(plan(Layout::channels_first, {3, 4, 64, 64}, 1, f).strategy, ogn::Strategy::split_blocks);
   EXPECT_TRUE(plan(Layout::channels_first, {64, 256, 56, 56}, 32, f).stream);
+  // Channels-first planes under 2 KiB store their output plainly, however
+  // large the tensor; channels-last rows stream whatever C.
+  EXPECT_FALSE(plan(Layout::channels_first, {256, 1024, 14, 14}, 32, f).stream);
+  EXPECT_FALSE(plan(Layout::channels_first, {512, 512, 7, 7}, 512, ogn::Pass::backward).stream);
+  EXPECT_TRUE(plan(Layout::channels_first, {128, 512, 24, 24}, 32, f).stream);
+  EXPECT_TRUE(plan(Layout::channels_last, {256, 1024, 14, 14}, 32, f).stream);
   // Steps of about 8 KiB: single blocks of 56x56 planes, several of 12x16 ones.
   EXPECT_EQ(plan(Layout::channels_first, {64, 256, 56, 56}, 256, f).unit_blocks, 1);
   EXPECT_EQ(plan(Layout::channels_first, {256, 1024, 12, 16}, 1024, f).unit_blocks, 10);

@@ -29,6 +29,20 @@ constexpr std::size_t kUnitBytes = 8192;
 // group norm f32 64x512x4 took 0.57 the time, 64x512x7x7 0.88.)
 constexpr std::int64_t kWholePlaneValues = 400;
 
+// Channels-first planes shorter than this do not stream their output: each
+// plane's partial lines at its two ends are stored plainly, and with short
+// planes the streamed lines between them were slower than plain stores
+// throughout (perf put a third of the backward's time on the instruction
+// after the streaming store). One process alternating, 2 threads, Zen 4,
+// medians of 9-21: 7x7 planes forward 0.81-0.85 the time, backward 0.74-0.93
+// (64x512 and 512x512, f32 and bf16); 14x14 (256x1024) forward f32 0.79-0.96,
+// bf16 0.61, backward f32 0.88-0.92, bf16 0.66; bf16 28x28 (1568 bytes)
+// 0.83-0.89; f32 20x20 (1600 bytes) 0.92-1.0. Streaming won from about 2 KiB:
+// f32 24x24 0.98-1.05, bf16 40x40 0.95-1.10, f32 28x28 0.98-1.15. (Batch
+// norm's channels-first passes, which write the planes of a block as one
+// run, keep streaming: the same rule there took 1.02-1.80 the time.)
+constexpr std::size_t kStreamedPlaneBytes = 2048;
+
 }  // namespace
 
 Plan plan_for(const Problem& p, int threads, Pass pass) {
@@ -81,6 +95,7 @@ Plan plan_for(const Problem& p, int threads, Pass pass) {
     plan.unit_blocks = std::clamp<std::int64_t>(static_cast<std::int64_t>(kUnitBytes / block_bytes), 1,
                                                 std::max<std::int64_t>(1, blocks / w));
   plan.pipelined = p.s > kWholePlaneValues;
+  plan.stream = plan.stream && static_cast<std::size_t>(p.s) * esize >= kStreamedPlaneBytes;
   return plan;
 }
 
