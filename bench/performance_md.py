@@ -7,7 +7,7 @@ The folder holds one file per run, each starting with a line "$ <command>":
 batch_norm.txt (the main table, with --bandwidth), and optionally small.txt
 (the small shapes again with more repetitions), patterns.txt (--patterns),
 family.txt (--ops bn_relu,...: the normalization family with the targets of
-issue #6), sync.txt (bnorm-sync-bench under mpirun) and exec.txt
+issue #6), family_small.txt (group and instance norm on small maps), sync.txt (bnorm-sync-bench under mpirun) and exec.txt
 (bench/exec_speed.sh: bnorm-exec-bench runs, each after its "$ " line).
 
 The tables and every figure in the text about the latest run come from the
@@ -80,8 +80,9 @@ def main():
     w("All figures come from `bnorm-bench`, which runs the roofline, bnorm, oneDNN 2.6 and ATen 1.13 in one")
     w("process, interleaved repetition by repetition, on the same buffers, and reports medians. Judge by the")
     w("ratios: the runs come from 2-core VMs whose absolute speed drifts from minute to minute (20-40% on the")
-    w("Intel machine of the earlier runs; on the AMD machine of the latest, the roofline at two threads read")
-    w("from about 50 to 95 GB/s, between runs and between the cases of one run), so a case can differ by that")
+    w("Intel machine of the early runs; on the AMD Zen 5 VM (family 26) of the runs before the latest, the")
+    w("roofline at two threads read from about 50 to 95 GB/s, between runs and between the cases of one run;")
+    w("the latest run's machine is named below), so a case can differ by that")
     w("much between two runs, and bnorm's ratio to the roofline is highest where memory happened to be fast.\n")
     w("- **roofline**: `y = a*x + b` over the same elements and dtype with streaming stores (read x, write y:")
     w("  the traffic of inference). **bn/roof** = bnorm / roofline time; the floor is 1.0 for inference.")
@@ -277,7 +278,10 @@ def main():
       f"(median {statistics.median(at):.2f}).")
     family = read_run(args.runs, "family.txt")
     if family:
-        family_section(w, family[1], family[0])
+        family_section(w, family[1], family[0], pattern_ratios(patterns[1]) if patterns else {})
+    family_small = read_run(args.runs, "family_small.txt")
+    if family_small:
+        family_small_section(w, family_small[1], family_small[0])
     sync = read_run(args.runs, "sync.txt")
     if sync:
         sync_section(w, sync[1], sync[0])
@@ -304,8 +308,9 @@ INTEL_FAMILY = (
 FAMILY_OPS = ("bn_relu", "bn_add_relu", "layer_norm", "rms_norm", "group_norm", "instance_norm")
 
 
-def family_section(w, text, command):
-    """The other normalizations and the fused BN ops, with issue #6's targets."""
+def family_section(w, text, command, bare):
+    """The other normalizations and the fused BN ops, with issue #6's targets;
+    `bare`: pattern_ratios of the patterns run ({} when there is none)."""
     rows = [line.split() for line in text.rstrip().splitlines()]
     rows = [r for r in rows if len(r) == 17 and r[0] in FAMILY_OPS]
     w("")
@@ -342,6 +347,21 @@ def family_section(w, text, command):
             w(f"| {op} | {d} | <= {target:.2f} | {min(rr):.2f}-{max(rr):.2f} ({ok} of {len(rr)} within) | "
               + (f"{min(at):.2f}-{max(at):.2f}" if at else "-") + " |")
     w("")
+    floor = lambda shape, k: " / ".join(f"{bare[(shape, t, k)]:.2f}" for t in ("1", "2") if (shape, t, k) in bare)
+    rows_shape, planes_shape = "8192x1x64x64", "64x256x56x56"
+    if floor(rows_shape, "planes-pipelined") and floor(planes_shape, "planes-pipelined"):
+        w("Against the bare loops of the patterns run (1 / 2 threads; a kernel cannot beat the bare loop of the")
+        w(f"walk it takes). Layer and RMS norm rows of 4096 f32 are {rows_shape}'s planes: the bare forward walk")
+        w(f"(one plane's output from cache while the next plane's sums come from DRAM) costs")
+        w(f"{floor(rows_shape, 'planes-pipelined')}x the roofline, its backward with dy")
+        w(f"{floor(rows_shape, 'planes-bwd-pipe')}x; one pass that reads x and dy and writes dx with no sums at")
+        w(f"all costs {floor(rows_shape, 'bwd-one-stream')}x. On {planes_shape} (instance norm's planes, group")
+        w(f"norm channels-first's blocks) the same walks cost {floor(planes_shape, 'planes-pipelined')} and")
+        w(f"{floor(planes_shape, 'planes-bwd-pipe')}, the no-sums pass {floor(planes_shape, 'bwd-one-stream')}.")
+        w("Where those floors are above 1.25 (forward) or 1.8 (backward), the issue's target cannot be met on this")
+        w("machine by any kernel that computes the statistics it normalizes with; channels-last group and instance")
+        w("norm also read their samples twice (see below).")
+        w("")
     w("| fused op | direction | fused / plain BN | unfused / fused | ATen/bnorm |")
     w("|---|---|---|---|---|")
     for op in ("bn_relu", "bn_add_relu"):
@@ -370,8 +390,8 @@ def family_section(w, text, command):
     w("were tuned\", figures measured before the latest run come from the Intel machine unless they say")
     w("otherwise:")
     w("")
-    w("- On the AMD machine of the latest run one core moved 92-96% of two cores' bandwidth in the bandwidth")
-    w("  tests of that session's runs (see \"What bounds the ratios\"): where it does, passes that the Intel")
+    w("- On the AMD Zen 5 machine (family 26) one core moved 92-96% of two cores' bandwidth in the bandwidth")
+    w("  tests of its runs: where it does, passes that the Intel")
     w("  machine hid behind DRAM transfers show. Layer norm's forward takes a block's statistics from cache")
     w("  while DRAM idles: perf puts that pass at a third of the forward's time (f32, 8192x4096, 2 threads),")
     w("  waiting on its loads; prefetching the next block into L1 instead of L2, or blocks of 16, 64 or 128")
@@ -413,7 +433,7 @@ def family_section(w, text, command):
     w("  backward ran within about 1.1x of it in the same minutes. The forward's pipelined walk is the")
     w("  three-stream loop (1.42-1.47x). Meeting 1.8x (backward) or 1.25x (forward) here needs x and dy read")
     w("  once, i.e. samples that fit a core's cache.")
-    w("- On the AMD machine (1 MiB L2, 32 MiB L3) taking turns wins the backward back for large samples: a")
+    w("- On the AMD Zen 5 machine (1 MiB L2, 32 MiB L3) taking turns wins the backward back for large samples: a")
     w("  sample's second read then comes from L3, which two samples per worker in flight (pipelined) overflow.")
     w("  The backward now pipelines only samples of x and dy up to 4 L2. One process alternating, 2 threads:")
     w("  turns 0.82-0.93x the time for samples of 6.4-51 MB (f32 64x256x56x56 0.85-0.86x), 0.93-1.05x at")
@@ -431,7 +451,7 @@ def family_section(w, text, command):
     w("  (`BatchNormFusion::relu_mask`), and the backward read it in place of the output: 1/32 of the bytes in")
     w("  f32, 1/16 in bf16. `bnorm-bench` now runs the fused training forward and backward that way (the Intel")
     w("  machine's run quoted above is from before). One process, alternating gate from the output / from the")
-    w("  mask, 64x256x56x56, 2 threads, on the AMD machine of the latest run, medians of 15:")
+    w("  mask, 64x256x56x56, 2 threads, on the AMD Zen 5 machine, medians of 15:")
     w("  backward channels-last 0.70-0.73x the time (BN+ReLU, f32 and bf16), 0.90x with the residual (f32);")
     w("  channels-first 0.92-0.93x. The training forward pays for gathering the bits: channels-last 0.89-0.99x")
     w("  (noise), channels-first f32 1.02-1.03x, bf16 1.07-1.09x with buffers on cache lines (1.08-1.19x 16")
@@ -476,6 +496,15 @@ def family_section(w, text, command):
     w("  before/after: group norm 128x512x7x7 bf16 8.0 -> 1.3 ms; instance norm 256x1024x14x14 bf16 forward")
     w("  39.8 -> 24.9 ms, backward 43.7 -> 19.8 ms; layer norm 1048576x49 bf16 134.6 -> 29.1 ms forward,")
     w("  141.9 -> 30.6 ms backward.")
+    w("- On the Zen 4 machine of the latest run that mix was still slow for group and instance norm")
+    w("  channels-first planes under 2 KiB, which streamed the whole lines inside each plane and stored its")
+    w("  two end lines plainly (perf put a third of group norm 64x512x7x7 backward on the instruction after the")
+    w("  streaming store). Those planes now store their output plainly. One process alternating, 2 threads:")
+    w("  7x7 forward 0.81-0.85x the time, backward 0.74-0.93x (64x512 and 512x512, f32 and bf16); 14x14")
+    w("  (256x1024) bf16 0.61x / 0.66x, f32 0.79-0.96x / 0.88-0.92x; from about 2 KiB streaming won or tied")
+    w("  (f32 24x24, bf16 40x40: 0.95-1.10x). Batch norm writes a block's planes as one run and keeps")
+    w("  streaming (without it: 1.02-1.80x). The small-maps run below was taken after the change: group norm")
+    w("  64x512x7x7 f32 backward, ATen/bnorm 0.65 in the same command before it, reads 0.94 there.")
     w("- Layer and RMS norm take each block of rows (32 KiB) in two passes: its statistics from cache, then its")
     w("  output from cache while the next block streams in. The first pass is arithmetic with no DRAM traffic of")
     w("  its own. Skipping it (statistics taken as known; one process, alternating, 2 threads, 8192x4096) cut")
@@ -540,6 +569,25 @@ def family_section(w, text, command):
     w("")
 
 
+def family_small_section(w, text, command):
+    """Group and instance norm on small maps (bnorm-bench --ops ... --shapes)."""
+    rows = [line.split() for line in text.rstrip().splitlines()]
+    rows = [r for r in rows if len(r) == 17 and r[0] in FAMILY_OPS]
+    w("### Group and instance norm on small maps")
+    w("")
+    w("Planes of 7x7 and 2x2 (late ResNet stages, detection heads), where per-plane work rather than DRAM")
+    w("sets the pace; ATen is the peer to beat there.")
+    w("")
+    w("```\n" + command + "\n```\n")
+    w("```\n" + text.rstrip() + "\n```\n")
+    at = [(num(r[14]), r) for r in rows if num(r[14]) is not None]
+    slow = [" ".join(r[:4]) + " " + r[4] for v, r in at if v < 1.0]
+    if at:
+        w(f"ATen/bnorm {min(v for v, _ in at):.2f}-{max(v for v, _ in at):.2f}; ATen faster in {len(slow)} of "
+          f"{len(at)} cases" + (": " + "; ".join(slow) if slow else "") + ".")
+        w("")
+
+
 def pattern_ratios(text):
     """{(shape, threads, pattern): x roofline} from a --patterns run."""
     rows = [line.split() for line in text.rstrip().splitlines()]
@@ -558,7 +606,7 @@ def patterns_section(w, text, command):
     w("training and backward on the same data. A direction cannot beat the bare loop of the pattern it walks,")
     w("so these say which target a pattern can reach at all. 256x1024x12x16 stands in for 256x1024x14x14: its")
     w("planes are 768 bytes against 784 (the bare loops take whole aligned vectors, so S must be a multiple")
-    w("of 16).\n")
+    w("of 16). 8192x1x64x64 holds layer and RMS norm's rows of 4096 as planes (read in the family section).\n")
     w("```\n" + command + "\n```\n")
     w("```\n" + text.rstrip() + "\n```\n")
     if not rows:
