@@ -44,6 +44,12 @@ def read_run(folder, name):
     return first[2:], rest
 
 
+def run_block(w, command, text):
+    """A run's command and its output, each in a code block."""
+    w("```\n" + command + "\n```\n")
+    w("```\n" + text.rstrip() + "\n```\n")
+
+
 def scaling(rows):
     """((roof_ms, bnorm_ms) at 1 thread, the same at 2, case) for the DRAM-resident cases run at both."""
     key = lambda r: (r[0], r[1], r[2], r[3])
@@ -100,8 +106,7 @@ def main():
     machine = re.search(r"^machine: (.*)$", text, re.M)
     w(f"Debian 12 VM: {machine.group(1) if machine else 'machine not recorded'}; bnorm dispatches to "
       f"{isa.group(1) if isa else 'AVX3'}.\n")
-    w("```\n" + command + "\n```\n")
-    w("```\n" + text + "\n```\n")
+    run_block(w, command, text)
     if 1 in bw:
         r1, wr1, rw1 = bw[1]
         w("## What bounds the ratios\n")
@@ -308,11 +313,15 @@ INTEL_FAMILY = (
 FAMILY_OPS = ("bn_relu", "bn_add_relu", "layer_norm", "rms_norm", "group_norm", "instance_norm")
 
 
+def family_rows(text):
+    """The table rows of a bnorm-bench --ops run, split."""
+    return [r for r in (line.split() for line in text.rstrip().splitlines()) if len(r) == 17 and r[0] in FAMILY_OPS]
+
+
 def family_section(w, text, command, bare):
     """The other normalizations and the fused BN ops, with issue #6's targets;
     `bare`: pattern_ratios of the patterns run ({} when there is none)."""
-    rows = [line.split() for line in text.rstrip().splitlines()]
-    rows = [r for r in rows if len(r) == 17 and r[0] in FAMILY_OPS]
+    rows = family_rows(text)
     w("")
     w("## The normalization family and fused batch norm")
     w("")
@@ -328,8 +337,7 @@ def family_section(w, text, command, bare):
     w("plain) and **unfused** is bnorm's batch norm followed by ATen's separate `add_` / `relu_` passes (backward:")
     w("`threshold_backward`, then bnorm's backward; **unf/bn** = unfused / fused).")
     w("")
-    w("```\n" + command + "\n```\n")
-    w("```\n" + text.rstrip() + "\n```\n")
+    run_block(w, command, text)
     w("### Issue #6 targets, from this run (2 threads)")
     w("")
     two = [r for r in rows if r[5] == "2"]
@@ -571,15 +579,13 @@ def family_section(w, text, command, bare):
 
 def family_small_section(w, text, command):
     """Group and instance norm on small maps (bnorm-bench --ops ... --shapes)."""
-    rows = [line.split() for line in text.rstrip().splitlines()]
-    rows = [r for r in rows if len(r) == 17 and r[0] in FAMILY_OPS]
+    rows = family_rows(text)
     w("### Group and instance norm on small maps")
     w("")
     w("Planes of 7x7 and 2x2 (late ResNet stages, detection heads), where per-plane work rather than DRAM")
     w("sets the pace; ATen is the peer to beat there.")
     w("")
-    w("```\n" + command + "\n```\n")
-    w("```\n" + text.rstrip() + "\n```\n")
+    run_block(w, command, text)
     at = [(num(r[14]), r) for r in rows if num(r[14]) is not None]
     slow = [" ".join(r[:4]) + " " + r[4] for v, r in at if v < 1.0]
     if at:
@@ -607,8 +613,7 @@ def patterns_section(w, text, command):
     w("so these say which target a pattern can reach at all. 256x1024x12x16 stands in for 256x1024x14x14: its")
     w("planes are 768 bytes against 784 (the bare loops take whole aligned vectors, so S must be a multiple")
     w("of 16). 8192x1x64x64 holds layer and RMS norm's rows of 4096 as planes (read in the family section).\n")
-    w("```\n" + command + "\n```\n")
-    w("```\n" + text.rstrip() + "\n```\n")
+    run_block(w, command, text)
     if not rows:
         return
     pair = lambda shape, k: " / ".join(f"{x[(shape, t, k)]:.2f}" for t in ("1", "2") if (shape, t, k) in x)
@@ -653,8 +658,7 @@ def sync_section(w, text, command):
     w("per-process shape, and the two bare allgathers one SyncBatchNorm call makes (`coll_ms`: the 32-byte call")
     w("header, then 1 + 2C doubles). Both processes share this machine's two cores and its memory bandwidth.")
     w("")
-    w("```\n" + command + "\n```\n")
-    w("```\n" + text.rstrip() + "\n```\n")
+    run_block(w, command, text)
     if rows:
         big = [r for r in rows if r[2] not in ("8x2048", "2x64x7x7")]
         small = [r for r in rows if r[2] in ("8x2048", "2x64x7x7")]
