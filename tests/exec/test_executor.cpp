@@ -139,8 +139,8 @@ TEST(Executor, NaNThroughFusedActivationsAndMaxPool) {
 }
 
 // A non-finite Conv weight on zero padding gives NaN (0 times NaN or
-// infinity), as the ONNX definition and PyTorch have it; oneDNN skips the
-// padding, so those outputs were finite. Checked against a direct loop that
+// infinity), as the ONNX definition has it (PyTorch too when it does not
+// go through mkldnn); oneDNN skips the padding, so those outputs were finite. Checked against a direct loop that
 // multiplies the padding, with the weight constant and as an input, grouped,
 // strided, dilated, with asymmetric pads, and through a fused Relu.
 TEST(Executor, NonFiniteConvWeightOnPadding) {

@@ -104,8 +104,10 @@ float activate(const FusedActivation& f, float v) {
 }
 
 // ONNX's Conv pads with zeros, and 0 times NaN or infinity is NaN: an output
-// whose window puts a non-finite weight on padding is NaN (as in PyTorch,
-// which multiplies the padding; oneDNN skips it and gave a finite value).
+// whose window puts a non-finite weight on padding is NaN. oneDNN skips the
+// padding and gave a finite value there. (PyTorch 1.13 on the CPU depends on
+// its path: its own kernels multiply the padding, as here; through mkldnn,
+// which it takes for batches over 1 or groups, it skips it as oneDNN does.)
 // `wf` is Conv's f32 weight (M, C/group, k...), `y` its output.
 void nan_where_padding_meets_non_finite(const Compiled& c, const Tensor& wf, Tensor& y) {
   const std::size_t k = c.in.size();
