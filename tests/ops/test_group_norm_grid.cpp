@@ -17,9 +17,30 @@ namespace {
 // Sizes below, at and above the vector width (1, 3, 17, 127, powers of two).
 const std::vector<std::vector<std::int64_t>>& grid_dims() {
   static const std::vector<std::vector<std::int64_t>> dims = {
-      {2, 1},        {3, 6},          {17, 34},       {5, 127},         {2, 3, 1},      {1, 3, 17},
-      {3, 34, 127},  {2, 1, 3, 5},    {3, 6, 17, 1},  {2, 34, 7, 9},    {1, 127, 3, 3}, {17, 3, 1, 127},
-      {4, 16, 8, 8}, {2, 64, 5, 5},   {2, 6, 2, 3, 5}, {1, 17, 3, 1, 17}, {3, 32, 2, 2, 4}};
+      {2, 1},
+      {3, 6},
+      {17, 34},
+      {5, 127},
+      {2, 3, 1},
+      {1, 3, 17},
+      {3, 34, 127},
+      {2, 1, 3, 5},
+      {3, 6, 17, 1},
+      {2, 34, 7, 9},
+      {1, 127, 3, 3},
+      {17, 3, 1, 127},
+      {4, 16, 8, 8},
+      {2, 64, 5, 5},
+      {2, 6, 2, 3, 5},
+      {1, 17, 3, 1, 17},
+      {3, 32, 2, 2, 4},
+      // Planes of 2, 4 and 8 values, several per vector; a plane count that
+      // leaves a partial vector; steps of many blocks.
+      {3, 6, 2, 2},
+      {2, 34, 2, 1},
+      {5, 12, 2, 4},
+      {7, 10, 1, 4},
+      {64, 32, 2, 2}};
   return dims;
 }
 

@@ -19,8 +19,23 @@ namespace iref = kernels::instance_norm::ref;
 
 const std::vector<std::vector<std::int64_t>>& grid_dims() {
   static const std::vector<std::vector<std::int64_t>> dims = {
-      {2, 1, 3},     {1, 3, 17},       {3, 17, 127},   {2, 1, 3, 5},     {3, 3, 17, 1},    {2, 17, 7, 9},
-      {1, 127, 3, 3}, {17, 3, 1, 127}, {4, 16, 8, 8},  {2, 64, 5, 5},    {2, 3, 2, 3, 5},  {1, 17, 3, 1, 17}};
+      {2, 1, 3},
+      {1, 3, 17},
+      {3, 17, 127},
+      {2, 1, 3, 5},
+      {3, 3, 17, 1},
+      {2, 17, 7, 9},
+      {1, 127, 3, 3},
+      {17, 3, 1, 127},
+      {4, 16, 8, 8},
+      {2, 64, 5, 5},
+      {2, 3, 2, 3, 5},
+      {1, 17, 3, 1, 17},
+      // Planes of 2, 4 and 8 values, several per vector, with a partial one.
+      {3, 7, 2, 2},
+      {2, 9, 2},
+      {5, 6, 2, 4},
+      {64, 16, 2, 2}};
   return dims;
 }
 

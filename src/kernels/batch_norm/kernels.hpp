@@ -102,6 +102,20 @@ void backward_apply(DType dtype, const void* x, const void* dy, void* dx, Runs r
 
 // ---- channels-first: consecutive planes in memory order ----
 
+/// Whether the tiny_plane_* kernels take planes of plane_len values on this
+/// CPU's instruction set (a power of two up to its vector length): several
+/// planes per vector instead of a walk and a horizontal sum each.
+bool tiny_planes_handled(std::int64_t plane_len);
+/// For each of `planes` consecutive planes q (tiny_planes_handled): sums[2q]
+/// = sum(dy), sums[2q + 1] = sum(dy * (x - center[q])), summed in f32.
+void tiny_plane_grad_sums(DType dtype, const void* x, const void* dy, std::int64_t planes,
+                          std::int64_t plane_len, const float* center, double* sums);
+/// dx = k_dy[q] * dy + k_xc[q] * (x - center[q]) + k_const[q] over each
+/// plane q (backward_apply's arithmetic), with plain stores.
+void tiny_plane_apply(DType dtype, const void* x, const void* dy, void* dx, std::int64_t planes,
+                      std::int64_t plane_len, const float* center, const float* k_dy, const float* k_xc,
+                      const float* k_const);
+
 /// `planes` consecutive planes of plane_len elements, plane i using
 /// parameter index (first + i) % period: y = (x - center[k]) * scale[k] +
 /// shift[k], walked as one contiguous (streamable) pass.

@@ -178,6 +178,94 @@ void BlockMomentsT(const Storage<kType>* x, std::int64_t blocks, std::int64_t le
   }
 }
 
+// Planes of S values where S is a power of two up to half the vector (2x2
+// maps): several planes per vector, lane i in plane i / S. Per-plane values
+// come from one load, spread over their planes' lanes. Per-plane sums are
+// taken in double lanes (each f32 half promoted) by log2(S) steps that add
+// the lane `step` above, after which the first lane of each plane holds its
+// sum. Whether a plane length is handled so: TinyPlanes(S).
+using DD = hn::Repartition<double, DF>;
+HWY_INLINE bool TinyPlanes(size_t S) {
+  const size_t lanes = hn::Lanes(DD());
+  return HWY_TARGET != HWY_SCALAR && S >= 1 && S <= lanes && (S & (S - 1)) == 0 && lanes % S == 0;
+}
+
+// Lane i -> min(i / div + add, Lanes - 1): the table of TableLookupLanes
+// for spreading per-plane values (add 0, div S) and for a step of the plane
+// sums (add step, div 1).
+template <class D>
+HWY_INLINE auto TinyIndices(D d, size_t add, size_t div) {
+  const hn::RebindToSigned<D> di;
+  using I = hn::TFromD<decltype(di)>;
+  HWY_ALIGN I idx[hn::MaxLanes(di)];
+  const size_t lanes = hn::Lanes(d);
+  for (size_t i = 0; i < lanes; ++i) idx[i] = static_cast<I>(std::min(i / div + add, lanes - 1));
+  return hn::IndicesFromVec(d, hn::Load(di, idx));
+}
+
+// out[2q] = sum(dy), out[2q + 1] = sum(dy * (x - center[q])) of each plane:
+// the f32 terms of backward_reduce, added in double.
+template <DType kType>
+void TinyPlaneGradSumsT(const Storage<kType>* x, const Storage<kType>* dy, std::int64_t planes,
+                        std::int64_t plane_len, const float* center, double* out) {
+#if HWY_TARGET == HWY_SCALAR
+  (void)x, (void)dy, (void)planes, (void)plane_len, (void)center, (void)out;  // TinyPlanes is false
+#else
+  const DF d;
+  const DD dd;
+  const hn::Half<DF> dh;
+  const size_t lanes = hn::Lanes(d), half = hn::Lanes(dd), S = static_cast<size_t>(plane_len),
+               per = lanes / S;
+  const size_t total = static_cast<size_t>(planes) * S;
+  const auto spread = TinyIndices(d, 0, S);
+  decltype(TinyIndices(dd, 0, 1)) steps[4] = {};
+  size_t n_steps = 0;
+  for (size_t step = 1; step < S; step *= 2) steps[n_steps++] = TinyIndices(dd, step, 1);
+  HWY_ALIGN double sums[4][hn::MaxLanes(DD())];
+  for (size_t i = 0, q = 0; i < total; i += lanes, q += per) {
+    const size_t count = std::min(lanes, total - i), np = count / S;
+    // Lanes past the last plane load 0 and belong to no plane.
+    const VF c = hn::TableLookupLanes(LoadSomeAsF32<DType::f32>(d, center + q, np, 0.0f), spread);
+    const VF g = LoadSomeAsF32<kType>(d, dy + i, count, 0.0f);
+    const VF h = hn::Mul(g, hn::Sub(LoadSomeAsF32<kType>(d, x + i, count, 0.0f), c));
+    hn::Vec<DD> v[4] = {hn::PromoteTo(dd, hn::LowerHalf(dh, g)), hn::PromoteTo(dd, hn::UpperHalf(dh, g)),
+                        hn::PromoteTo(dd, hn::LowerHalf(dh, h)), hn::PromoteTo(dd, hn::UpperHalf(dh, h))};
+    for (size_t k = 0; k < 4; ++k) {
+      for (size_t t = 0; t < n_steps; ++t) v[k] = hn::Add(v[k], hn::TableLookupLanes(v[k], steps[t]));
+      hn::Store(v[k], dd, sums[k]);
+    }
+    for (size_t j = 0; j < np; ++j) {
+      const size_t lane = j * S, part = lane / half, at = lane % half;  // lo or hi half
+      out[2 * (q + j)] = sums[part][at];
+      out[2 * (q + j) + 1] = sums[2 + part][at];
+    }
+  }
+#endif
+}
+
+// dx = k_dy[q] * dy + k_xc[q] * (x - center[q]) + k_const[q] over each plane
+// q (the arithmetic of backward_apply, so the same bits), plain stores.
+template <DType kType>
+void TinyPlaneApplyT(const Storage<kType>* x, const Storage<kType>* dy, Storage<kType>* dx,
+                     std::int64_t planes, std::int64_t plane_len, const float* center, const float* k_dy,
+                     const float* k_xc, const float* k_const) {
+  const DF d;
+  const size_t lanes = hn::Lanes(d), S = static_cast<size_t>(plane_len), per = lanes / S;
+  const size_t total = static_cast<size_t>(planes) * S;
+  const auto spread = TinyIndices(d, 0, S);
+  auto at = [&](const float* v, size_t q, size_t np) HWY_ATTR {
+    return hn::TableLookupLanes(LoadSomeAsF32<DType::f32>(d, v + q, np, 0.0f), spread);
+  };
+  for (size_t i = 0, q = 0; i < total; i += lanes, q += per) {
+    const size_t count = std::min(lanes, total - i), np = count / S;
+    const VF g = LoadSomeAsF32<kType>(d, dy + i, count, 0.0f);
+    const VF xv = LoadSomeAsF32<kType>(d, x + i, count, 0.0f);
+    const VF v = hn::MulAdd(at(k_dy, q, np), g,
+                            hn::MulAdd(at(k_xc, q, np), hn::Sub(xv, at(center, q, np)), at(k_const, q, np)));
+    StoreOutput<kType>(d, v, dx + i, count, false);
+  }
+}
+
 // Backward's terms of elements [i, i + 2 * Lanes) of a run: the (gated) dy
 // into g0 / g1, dy * (x - center) into h0 / h1.
 template <DType kType, bool kGate, class Y>
@@ -1021,6 +1109,24 @@ void BackwardApply(DType dt, const void* x, const void* dy, void* dx, Runs runs,
     });
   });
 }
+bool TinyPlanesHandled(std::int64_t plane_len) { return TinyPlanes(static_cast<size_t>(plane_len)); }
+void TinyPlaneGradSums(DType dt, const void* x, const void* dy, std::int64_t planes, std::int64_t plane_len,
+                       const float* center, double* sums) {
+  WithDType(dt, [&](auto t) {
+    using T = Storage<t()>;
+    TinyPlaneGradSumsT<t()>(static_cast<const T*>(x), static_cast<const T*>(dy), planes, plane_len, center,
+                            sums);
+  });
+}
+void TinyPlaneApply(DType dt, const void* x, const void* dy, void* dx, std::int64_t planes,
+                    std::int64_t plane_len, const float* center, const float* k_dy, const float* k_xc,
+                    const float* k_const) {
+  WithDType(dt, [&](auto t) {
+    using T = Storage<t()>;
+    TinyPlaneApplyT<t()>(static_cast<const T*>(x), static_cast<const T*>(dy), static_cast<T*>(dx), planes,
+                         plane_len, center, k_dy, k_xc, k_const);
+  });
+}
 void NormalizePlanes(DType dt, const void* x, void* y, std::int64_t planes, std::int64_t plane_len,
                      std::int64_t first, std::int64_t period, const float* center, const float* scale,
                      const float* shift, bool stream, const batch_norm::Epilogue& post) {
@@ -1137,6 +1243,9 @@ HWY_EXPORT(SumSqCentered);
 HWY_EXPORT(Normalize);
 HWY_EXPORT(BackwardReduce);
 HWY_EXPORT(BackwardApply);
+HWY_EXPORT(TinyPlanesHandled);
+HWY_EXPORT(TinyPlaneGradSums);
+HWY_EXPORT(TinyPlaneApply);
 HWY_EXPORT(NormalizePlanes);
 HWY_EXPORT(PlanesBackwardReduce);
 HWY_EXPORT(ApplyPlanes);
@@ -1171,6 +1280,18 @@ void backward_reduce(DType dtype, const void* x, const void* dy, Runs runs, floa
 void backward_apply(DType dtype, const void* x, const void* dy, void* dx, Runs runs, float center, float k_dy,
                     float k_xc, float k_const, bool stream, const Gate& gate) {
   HWY_DYNAMIC_DISPATCH(BackwardApply)(dtype, x, dy, dx, runs, center, k_dy, k_xc, k_const, stream, gate);
+}
+bool tiny_planes_handled(std::int64_t plane_len) {
+  return HWY_DYNAMIC_DISPATCH(TinyPlanesHandled)(plane_len);
+}
+void tiny_plane_grad_sums(DType dtype, const void* x, const void* dy, std::int64_t planes,
+                          std::int64_t plane_len, const float* center, double* sums) {
+  HWY_DYNAMIC_DISPATCH(TinyPlaneGradSums)(dtype, x, dy, planes, plane_len, center, sums);
+}
+void tiny_plane_apply(DType dtype, const void* x, const void* dy, void* dx, std::int64_t planes,
+                      std::int64_t plane_len, const float* center, const float* k_dy, const float* k_xc,
+                      const float* k_const) {
+  HWY_DYNAMIC_DISPATCH(TinyPlaneApply)(dtype, x, dy, dx, planes, plane_len, center, k_dy, k_xc, k_const);
 }
 void normalize_planes(DType dtype, const void* x, void* y, std::int64_t planes, std::int64_t plane_len,
                       std::int64_t first, std::int64_t period, const float* center, const float* scale,

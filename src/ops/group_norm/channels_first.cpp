@@ -236,7 +236,13 @@ void backward_blocks(const Problem& p, const Plan& plan, const void* src, const 
   // Per-worker per-channel partial parameter gradients (dgamma then dbeta),
   // merged after the last barrier.
   if (plan.strategy == Strategy::blocks) {
-    // Steps of `unit` consecutive blocks, as forward.
+    // Steps of `unit` consecutive blocks, as forward. Planes of 2, 4 or 8
+    // values (2x2 maps; up to half the vector) take several planes per
+    // vector, their sums taking turns with dx step by step, instead of a
+    // walk and two horizontal sums per plane. One process alternating, same
+    // bits: 64x512x2x2 f32 32 groups 0.41-0.47 the time, 512 groups (instance
+    // norm) 0.65-0.68, bf16 0.35-0.39; 2x1 0.30-0.35; 2x4 0.55-0.80.
+    const bool tiny = k::tiny_planes_handled(p.s);
     const std::int64_t unit = plan.unit_blocks, up = unit * cg;
     const BlockScratch cs(up, up, C);
     std::byte* base = thread_scratch(cs.bytes * static_cast<std::size_t>(workers));
@@ -252,8 +258,15 @@ void backward_blocks(const Problem& p, const Plan& plan, const void* src, const 
         if (b0 == b_end) return;
         auto at = [&](const void* base_ptr, std::int64_t b) { return element_ptr(base_ptr, dt, b * m); };
         auto step_end = [&](std::int64_t b) { return std::min(b + unit, b_end); };
-        // The sums of blocks [u0, u1), plane by plane.
+        // The sums of blocks [u0, u1), plane by plane (tiny planes: several
+        // per vector, centered on next_centers).
         auto reduce_step = [&](std::int64_t u0, std::int64_t u1) {
+          if (tiny) {
+            for (std::int64_t j = 0; j < u1 - u0; ++j) std::fill_n(next_centers + j * cg, cg, a.mean[u0 + j]);
+            k::tiny_plane_grad_sums(dt, at(src, u0), at(diff_dst, u0), (u1 - u0) * cg, p.s, next_centers,
+                                    sums);
+            return;
+          }
           for (std::int64_t q = 0; q < (u1 - u0) * cg; ++q) {
             sums[2 * q] = sums[2 * q + 1] = 0.0;
             const std::int64_t off = u0 * m + q * p.s;
@@ -277,6 +290,13 @@ void backward_blocks(const Problem& p, const Plan& plan, const void* src, const 
                                acc, acc + C);
           }
           if (!diff_src) continue;
+          if (tiny) {
+            // dx of this step (from cache), then the next step's sums.
+            k::tiny_plane_apply(dt, at(src, u0), at(diff_dst, u0), element_ptr(diff_src, dt, u0 * m), nb * cg,
+                                p.s, center, k_dy, k_xc, k_const);
+            if (nn > 0) reduce_step(u1, step_end(u1));
+            continue;
+          }
           for (std::int64_t j = 0; j < nn; ++j) std::fill_n(next_centers + j * cg, cg, a.mean[u1 + j]);
           // The first nn blocks walk with the next step's; the rest alone.
           const std::int64_t paired = nn * cg, planes = nb * cg;
