@@ -14,33 +14,15 @@
 namespace bnorm::test {
 namespace {
 
-// Sizes below, at and above the vector width (1, 3, 17, 127, powers of two).
+// Sizes below, at and above the vector width (1, 3, 17, 127, powers of two);
+// planes of 2, 4 and 8 values, several per vector, with a plane count that
+// leaves a partial vector and steps of many blocks.
 const std::vector<std::vector<std::int64_t>>& grid_dims() {
   static const std::vector<std::vector<std::int64_t>> dims = {
-      {2, 1},
-      {3, 6},
-      {17, 34},
-      {5, 127},
-      {2, 3, 1},
-      {1, 3, 17},
-      {3, 34, 127},
-      {2, 1, 3, 5},
-      {3, 6, 17, 1},
-      {2, 34, 7, 9},
-      {1, 127, 3, 3},
-      {17, 3, 1, 127},
-      {4, 16, 8, 8},
-      {2, 64, 5, 5},
-      {2, 6, 2, 3, 5},
-      {1, 17, 3, 1, 17},
-      {3, 32, 2, 2, 4},
-      // Planes of 2, 4 and 8 values, several per vector; a plane count that
-      // leaves a partial vector; steps of many blocks.
-      {3, 6, 2, 2},
-      {2, 34, 2, 1},
-      {5, 12, 2, 4},
-      {7, 10, 1, 4},
-      {64, 32, 2, 2}};
+      {2, 1},        {3, 6},        {17, 34},        {5, 127},          {2, 3, 1},        {1, 3, 17},
+      {3, 34, 127},  {2, 1, 3, 5},  {3, 6, 17, 1},   {2, 34, 7, 9},     {1, 127, 3, 3},   {17, 3, 1, 127},
+      {4, 16, 8, 8}, {2, 64, 5, 5}, {2, 6, 2, 3, 5}, {1, 17, 3, 1, 17}, {3, 32, 2, 2, 4}, {3, 6, 2, 2},
+      {2, 34, 2, 1}, {5, 12, 2, 4}, {7, 10, 1, 4},   {64, 32, 2, 2}};
   return dims;
 }
 
@@ -72,7 +54,8 @@ void run_case(const TensorDesc& desc, std::int64_t groups, bool affine, bool inp
   const GroupExpectation e = expect_group_norm(src, groups, g, b, eps);
   std::vector<float> save_mean(stats), save_invstd(stats);
   Buffer& out = inplace ? src : dst;
-  group_norm_forward(desc, src.data(), desc, out.data(), groups, g, b, save_mean.data(), save_invstd.data(), eps);
+  group_norm_forward(desc, src.data(), desc, out.data(), groups, g, b, save_mean.data(), save_invstd.data(),
+                     eps);
   ASSERT_TRUE(check_output(out, e.dst, "dst"));
   ASSERT_TRUE(check_group_stats(save_mean.data(), save_invstd.data(), e, eps));
 
@@ -83,17 +66,17 @@ void run_case(const TensorDesc& desc, std::int64_t groups, bool affine, bool inp
   Buffer dy = diff_dst, dx(desc);
   Buffer& dx_out = inplace ? dy : dx;
   std::vector<float> dgamma(C, -7.0f), dbeta(C, -7.0f);
-  group_norm_backward(desc, original.data(), desc, dy.data(), desc, dx_out.data(), groups, g, save_mean.data(),
-                      save_invstd.data(), dgamma.data(), dbeta.data());
+  group_norm_backward(desc, original.data(), desc, dy.data(), desc, dx_out.data(), groups, g,
+                      save_mean.data(), save_invstd.data(), dgamma.data(), dbeta.data());
   ASSERT_TRUE(check_group_backward(be, &dx_out, dgamma.data(), dbeta.data()));
   // Only the parameter gradients, and only diff_src.
   std::vector<float> dgamma2(C, -7.0f);
-  group_norm_backward(desc, original.data(), desc, diff_dst.data(), desc, nullptr, groups, g, save_mean.data(),
-                      save_invstd.data(), dgamma2.data(), nullptr);
+  group_norm_backward(desc, original.data(), desc, diff_dst.data(), desc, nullptr, groups, g,
+                      save_mean.data(), save_invstd.data(), dgamma2.data(), nullptr);
   ASSERT_TRUE(check_group_backward(be, nullptr, dgamma2.data(), nullptr));
   Buffer dx2(desc);
-  group_norm_backward(desc, original.data(), desc, diff_dst.data(), desc, dx2.data(), groups, g, save_mean.data(),
-                      save_invstd.data(), nullptr, nullptr);
+  group_norm_backward(desc, original.data(), desc, diff_dst.data(), desc, dx2.data(), groups, g,
+                      save_mean.data(), save_invstd.data(), nullptr, nullptr);
   ASSERT_TRUE(check_group_backward(be, &dx2, nullptr, nullptr));
 }
 
@@ -158,8 +141,10 @@ TEST(GroupNormGrid, GroupPerChannelIsInstanceNorm) {
       fill_normal(dy, 9);
       const std::vector<float> gamma = uniform(6, 1, 0.5f, 1.5f), beta = uniform(6, 2, -1.0f, 1.0f);
       std::vector<float> ma(18), ia(18), mb(18), ib(18), ga(6), gb(6), ba(6), bb(6);
-      group_norm_forward(d, src.data(), d, a.data(), 6, gamma.data(), beta.data(), ma.data(), ia.data(), 1e-5);
-      instance_norm_forward_training(d, src.data(), d, b.data(), gamma.data(), beta.data(), mb.data(), ib.data());
+      group_norm_forward(d, src.data(), d, a.data(), 6, gamma.data(), beta.data(), ma.data(), ia.data(),
+                         1e-5);
+      instance_norm_forward_training(d, src.data(), d, b.data(), gamma.data(), beta.data(), mb.data(),
+                                     ib.data());
       EXPECT_EQ(a.bytes, b.bytes);
       EXPECT_EQ(ma, mb);
       EXPECT_EQ(ia, ib);

@@ -17,30 +17,19 @@ namespace {
 
 namespace iref = kernels::instance_norm::ref;
 
+// Awkward shapes, among them planes of 2, 4 and 8 values, which go several to
+// a vector (one leaves a partial vector).
 const std::vector<std::vector<std::int64_t>>& grid_dims() {
   static const std::vector<std::vector<std::int64_t>> dims = {
-      {2, 1, 3},
-      {1, 3, 17},
-      {3, 17, 127},
-      {2, 1, 3, 5},
-      {3, 3, 17, 1},
-      {2, 17, 7, 9},
-      {1, 127, 3, 3},
-      {17, 3, 1, 127},
-      {4, 16, 8, 8},
-      {2, 64, 5, 5},
-      {2, 3, 2, 3, 5},
-      {1, 17, 3, 1, 17},
-      // Planes of 2, 4 and 8 values, several per vector, with a partial one.
-      {3, 7, 2, 2},
-      {2, 9, 2},
-      {5, 6, 2, 4},
-      {64, 16, 2, 2}};
+      {2, 1, 3},      {1, 3, 17},      {3, 17, 127},  {2, 1, 3, 5},  {3, 3, 17, 1},   {2, 17, 7, 9},
+      {1, 127, 3, 3}, {17, 3, 1, 127}, {4, 16, 8, 8}, {2, 64, 5, 5}, {2, 3, 2, 3, 5}, {1, 17, 3, 1, 17},
+      {3, 7, 2, 2},   {2, 9, 2},       {5, 6, 2, 4},  {64, 16, 2, 2}};
   return dims;
 }
 
 void run_case(const TensorDesc& desc, bool affine, bool running, bool inplace, std::uint64_t seed) {
-  SCOPED_TRACE(desc.str() + (affine ? " affine" : "") + (running ? " running" : "") + (inplace ? " inplace" : ""));
+  SCOPED_TRACE(desc.str() + (affine ? " affine" : "") + (running ? " running" : "") +
+               (inplace ? " inplace" : ""));
   const auto C = static_cast<std::size_t>(desc.channels()), NC = C * static_cast<std::size_t>(desc.batch());
   const double eps = 1e-3, momentum = 0.3;
   const std::vector<float> gamma = uniform(C, seed + 1, 0.5f, 1.5f), beta = uniform(C, seed + 2, -1.0f, 1.0f);
@@ -58,9 +47,9 @@ void run_case(const TensorDesc& desc, bool affine, bool running, bool inplace, s
     const Buffer original = src;
     const GroupExpectation e = expect_group_norm(src, desc.channels(), g, b, eps);
     Buffer& out = inplace ? src : dst;
-    instance_norm_forward_training(desc, src.data(), desc, out.data(), g, b, save_mean.data(), save_invstd.data(),
-                                   running ? rmean.data() : nullptr, running ? rvar.data() : nullptr,
-                                   InstanceNormConfig{eps, momentum});
+    instance_norm_forward_training(desc, src.data(), desc, out.data(), g, b, save_mean.data(),
+                                   save_invstd.data(), running ? rmean.data() : nullptr,
+                                   running ? rvar.data() : nullptr, InstanceNormConfig{eps, momentum});
     ASSERT_TRUE(check_output(out, e.dst, "dst"));
     ASSERT_TRUE(check_group_stats(save_mean.data(), save_invstd.data(), e, eps));
     if (running) {
@@ -103,8 +92,8 @@ void run_case(const TensorDesc& desc, bool affine, bool running, bool inplace, s
     Buffer dy = diff_dst, dx(desc);
     Buffer& out = inplace ? dy : dx;
     std::vector<float> dgamma(C, -7.0f), dbeta(C, -7.0f);
-    instance_norm_backward(desc, src.data(), desc, dy.data(), desc, out.data(), g, rmean.data(), invstd.data(),
-                           dgamma.data(), dbeta.data(), BackwardStats::fixed);
+    instance_norm_backward(desc, src.data(), desc, dy.data(), desc, out.data(), g, rmean.data(),
+                           invstd.data(), dgamma.data(), dbeta.data(), BackwardStats::fixed);
     ASSERT_TRUE(check_backward(e, &out, dgamma.data(), dbeta.data()));
   }
 }
@@ -152,8 +141,8 @@ TEST(InstanceNormGridFlags, OnnxFormMatchesTraining) {
     fill_normal(x, 4, 2.0, 3.0);
     const std::vector<float> scale = uniform(5, 1, 0.5f, 1.5f), bias = uniform(5, 2, -1.0f, 1.0f);
     instance_norm_onnx(d, x.data(), scale.data(), bias.data(), d, a.data(), 1e-4);
-    instance_norm_forward_training(d, x.data(), d, b.data(), scale.data(), bias.data(), nullptr, nullptr, nullptr,
-                                   nullptr, InstanceNormConfig{.eps = 1e-4});
+    instance_norm_forward_training(d, x.data(), d, b.data(), scale.data(), bias.data(), nullptr, nullptr,
+                                   nullptr, nullptr, InstanceNormConfig{.eps = 1e-4});
     EXPECT_EQ(a.bytes, b.bytes);
   }
 }
