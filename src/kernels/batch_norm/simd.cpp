@@ -181,9 +181,10 @@ void BlockMomentsT(const Storage<kType>* x, std::int64_t blocks, std::int64_t le
 // Planes of S values where S is a power of two up to half the vector (2x2
 // maps): several planes per vector, lane i in plane i / S. Per-plane values
 // come from one load, spread over their planes' lanes. Per-plane sums are
-// taken in double lanes (each f32 half promoted) by log2(S) steps that add
-// the lane `step` above, after which the first lane of each plane holds its
-// sum. Whether a plane length is handled so: TinyPlanes(S).
+// taken in double lanes (each f32 half promoted): the first lane of each
+// plane adds the lanes 1, 2, ..., S - 1 above it in turn, the order of the
+// lane loop that totals a plane's sums elsewhere (DoubleLanes::Total), so the
+// bits are the same. Whether a plane length is handled so: TinyPlanes(S).
 using DD = hn::Repartition<double, DF>;
 HWY_INLINE bool TinyPlanes(size_t S) {
   const size_t lanes = hn::Lanes(DD());
@@ -218,9 +219,8 @@ void TinyPlaneGradSumsT(const Storage<kType>* x, const Storage<kType>* dy, std::
                per = lanes / S;
   const size_t total = static_cast<size_t>(planes) * S;
   const auto spread = TinyIndices(d, 0, S);
-  decltype(TinyIndices(dd, 0, 1)) steps[4] = {};
-  size_t n_steps = 0;
-  for (size_t step = 1; step < S; step *= 2) steps[n_steps++] = TinyIndices(dd, step, 1);
+  decltype(TinyIndices(dd, 0, 1)) above[8] = {};
+  for (size_t k = 1; k < S; ++k) above[k] = TinyIndices(dd, k, 1);
   HWY_ALIGN double sums[4][hn::MaxLanes(DD())];
   for (size_t i = 0, q = 0; i < total; i += lanes, q += per) {
     const size_t count = std::min(lanes, total - i), np = count / S;
@@ -231,8 +231,9 @@ void TinyPlaneGradSumsT(const Storage<kType>* x, const Storage<kType>* dy, std::
     hn::Vec<DD> v[4] = {hn::PromoteTo(dd, hn::LowerHalf(dh, g)), hn::PromoteTo(dd, hn::UpperHalf(dh, g)),
                         hn::PromoteTo(dd, hn::LowerHalf(dh, h)), hn::PromoteTo(dd, hn::UpperHalf(dh, h))};
     for (size_t k = 0; k < 4; ++k) {
-      for (size_t t = 0; t < n_steps; ++t) v[k] = hn::Add(v[k], hn::TableLookupLanes(v[k], steps[t]));
-      hn::Store(v[k], dd, sums[k]);
+      auto total = v[k];
+      for (size_t t = 1; t < S; ++t) total = hn::Add(total, hn::TableLookupLanes(v[k], above[t]));
+      hn::Store(total, dd, sums[k]);
     }
     for (size_t j = 0; j < np; ++j) {
       const size_t lane = j * S, part = lane / half, at = lane % half;  // lo or hi half

@@ -240,8 +240,8 @@ void backward_blocks(const Problem& p, const Plan& plan, const void* src, const 
     // values (2x2 maps; up to half the vector) take several planes per
     // vector, their sums taking turns with dx step by step, instead of a
     // walk and two horizontal sums per plane. One process alternating, same
-    // bits: 64x512x2x2 f32 32 groups 0.41-0.47 the time, 512 groups (instance
-    // norm) 0.65-0.68, bf16 0.35-0.39; 2x1 0.30-0.35; 2x4 0.55-0.80.
+    // bits: 64x512x2x2 f32 32 groups 0.44-0.46 the time, 512 groups (instance
+    // norm) 0.62-0.67, bf16 0.36-0.38; 2x1 0.32; 2x4 0.83-0.92.
     const bool tiny = k::tiny_planes_handled(p.s);
     const std::int64_t unit = plan.unit_blocks, up = unit * cg;
     const BlockScratch cs(up, up, C);
