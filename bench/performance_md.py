@@ -512,7 +512,7 @@ def family_section(w, text, command, bare):
     w("  (256x1024) bf16 0.61x / 0.66x, f32 0.79-0.96x / 0.88-0.92x; from about 2 KiB streaming won or tied")
     w("  (f32 24x24, bf16 40x40: 0.95-1.10x). Batch norm writes a block's planes as one run and keeps")
     w("  streaming (without it: 1.02-1.80x). Group norm 64x512x7x7 f32 backward read ATen/bnorm 0.65 in")
-    w("  the small-maps command below before the change, 0.91-0.96 after.")
+    w("  the small-maps command below before the change, 0.87-0.96 after (four runs).")
     w("- Group and instance norm channels-first backward on planes of 2, 4 or 8 values (2x2 maps) walked")
     w("  each plane with two horizontal sums in double, which cost more than the plane's data: ATen was 1.9x")
     w("  faster on group norm 64x512x2x2. Such planes now go several to a vector: each plane's terms are")
