@@ -192,8 +192,8 @@ HWY_INLINE bool TinyPlanes(size_t S) {
 }
 
 // Lane i -> min(i / div + add, Lanes - 1): the table of TableLookupLanes
-// for spreading per-plane values (add 0, div S) and for a step of the plane
-// sums (add step, div 1).
+// for spreading per-plane values (add 0, div S) and for the lane k above
+// (add k, div 1).
 template <class D>
 HWY_INLINE auto TinyIndices(D d, size_t add, size_t div) {
   const hn::RebindToSigned<D> di;
